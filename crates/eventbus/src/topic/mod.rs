@@ -1,0 +1,1 @@
+//! Topics, topic filters and the subscription index.
