@@ -1,0 +1,216 @@
+//! Broker configuration: every bound the broker enforces, with its default.
+//!
+//! Read from TOML by the `broker` binary (`broker generate-config` prints this
+//! file's defaults with comments); built in code by an embedding agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::framed::{OutboundLimits, OverflowPolicy};
+
+/// How the broker runs and what it bounds. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Socket path to listen on.
+    pub socket: PathBuf,
+    /// Most client connections at once; more are refused with `ConnectionLimit`.
+    pub max_connections: usize,
+    /// Largest frame accepted or sent, in bytes (header excluded).
+    pub max_frame_bytes: usize,
+    /// Most subscriptions (plain and queue) one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Heartbeat interval offered to clients, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which a peer is declared dead.
+    pub heartbeat_misses: u32,
+    /// How long a new connection has to send its `Hello`, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How long a graceful shutdown waits for in-flight work, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// Most requests awaiting a reply at once, across all clients.
+    pub max_pending_requests: usize,
+    /// Extra user ids allowed to connect besides the broker's own (Unix only).
+    pub allowed_uids: Vec<u32>,
+    /// Each subscriber's outbound buffer.
+    pub subscriber: SubscriberConfig,
+    /// Queue groups.
+    pub queue: QueueConfig,
+}
+
+/// Bounds of each connection's outbound buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SubscriberConfig {
+    /// Most fan-out messages buffered for one slow subscriber.
+    pub max_len: usize,
+    /// What happens to fan-out messages beyond `max_len`.
+    pub overflow: OverflowPolicy,
+    /// Most frames of any kind buffered before the client is disconnected as too slow.
+    pub hard_cap: usize,
+}
+
+/// Bounds and behaviour of queue groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Most messages waiting in one group's queue.
+    pub max_len: usize,
+    /// What happens to a message published to a full queue.
+    pub overflow: OverflowPolicy,
+    /// Prefetch granted to a member that asks for 0.
+    pub default_prefetch: u32,
+    /// Largest prefetch a member may ask for.
+    pub max_prefetch: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            socket: crate::transport::default_socket_path(),
+            max_connections: 1024,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_subscriptions_per_client: 1024,
+            heartbeat_interval_ms: 1000,
+            heartbeat_misses: 3,
+            handshake_timeout_ms: 5000,
+            drain_timeout_ms: 5000,
+            max_pending_requests: 65_536,
+            allowed_uids: Vec::new(),
+            subscriber: SubscriberConfig::default(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        Self {
+            max_len: 65_536,
+            overflow: OverflowPolicy::DropOldest,
+            hard_cap: 262_144,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_len: 100_000,
+            overflow: OverflowPolicy::Reject,
+            default_prefetch: 1,
+            max_prefetch: 10_000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text did not parse or named an unknown setting.
+    #[error("invalid broker configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid broker configuration: {field} = {value}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl BrokerConfig {
+    /// A default configuration listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses a TOML document; missing settings keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that every bound is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("max_subscriptions_per_client", self.max_subscriptions_per_client as u64),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_misses", u64::from(self.heartbeat_misses)),
+            ("max_pending_requests", self.max_pending_requests as u64),
+            ("subscriber.max_len", self.subscriber.max_len as u64),
+            ("queue.max_len", self.queue.max_len as u64),
+            ("queue.max_prefetch", u64::from(self.queue.max_prefetch)),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    value: value.to_string(),
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        if self.subscriber.hard_cap < self.subscriber.max_len {
+            return Err(ConfigError::Invalid {
+                field: "subscriber.hard_cap",
+                value: self.subscriber.hard_cap.to_string(),
+                reason: "must be at least subscriber.max_len",
+            });
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub(crate) fn outbound_limits(&self) -> OutboundLimits {
+        OutboundLimits {
+            max_len: self.subscriber.max_len,
+            policy: self.subscriber.overflow,
+            hard_cap: self.subscriber.hard_cap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = BrokerConfig::new("/tmp/x.sock");
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(BrokerConfig::from_toml(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn partial_toml_keeps_defaults_and_unknown_keys_are_refused() {
+        let config = BrokerConfig::from_toml("max_connections = 7\n[queue]\noverflow = \"drop-oldest\"\n").unwrap();
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.queue.overflow, OverflowPolicy::DropOldest);
+        assert_eq!(config.queue.max_len, QueueConfig::default().max_len);
+        assert!(matches!(BrokerConfig::from_toml("nope = 1"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            BrokerConfig::from_toml("heartbeat_misses = 0"),
+            Err(ConfigError::Invalid { field: "heartbeat_misses", .. })
+        ));
+    }
+}

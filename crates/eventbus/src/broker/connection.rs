@@ -1,0 +1,152 @@
+//! One accepted connection: the handshake, then a read loop feeding the router.
+//!
+//! Each connection has two tasks: this reader, and a writer draining the
+//! connection's [`Outbound`] queue. The reader takes the router lock once per
+//! batch of frames read, never across an await.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::router::Refusal;
+use crate::codec::FrameCodec;
+use crate::framed::{FrameReader, Outbound, ReadError, write_loop};
+use crate::proto::{ErrorCode, Frame, frame::Kind};
+use crate::transport::{SharedStream, Stream};
+
+/// Serves one connection until it closes, fails, or the broker stops.
+pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
+    let peer_pid = crate::transport::peer_pid(&stream);
+    let stream = SharedStream(Arc::new(stream));
+    let config = &shared.config;
+    let codec = FrameCodec::new(config.max_frame_bytes);
+    let mut reader = FrameReader::new(stream.clone(), codec);
+
+    if let Err(refusal) = admit(&stream, &shared) {
+        return refuse(stream, codec, refusal).await;
+    }
+    let handshake = Duration::from_millis(config.handshake_timeout_ms);
+    // Abandoning the read on timeout is safe: the connection is dropped with it,
+    // so no half-read frame is ever resumed.
+    let hello = match tokio::time::timeout(handshake, reader.read_one()).await {
+        Ok(Ok(Some(Frame {
+            kind: Some(Kind::Hello(hello)),
+        }))) => hello,
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(_))) => {
+            let refusal = Refusal::new(ErrorCode::Protocol, "the first frame must be hello");
+            return refuse(stream, codec, refusal).await;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "closing connection: bad handshake");
+            return refuse(stream, codec, read_refusal(&e)).await;
+        }
+        Err(_) => {
+            tracing::warn!(?handshake, "closing connection: no hello in time");
+            return;
+        }
+    };
+
+    let out = Outbound::new(config.outbound_limits());
+    let cancel = CancellationToken::new();
+    let registered = shared
+        .router()
+        .register(hello, out.clone(), cancel.clone(), peer_pid);
+    let (conn, welcome) = match registered {
+        Ok(ok) => ok,
+        Err(refusal) => return refuse(stream, codec, refusal).await,
+    };
+    let codec = FrameCodec::new(welcome.max_frame_bytes as usize);
+    reader.set_codec(codec);
+    let _ = out.push(Frame {
+        kind: Some(Kind::Welcome(welcome)),
+    });
+    shared.tracker.spawn(write_loop(out.clone(), stream.clone(), codec));
+
+    let reason = read_loop(&mut reader, &shared, conn, &cancel, &out).await;
+    shared.router().disconnect(conn, reason);
+}
+
+async fn read_loop(
+    reader: &mut FrameReader<SharedStream>,
+    shared: &Shared,
+    conn: super::ConnId,
+    cancel: &CancellationToken,
+    out: &Outbound,
+) -> &'static str {
+    let mut frames = Vec::with_capacity(64);
+    loop {
+        let read = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return "closed by the broker",
+            read = reader.read_batch(&mut frames) => read,
+        };
+        match read {
+            Ok(true) => {
+                let mut router = shared.router();
+                router.touch(conn, Instant::now());
+                for frame in frames.drain(..) {
+                    router.handle(conn, frame);
+                }
+                router.reap();
+            }
+            Ok(false) => return "client closed the connection",
+            Err(e) => {
+                tracing::warn!(error = %e, "closing connection: unreadable input");
+                let _ = out.push(read_refusal(&e).into_frame(0));
+                return "unreadable input";
+            }
+        }
+    }
+}
+
+/// Checks connection limits and the peer's user id before any frame is read.
+fn admit(stream: &SharedStream, shared: &Shared) -> Result<(), Refusal> {
+    let max = shared.config.max_connections;
+    if shared.router().connection_count() >= max {
+        tracing::warn!(max, "refusing connection: connection limit reached");
+        return Err(Refusal::new(
+            ErrorCode::ConnectionLimit,
+            format!("connection limit of {max} reached"),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        let own = crate::transport::current_uid();
+        match crate::transport::peer_uid(&stream.0) {
+            Some(uid) if uid == own || shared.config.allowed_uids.contains(&uid) => {}
+            other => {
+                tracing::warn!(peer_uid = ?other, "refusing connection from another user");
+                return Err(Refusal::new(
+                    ErrorCode::PermissionDenied,
+                    format!("user id {other:?} may not connect"),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = stream;
+    Ok(())
+}
+
+fn read_refusal(e: &ReadError) -> Refusal {
+    let code = match e {
+        ReadError::Frame(crate::codec::FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::Protocol,
+    };
+    Refusal::new(code, e.to_string())
+}
+
+/// Tells the peer why it is refused, then closes.
+async fn refuse(stream: SharedStream, codec: FrameCodec, refusal: Refusal) {
+    let out = Outbound::new(crate::framed::OutboundLimits {
+        max_len: 1,
+        policy: crate::framed::OverflowPolicy::DropIncoming,
+        hard_cap: 2,
+    });
+    let _ = out.push(refusal.into_frame(0));
+    out.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_loop(out, stream, codec)).await;
+}

@@ -1,0 +1,181 @@
+//! The broker: accepts connections and routes frames between them.
+//!
+//! Data flows one way: the listener accepts a connection and spawns its
+//! [`connection`] task; that task reads frames and hands each batch to the
+//! [`router`], which owns all routing state and pushes frames into the bounded
+//! outbound queues that each connection's writer drains. A ticker drives
+//! heartbeats and expiry.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use eventbus::broker::{Broker, BrokerConfig};
+//! let broker = Broker::bind(BrokerConfig::new("/tmp/eventbus-demo/broker.sock"))?;
+//! broker.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod connection;
+mod queue;
+mod router;
+mod stats;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use interprocess::local_socket::traits::tokio::Listener as _;
+use tokio_util::task::TaskTracker;
+
+pub use config::{BrokerConfig, ConfigError, QueueConfig, SubscriberConfig};
+pub use stats::rss_bytes;
+
+use crate::transport::{BindError, Listener};
+use router::Router;
+
+/// Identifies a connection inside one broker; never reused.
+pub(crate) type ConnId = u64;
+
+/// How often the ticker checks heartbeats and deadlines.
+const TICK: Duration = Duration::from_millis(10);
+
+/// State shared by the listener, the connection tasks and the ticker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: Arc<BrokerConfig>,
+    router: Mutex<Router>,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Locks the router. Held for one batch of frames at most, never across an await.
+    fn router(&self) -> MutexGuard<'_, Router> {
+        // A panic inside the router is a bug; continuing with its state is still
+        // better than taking every other client down with it.
+        self.router.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why the broker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Accepting connections failed in a way that will not recover.
+    #[error("accepting connections failed: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// A broker bound to its socket, ready to [`run`](Broker::run).
+#[derive(Debug)]
+pub struct Broker {
+    listener: Listener,
+    shared: Arc<Shared>,
+    socket: PathBuf,
+}
+
+impl Broker {
+    /// Validates `config` and takes the socket.
+    ///
+    /// Fails if another broker is listening on the socket; a socket file left by a
+    /// dead broker is replaced.
+    pub fn bind(config: BrokerConfig) -> Result<Self, BindError> {
+        let listener = crate::transport::bind(&config.socket)?;
+        let socket = config.socket.clone();
+        let config = Arc::new(config);
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                router: Mutex::new(Router::new(config.clone())),
+                config,
+                tracker: TaskTracker::new(),
+            }),
+            socket,
+        })
+    }
+
+    /// The socket path clients connect to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serves clients until `shutdown` completes, then shuts down gracefully:
+    /// stops accepting, refuses new publishes, waits up to the drain timeout for
+    /// in-flight deliveries to be acknowledged, says goodbye to every client,
+    /// flushes their queues and removes the socket file.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Self {
+            listener,
+            shared,
+            socket,
+        } = self;
+        let ticker = tokio::spawn(tick(shared.clone()));
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(stream) => {
+                        shared.tracker.spawn(connection::serve(stream, shared.clone()));
+                    }
+                    Err(e) if is_transient(&e) => {
+                        tracing::warn!(error = %e, "accept failed; continuing");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => break Err(RunError::Accept(e)),
+                },
+            }
+        };
+        // Dropping the listener removes the socket file: no new clients from here on.
+        drop(listener);
+        tracing::info!(socket = %socket.display(), "shutting down");
+        drain(&shared).await;
+        ticker.abort();
+        shared.router().close_all("broker shutting down");
+        shared.tracker.close();
+        let drain_timeout = Duration::from_millis(shared.config.drain_timeout_ms);
+        if tokio::time::timeout(drain_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout; leaving them");
+        }
+        result
+    }
+}
+
+/// Waits, up to the drain timeout, for deliveries in flight to be acknowledged.
+async fn drain(shared: &Shared) {
+    shared.router().begin_drain();
+    let deadline = Instant::now() + Duration::from_millis(shared.config.drain_timeout_ms);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        let in_flight = shared.router().in_flight_count();
+        if in_flight == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(in_flight, "drain timeout: deliveries still in flight are lost");
+            return;
+        }
+        tick.tick().await;
+    }
+}
+
+async fn tick(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        shared.router().tick(Instant::now());
+    }
+}
+
+/// Accept errors that concern one connection or a passing resource shortage.
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
+    ) || e.raw_os_error().is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+}

@@ -1,0 +1,319 @@
+//! A queue group: members sharing one filter's messages, each message to exactly one.
+//!
+//! The group owns its bounded queue of waiting messages and its members' credit.
+//! Dispatch is round robin in join order over members with free credit (prefetch
+//! minus unacknowledged deliveries); a member without credit is skipped, and a
+//! message no member can take waits in the queue, in publish order.
+//!
+//! **Invariant:** the queue holds at most `max_len` newly published messages;
+//! redeliveries go back to the front even past the bound, because they were
+//! accepted already and are themselves bounded by the members' credit.
+
+use std::collections::VecDeque;
+
+use crate::framed::OverflowPolicy;
+use crate::names::{ClientId, GroupName};
+use crate::proto::{Envelope, MemberStats, QueueStats};
+use crate::topic::TopicFilter;
+
+use super::ConnId;
+
+/// One member of a group: a subscription of one connection.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub conn: ConnId,
+    pub sid: u64,
+    pub client_id: ClientId,
+    pub prefetch: u32,
+    pub in_flight: u32,
+    pub delivered: u64,
+    pub acked: u64,
+}
+
+/// What became of a published message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// Waiting in the queue.
+    Queued,
+    /// Waiting, after the oldest waiting message was evicted.
+    EvictedOldest,
+    /// Discarded under `drop-incoming`.
+    DroppedIncoming,
+    /// Refused under `reject`.
+    Rejected,
+}
+
+/// Counters reported in stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub delivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub redelivered: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    pub dead_lettered: u64,
+    pub cancelled: u64,
+}
+
+/// A queue group's state.
+#[derive(Debug)]
+pub(crate) struct QueueGroup {
+    pub filter: TopicFilter,
+    pub name: GroupName,
+    members: Vec<Member>,
+    cursor: usize,
+    queue: VecDeque<Envelope>,
+    in_flight: usize,
+    max_len: usize,
+    policy: OverflowPolicy,
+    pub counters: Counters,
+}
+
+impl QueueGroup {
+    pub fn new(filter: TopicFilter, name: GroupName, max_len: usize, policy: OverflowPolicy) -> Self {
+        Self {
+            filter,
+            name,
+            members: Vec::new(),
+            cursor: 0,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            max_len,
+            policy,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The queue's bound.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    pub fn join(&mut self, member: Member) {
+        self.members.push(member);
+    }
+
+    /// Removes a member; returns whether it was one.
+    pub fn leave(&mut self, conn: ConnId, sid: u64) -> bool {
+        let Some(pos) = self.members.iter().position(|m| m.conn == conn && m.sid == sid) else {
+            return false;
+        };
+        let member = self.members.remove(pos);
+        self.in_flight -= member.in_flight as usize;
+        if self.cursor > pos {
+            self.cursor -= 1;
+        }
+        true
+    }
+
+    /// No members and nothing waiting: the group can be forgotten.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.queue.is_empty()
+    }
+
+    pub fn enqueue(&mut self, message: Envelope) -> Enqueued {
+        let mut outcome = Enqueued::Queued;
+        if self.queue.len() >= self.max_len {
+            match self.policy {
+                OverflowPolicy::DropIncoming => {
+                    self.counters.dropped += 1;
+                    return Enqueued::DroppedIncoming;
+                }
+                OverflowPolicy::Reject => {
+                    self.counters.rejected += 1;
+                    return Enqueued::Rejected;
+                }
+                OverflowPolicy::DropOldest => {
+                    self.queue.pop_front();
+                    self.counters.dropped += 1;
+                    outcome = Enqueued::EvictedOldest;
+                }
+            }
+        }
+        self.queue.push_back(message);
+        outcome
+    }
+
+    /// Puts a message that was in flight back at the front, for redelivery.
+    pub fn requeue_front(&mut self, mut message: Envelope) {
+        message.attempt = message.attempt.saturating_add(1);
+        self.counters.redelivered += 1;
+        self.queue.push_front(message);
+    }
+
+    /// The next (member, message) to deliver, if any member has credit.
+    ///
+    /// Marks the delivery in flight; the caller sends it.
+    pub fn next_dispatch(&mut self) -> Option<(ConnId, u64, Envelope)> {
+        if self.queue.is_empty() || self.members.is_empty() {
+            return None;
+        }
+        let n = self.members.len();
+        let start = self.cursor % n;
+        let idx = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.members[i].in_flight < self.members[i].prefetch)?;
+        let message = self.queue.pop_front()?;
+        let member = &mut self.members[idx];
+        member.in_flight += 1;
+        member.delivered += 1;
+        self.in_flight += 1;
+        self.counters.delivered += 1;
+        self.cursor = idx + 1;
+        Some((member.conn, member.sid, message))
+    }
+
+    /// A delivery to (`conn`, `sid`) is finished; returns whether the member exists.
+    pub fn settle(&mut self, conn: ConnId, sid: u64, acked: bool) -> bool {
+        let Some(m) = self.members.iter_mut().find(|m| m.conn == conn && m.sid == sid) else {
+            return false;
+        };
+        m.in_flight = m.in_flight.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if acked {
+            m.acked += 1;
+            self.counters.acked += 1;
+        } else {
+            self.counters.nacked += 1;
+        }
+        true
+    }
+
+    /// Removes a waiting message by id; returns it if it was waiting.
+    pub fn remove_waiting(&mut self, message_id: u64) -> Option<Envelope> {
+        let pos = self.queue.iter().position(|m| m.id == message_id)?;
+        self.queue.remove(pos)
+    }
+
+    #[cfg(test)]
+    pub fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let c = self.counters;
+        QueueStats {
+            topic: self.filter.as_str().to_owned(),
+            group: self.name.as_str().to_owned(),
+            depth: self.queue.len() as u64,
+            in_flight: self.in_flight as u64,
+            delivered: c.delivered,
+            acked: c.acked,
+            nacked: c.nacked,
+            redelivered: c.redelivered,
+            dropped: c.dropped,
+            rejected: c.rejected,
+            dead_lettered: c.dead_lettered,
+            cancelled: c.cancelled,
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberStats {
+                    client_id: m.client_id.as_str().to_owned(),
+                    delivered: m.delivered,
+                    acked: m.acked,
+                    in_flight: u64::from(m.in_flight),
+                    prefetch: m.prefetch,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(max_len: usize, policy: OverflowPolicy) -> QueueGroup {
+        QueueGroup::new(
+            TopicFilter::new("control.task").unwrap(),
+            GroupName::new("g").unwrap(),
+            max_len,
+            policy,
+        )
+    }
+
+    fn member(conn: ConnId, prefetch: u32) -> Member {
+        Member {
+            conn,
+            sid: 1,
+            client_id: ClientId::new(format!("c{conn}")).unwrap(),
+            prefetch,
+            in_flight: 0,
+            delivered: 0,
+            acked: 0,
+        }
+    }
+
+    fn msg(id: u64) -> Envelope {
+        Envelope {
+            id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nine_messages_to_three_idle_members_split_three_ways() {
+        let mut g = group(100, OverflowPolicy::Reject);
+        for c in 1..=3 {
+            g.join(member(c, 10));
+        }
+        for id in 0..9 {
+            g.enqueue(msg(id));
+        }
+        let mut counts = [0; 4];
+        while let Some((conn, _, _)) = g.next_dispatch() {
+            counts[conn as usize] += 1;
+        }
+        assert_eq!(counts[1..], [3, 3, 3]);
+    }
+
+    #[test]
+    fn members_without_credit_are_skipped_and_messages_wait() {
+        let mut g = group(100, OverflowPolicy::Reject);
+        g.join(member(1, 1));
+        g.join(member(2, 2));
+        for id in 0..5 {
+            g.enqueue(msg(id));
+        }
+        let got: Vec<_> = std::iter::from_fn(|| g.next_dispatch()).map(|(c, _, m)| (c, m.id)).collect();
+        assert_eq!(got, [(1, 0), (2, 1), (2, 2)]);
+        assert_eq!(g.depth(), 2);
+        assert!(g.settle(1, 1, true));
+        assert_eq!(g.next_dispatch().map(|(c, _, m)| (c, m.id)), Some((1, 3)));
+    }
+
+    #[test]
+    fn overflow_policies() {
+        let mut g = group(2, OverflowPolicy::DropOldest);
+        for id in 0..4 {
+            g.enqueue(msg(id));
+        }
+        assert_eq!(g.counters.dropped, 2);
+        assert_eq!(g.remove_waiting(2).map(|m| m.id), Some(2));
+
+        let mut g = group(1, OverflowPolicy::DropIncoming);
+        assert_eq!(g.enqueue(msg(0)), Enqueued::Queued);
+        assert_eq!(g.enqueue(msg(1)), Enqueued::DroppedIncoming);
+
+        let mut g = group(1, OverflowPolicy::Reject);
+        g.enqueue(msg(0));
+        assert_eq!(g.enqueue(msg(1)), Enqueued::Rejected);
+        assert_eq!(g.counters.rejected, 1);
+    }
+
+    #[test]
+    fn leaving_returns_credit_and_requeue_goes_first() {
+        let mut g = group(10, OverflowPolicy::Reject);
+        g.join(member(1, 5));
+        g.enqueue(msg(0));
+        g.enqueue(msg(1));
+        let (_, _, first) = g.next_dispatch().unwrap();
+        assert!(g.leave(1, 1));
+        g.requeue_front(first);
+        g.join(member(2, 5));
+        let (conn, _, m) = g.next_dispatch().unwrap();
+        assert_eq!((conn, m.id, m.attempt), (2, 0, 1));
+    }
+}

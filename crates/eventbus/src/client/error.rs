@@ -1,0 +1,211 @@
+//! Client errors: one enum per operation, each variant carrying the facts a
+//! caller needs. Codes come from the broker's typed `Error` frames; no code here
+//! ever looks at message text.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::proto::{self, ErrorCode};
+
+/// A typed refusal from the broker, for codes an operation has no variant for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker refused ({code:?}): {message}")]
+pub struct Refused {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// The broker's explanation.
+    pub message: String,
+    /// Facts attached by the broker (queue name, limit, ...).
+    pub details: HashMap<String, String>,
+}
+
+impl From<proto::Error> for Refused {
+    fn from(e: proto::Error) -> Self {
+        Self {
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            message: e.message,
+            details: e.details,
+        }
+    }
+}
+
+impl Refused {
+    pub(crate) fn detail(&self, key: &str) -> String {
+        self.details.get(key).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn detail_usize(&self, key: &str) -> usize {
+        self.details.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Why [`Client::connect`](super::Client::connect) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The socket could not be reached.
+    #[error("cannot connect to {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Connecting or the handshake took longer than the connect timeout.
+    #[error("connecting to {path} timed out after {after:?}")]
+    Timeout {
+        /// The socket path.
+        path: PathBuf,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The broker refused the client (bad id, connection limit, other user, ...).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The broker answered with something other than a `Welcome`.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The message does not fit in one frame.
+    #[error("message of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Negotiated limit.
+        max: usize,
+    },
+    /// The client's own outbound buffer is full: the broker is not keeping up.
+    #[error("outbound buffer full ({capacity} frames)")]
+    BufferFull {
+        /// The buffer's bound.
+        capacity: usize,
+    },
+    /// A queue the message was routed to is full and its policy is `reject`.
+    #[error("queue {topic} (group {group}) is full: limit {max_len} messages")]
+    QueueFull {
+        /// Topic of the refused message.
+        topic: String,
+        /// The full queue group.
+        group: String,
+        /// The queue's bound.
+        max_len: usize,
+    },
+    /// The broker did not confirm in time.
+    #[error("no confirmation within {0:?}")]
+    Timeout(Duration),
+    /// Any other refusal.
+    #[error(transparent)]
+    Refused(Refused),
+}
+
+/// Why a subscribe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The client holds as many subscriptions as the broker allows.
+    #[error("subscription limit of {max} reached")]
+    Limit {
+        /// The limit.
+        max: usize,
+    },
+    /// The broker did not confirm in time.
+    #[error("no confirmation within {0:?}")]
+    Timeout(Duration),
+    /// Any other refusal.
+    #[error(transparent)]
+    Refused(Refused),
+}
+
+/// Why a request, or a direct send, failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The connection is closed, or was lost before the reply came.
+    #[error("connection closed")]
+    Closed,
+    /// Nobody subscribes to the topic: the request could not go anywhere.
+    #[error("no responders for {topic}")]
+    NoResponders {
+        /// The request's topic.
+        topic: String,
+    },
+    /// The addressed client is not connected.
+    #[error("no connected client {client_id:?}")]
+    NoSuchClient {
+        /// The id asked for.
+        client_id: String,
+    },
+    /// No reply within the timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The request was cancelled before it was answered.
+    #[error("request {message_id} was cancelled")]
+    Cancelled {
+        /// The cancelled message.
+        message_id: u64,
+    },
+    /// The request could not be sent.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Why an ack, nack or reply was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The broker no longer holds this delivery for this client (acked already,
+    /// reassigned after a failure, or cancelled).
+    #[error("delivery {delivery_id} is not in flight to this client")]
+    UnknownDelivery {
+        /// The delivery.
+        delivery_id: u64,
+    },
+    /// The message was not a request, so there is nobody to reply to.
+    #[error("message {message_id} expects no reply")]
+    NotARequest {
+        /// The message.
+        message_id: u64,
+    },
+    /// The broker did not confirm in time.
+    #[error("no confirmation within {0:?}")]
+    Timeout(Duration),
+    /// Any other refusal.
+    #[error(transparent)]
+    Refused(Refused),
+}
+
+/// Why a stats or cancel call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The broker did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The message to cancel is neither queued nor in flight.
+    #[error("message {message_id} is neither queued nor in flight")]
+    UnknownMessage {
+        /// The message.
+        message_id: u64,
+    },
+    /// Any other refusal.
+    #[error(transparent)]
+    Refused(Refused),
+}

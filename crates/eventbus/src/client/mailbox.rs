@@ -1,0 +1,113 @@
+//! A bounded, single-consumer queue between the connection reader and one
+//! subscription stream.
+//!
+//! The reader must never wait on a slow application (it also carries heartbeats
+//! and replies), so at the bound the oldest message is evicted and counted.
+//! Queue-group and direct deliveries never reach the bound: the broker sends no
+//! more than the subscription's prefetch.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
+    waker: Option<Waker>,
+    closed: bool,
+    dropped: u64,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Mailbox<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+}
+
+impl<T> Mailbox<T> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                waker: None,
+                closed: false,
+                dropped: 0,
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an item, evicting the oldest at the bound. Ignored once closed.
+    pub fn push(&self, item: T) {
+        let waker = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            if st.items.len() >= self.capacity {
+                st.items.pop_front();
+                st.dropped += 1;
+            }
+            st.items.push_back(item);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ends the stream once the buffered items are taken.
+    pub fn close(&self) {
+        let waker = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Items evicted at the bound so far.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut st = self.lock();
+        if let Some(item) = st.items.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn evicts_oldest_at_the_bound_and_ends_after_close() {
+        let mb = Mailbox::new(2);
+        for i in 0..3 {
+            mb.push(i);
+        }
+        mb.close();
+        mb.push(9);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(None));
+        assert_eq!(mb.dropped(), 1);
+    }
+}

@@ -1,0 +1,476 @@
+//! The client: a cheap, cloneable handle to one connection with a broker.
+//!
+//! Every operation pushes a frame into the connection's bounded outbound queue,
+//! which one writer task drains; one reader task routes what the broker sends to
+//! waiting calls (by `seq`) and to subscription streams (by subscription id).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use eventbus::{Client, ClientOptions, Topic, TopicFilter};
+//! use futures_core::Stream;
+//! let client = Client::connect(ClientOptions::new("/tmp/eventbus/broker.sock")).await?;
+//! let _events = client.subscribe(&TopicFilter::new("events.#")?).await?;
+//! client.publish(&Topic::new("events.process.snapshot")?, "hello")?;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod error;
+mod mailbox;
+mod message;
+mod options;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError};
+pub use message::Message;
+pub use options::ClientOptions;
+pub use subscription::{Delivery, QueueSubscription, Subscription};
+
+use crate::framed::{Outbound, PushError};
+use crate::names::{ClientId, GroupName};
+use crate::proto::{self, ErrorCode, Frame, PublishMode, StatsResponse, frame::Kind};
+use crate::topic::{Topic, TopicFilter};
+use mailbox::Mailbox;
+use subscription::Incoming;
+
+/// Bytes of framing and envelope fields around a payload, used to refuse
+/// oversized messages before they are queued.
+const ENVELOPE_OVERHEAD: usize = 64;
+
+/// The broker's answer to a call.
+#[derive(Debug)]
+enum Answer {
+    Ok(u64),
+    Error(proto::Error),
+    Reply(proto::Envelope),
+    Stats(StatsResponse),
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+enum CallFailure {
+    Closed,
+    Timeout(Duration),
+}
+
+#[derive(Debug)]
+struct Inner {
+    client_id: ClientId,
+    options: ClientOptions,
+    out: Arc<Outbound>,
+    max_frame_bytes: usize,
+    next_seq: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    subs: Mutex<HashMap<u64, Arc<Mailbox<Incoming>>>>,
+    closed: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Closes the connection when the last [`Client`] clone is dropped.
+#[derive(Debug)]
+struct Handle(Arc<Inner>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.out.close();
+    }
+}
+
+/// A connection to a broker. Cheap to clone; all clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl Client {
+    fn inner(&self) -> &Inner {
+        &self.handle.0
+    }
+
+    /// This client's id on the broker.
+    pub fn client_id(&self) -> &ClientId {
+        &self.inner().client_id
+    }
+
+    /// Whether the connection has been lost or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner().closed.is_cancelled()
+    }
+
+    /// Completes when the connection is lost or closed.
+    pub async fn closed(&self) {
+        self.inner().closed.cancelled().await;
+    }
+
+    fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.inner().out.push(frame)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner().next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a frame built around a fresh `seq` and waits for the broker's answer.
+    async fn call(&self, timeout: Duration, build: impl FnOnce(u64) -> Kind) -> Result<Answer, CallFailure> {
+        let seq = self.next_seq();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner().pending).insert(seq, tx);
+        if self.is_closed() || self.push(Frame { kind: Some(build(seq)) }).is_err() {
+            lock(&self.inner().pending).remove(&seq);
+            return Err(CallFailure::Closed);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(CallFailure::Closed),
+            Err(_) => {
+                lock(&self.inner().pending).remove(&seq);
+                Err(CallFailure::Timeout(timeout))
+            }
+        }
+    }
+
+    fn envelope(&self, topic: &str, payload: Bytes) -> Result<proto::Envelope, PublishError> {
+        let len = payload.len() + topic.len() + ENVELOPE_OVERHEAD;
+        let max = self.inner().max_frame_bytes;
+        if len > max {
+            return Err(PublishError::TooLarge { len, max });
+        }
+        Ok(proto::Envelope {
+            topic: topic.to_owned(),
+            payload,
+            ..Default::default()
+        })
+    }
+
+    /// Publishes without waiting: returns once the message is queued for the broker.
+    pub fn publish(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<(), PublishError> {
+        let message = self.envelope(topic.as_str(), payload.into())?;
+        self.push(Frame {
+            kind: Some(Kind::Publish(proto::Publish {
+                seq: 0,
+                mode: PublishMode::FireAndForget as i32,
+                message: Some(message),
+                target_client: String::new(),
+                timeout_ms: 0,
+            })),
+        })
+        .map_err(|e| self.push_error(e))
+    }
+
+    fn push_error(&self, e: PushError) -> PublishError {
+        match e {
+            PushError::Closed => PublishError::Closed,
+            PushError::Full { max_len: capacity } | PushError::TooSlow { hard_cap: capacity } => {
+                PublishError::BufferFull { capacity }
+            }
+        }
+    }
+
+    /// Publishes and waits until the broker has accepted the message; returns its id.
+    pub async fn publish_confirmed(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<u64, PublishError> {
+        self.confirmed(topic.as_str(), payload.into(), String::new()).await
+    }
+
+    /// Sends a message to one connected client, waiting for the broker to accept it.
+    /// The receiver gets it through [`direct_deliveries`](Self::direct_deliveries).
+    pub async fn send_direct(
+        &self,
+        target: &ClientId,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, RequestError> {
+        self.confirmed(topic.as_str(), payload.into(), target.as_str().to_owned())
+            .await
+            .map_err(|e| match e {
+                PublishError::Refused(r) if r.code == ErrorCode::NoSuchClient => RequestError::NoSuchClient {
+                    client_id: target.as_str().to_owned(),
+                },
+                other => RequestError::Publish(other),
+            })
+    }
+
+    async fn confirmed(&self, topic: &str, payload: Bytes, target_client: String) -> Result<u64, PublishError> {
+        let message = self.envelope(topic, payload)?;
+        let timeout = self.inner().options.request_timeout;
+        let answer = self
+            .call(timeout, |seq| {
+                Kind::Publish(proto::Publish {
+                    seq,
+                    mode: PublishMode::Confirmed as i32,
+                    message: Some(message),
+                    target_client,
+                    timeout_ms: 0,
+                })
+            })
+            .await;
+        match answer {
+            Ok(Answer::Ok(id)) => Ok(id),
+            Ok(Answer::Error(e)) => Err(publish_refusal(e.into())),
+            Ok(_) => Err(PublishError::Closed),
+            Err(CallFailure::Closed) => Err(PublishError::Closed),
+            Err(CallFailure::Timeout(t)) => Err(PublishError::Timeout(t)),
+        }
+    }
+
+    /// Sends a request and waits up to `timeout` for one reply.
+    ///
+    /// Fails at once with [`RequestError::NoResponders`] when nobody subscribes.
+    pub async fn request(&self, topic: &Topic, payload: impl Into<Bytes>, timeout: Duration) -> Result<Message, RequestError> {
+        self.request_to(topic, payload.into(), timeout, String::new()).await
+    }
+
+    /// Sends a request to one connected client and waits up to `timeout` for its reply.
+    pub async fn request_direct(
+        &self,
+        target: &ClientId,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        self.request_to(topic, payload.into(), timeout, target.as_str().to_owned())
+            .await
+    }
+
+    async fn request_to(&self, topic: &Topic, payload: Bytes, timeout: Duration, target_client: String) -> Result<Message, RequestError> {
+        let message = self.envelope(topic.as_str(), payload)?;
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let answer = self
+            .call(timeout, |seq| {
+                Kind::Publish(proto::Publish {
+                    seq,
+                    mode: PublishMode::Request as i32,
+                    message: Some(message),
+                    target_client,
+                    timeout_ms,
+                })
+            })
+            .await;
+        match answer {
+            Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),
+            Ok(Answer::Error(e)) => {
+                let r = Refused::from(e);
+                Err(match r.code {
+                    ErrorCode::NoResponders => RequestError::NoResponders {
+                        topic: topic.as_str().to_owned(),
+                    },
+                    ErrorCode::NoSuchClient => RequestError::NoSuchClient {
+                        client_id: r.detail("client_id"),
+                    },
+                    ErrorCode::Cancelled => RequestError::Cancelled {
+                        message_id: r.detail_usize("message_id") as u64,
+                    },
+                    _ => RequestError::Publish(publish_refusal(r)),
+                })
+            }
+            Ok(_) | Err(CallFailure::Closed) => Err(RequestError::Closed),
+            Err(CallFailure::Timeout(t)) => Err(RequestError::Timeout(t)),
+        }
+    }
+
+    /// Replies to a request received on a plain subscription.
+    pub fn reply(&self, request: &Message, payload: impl Into<Bytes>) -> Result<(), AckError> {
+        if !request.is_request() {
+            return Err(AckError::NotARequest {
+                message_id: request.id(),
+            });
+        }
+        self.push(Frame {
+            kind: Some(Kind::Reply(proto::Reply {
+                correlation_id: request.envelope.correlation_id,
+                delivery_id: 0,
+                message: Some(proto::Envelope {
+                    topic: request.topic().to_owned(),
+                    payload: payload.into(),
+                    ..Default::default()
+                }),
+                seq: 0,
+            })),
+        })
+        .map_err(|_| AckError::Closed)
+    }
+
+    /// Subscribes to every message matching `filter`; the broker has registered the
+    /// subscription when this returns.
+    pub async fn subscribe(&self, filter: &TopicFilter) -> Result<Subscription, SubscribeError> {
+        let (sid, mailbox) = self.open_subscription(filter, None, 0).await?;
+        Ok(Subscription {
+            sid,
+            mailbox,
+            client: self.clone(),
+        })
+    }
+
+    /// Joins queue group `group` on `filter`: each matching message goes to one
+    /// member. At most `prefetch` deliveries are held unsettled at once.
+    pub async fn queue_subscribe(
+        &self,
+        filter: &TopicFilter,
+        group: &GroupName,
+        prefetch: u32,
+    ) -> Result<QueueSubscription, SubscribeError> {
+        let (sid, mailbox) = self.open_subscription(filter, Some(group), prefetch).await?;
+        Ok(QueueSubscription {
+            sid,
+            mailbox,
+            client: self.clone(),
+        })
+    }
+
+    /// The stream of messages sent directly to this client. Only one may be open;
+    /// without one, direct sends are handed back to the broker (nacked).
+    pub fn direct_deliveries(&self) -> QueueSubscription {
+        let mailbox = Arc::new(Mailbox::new(self.inner().options.subscription_capacity));
+        if let Some(old) = lock(&self.inner().subs).insert(0, mailbox.clone()) {
+            old.close();
+        }
+        QueueSubscription {
+            sid: 0,
+            mailbox,
+            client: self.clone(),
+        }
+    }
+
+    async fn open_subscription(
+        &self,
+        filter: &TopicFilter,
+        group: Option<&GroupName>,
+        prefetch: u32,
+    ) -> Result<(u64, Arc<Mailbox<Incoming>>), SubscribeError> {
+        let sid = self.next_seq();
+        let capacity = match group {
+            // Credit bounds queue deliveries; leave room for the whole window.
+            Some(_) => (prefetch as usize).max(1) + 1,
+            None => self.inner().options.subscription_capacity,
+        };
+        let mailbox = Arc::new(Mailbox::new(capacity));
+        lock(&self.inner().subs).insert(sid, mailbox.clone());
+        let timeout = self.inner().options.request_timeout;
+        let filter = filter.as_str().to_owned();
+        let group = group.map(|g| g.as_str().to_owned()).unwrap_or_default();
+        let answer = self
+            .call(timeout, |seq| {
+                Kind::Subscribe(proto::Subscribe {
+                    seq,
+                    sid,
+                    filter,
+                    group,
+                    prefetch,
+                })
+            })
+            .await;
+        let result = match answer {
+            Ok(Answer::Ok(_)) => return Ok((sid, mailbox)),
+            Ok(Answer::Error(e)) => {
+                let r = Refused::from(e);
+                match r.code {
+                    ErrorCode::SubscriptionLimit => SubscribeError::Limit {
+                        max: r.detail_usize("max_subscriptions"),
+                    },
+                    _ => SubscribeError::Refused(r),
+                }
+            }
+            Ok(_) | Err(CallFailure::Closed) => SubscribeError::Closed,
+            Err(CallFailure::Timeout(t)) => SubscribeError::Timeout(t),
+        };
+        lock(&self.inner().subs).remove(&sid);
+        Err(result)
+    }
+
+    /// Drops a subscription locally and tells the broker (without waiting).
+    fn forget_subscription(&self, sid: u64) {
+        if let Some(mailbox) = lock(&self.inner().subs).remove(&sid) {
+            mailbox.close();
+        }
+        if sid != 0 {
+            let _ = self.push(Frame {
+                kind: Some(Kind::Unsubscribe(proto::Unsubscribe { seq: 0, sid })),
+            });
+        }
+    }
+
+    async fn settle_confirmed(&self, delivery_id: u64, build: impl FnOnce(u64) -> Kind) -> Result<(), AckError> {
+        let timeout = self.inner().options.request_timeout;
+        match self.call(timeout, build).await {
+            Ok(Answer::Ok(_)) => Ok(()),
+            Ok(Answer::Error(e)) => {
+                let r = Refused::from(e);
+                Err(match r.code {
+                    ErrorCode::UnknownDelivery => AckError::UnknownDelivery { delivery_id },
+                    _ => AckError::Refused(r),
+                })
+            }
+            Ok(_) | Err(CallFailure::Closed) => Err(AckError::Closed),
+            Err(CallFailure::Timeout(t)) => Err(AckError::Timeout(t)),
+        }
+    }
+
+    /// A snapshot of the broker's counters.
+    pub async fn stats(&self) -> Result<StatsResponse, CallError> {
+        let timeout = self.inner().options.request_timeout;
+        match self
+            .call(timeout, |seq| Kind::StatsRequest(proto::StatsRequest { seq }))
+            .await
+        {
+            Ok(Answer::Stats(s)) => Ok(s),
+            Ok(Answer::Error(e)) => Err(CallError::Refused(e.into())),
+            Ok(_) | Err(CallFailure::Closed) => Err(CallError::Closed),
+            Err(CallFailure::Timeout(t)) => Err(CallError::Timeout(t)),
+        }
+    }
+
+    /// Cancels a message by id: removed if still queued; if in flight, its holder
+    /// is told and its result discarded. A requester waiting on it gets `Cancelled`.
+    pub async fn cancel(&self, message_id: u64) -> Result<(), CallError> {
+        let timeout = self.inner().options.request_timeout;
+        match self
+            .call(timeout, |seq| Kind::Cancel(proto::Cancel { seq, message_id }))
+            .await
+        {
+            Ok(Answer::Ok(_)) => Ok(()),
+            Ok(Answer::Error(e)) => {
+                let r = Refused::from(e);
+                Err(match r.code {
+                    ErrorCode::UnknownMessage => CallError::UnknownMessage { message_id },
+                    _ => CallError::Refused(r),
+                })
+            }
+            Ok(_) | Err(CallFailure::Closed) => Err(CallError::Closed),
+            Err(CallFailure::Timeout(t)) => Err(CallError::Timeout(t)),
+        }
+    }
+
+    /// Says goodbye and waits (up to the request timeout) for everything queued
+    /// toward the broker to be written.
+    pub async fn close(&self) {
+        let _ = self.push(Frame {
+            kind: Some(Kind::Goodbye(proto::Goodbye {
+                reason: "client closed".to_owned(),
+            })),
+        });
+        self.inner().out.close();
+        let _ = tokio::time::timeout(self.inner().options.request_timeout, self.closed()).await;
+    }
+}
+
+fn publish_refusal(r: Refused) -> PublishError {
+    match r.code {
+        ErrorCode::QueueFull => PublishError::QueueFull {
+            topic: r.detail("topic"),
+            group: r.detail("group"),
+            max_len: r.detail_usize("max_len"),
+        },
+        _ => PublishError::Refused(r),
+    }
+}

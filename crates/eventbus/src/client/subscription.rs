@@ -1,0 +1,167 @@
+//! Subscription streams, and deliveries that must be settled.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use super::error::AckError;
+use super::mailbox::Mailbox;
+use super::{Client, Message};
+use crate::proto::{self, Frame, frame::Kind};
+
+/// What the reader hands a subscription: the message and, for queue and direct
+/// deliveries, the id to settle it with.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub delivery_id: u64,
+    pub message: Message,
+}
+
+/// A plain subscription: a `Stream` of every message matching its filter.
+///
+/// Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) sid: u64,
+    pub(crate) mailbox: Arc<Mailbox<Incoming>>,
+    pub(crate) client: Client,
+}
+
+impl Subscription {
+    /// Messages evicted because this subscription fell too far behind.
+    pub fn dropped(&self) -> u64 {
+        self.mailbox.dropped()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.mailbox.poll_next(cx).map(|o| o.map(|i| i.message))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.client.forget_subscription(self.sid);
+    }
+}
+
+/// A queue-group membership (or the direct-delivery inbox): a `Stream` of
+/// [`Delivery`] values, each to be acked, nacked or replied to.
+///
+/// Dropping it leaves the group; unsettled deliveries go back to the queue.
+#[derive(Debug)]
+pub struct QueueSubscription {
+    pub(crate) sid: u64,
+    pub(crate) mailbox: Arc<Mailbox<Incoming>>,
+    pub(crate) client: Client,
+}
+
+impl Stream for QueueSubscription {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let client = &self.client;
+        self.mailbox.poll_next(cx).map(|o| {
+            o.map(|i| Delivery {
+                delivery_id: i.delivery_id,
+                message: i.message,
+                client: client.clone(),
+            })
+        })
+    }
+}
+
+impl Drop for QueueSubscription {
+    fn drop(&mut self) {
+        self.client.forget_subscription(self.sid);
+    }
+}
+
+/// A message held by this client until it is settled.
+///
+/// Settle it with [`ack`](Self::ack), [`nack`](Self::nack) or
+/// [`reply`](Self::reply) (a reply counts as an ack). Until then it counts against
+/// the subscription's prefetch.
+#[derive(Debug)]
+pub struct Delivery {
+    delivery_id: u64,
+    message: Message,
+    client: Client,
+}
+
+impl Delivery {
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The broker's id for this delivery.
+    pub fn delivery_id(&self) -> u64 {
+        self.delivery_id
+    }
+
+    /// Acknowledges, without waiting for the broker.
+    pub fn ack(&self) -> Result<(), AckError> {
+        self.client
+            .push(Frame {
+                kind: Some(Kind::Ack(proto::Ack {
+                    delivery_id: self.delivery_id,
+                    seq: 0,
+                })),
+            })
+            .map_err(|_| AckError::Closed)
+    }
+
+    /// Acknowledges and waits for the broker to confirm it still held the delivery.
+    pub async fn ack_confirmed(&self) -> Result<(), AckError> {
+        let delivery_id = self.delivery_id;
+        self.client
+            .settle_confirmed(delivery_id, |seq| {
+                Kind::Ack(proto::Ack { delivery_id, seq })
+            })
+            .await
+    }
+
+    /// Hands the message back: requeued for another attempt, or discarded.
+    pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
+        let delivery_id = self.delivery_id;
+        self.client
+            .settle_confirmed(delivery_id, |seq| {
+                Kind::Nack(proto::Nack {
+                    delivery_id,
+                    requeue,
+                    seq,
+                })
+            })
+            .await
+    }
+
+    /// Replies to a request, which also acknowledges the delivery.
+    pub fn reply(&self, payload: impl Into<Bytes>) -> Result<(), AckError> {
+        if !self.message.is_request() {
+            return Err(AckError::NotARequest {
+                message_id: self.message.id(),
+            });
+        }
+        self.client
+            .push(Frame {
+                kind: Some(Kind::Reply(proto::Reply {
+                    correlation_id: self.message.envelope.correlation_id,
+                    delivery_id: self.delivery_id,
+                    message: Some(proto::Envelope {
+                        topic: self.message.topic().to_owned(),
+                        payload: payload.into(),
+                        ..Default::default()
+                    }),
+                    seq: 0,
+                })),
+            })
+            .map_err(|_| AckError::Closed)
+    }
+}

@@ -1,0 +1,332 @@
+//! Frames over a stream: a reader that batches decoded frames, and a bounded
+//! outbound queue drained by one writer task per connection.
+//!
+//! Both broker and client use these. The writer takes everything queued at each
+//! wake-up, encodes it into one buffer and issues one write, so a burst of small
+//! messages costs one system call, not one per message.
+//!
+//! **Invariant:** the outbound queue is bounded. Frames marked droppable (fan-out
+//! deliveries) obey the configured [`OverflowPolicy`]; the rest (replies, control,
+//! credit-bounded queue deliveries) may exceed it only up to a hard cap, past which
+//! the peer is too slow to keep and the push fails so the caller can close it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::codec::{FrameCodec, FrameError};
+use crate::proto::Frame;
+
+/// Read buffer start size; it grows to hold the largest frame seen.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A write buffer larger than this is released after use instead of kept.
+const WRITE_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
+
+/// What happens when a bounded buffer is full and one more message arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Evict the oldest buffered message to make room; counted as dropped.
+    #[default]
+    DropOldest,
+    /// Discard the new message; counted as dropped.
+    DropIncoming,
+    /// Refuse the new message; a confirmed publish fails with `QueueFull`.
+    Reject,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The bytes did not make a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream failed.
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads frames from a stream, keeping partial frames between reads.
+///
+/// `read_batch` is cancel-safe: bytes read before a cancellation stay in the buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps `io`, refusing frames larger than `codec` allows.
+    pub fn new(io: R, codec: FrameCodec) -> Self {
+        Self {
+            io,
+            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            codec,
+        }
+    }
+
+    /// Replaces the codec, e.g. once the frame limit has been negotiated.
+    pub fn set_codec(&mut self, codec: FrameCodec) {
+        self.codec = codec;
+    }
+
+    /// Appends every frame that is complete after one read to `out`.
+    ///
+    /// Returns `Ok(false)` at a clean end of stream (between frames).
+    pub async fn read_batch(&mut self, out: &mut Vec<Frame>) -> Result<bool, ReadError> {
+        loop {
+            while let Some(frame) = self.codec.decode(&mut self.buf)? {
+                out.push(frame);
+            }
+            if !out.is_empty() {
+                return Ok(true);
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(READ_BUFFER_BYTES);
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return match self.codec.decode_eof(&mut self.buf)? {
+                    Some(frame) => {
+                        out.push(frame);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                };
+            }
+        }
+    }
+
+    /// Reads exactly one frame; `Ok(None)` at a clean end of stream.
+    ///
+    /// Used for the handshake, where nothing may follow before the answer.
+    pub async fn read_one(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Ok(self.codec.decode_eof(&mut self.buf)?);
+            }
+        }
+    }
+}
+
+/// The bounds of one outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundLimits {
+    /// Most droppable frames buffered before the policy applies.
+    pub max_len: usize,
+    /// What happens to a droppable frame at the bound.
+    pub policy: OverflowPolicy,
+    /// Most frames of any kind buffered before the peer counts as too slow.
+    pub hard_cap: usize,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The queue is closed; the connection is going away.
+    #[error("connection closed")]
+    Closed,
+    /// A droppable frame met a full queue under the `Reject` policy.
+    #[error("outbound buffer full ({max_len} messages)")]
+    Full {
+        /// The bound that was hit.
+        max_len: usize,
+    },
+    /// The hard cap was reached: the peer does not read fast enough to keep.
+    #[error("peer too slow: {hard_cap} frames waiting")]
+    TooSlow {
+        /// The cap.
+        hard_cap: usize,
+    },
+}
+
+/// Outcome of queueing a droppable frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued with room to spare.
+    Queued,
+    /// Queued after evicting the oldest droppable frame.
+    EvictedOldest,
+    /// Not queued: the new frame was discarded.
+    DroppedIncoming,
+}
+
+#[derive(Debug)]
+struct Entry {
+    frame: Frame,
+    droppable: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Entry>,
+    droppable: usize,
+    closed: bool,
+}
+
+/// A bounded queue of frames for one connection, drained by [`write_loop`].
+#[derive(Debug)]
+pub struct Outbound {
+    state: Mutex<State>,
+    notify: Notify,
+    limits: OutboundLimits,
+}
+
+impl Outbound {
+    /// An empty, open queue.
+    pub fn new(limits: OutboundLimits) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limits,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves only a queue of frames behind;
+        // it is still consistent, so poisoning is not propagated.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame that must not be dropped (a reply, control, or credit-bounded
+    /// queue delivery).
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        if st.frames.len() >= self.limits.hard_cap {
+            return Err(PushError::TooSlow {
+                hard_cap: self.limits.hard_cap,
+            });
+        }
+        let was_empty = st.frames.is_empty();
+        st.frames.push_back(Entry {
+            frame,
+            droppable: false,
+        });
+        drop(st);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a fan-out delivery, applying the overflow policy at `max_len`.
+    pub fn push_droppable(&self, frame: Frame) -> Result<Pushed, PushError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        let mut outcome = Pushed::Queued;
+        if st.droppable >= self.limits.max_len {
+            match self.limits.policy {
+                OverflowPolicy::DropIncoming => return Ok(Pushed::DroppedIncoming),
+                OverflowPolicy::Reject => {
+                    return Err(PushError::Full {
+                        max_len: self.limits.max_len,
+                    });
+                }
+                OverflowPolicy::DropOldest => {
+                    if let Some(pos) = st.frames.iter().position(|e| e.droppable) {
+                        st.frames.remove(pos);
+                        st.droppable -= 1;
+                        outcome = Pushed::EvictedOldest;
+                    }
+                }
+            }
+        }
+        if st.frames.len() >= self.limits.hard_cap {
+            return Err(PushError::TooSlow {
+                hard_cap: self.limits.hard_cap,
+            });
+        }
+        let was_empty = st.frames.is_empty();
+        st.frames.push_back(Entry {
+            frame,
+            droppable: true,
+        });
+        st.droppable += 1;
+        drop(st);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Frames waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Refuses further frames; the writer flushes what is queued, then stops.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Takes everything queued, or waits for something to take.
+    /// Returns `false` once the queue is closed and empty.
+    async fn take(&self, batch: &mut VecDeque<Entry>) -> bool {
+        loop {
+            {
+                let mut st = self.lock();
+                if !st.frames.is_empty() {
+                    std::mem::swap(&mut st.frames, batch);
+                    st.droppable = 0;
+                    return true;
+                }
+                if st.closed {
+                    return false;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Drains `out` into `io` until the queue is closed and flushed, or the write fails.
+///
+/// One wake-up: take every queued frame, encode them into one buffer, one write.
+/// A frame the codec refuses (over the negotiated size) is skipped and logged; the
+/// router checks sizes before queueing, so this is a last line of defence.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    out: Arc<Outbound>,
+    mut io: W,
+    codec: FrameCodec,
+) -> io::Result<()> {
+    let mut batch = VecDeque::new();
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    while out.take(&mut batch).await {
+        for entry in batch.drain(..) {
+            if let Err(e) = codec.encode(&entry.frame, &mut buf) {
+                tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
+            }
+        }
+        io.write_all(&buf).await?;
+        buf.clear();
+        if buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
+            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
+    }
+    io.shutdown().await
+}
+
+#[cfg(test)]
+mod tests;

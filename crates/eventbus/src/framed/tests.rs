@@ -1,0 +1,106 @@
+use super::*;
+use crate::proto::{self, frame::Kind};
+
+fn hb(nonce: u64) -> Frame {
+    Frame {
+        kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce })),
+    }
+}
+
+fn nonces(out: &Outbound) -> Vec<u64> {
+    out.lock()
+        .frames
+        .iter()
+        .map(|e| match &e.frame.kind {
+            Some(Kind::Heartbeat(h)) => h.nonce,
+            _ => unreachable!("tests queue heartbeats only"),
+        })
+        .collect()
+}
+
+fn limits(policy: OverflowPolicy) -> OutboundLimits {
+    OutboundLimits {
+        max_len: 2,
+        policy,
+        hard_cap: 4,
+    }
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest() {
+    let out = Outbound::new(limits(OverflowPolicy::DropOldest));
+    assert_eq!(out.push_droppable(hb(1)), Ok(Pushed::Queued));
+    assert_eq!(out.push_droppable(hb(2)), Ok(Pushed::Queued));
+    assert_eq!(out.push_droppable(hb(3)), Ok(Pushed::EvictedOldest));
+    assert_eq!(nonces(&out), [2, 3]);
+}
+
+#[test]
+fn drop_oldest_never_evicts_control_frames() {
+    let out = Outbound::new(limits(OverflowPolicy::DropOldest));
+    out.push(hb(0)).unwrap();
+    out.push_droppable(hb(1)).unwrap();
+    out.push_droppable(hb(2)).unwrap();
+    out.push_droppable(hb(3)).unwrap();
+    assert_eq!(nonces(&out), [0, 2, 3]);
+}
+
+#[test]
+fn drop_incoming_keeps_the_oldest() {
+    let out = Outbound::new(limits(OverflowPolicy::DropIncoming));
+    out.push_droppable(hb(1)).unwrap();
+    out.push_droppable(hb(2)).unwrap();
+    assert_eq!(out.push_droppable(hb(3)), Ok(Pushed::DroppedIncoming));
+    assert_eq!(nonces(&out), [1, 2]);
+}
+
+#[test]
+fn reject_says_which_bound() {
+    let out = Outbound::new(limits(OverflowPolicy::Reject));
+    out.push_droppable(hb(1)).unwrap();
+    out.push_droppable(hb(2)).unwrap();
+    assert_eq!(
+        out.push_droppable(hb(3)),
+        Err(PushError::Full { max_len: 2 })
+    );
+}
+
+#[test]
+fn hard_cap_bounds_everything_and_closed_refuses() {
+    let out = Outbound::new(limits(OverflowPolicy::DropOldest));
+    for n in 0..4 {
+        out.push(hb(n)).unwrap();
+    }
+    assert_eq!(out.push(hb(9)), Err(PushError::TooSlow { hard_cap: 4 }));
+    out.close();
+    assert_eq!(out.push(hb(9)), Err(PushError::Closed));
+    assert_eq!(out.depth(), 4);
+}
+
+#[tokio::test]
+async fn writer_flushes_everything_then_stops_on_close() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let out = Outbound::new(limits(OverflowPolicy::DropOldest));
+    for n in 0..3 {
+        out.push(hb(n)).unwrap();
+    }
+    out.close();
+    write_loop(out, a, FrameCodec::default()).await.unwrap();
+    let mut reader = FrameReader::new(b, FrameCodec::default());
+    let mut frames = Vec::new();
+    while reader.read_batch(&mut frames).await.unwrap() {}
+    assert_eq!(frames, vec![hb(0), hb(1), hb(2)]);
+}
+
+#[tokio::test]
+async fn reader_reports_truncation_at_eof() {
+    let mut wire = BytesMut::new();
+    FrameCodec::default().encode(&hb(1), &mut wire).unwrap();
+    let cut = &wire[..wire.len() - 2];
+    let mut reader = FrameReader::new(cut, FrameCodec::default());
+    let err = reader.read_batch(&mut Vec::new()).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ReadError::Frame(FrameError::Truncated { .. })
+    ));
+}

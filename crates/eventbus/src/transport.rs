@@ -1,0 +1,248 @@
+//! Transport: where the broker's socket lives, binding it safely, and connecting to it.
+//!
+//! Unix uses Unix domain sockets; Windows uses named pipes (through `interprocess`,
+//! whose local sockets pick the right one). The rest of the crate sees only
+//! [`Stream`] and [`SharedStream`].
+//!
+//! On Unix the socket file is created with mode 0600, inside a directory created with
+//! mode 0700 when it does not exist yet, and each accepted peer's effective uid is
+//! checked against the broker's own (plus any uids the configuration allows).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use interprocess::local_socket::tokio::prelude::*;
+pub use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::{ConnectOptions, ListenerOptions, Name};
+
+/// Environment variable that overrides the default socket path for every binary.
+pub const SOCKET_ENV: &str = "EVENTBUS_SOCKET";
+
+/// Why the broker could not take its socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// A live broker already accepts connections on this path; it is left alone.
+    #[error("another broker is listening on {path}")]
+    AlreadyRunning {
+        /// The contested socket path.
+        path: PathBuf,
+    },
+    /// The path exists and is not a socket, so it is not ours to replace.
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// The socket directory could not be created.
+    #[error("cannot create socket directory {dir}: {source}")]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Any other I/O failure while binding.
+    #[error("cannot listen on {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// The socket path every eventbus binary uses when none is given:
+/// `$EVENTBUS_SOCKET`, else `$XDG_RUNTIME_DIR/eventbus/broker.sock`, else
+/// `/tmp/eventbus-<uid>/broker.sock` (on Windows, a pipe named `eventbus-broker.sock`).
+pub fn default_socket_path() -> PathBuf {
+    if let Some(path) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(dir).join("eventbus").join("broker.sock");
+    }
+    fallback_socket_path()
+}
+
+#[cfg(unix)]
+fn fallback_socket_path() -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    PathBuf::from(format!("/tmp/eventbus-{uid}/broker.sock"))
+}
+
+#[cfg(not(unix))]
+fn fallback_socket_path() -> PathBuf {
+    PathBuf::from("eventbus-broker.sock")
+}
+
+/// The uid this process runs as, which peers must share unless allowed otherwise.
+#[cfg(unix)]
+pub fn current_uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+#[cfg(unix)]
+fn socket_name(path: &Path) -> io::Result<Name<'_>> {
+    use interprocess::local_socket::GenericFilePath;
+    path.to_fs_name::<GenericFilePath>()
+}
+
+#[cfg(windows)]
+fn socket_name(path: &Path) -> io::Result<Name<'static>> {
+    use interprocess::local_socket::GenericNamespaced;
+    // Named pipes live in their own namespace: the path's file name names the pipe.
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "eventbus-broker.sock".to_owned());
+    file.to_ns_name::<GenericNamespaced>()
+        .map(|n| n.into_owned())
+}
+
+/// Connects to the broker socket at `path`.
+pub async fn connect(path: &Path) -> io::Result<Stream> {
+    let name = socket_name(path)?;
+    ConnectOptions::new().name(name).connect_tokio().await
+}
+
+/// Binds the broker's listener at `path`, replacing a stale socket file left by a
+/// dead broker but never one a live broker still listens on.
+pub fn bind(path: &Path) -> Result<Listener, BindError> {
+    prepare_directory(path)?;
+    match create_listener(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            reclaim_if_stale(path)?;
+            create_listener(path)
+        }
+        other => other,
+    }
+    .map_err(|source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn create_listener(path: &Path) -> io::Result<Listener> {
+    let options = ListenerOptions::new()
+        .name(socket_name(path)?)
+        .reclaim_name(true)
+        .try_overwrite(false);
+    #[cfg(unix)]
+    let options = {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        options.mode(0o600)
+    };
+    options.create_tokio()
+}
+
+#[cfg(unix)]
+fn prepare_directory(path: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| BindError::Directory {
+            dir: dir.to_owned(),
+            source,
+        })
+}
+
+#[cfg(not(unix))]
+fn prepare_directory(_path: &Path) -> Result<(), BindError> {
+    Ok(())
+}
+
+/// Called when the path is taken: a socket nobody answers on is a dead broker's and
+/// is removed; anything else is refused.
+#[cfg(unix)]
+fn reclaim_if_stale(path: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(BindError::AlreadyRunning {
+            path: path.to_owned(),
+        }),
+        Err(_) => std::fs::remove_file(path).map_err(|source| BindError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(not(unix))]
+fn reclaim_if_stale(path: &Path) -> Result<(), BindError> {
+    Err(BindError::AlreadyRunning {
+        path: path.to_owned(),
+    })
+}
+
+/// The effective uid of the process at the other end of `stream`, where the
+/// platform reports one.
+#[cfg(unix)]
+pub fn peer_uid(stream: &Stream) -> Option<u32> {
+    stream.peer_creds().ok().and_then(|c| c.euid())
+}
+
+/// The process id at the other end of `stream`, where the platform reports one.
+pub fn peer_pid(stream: &Stream) -> Option<u32> {
+    stream
+        .peer_creds()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+/// A connection shared by its reader and writer tasks.
+///
+/// `&Stream` reads and writes, so sharing one stream through an `Arc` replaces
+/// splitting it. Shutting down the write side (which the writer does when its queue
+/// closes) is what tells the peer the connection is over.
+#[derive(Debug, Clone)]
+pub struct SharedStream(pub Arc<Stream>);
+
+impl tokio::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
