@@ -82,11 +82,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// Returns `Ok(false)` at a clean end of stream (between frames).
     pub async fn read_batch(&mut self, out: &mut Vec<Frame>) -> Result<bool, ReadError> {
+        let before = out.len();
         loop {
             while let Some(frame) = self.codec.decode(&mut self.buf)? {
                 out.push(frame);
             }
-            if !out.is_empty() {
+            if out.len() > before {
                 return Ok(true);
             }
             if self.buf.capacity() - self.buf.len() < 4096 {

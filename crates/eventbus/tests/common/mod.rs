@@ -39,6 +39,8 @@ impl TestBroker {
         let dir = temp_dir();
         let socket = dir.path().join("s/b.sock");
         let mut config = BrokerConfig::new(&socket);
+        // Tests often stop with deliveries unsettled; don't wait the default 5 s for them.
+        config.drain_timeout_ms = 300;
         configure(&mut config);
         let broker = Broker::bind(config).expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
