@@ -1,6 +1,68 @@
-//! `cargo xtask`: project automation.
+//! `cargo xtask`: project automation, run from anywhere in the repository
+//! (the alias lives in `.cargo/config.toml`).
+//!
+//! One module per task:
+//! - [`ci`]: the gate, `cargo xtask ci`: fmt, clippy, the unsafe audit, tests,
+//!   docs, dependency policy and a check for the other platforms;
+//! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
+//! - [`demo`]: `cargo xtask demo` (not available yet);
+//! - [`process`]: running external tools.
 #![forbid(unsafe_code)]
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod audit;
+mod ci;
+mod demo;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Project automation for eventbus.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the gate: fmt, clippy, unsafe audit, nextest, doc, deny, cross-check.
+    Ci(ci::Args),
+    /// Run the broker, collectors and subscribers as processes (not available yet).
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The whole cause chain on one line; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let root = project_root()?;
+    // Every tool runs from the root, wherever `cargo xtask` was started.
+    std::env::set_current_dir(&root)
+        .with_context(|| format!("entering the workspace root {}", root.display()))?;
+    match task {
+        Task::Ci(args) => ci::run_gate(&root, &args),
+        Task::Demo => demo::run(),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }

@@ -149,9 +149,7 @@ impl FrameCodec {
             None if src.is_empty() => Ok(None),
             None => Err(FrameError::Truncated {
                 have: src.len(),
-                need: self
-                    .peek_len(src)?
-                    .map_or(FRAME_HEADER_LEN, |len| 4 + len),
+                need: self.peek_len(src)?.map_or(FRAME_HEADER_LEN, |len| 4 + len),
             }),
         }
     }

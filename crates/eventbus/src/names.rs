@@ -153,7 +153,12 @@ mod tests {
 
     #[test]
     fn client_ids() {
-        for ok in ["procmond-1", "a", "Agent_7.main", &"x".repeat(MAX_NAME_BYTES)] {
+        for ok in [
+            "procmond-1",
+            "a",
+            "Agent_7.main",
+            &"x".repeat(MAX_NAME_BYTES),
+        ] {
             assert_eq!(ClientId::new(ok).unwrap().as_str(), ok);
         }
         assert!(matches!(ClientId::new(""), Err(NameError::Empty { .. })));

@@ -65,7 +65,10 @@ fn error_codes(frames: &[Frame]) -> Vec<ErrorCode> {
 }
 
 async fn still_works(broker: &TestBroker, bystander: &Client) {
-    let mut s = bystander.subscribe(&TopicFilter::new("alive").unwrap()).await.unwrap();
+    let mut s = bystander
+        .subscribe(&TopicFilter::new("alive").unwrap())
+        .await
+        .unwrap();
     let other = broker.client("other-publisher").await;
     other.publish(&Topic::new("alive").unwrap(), "yes").unwrap();
     assert_eq!(&next(&mut s).await.unwrap().payload()[..], b"yes");
@@ -77,7 +80,9 @@ async fn garbage_bytes_disconnect_only_the_sender() {
     let bystander = broker.client("bystander").await;
     let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
     send(&mut raw, &hello("raw", 0, 0)).await;
-    raw.write_all(&[0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    raw.write_all(&[0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let frames = read_until_closed(&mut raw).await;
     assert_eq!(error_codes(&frames), [ErrorCode::Protocol]);
     still_works(&broker, &bystander).await;
@@ -98,7 +103,10 @@ async fn oversized_frame_disconnects_only_the_sender() {
     let err = bystander
         .publish(&Topic::new("big").unwrap(), vec![0u8; 8192])
         .unwrap_err();
-    assert!(matches!(err, PublishError::TooLarge { max: 4096, .. }), "{err}");
+    assert!(
+        matches!(err, PublishError::TooLarge { max: 4096, .. }),
+        "{err}"
+    );
     broker.shutdown().await;
 }
 
@@ -106,11 +114,23 @@ async fn oversized_frame_disconnects_only_the_sender() {
 async fn first_frame_must_be_hello() {
     let broker = TestBroker::start().await;
     let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
-    send(&mut raw, &Frame { kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 1 })) }).await;
-    assert_eq!(error_codes(&read_until_closed(&mut raw).await), [ErrorCode::Protocol]);
+    send(
+        &mut raw,
+        &Frame {
+            kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 1 })),
+        },
+    )
+    .await;
+    assert_eq!(
+        error_codes(&read_until_closed(&mut raw).await),
+        [ErrorCode::Protocol]
+    );
     let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
     send(&mut raw, &hello("bad id!", 0, 0)).await;
-    assert_eq!(error_codes(&read_until_closed(&mut raw).await), [ErrorCode::InvalidClientId]);
+    assert_eq!(
+        error_codes(&read_until_closed(&mut raw).await),
+        [ErrorCode::InvalidClientId]
+    );
 }
 
 #[tokio::test]
@@ -131,7 +151,10 @@ async fn subscription_limit_is_typed() {
     let c = broker.client("c").await;
     let _s1 = c.subscribe(&TopicFilter::new("a").unwrap()).await.unwrap();
     let _s2 = c.subscribe(&TopicFilter::new("b").unwrap()).await.unwrap();
-    let err = c.subscribe(&TopicFilter::new("c").unwrap()).await.unwrap_err();
+    let err = c
+        .subscribe(&TopicFilter::new("c").unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err, SubscribeError::Limit { max: 2 });
 }
 
@@ -142,9 +165,14 @@ async fn broker_drops_a_client_that_stops_heartbeating() {
     send(&mut raw, &hello("frozen", 20, 2)).await;
     let started = std::time::Instant::now();
     let frames = read_until_closed(&mut raw).await;
-    assert!(matches!(frames.first().and_then(|f| f.kind.as_ref()), Some(Kind::Welcome(_))));
+    assert!(matches!(
+        frames.first().and_then(|f| f.kind.as_ref()),
+        Some(Kind::Welcome(_))
+    ));
     assert!(
-        frames.iter().any(|f| matches!(&f.kind, Some(Kind::Goodbye(g)) if g.reason.contains("heartbeat"))),
+        frames
+            .iter()
+            .any(|f| matches!(&f.kind, Some(Kind::Goodbye(g)) if g.reason.contains("heartbeat"))),
         "{frames:?}"
     );
     assert!(started.elapsed() >= Duration::from_millis(40));
@@ -159,22 +187,29 @@ async fn client_detects_a_silent_broker() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 256];
         let _ = s.read(&mut buf).await.unwrap();
-        send(&mut s, &Frame {
-            kind: Some(Kind::Welcome(proto::Welcome {
-                protocol_version: proto::PROTOCOL_VERSION,
-                max_frame_bytes: 65536,
-                heartbeat_interval_ms: 20,
-                heartbeat_misses: 2,
-                ..Default::default()
-            })),
-        })
+        send(
+            &mut s,
+            &Frame {
+                kind: Some(Kind::Welcome(proto::Welcome {
+                    protocol_version: proto::PROTOCOL_VERSION,
+                    max_frame_bytes: 65536,
+                    heartbeat_interval_ms: 20,
+                    heartbeat_misses: 2,
+                    ..Default::default()
+                })),
+            },
+        )
         .await;
         // Stay connected but silent, like a frozen broker, until the test ends.
         std::future::pending::<()>().await;
         drop(s);
     });
-    let client = Client::connect(eventbus::ClientOptions::new(&path)).await.unwrap();
-    tokio::time::timeout(DEADLINE, client.closed()).await.expect("dead broker noticed");
+    let client = Client::connect(eventbus::ClientOptions::new(&path))
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, client.closed())
+        .await
+        .expect("dead broker noticed");
     fake.abort();
 }
 
@@ -194,7 +229,10 @@ async fn socket_is_private_and_a_live_broker_is_never_displaced() {
     broker.client("still-here").await;
     let socket = broker.socket.clone();
     broker.shutdown().await;
-    assert!(!socket.exists(), "graceful shutdown removes the socket file");
+    assert!(
+        !socket.exists(),
+        "graceful shutdown removes the socket file"
+    );
 }
 
 #[tokio::test]
@@ -217,11 +255,19 @@ async fn stale_socket_file_is_replaced_and_other_files_are_not() {
 async fn shutdown_tells_clients_and_they_see_the_connection_end() {
     let broker = TestBroker::start().await;
     let client = broker.client("c").await;
-    let mut sub = client.subscribe(&TopicFilter::new("x").unwrap()).await.unwrap();
+    let mut sub = client
+        .subscribe(&TopicFilter::new("x").unwrap())
+        .await
+        .unwrap();
     broker.shutdown().await;
     assert!(next(&mut sub).await.is_none(), "stream ends");
-    tokio::time::timeout(DEADLINE, client.closed()).await.unwrap();
-    let err = client.publish_confirmed(&Topic::new("x").unwrap(), "late").await.unwrap_err();
+    tokio::time::timeout(DEADLINE, client.closed())
+        .await
+        .unwrap();
+    let err = client
+        .publish_confirmed(&Topic::new("x").unwrap(), "late")
+        .await
+        .unwrap_err();
     assert_eq!(err, PublishError::Closed);
 }
 
@@ -229,19 +275,32 @@ async fn shutdown_tells_clients_and_they_see_the_connection_end() {
 async fn stats_count_traffic_per_connection_topic_and_queue() {
     let broker = TestBroker::start().await;
     let c = broker.client("counter").await;
-    let mut s = c.subscribe(&TopicFilter::new("metrics.#").unwrap()).await.unwrap();
+    let mut s = c
+        .subscribe(&TopicFilter::new("metrics.#").unwrap())
+        .await
+        .unwrap();
     for _ in 0..3 {
-        c.publish_confirmed(&Topic::new("metrics.cpu").unwrap(), "1").await.unwrap();
+        c.publish_confirmed(&Topic::new("metrics.cpu").unwrap(), "1")
+            .await
+            .unwrap();
     }
     for _ in 0..3 {
         next(&mut s).await.unwrap();
     }
     let stats = c.stats().await.unwrap();
     assert_eq!((stats.published, stats.delivered), (3, 3));
-    let me = stats.connections.iter().find(|x| x.id == "counter").unwrap();
+    let me = stats
+        .connections
+        .iter()
+        .find(|x| x.id == "counter")
+        .unwrap();
     assert_eq!((me.published, me.delivered), (3, 3));
     assert_eq!(me.pid, std::process::id());
-    let topic = stats.topics.iter().find(|t| t.topic == "metrics.cpu").unwrap();
+    let topic = stats
+        .topics
+        .iter()
+        .find(|t| t.topic == "metrics.cpu")
+        .unwrap();
     assert_eq!((topic.published, topic.delivered), (3, 3));
     assert!(stats.rss_bytes > 0);
 }

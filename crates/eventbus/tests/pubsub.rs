@@ -25,7 +25,10 @@ async fn every_matching_subscription_gets_a_copy_with_wildcards() {
     let mut snapshots = sub.subscribe(&f("events.+.snapshot")).await.unwrap();
     let mut other = sub.subscribe(&f("control.#")).await.unwrap();
 
-    publisher.publish_confirmed(&t("events.process.snapshot"), "p1").await.unwrap();
+    publisher
+        .publish_confirmed(&t("events.process.snapshot"), "p1")
+        .await
+        .unwrap();
     for stream in [&mut all, &mut events, &mut snapshots] {
         let m = next(stream).await.unwrap();
         assert_eq!(m.topic(), "events.process.snapshot");
@@ -44,7 +47,9 @@ async fn one_publisher_one_topic_arrives_in_order() {
     let publisher = broker.client("pub").await;
     let mut stream = sub.subscribe(&f("seq.n")).await.unwrap();
     for i in 0..2000u32 {
-        publisher.publish(&t("seq.n"), i.to_be_bytes().to_vec()).unwrap();
+        publisher
+            .publish(&t("seq.n"), i.to_be_bytes().to_vec())
+            .unwrap();
     }
     for i in 0..2000u32 {
         let m = next(&mut stream).await.unwrap();
@@ -61,12 +66,23 @@ async fn dropping_a_subscription_unsubscribes() {
     drop(stream);
     common::wait_until("the broker forgot the subscription", || async {
         let s = sub.stats().await.unwrap();
-        s.connections.iter().all(|c| c.id != "sub" || c.delivered == 0)
-            && sub.request(&t("a.b"), "x", Duration::from_millis(200)).await.is_err()
+        s.connections
+            .iter()
+            .all(|c| c.id != "sub" || c.delivered == 0)
+            && sub
+                .request(&t("a.b"), "x", Duration::from_millis(200))
+                .await
+                .is_err()
     })
     .await;
-    let err = sub.request(&t("a.b"), "x", Duration::from_secs(1)).await.unwrap_err();
-    assert!(matches!(err, eventbus::client::RequestError::NoResponders { .. }), "{err}");
+    let err = sub
+        .request(&t("a.b"), "x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eventbus::client::RequestError::NoResponders { .. }),
+        "{err}"
+    );
     broker.shutdown().await;
 }
 

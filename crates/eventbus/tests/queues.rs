@@ -47,7 +47,10 @@ async fn nine_tasks_to_three_idle_members_split_three_three_three() {
             d.ack_confirmed().await.unwrap();
         }
         assert_eq!(got.len(), 3);
-        assert!(quiet_for(q, Duration::from_millis(30)).await, "exactly 3 each");
+        assert!(
+            quiet_for(q, Duration::from_millis(30)).await,
+            "exactly 3 each"
+        );
     }
     broker.shutdown().await;
 }
@@ -59,11 +62,17 @@ async fn member_without_credit_is_skipped_and_work_waits_in_the_queue() {
     let mut qa = a.queue_subscribe(&f("jobs"), &g("w"), 1).await.unwrap();
     let publisher = broker.client("pub").await;
     for i in 0..3 {
-        publisher.publish_confirmed(&t("jobs"), format!("{i}")).await.unwrap();
+        publisher
+            .publish_confirmed(&t("jobs"), format!("{i}"))
+            .await
+            .unwrap();
     }
     let first = next(&mut qa).await.unwrap();
     assert_eq!(&first.message().payload()[..], b"0");
-    assert!(quiet_for(&mut qa, Duration::from_millis(30)).await, "no credit, nothing more");
+    assert!(
+        quiet_for(&mut qa, Duration::from_millis(30)).await,
+        "no credit, nothing more"
+    );
     let stats = publisher.stats().await.unwrap();
     let queue = stats.queues.iter().find(|q| q.topic == "jobs").unwrap();
     assert_eq!((queue.depth, queue.in_flight), (2, 1));
@@ -98,11 +107,21 @@ async fn acks_from_the_wrong_client_or_twice_are_refused() {
     let broker = TestBroker::start().await;
     let a = broker.client("a").await;
     let mut qa = a.queue_subscribe(&f("jobs"), &g("w"), 5).await.unwrap();
-    broker.client("pub").await.publish_confirmed(&t("jobs"), "x").await.unwrap();
+    broker
+        .client("pub")
+        .await
+        .publish_confirmed(&t("jobs"), "x")
+        .await
+        .unwrap();
     let d = next(&mut qa).await.unwrap();
     d.ack_confirmed().await.unwrap();
     let again = d.ack_confirmed().await.unwrap_err();
-    assert_eq!(again, AckError::UnknownDelivery { delivery_id: d.delivery_id() });
+    assert_eq!(
+        again,
+        AckError::UnknownDelivery {
+            delivery_id: d.delivery_id()
+        }
+    );
     broker.shutdown().await;
 }
 
@@ -110,7 +129,10 @@ async fn acks_from_the_wrong_client_or_twice_are_refused() {
 async fn request_reply_carries_the_responder_id() {
     let broker = TestBroker::start().await;
     let responder = broker.client("responder-1").await;
-    let mut q = responder.queue_subscribe(&f("svc.echo"), &g("echo"), 10).await.unwrap();
+    let mut q = responder
+        .queue_subscribe(&f("svc.echo"), &g("echo"), 10)
+        .await
+        .unwrap();
     tokio::spawn(async move {
         while let Some(d) = common::next(&mut q).await {
             let body = d.message().payload().clone();
@@ -118,7 +140,10 @@ async fn request_reply_carries_the_responder_id() {
         }
     });
     let requester = broker.client("req").await;
-    let reply = requester.request(&t("svc.echo"), "ping", DEADLINE).await.unwrap();
+    let reply = requester
+        .request(&t("svc.echo"), "ping", DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(&reply.payload()[..], b"ping");
     assert_eq!(reply.source(), "responder-1");
     broker.shutdown().await;
@@ -135,7 +160,12 @@ async fn plain_subscribers_can_answer_requests() {
             r2.reply(&m, "now").unwrap();
         }
     });
-    let reply = broker.client("q").await.request(&t("svc.time"), "", DEADLINE).await.unwrap();
+    let reply = broker
+        .client("q")
+        .await
+        .request(&t("svc.time"), "", DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(&reply.payload()[..], b"now");
 }
 
@@ -144,13 +174,27 @@ async fn no_responders_fails_at_once_and_silence_times_out() {
     let broker = TestBroker::start().await;
     let c = broker.client("c").await;
     let started = std::time::Instant::now();
-    let err = c.request(&t("nobody.home"), "x", DEADLINE).await.unwrap_err();
-    assert_eq!(err, RequestError::NoResponders { topic: "nobody.home".into() });
+    let err = c
+        .request(&t("nobody.home"), "x", DEADLINE)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::NoResponders {
+            topic: "nobody.home".into()
+        }
+    );
     assert!(started.elapsed() < DEADLINE / 2, "not a timeout");
 
     let silent = broker.client("silent").await;
-    let _q = silent.queue_subscribe(&f("slow"), &g("s"), 1).await.unwrap();
-    let err = c.request(&t("slow"), "x", Duration::from_millis(100)).await.unwrap_err();
+    let _q = silent
+        .queue_subscribe(&f("slow"), &g("s"), 1)
+        .await
+        .unwrap();
+    let err = c
+        .request(&t("slow"), "x", Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert_eq!(err, RequestError::Timeout(Duration::from_millis(100)));
     broker.shutdown().await;
 }
@@ -164,7 +208,10 @@ async fn direct_sends_reach_only_the_named_client() {
     let mut inbox2 = two.direct_deliveries();
     let sender = broker.client("agent").await;
     let id = ClientId::new("procmond-1").unwrap();
-    sender.send_direct(&id, &t("control.collector.task.process"), "only-you").await.unwrap();
+    sender
+        .send_direct(&id, &t("control.collector.task.process"), "only-you")
+        .await
+        .unwrap();
     let d = next(&mut inbox1).await.unwrap();
     assert_eq!(&d.message().payload()[..], b"only-you");
     assert_eq!(d.message().source(), "agent");
@@ -179,12 +226,20 @@ async fn direct_sends_reach_only_the_named_client() {
         .request_direct(&id, &t("control.collector.task.process"), "task", DEADLINE)
         .await
         .unwrap();
-    assert_eq!((reply.source(), &reply.payload()[..]), ("procmond-1", &b"done"[..]));
+    assert_eq!(
+        (reply.source(), &reply.payload()[..]),
+        ("procmond-1", &b"done"[..])
+    );
     reply_task.await.unwrap();
 
     let ghost = ClientId::new("ghost").unwrap();
     let err = sender.send_direct(&ghost, &t("x"), "?").await.unwrap_err();
-    assert_eq!(err, RequestError::NoSuchClient { client_id: "ghost".into() });
+    assert_eq!(
+        err,
+        RequestError::NoSuchClient {
+            client_id: "ghost".into()
+        }
+    );
     broker.shutdown().await;
 }
 
@@ -192,13 +247,17 @@ async fn direct_sends_reach_only_the_named_client() {
 async fn cancelling_a_queued_task_fails_its_requester_with_cancelled() {
     let broker = TestBroker::start().await;
     let worker = broker.client("w").await;
-    let mut q = worker.queue_subscribe(&f("jobs"), &g("w"), 1).await.unwrap();
+    let mut q = worker
+        .queue_subscribe(&f("jobs"), &g("w"), 1)
+        .await
+        .unwrap();
     let requester = broker.client("r").await;
     let busy = requester.clone();
     let first = tokio::spawn(async move { busy.request(&t("jobs"), "first", DEADLINE).await });
     let held = next(&mut q).await.unwrap();
     let second_client = requester.clone();
-    let second = tokio::spawn(async move { second_client.request(&t("jobs"), "second", DEADLINE).await });
+    let second =
+        tokio::spawn(async move { second_client.request(&t("jobs"), "second", DEADLINE).await });
     let admin = broker.client("admin").await;
     common::wait_until("the second request is queued", || async {
         let s = admin.stats().await.unwrap();
@@ -221,6 +280,11 @@ async fn cancelling_a_queued_task_fails_its_requester_with_cancelled() {
     held.reply("ok").unwrap();
     assert_eq!(&first.await.unwrap().unwrap().payload()[..], b"ok");
     let err = admin.cancel(999_999).await.unwrap_err();
-    assert_eq!(err, eventbus::client::CallError::UnknownMessage { message_id: 999_999 });
+    assert_eq!(
+        err,
+        eventbus::client::CallError::UnknownMessage {
+            message_id: 999_999
+        }
+    );
     broker.shutdown().await;
 }

@@ -149,7 +149,10 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("max_connections", self.max_connections as u64),
-            ("max_subscriptions_per_client", self.max_subscriptions_per_client as u64),
+            (
+                "max_subscriptions_per_client",
+                self.max_subscriptions_per_client as u64,
+            ),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("heartbeat_misses", u64::from(self.heartbeat_misses)),
             ("max_pending_requests", self.max_pending_requests as u64),
@@ -203,14 +206,22 @@ mod tests {
 
     #[test]
     fn partial_toml_keeps_defaults_and_unknown_keys_are_refused() {
-        let config = BrokerConfig::from_toml("max_connections = 7\n[queue]\noverflow = \"drop-oldest\"\n").unwrap();
+        let config =
+            BrokerConfig::from_toml("max_connections = 7\n[queue]\noverflow = \"drop-oldest\"\n")
+                .unwrap();
         assert_eq!(config.max_connections, 7);
         assert_eq!(config.queue.overflow, OverflowPolicy::DropOldest);
         assert_eq!(config.queue.max_len, QueueConfig::default().max_len);
-        assert!(matches!(BrokerConfig::from_toml("nope = 1"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            BrokerConfig::from_toml("nope = 1"),
+            Err(ConfigError::Parse(_))
+        ));
         assert!(matches!(
             BrokerConfig::from_toml("heartbeat_misses = 0"),
-            Err(ConfigError::Invalid { field: "heartbeat_misses", .. })
+            Err(ConfigError::Invalid {
+                field: "heartbeat_misses",
+                ..
+            })
         ));
     }
 }

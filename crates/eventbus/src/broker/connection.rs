@@ -63,7 +63,9 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     let _ = out.push(Frame {
         kind: Some(Kind::Welcome(welcome)),
     });
-    shared.tracker.spawn(write_loop(out.clone(), stream.clone(), codec));
+    shared
+        .tracker
+        .spawn(write_loop(out.clone(), stream.clone(), codec));
 
     let reason = read_loop(&mut reader, &shared, conn, &cancel, &out).await;
     shared.router().disconnect(conn, reason);

@@ -1,8 +1,8 @@
 //! The broker: accepts connections and routes frames between them.
 //!
 //! Data flows one way: the listener accepts a connection and spawns its
-//! [`connection`] task; that task reads frames and hands each batch to the
-//! [`router`], which owns all routing state and pushes frames into the bounded
+//! connection task; that task reads frames and hands each batch to the
+//! router, which owns all routing state and pushes frames into the bounded
 //! outbound queues that each connection's writer drains. A ticker drives
 //! heartbeats and expiry.
 //!
@@ -155,7 +155,10 @@ async fn drain(shared: &Shared) {
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(in_flight, "drain timeout: deliveries still in flight are lost");
+            tracing::warn!(
+                in_flight,
+                "drain timeout: deliveries still in flight are lost"
+            );
             return;
         }
         tick.tick().await;
@@ -177,5 +180,7 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
-    ) || e.raw_os_error().is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+    ) || e
+        .raw_os_error()
+        .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }

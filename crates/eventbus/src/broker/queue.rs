@@ -71,7 +71,12 @@ pub(crate) struct QueueGroup {
 }
 
 impl QueueGroup {
-    pub fn new(filter: TopicFilter, name: GroupName, max_len: usize, policy: OverflowPolicy) -> Self {
+    pub fn new(
+        filter: TopicFilter,
+        name: GroupName,
+        max_len: usize,
+        policy: OverflowPolicy,
+    ) -> Self {
         Self {
             filter,
             name,
@@ -96,7 +101,11 @@ impl QueueGroup {
 
     /// Removes a member; returns whether it was one.
     pub fn leave(&mut self, conn: ConnId, sid: u64) -> bool {
-        let Some(pos) = self.members.iter().position(|m| m.conn == conn && m.sid == sid) else {
+        let Some(pos) = self
+            .members
+            .iter()
+            .position(|m| m.conn == conn && m.sid == sid)
+        else {
             return false;
         };
         let member = self.members.remove(pos);
@@ -166,7 +175,11 @@ impl QueueGroup {
 
     /// A delivery to (`conn`, `sid`) is finished; returns whether the member exists.
     pub fn settle(&mut self, conn: ConnId, sid: u64, acked: bool) -> bool {
-        let Some(m) = self.members.iter_mut().find(|m| m.conn == conn && m.sid == sid) else {
+        let Some(m) = self
+            .members
+            .iter_mut()
+            .find(|m| m.conn == conn && m.sid == sid)
+        else {
             return false;
         };
         m.in_flight = m.in_flight.saturating_sub(1);
@@ -277,7 +290,9 @@ mod tests {
         for id in 0..5 {
             g.enqueue(msg(id));
         }
-        let got: Vec<_> = std::iter::from_fn(|| g.next_dispatch()).map(|(c, _, m)| (c, m.id)).collect();
+        let got: Vec<_> = std::iter::from_fn(|| g.next_dispatch())
+            .map(|(c, _, m)| (c, m.id))
+            .collect();
         assert_eq!(got, [(1, 0), (2, 1), (2, 2)]);
         assert_eq!(g.depth(), 2);
         assert!(g.settle(1, 1, true));

@@ -216,10 +216,16 @@ impl Router {
         let client_id = ClientId::new(&hello.client_id)
             .map_err(|e| Refusal::new(ErrorCode::InvalidClientId, e.to_string()))?;
         if self.draining {
-            return Err(Refusal::new(ErrorCode::ShuttingDown, "broker is shutting down"));
+            return Err(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "broker is shutting down",
+            ));
         }
         if let Some(&old) = self.by_client.get(&client_id) {
-            self.disconnect(old, "replaced by a newer connection with the same client id");
+            self.disconnect(
+                old,
+                "replaced by a newer connection with the same client id",
+            );
         }
         let config = &self.config;
         let heartbeat = match hello.heartbeat_interval_ms {
@@ -288,15 +294,22 @@ impl Router {
                 conn,
                 n.delivery_id,
                 n.seq,
-                if n.requeue { Settle::Requeue } else { Settle::Drop },
+                if n.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Drop
+                },
             ),
             Some(Kind::Reply(r)) => self.reply(conn, r),
             Some(Kind::Cancel(c)) => self.cancel(conn, c),
             Some(Kind::StatsRequest(s)) => {
                 let stats = self.stats(s.seq);
-                self.send(conn, Frame {
-                    kind: Some(Kind::StatsResponse(stats)),
-                });
+                self.send(
+                    conn,
+                    Frame {
+                        kind: Some(Kind::StatsResponse(stats)),
+                    },
+                );
                 Ok(())
             }
             Some(Kind::Heartbeat(_)) => Ok(()),
@@ -304,10 +317,7 @@ impl Router {
                 self.disconnect(conn, "client said goodbye");
                 Ok(())
             }
-            Some(Kind::Hello(_)) => Err((
-                0,
-                Refusal::new(ErrorCode::Protocol, "hello sent twice"),
-            )),
+            Some(Kind::Hello(_)) => Err((0, Refusal::new(ErrorCode::Protocol, "hello sent twice"))),
             Some(other) => Err((
                 0,
                 Refusal::new(
@@ -327,7 +337,8 @@ impl Router {
         if let Some(c) = self.conns.get(&conn)
             && let Err(PushError::TooSlow { .. }) = c.out.push(frame)
         {
-            self.doomed.push((conn, "too slow: outbound buffer at its hard cap"));
+            self.doomed
+                .push((conn, "too slow: outbound buffer at its hard cap"));
         }
     }
 
@@ -343,10 +354,16 @@ impl Router {
         let mode = PublishMode::try_from(p.mode).unwrap_or(PublishMode::FireAndForget);
         let fail = |r: Refusal| Err((seq, r));
         if self.draining {
-            return fail(Refusal::new(ErrorCode::ShuttingDown, "broker is shutting down"));
+            return fail(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "broker is shutting down",
+            ));
         }
         let Some(mut msg) = p.message else {
-            return fail(Refusal::new(ErrorCode::InvalidArgument, "publish without a message"));
+            return fail(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "publish without a message",
+            ));
         };
         let topic = match Topic::new(&msg.topic) {
             Ok(t) => t,
@@ -377,14 +394,16 @@ impl Router {
         }
         let message_id = msg.id;
         if !p.target_client.is_empty() {
-            self.direct(&p.target_client, msg)
-                .map_err(|r| (seq, r))?;
+            self.direct(&p.target_client, msg).map_err(|r| (seq, r))?;
         } else {
             let delivered = self.route(&topic, msg).map_err(|r| (seq, r))?;
             if delivered == 0 && request {
                 return fail(
-                    Refusal::new(ErrorCode::NoResponders, format!("no subscriber for topic {topic}"))
-                        .detail("topic", &topic),
+                    Refusal::new(
+                        ErrorCode::NoResponders,
+                        format!("no subscriber for topic {topic}"),
+                    )
+                    .detail("topic", &topic),
                 );
             }
             if tracked {
@@ -467,7 +486,8 @@ impl Router {
             }
             Err(PushError::Closed) => return false,
             Err(PushError::TooSlow { .. }) => {
-                self.doomed.push((conn, "too slow: outbound buffer at its hard cap"));
+                self.doomed
+                    .push((conn, "too slow: outbound buffer at its hard cap"));
                 return false;
             }
         }
@@ -476,7 +496,12 @@ impl Router {
         true
     }
 
-    fn enqueue(&mut self, gid: u64, topic: &Topic, message: proto::Envelope) -> Result<(), Refusal> {
+    fn enqueue(
+        &mut self,
+        gid: u64,
+        topic: &Topic,
+        message: proto::Envelope,
+    ) -> Result<(), Refusal> {
         let group = self.groups.get_mut(&gid).expect("indexed groups exist");
         match group.enqueue(message) {
             Enqueued::Queued | Enqueued::EvictedOldest => {}
@@ -550,8 +575,11 @@ impl Router {
             .ok()
             .and_then(|id| self.by_client.get(&id).copied())
             .ok_or_else(|| {
-                Refusal::new(ErrorCode::NoSuchClient, format!("no connected client {target:?}"))
-                    .detail("client_id", target)
+                Refusal::new(
+                    ErrorCode::NoSuchClient,
+                    format!("no connected client {target:?}"),
+                )
+                .detail("client_id", target)
             })?;
         let delivery_id = self.next_id();
         self.totals.delivered += 1;
@@ -576,7 +604,10 @@ impl Router {
         if c.subs.contains_key(&s.sid) {
             return Err((
                 seq,
-                Refusal::new(ErrorCode::InvalidArgument, format!("subscription id {} in use", s.sid)),
+                Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    format!("subscription id {} in use", s.sid),
+                ),
             ));
         }
         if c.subs.len() >= max_subs {
@@ -592,7 +623,8 @@ impl Router {
         let client_id = c.client_id.clone();
         let gid = match group {
             None => {
-                self.index.insert(&filter, Target::Plain { conn, sid: s.sid });
+                self.index
+                    .insert(&filter, Target::Plain { conn, sid: s.sid });
                 None
             }
             Some(name) => {
@@ -614,15 +646,18 @@ impl Router {
                     0 => queue.default_prefetch,
                     n => n.min(queue.max_prefetch),
                 };
-                self.groups.get_mut(&gid).expect("just ensured").join(Member {
-                    conn,
-                    sid: s.sid,
-                    client_id,
-                    prefetch,
-                    in_flight: 0,
-                    delivered: 0,
-                    acked: 0,
-                });
+                self.groups
+                    .get_mut(&gid)
+                    .expect("just ensured")
+                    .join(Member {
+                        conn,
+                        sid: s.sid,
+                        client_id,
+                        prefetch,
+                        in_flight: 0,
+                        delivered: 0,
+                        acked: 0,
+                    });
                 Some(gid)
             }
         };
@@ -693,8 +728,17 @@ impl Router {
         }
     }
 
-    fn settle(&mut self, conn: ConnId, delivery_id: u64, seq: u64, how: Settle) -> Result<(), (u64, Refusal)> {
-        let owned = self.in_flight.get(&delivery_id).is_some_and(|f| f.conn == conn);
+    fn settle(
+        &mut self,
+        conn: ConnId,
+        delivery_id: u64,
+        seq: u64,
+        how: Settle,
+    ) -> Result<(), (u64, Refusal)> {
+        let owned = self
+            .in_flight
+            .get(&delivery_id)
+            .is_some_and(|f| f.conn == conn);
         if !owned {
             return Err((
                 seq,
@@ -745,14 +789,17 @@ impl Router {
         message.source = source;
         message.correlation_id = pending.seq;
         message.timestamp_us = now_us();
-        self.send(pending.conn, Frame {
-            kind: Some(Kind::Reply(proto::Reply {
-                correlation_id: pending.seq,
-                delivery_id: 0,
-                message: Some(message),
-                seq: 0,
-            })),
-        });
+        self.send(
+            pending.conn,
+            Frame {
+                kind: Some(Kind::Reply(proto::Reply {
+                    correlation_id: pending.seq,
+                    delivery_id: 0,
+                    message: Some(message),
+                    seq: 0,
+                })),
+            },
+        );
         if r.seq != 0 {
             self.send(conn, ok(r.seq, 0));
         }
@@ -768,7 +815,9 @@ impl Router {
         let found = if let Some(group) = waiting {
             group.counters.cancelled += 1;
             true
-        } else if let Some((&delivery_id, _)) = self.in_flight.iter().find(|(_, f)| f.message.id == id) {
+        } else if let Some((&delivery_id, _)) =
+            self.in_flight.iter().find(|(_, f)| f.message.id == id)
+        {
             let f = self.in_flight.remove(&delivery_id).expect("found above");
             if let Some(gid) = f.group
                 && let Some(group) = self.groups.get_mut(&gid)
@@ -779,9 +828,15 @@ impl Router {
             if let Some(holder) = self.conns.get_mut(&f.conn) {
                 holder.in_flight = holder.in_flight.saturating_sub(1);
             }
-            self.send(f.conn, Frame {
-                kind: Some(Kind::Cancel(proto::Cancel { seq: 0, message_id: id })),
-            });
+            self.send(
+                f.conn,
+                Frame {
+                    kind: Some(Kind::Cancel(proto::Cancel {
+                        seq: 0,
+                        message_id: id,
+                    })),
+                },
+            );
             if let Some(gid) = f.group {
                 self.pump(gid);
             }
@@ -856,7 +911,8 @@ impl Router {
                 if let Err(PushError::TooSlow { .. }) = c.out.push(Frame {
                     kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
                 }) {
-                    self.doomed.push((id, "too slow: outbound buffer at its hard cap"));
+                    self.doomed
+                        .push((id, "too slow: outbound buffer at its hard cap"));
                 }
             }
         }

@@ -27,7 +27,10 @@ impl Client {
         let path = options.socket.clone();
         tokio::time::timeout(timeout, Self::connect_inner(options))
             .await
-            .unwrap_or(Err(ConnectError::Timeout { path, after: timeout }))
+            .unwrap_or(Err(ConnectError::Timeout {
+                path,
+                after: timeout,
+            }))
     }
 
     async fn connect_inner(options: ClientOptions) -> Result<Client, ConnectError> {
@@ -40,7 +43,8 @@ impl Client {
         let stream = SharedStream(Arc::new(stream));
         let client_id = options.client_id.clone().unwrap_or_else(|| {
             let n = NEXT_ANONYMOUS.fetch_add(1, Ordering::Relaxed);
-            ClientId::new(format!("client-{}-{n}", std::process::id())).expect("valid by construction")
+            ClientId::new(format!("client-{}-{n}", std::process::id()))
+                .expect("valid by construction")
         });
         let codec = FrameCodec::default();
         let out = Outbound::new(OutboundLimits {
@@ -77,7 +81,9 @@ impl Client {
             }
             Ok(other) => {
                 out.close();
-                return Err(ConnectError::Handshake(format!("expected welcome, got {other:?}")));
+                return Err(ConnectError::Handshake(format!(
+                    "expected welcome, got {other:?}"
+                )));
             }
             Err(e) => {
                 out.close();
@@ -99,7 +105,12 @@ impl Client {
         let liveness = Arc::new(Liveness::new());
         let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
         tokio::spawn(read_loop(reader, inner.clone(), liveness.clone()));
-        tokio::spawn(heartbeat_loop(inner.clone(), liveness, heartbeat, welcome.heartbeat_misses.max(1)));
+        tokio::spawn(heartbeat_loop(
+            inner.clone(),
+            liveness,
+            heartbeat,
+            welcome.heartbeat_misses.max(1),
+        ));
         tokio::spawn(watch_writer(writer, inner.clone()));
         Ok(Client {
             handle: Arc::new(Handle(inner)),
@@ -135,7 +146,11 @@ impl Liveness {
 
 /// Routes frames from the broker until the connection ends, then fails every
 /// waiting call and ends every subscription stream.
-async fn read_loop(mut reader: FrameReader<SharedStream>, inner: Arc<Inner>, liveness: Arc<Liveness>) {
+async fn read_loop(
+    mut reader: FrameReader<SharedStream>,
+    inner: Arc<Inner>,
+    liveness: Arc<Liveness>,
+) {
     let mut frames = Vec::with_capacity(64);
     loop {
         let read = tokio::select! {
@@ -190,14 +205,21 @@ fn dispatch(inner: &Inner, frame: Frame) {
         }
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         Some(Kind::Error(e)) if e.seq != 0 => answer(e.seq, Answer::Error(e)),
-        Some(Kind::Error(e)) => tracing::warn!(code = e.code, message = %e.message, "broker reported an error"),
-        Some(Kind::Reply(r)) => answer(r.correlation_id, Answer::Reply(r.message.unwrap_or_default())),
+        Some(Kind::Error(e)) => {
+            tracing::warn!(code = e.code, message = %e.message, "broker reported an error")
+        }
+        Some(Kind::Reply(r)) => answer(
+            r.correlation_id,
+            Answer::Reply(r.message.unwrap_or_default()),
+        ),
         Some(Kind::StatsResponse(s)) => answer(s.seq, Answer::Stats(s)),
         Some(Kind::Goodbye(g)) => {
             tracing::debug!(reason = %g.reason, "broker said goodbye");
             inner.closed.cancel();
         }
-        Some(Kind::Cancel(c)) => tracing::debug!(message_id = c.message_id, "broker cancelled a held message"),
+        Some(Kind::Cancel(c)) => {
+            tracing::debug!(message_id = c.message_id, "broker cancelled a held message")
+        }
         _ => {}
     }
 }
@@ -212,7 +234,12 @@ fn shut(inner: &Inner) {
     }
 }
 
-async fn heartbeat_loop(inner: Arc<Inner>, liveness: Arc<Liveness>, interval: Duration, misses: u32) {
+async fn heartbeat_loop(
+    inner: Arc<Inner>,
+    liveness: Arc<Liveness>,
+    interval: Duration,
+    misses: u32,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -221,7 +248,11 @@ async fn heartbeat_loop(inner: Arc<Inner>, liveness: Arc<Liveness>, interval: Du
             _ = tick.tick() => {}
         }
         if liveness.silent_for() > interval * misses {
-            tracing::warn!(?interval, misses, "broker missed its heartbeats; closing the connection");
+            tracing::warn!(
+                ?interval,
+                misses,
+                "broker missed its heartbeats; closing the connection"
+            );
             shut(&inner);
             return;
         }
@@ -243,4 +274,3 @@ async fn watch_writer(writer: tokio::task::JoinHandle<std::io::Result<()>>, inne
     }
     shut(&inner);
 }
-

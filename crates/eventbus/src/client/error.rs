@@ -36,7 +36,10 @@ impl Refused {
     }
 
     pub(crate) fn detail_usize(&self, key: &str) -> usize {
-        self.details.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.details
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 

@@ -30,7 +30,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub use error::{AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError};
+pub use error::{
+    AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
+};
 pub use message::Message;
 pub use options::ClientOptions;
 pub use subscription::{Delivery, QueueSubscription, Subscription};
@@ -123,11 +125,21 @@ impl Client {
     }
 
     /// Sends a frame built around a fresh `seq` and waits for the broker's answer.
-    async fn call(&self, timeout: Duration, build: impl FnOnce(u64) -> Kind) -> Result<Answer, CallFailure> {
+    async fn call(
+        &self,
+        timeout: Duration,
+        build: impl FnOnce(u64) -> Kind,
+    ) -> Result<Answer, CallFailure> {
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
         lock(&self.inner().pending).insert(seq, tx);
-        if self.is_closed() || self.push(Frame { kind: Some(build(seq)) }).is_err() {
+        if self.is_closed()
+            || self
+                .push(Frame {
+                    kind: Some(build(seq)),
+                })
+                .is_err()
+        {
             lock(&self.inner().pending).remove(&seq);
             return Err(CallFailure::Closed);
         }
@@ -179,8 +191,13 @@ impl Client {
     }
 
     /// Publishes and waits until the broker has accepted the message; returns its id.
-    pub async fn publish_confirmed(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<u64, PublishError> {
-        self.confirmed(topic.as_str(), payload.into(), String::new()).await
+    pub async fn publish_confirmed(
+        &self,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, PublishError> {
+        self.confirmed(topic.as_str(), payload.into(), String::new())
+            .await
     }
 
     /// Sends a message to one connected client, waiting for the broker to accept it.
@@ -194,14 +211,21 @@ impl Client {
         self.confirmed(topic.as_str(), payload.into(), target.as_str().to_owned())
             .await
             .map_err(|e| match e {
-                PublishError::Refused(r) if r.code == ErrorCode::NoSuchClient => RequestError::NoSuchClient {
-                    client_id: target.as_str().to_owned(),
-                },
+                PublishError::Refused(r) if r.code == ErrorCode::NoSuchClient => {
+                    RequestError::NoSuchClient {
+                        client_id: target.as_str().to_owned(),
+                    }
+                }
                 other => RequestError::Publish(other),
             })
     }
 
-    async fn confirmed(&self, topic: &str, payload: Bytes, target_client: String) -> Result<u64, PublishError> {
+    async fn confirmed(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        target_client: String,
+    ) -> Result<u64, PublishError> {
         let message = self.envelope(topic, payload)?;
         let timeout = self.inner().options.request_timeout;
         let answer = self
@@ -227,8 +251,14 @@ impl Client {
     /// Sends a request and waits up to `timeout` for one reply.
     ///
     /// Fails at once with [`RequestError::NoResponders`] when nobody subscribes.
-    pub async fn request(&self, topic: &Topic, payload: impl Into<Bytes>, timeout: Duration) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, String::new()).await
+    pub async fn request(
+        &self,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        self.request_to(topic, payload.into(), timeout, String::new())
+            .await
     }
 
     /// Sends a request to one connected client and waits up to `timeout` for its reply.
@@ -243,7 +273,13 @@ impl Client {
             .await
     }
 
-    async fn request_to(&self, topic: &Topic, payload: Bytes, timeout: Duration, target_client: String) -> Result<Message, RequestError> {
+    async fn request_to(
+        &self,
+        topic: &Topic,
+        payload: Bytes,
+        timeout: Duration,
+        target_client: String,
+    ) -> Result<Message, RequestError> {
         let message = self.envelope(topic.as_str(), payload)?;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let answer = self
@@ -320,7 +356,9 @@ impl Client {
         group: &GroupName,
         prefetch: u32,
     ) -> Result<QueueSubscription, SubscribeError> {
-        let (sid, mailbox) = self.open_subscription(filter, Some(group), prefetch).await?;
+        let (sid, mailbox) = self
+            .open_subscription(filter, Some(group), prefetch)
+            .await?;
         Ok(QueueSubscription {
             sid,
             mailbox,
@@ -400,7 +438,11 @@ impl Client {
         }
     }
 
-    async fn settle_confirmed(&self, delivery_id: u64, build: impl FnOnce(u64) -> Kind) -> Result<(), AckError> {
+    async fn settle_confirmed(
+        &self,
+        delivery_id: u64,
+        build: impl FnOnce(u64) -> Kind,
+    ) -> Result<(), AckError> {
         let timeout = self.inner().options.request_timeout;
         match self.call(timeout, build).await {
             Ok(Answer::Ok(_)) => Ok(()),
@@ -420,7 +462,9 @@ impl Client {
     pub async fn stats(&self) -> Result<StatsResponse, CallError> {
         let timeout = self.inner().options.request_timeout;
         match self
-            .call(timeout, |seq| Kind::StatsRequest(proto::StatsRequest { seq }))
+            .call(timeout, |seq| {
+                Kind::StatsRequest(proto::StatsRequest { seq })
+            })
             .await
         {
             Ok(Answer::Stats(s)) => Ok(s),
@@ -435,7 +479,9 @@ impl Client {
     pub async fn cancel(&self, message_id: u64) -> Result<(), CallError> {
         let timeout = self.inner().options.request_timeout;
         match self
-            .call(timeout, |seq| Kind::Cancel(proto::Cancel { seq, message_id }))
+            .call(timeout, |seq| {
+                Kind::Cancel(proto::Cancel { seq, message_id })
+            })
             .await
         {
             Ok(Answer::Ok(_)) => Ok(()),

@@ -49,23 +49,32 @@ fn frame() -> impl Strategy<Value = Frame> {
                 message: Some(message),
             })
         }),
-        any::<u64>().prop_map(|delivery_id| Kind::Ack(proto::Ack { delivery_id, seq: 0 })),
-        (any::<u64>(), any::<bool>())
-            .prop_map(|(delivery_id, requeue)| Kind::Nack(proto::Nack {
-                delivery_id,
-                requeue,
-                seq: 0
-            })),
+        any::<u64>().prop_map(|delivery_id| Kind::Ack(proto::Ack {
+            delivery_id,
+            seq: 0
+        })),
+        (any::<u64>(), any::<bool>()).prop_map(|(delivery_id, requeue)| Kind::Nack(proto::Nack {
+            delivery_id,
+            requeue,
+            seq: 0
+        })),
         any::<u64>().prop_map(|nonce| Kind::Heartbeat(proto::Heartbeat { nonce })),
-        (any::<u64>(), any::<u64>(), "[a-z.+#]{0,30}", "[a-z]{0,8}", any::<u32>()).prop_map(
-            |(seq, sid, filter, group, prefetch)| Kind::Subscribe(proto::Subscribe {
-                seq,
-                sid,
-                filter,
-                group,
-                prefetch,
-            })
-        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            "[a-z.+#]{0,30}",
+            "[a-z]{0,8}",
+            any::<u32>()
+        )
+            .prop_map(|(seq, sid, filter, group, prefetch)| Kind::Subscribe(
+                proto::Subscribe {
+                    seq,
+                    sid,
+                    filter,
+                    group,
+                    prefetch,
+                }
+            )),
         (any::<u64>(), 0..21i32, ".{0,40}").prop_map(|(seq, code, message)| Kind::Error(
             proto::Error {
                 seq,
@@ -74,7 +83,11 @@ fn frame() -> impl Strategy<Value = Frame> {
                 details: Default::default(),
             }
         )),
-        ("[a-z0-9-]{0,16}", proptest::collection::vec("[a-z]{1,8}", 0..3), any::<u32>())
+        (
+            "[a-z0-9-]{0,16}",
+            proptest::collection::vec("[a-z]{1,8}", 0..3),
+            any::<u32>()
+        )
             .prop_map(|(client_id, capabilities, pid)| Kind::Hello(proto::Hello {
                 protocol_version: proto::PROTOCOL_VERSION,
                 client_id,
@@ -213,7 +226,10 @@ fn unknown_version_is_typed() {
 #[test]
 fn zero_length_is_typed() {
     let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
-    assert_eq!(FrameCodec::default().decode(&mut buf), Err(FrameError::Empty));
+    assert_eq!(
+        FrameCodec::default().decode(&mut buf),
+        Err(FrameError::Empty)
+    );
 }
 
 #[test]
