@@ -1,6 +1,73 @@
 //! `broker`: the eventbus broker daemon.
+//!
+//! Map of the binary:
+//!
+//! - [`cli`]: the command line, and how it layers over the configuration file
+//!   (defaults < `--config` file < flags).
+//! - [`template`]: `broker generate-config`, the default configuration as
+//!   commented TOML.
+//! - [`serve`]: the runtime, binding the socket, the ready line, signals and the
+//!   graceful shutdown.
+//!
+//! Errors end the process with one line on stderr and exit code 1; usage errors
+//! exit 2 (clap's convention).
 #![forbid(unsafe_code)]
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("the broker is not built yet (issue: broker and client across processes)")
+mod cli;
+mod serve;
+mod template;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::GenerateConfig) => {
+            print!("{}", template::generate());
+            Ok(())
+        }
+        None => cli.options.config().and_then(|config| {
+            init_logging();
+            serve::serve(config)
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One error, one line: the chain joined with `: `, skipping a cause whose
+/// text the message already carries (some errors both print their source and
+/// return it from `source()`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text.replace('\n', " ")
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`); stdout carries
+/// only the ready line.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -38,7 +38,7 @@ pub enum BindError {
         path: PathBuf,
     },
     /// The socket directory could not be created.
-    #[error("cannot create socket directory {dir}: {source}")]
+    #[error("cannot create socket directory {dir}")]
     Directory {
         /// The directory.
         dir: PathBuf,
@@ -46,7 +46,7 @@ pub enum BindError {
         source: io::Error,
     },
     /// Any other I/O failure while binding.
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}")]
     Io {
         /// The socket path.
         path: PathBuf,
@@ -208,7 +208,7 @@ pub fn peer_pid(stream: &Stream) -> Option<u32> {
         .peer_creds()
         .ok()
         .and_then(|c| c.pid())
-        .and_then(|p| u32::try_from(p).ok())
+        .and_then(|p| u32::try_from(i64::from(p)).ok())
 }
 
 /// A connection shared by its reader and writer tasks.

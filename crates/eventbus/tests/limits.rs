@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::{DEADLINE, TestBroker, next};
-use eventbus::broker::{Broker, BrokerConfig};
+use eventbus::broker::{Broker, BrokerConfig, StartError};
 use eventbus::client::{ConnectError, PublishError, SubscribeError};
 use eventbus::codec::FrameCodec;
 use eventbus::proto::{self, ErrorCode, Frame, frame::Kind};
@@ -223,7 +223,10 @@ async fn socket_is_private_and_a_live_broker_is_never_displaced() {
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
 
     let err = Broker::bind(BrokerConfig::new(&broker.socket)).unwrap_err();
-    assert!(matches!(err, BindError::AlreadyRunning { .. }), "{err}");
+    assert!(
+        matches!(err, StartError::Bind(BindError::AlreadyRunning { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("another broker is listening on"));
     // The first broker still serves.
     broker.client("still-here").await;
@@ -247,8 +250,16 @@ async fn stale_socket_file_is_replaced_and_other_files_are_not() {
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "data").unwrap();
     let err = Broker::bind(BrokerConfig::new(&file)).unwrap_err();
-    assert!(matches!(err, BindError::NotASocket { .. }), "{err}");
+    assert!(
+        matches!(err, StartError::Bind(BindError::NotASocket { .. })),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+
+    let mut tiny = BrokerConfig::new(dir.path().join("c.sock"));
+    tiny.max_frame_bytes = 10;
+    let err = Broker::bind(tiny).unwrap_err();
+    assert!(matches!(err, StartError::Config(_)), "{err}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::framed::{OutboundLimits, OverflowPolicy};
 
 /// How the broker runs and what it bounds. Every field has a default.
@@ -168,6 +168,13 @@ impl BrokerConfig {
                     reason: "must be at least 1",
                 });
             }
+        }
+        if !(MIN_MAX_FRAME_BYTES..=u32::MAX as usize).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::Invalid {
+                field: "max_frame_bytes",
+                value: self.max_frame_bytes.to_string(),
+                reason: "must be between 1024 and 4294967295",
+            });
         }
         if self.subscriber.hard_cap < self.subscriber.max_len {
             return Err(ConfigError::Invalid {

@@ -66,6 +66,18 @@ pub enum RunError {
     Accept(#[source] std::io::Error),
 }
 
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The socket could not be taken.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
 /// A broker bound to its socket, ready to [`run`](Broker::run).
 #[derive(Debug)]
 pub struct Broker {
@@ -77,9 +89,10 @@ pub struct Broker {
 impl Broker {
     /// Validates `config` and takes the socket.
     ///
-    /// Fails if another broker is listening on the socket; a socket file left by a
+    /// Fails if the configuration is invalid, or if another broker is listening on the socket; a socket file left by a
     /// dead broker is replaced.
-    pub fn bind(config: BrokerConfig) -> Result<Self, BindError> {
+    pub fn bind(config: BrokerConfig) -> Result<Self, StartError> {
+        config.validate()?;
         let listener = crate::transport::bind(&config.socket)?;
         let socket = config.socket.clone();
         let config = Arc::new(config);

@@ -48,7 +48,7 @@ impl Refused {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The socket could not be reached.
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}")]
     Io {
         /// The socket path.
         path: PathBuf,

@@ -1,0 +1,98 @@
+//! `busctl`: a command-line client for a running eventbus broker.
+//!
+//! Map of the binary:
+//!
+//! - [`cli`]: the command line, and validation of topics and filters.
+//! - [`failure`]: how errors become one stderr line and an exit code
+//!   (0 success, 1 operational failure, 2 usage error).
+//! - [`publish`], [`subscribe`], [`request`], [`stats`], [`tasks`]: one module
+//!   per command.
+//!
+//! Every command connects as client `busctl-<pid>` (kind `busctl`) on a
+//! current-thread runtime, does its work, and closes the connection.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod failure;
+mod output;
+mod publish;
+mod request;
+mod stats;
+mod subscribe;
+mod tasks;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use eventbus::{Client, ClientId, ClientOptions};
+
+use cli::{Cli, Command};
+use failure::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("busctl: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Validates the arguments, then runs the command against the broker.
+fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli.socket();
+    // Names are checked before connecting: a bad topic is a usage error
+    // whether or not a broker is running.
+    match cli.command {
+        Command::Publish(args) => {
+            let topic = cli::topic(&args.topic)?;
+            with_client(&socket, async |client| {
+                publish::run(client, &topic, &args).await
+            })
+        }
+        Command::Subscribe(args) => {
+            let filter = cli::filter(&args.filter)?;
+            with_client(&socket, async |client| {
+                subscribe::run(client, &filter, &args).await
+            })
+        }
+        Command::Request(args) => {
+            let topic = cli::topic(&args.topic)?;
+            with_client(&socket, async |client| {
+                request::run(client, &topic, &args).await
+            })
+        }
+        Command::Stats(args) => {
+            with_client(&socket, async |client| stats::run(client, &args).await)
+        }
+        Command::Tasks(args) => {
+            let topic = cli::topic(&args.topic)?;
+            with_client(&socket, async |client| {
+                tasks::run(client, &topic, &args).await
+            })
+        }
+    }
+}
+
+/// Connects as `busctl-<pid>`, runs `command`, then closes the connection.
+fn with_client(
+    socket: &Path,
+    command: impl AsyncFnOnce(&Client) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::operational(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let id = ClientId::new(format!("busctl-{}", std::process::id()))
+            .expect("busctl-<pid> is a valid client id");
+        let options = ClientOptions::new(socket).client_id(id).kind("busctl");
+        let client = Client::connect(options).await?;
+        let result = command(&client).await;
+        client.close().await;
+        result
+    })
+}

@@ -1,0 +1,152 @@
+//! The `broker` command line and how it layers over the configuration.
+//!
+//! Precedence, lowest first: [`BrokerConfig`] defaults, the `--config` file,
+//! then each flag given on the command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use eventbus::BrokerConfig;
+use eventbus::codec::MIN_MAX_FRAME_BYTES;
+
+/// The eventbus broker: routes messages between local processes.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version)]
+pub struct Cli {
+    /// Settings for running the broker.
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// A subcommand instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `broker`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the default configuration as commented TOML.
+    GenerateConfig,
+}
+
+/// Flags that override the configuration file.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Socket path to listen on [default: $EVENTBUS_SOCKET, else
+    /// $XDG_RUNTIME_DIR/eventbus/broker.sock, else /tmp/eventbus-$UID/broker.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// TOML configuration file (see `broker generate-config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Heartbeat interval offered to clients, in milliseconds.
+    #[arg(long, value_name = "N")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Missed heartbeats after which a peer is declared dead.
+    #[arg(long, value_name = "N")]
+    pub heartbeat_misses: Option<u32>,
+    /// Largest frame accepted or sent, in bytes.
+    #[arg(long, value_name = "N")]
+    pub max_frame_bytes: Option<usize>,
+    /// Most client connections at once.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+impl RunOptions {
+    /// The effective configuration: defaults, then the file, then the flags.
+    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                BrokerConfig::from_toml(&text).with_context(|| path.display().to_string())?
+            }
+            None => BrokerConfig::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        // `BrokerConfig::validate` leaves this one to the codec, which silently
+        // raises a smaller limit; refusing it here is clearer for an operator.
+        anyhow::ensure!(
+            config.max_frame_bytes >= MIN_MAX_FRAME_BYTES,
+            "invalid broker configuration: max_frame_bytes = {}: must be at least {MIN_MAX_FRAME_BYTES}",
+            config.max_frame_bytes
+        );
+        Ok(config)
+    }
+
+    /// Overrides `config` with every flag that was given.
+    fn apply(&self, config: &mut BrokerConfig) {
+        if let Some(socket) = &self.socket {
+            config.socket = socket.clone();
+        }
+        if let Some(ms) = self.heartbeat_interval_ms {
+            config.heartbeat_interval_ms = ms;
+        }
+        if let Some(misses) = self.heartbeat_misses {
+            config.heartbeat_misses = misses;
+        }
+        if let Some(bytes) = self.max_frame_bytes {
+            config.max_frame_bytes = bytes;
+        }
+        if let Some(max) = self.max_connections {
+            config.max_connections = max;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("broker").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "socket = \"/tmp/from-file.sock\"\nheartbeat_misses = 7\nmax_connections = 9\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let cli = parse(&["--config", file, "--max-connections", "11"]);
+        let config = cli.options.config().unwrap();
+        assert_eq!(config.socket, PathBuf::from("/tmp/from-file.sock"));
+        assert_eq!(config.heartbeat_misses, 7);
+        assert_eq!(config.max_connections, 11);
+        let defaults = BrokerConfig::default();
+        assert_eq!(config.heartbeat_interval_ms, defaults.heartbeat_interval_ms);
+
+        let cli = parse(&["--config", file, "--socket", "/tmp/flag.sock"]);
+        assert_eq!(
+            cli.options.config().unwrap().socket,
+            PathBuf::from("/tmp/flag.sock")
+        );
+    }
+
+    #[test]
+    fn out_of_range_flags_are_refused() {
+        let cli = parse(&["--heartbeat-misses", "0"]);
+        let err = cli.options.config().unwrap_err();
+        assert!(format!("{err:#}").contains("heartbeat_misses"), "{err:#}");
+        let cli = parse(&["--max-frame-bytes", "10"]);
+        let err = cli.options.config().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("max_frame_bytes = 10"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn generate_config_is_a_subcommand() {
+        assert!(matches!(
+            parse(&["generate-config"]).command,
+            Some(Command::GenerateConfig)
+        ));
+    }
+}

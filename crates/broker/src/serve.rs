@@ -1,0 +1,81 @@
+//! Running the broker: the runtime, the socket, the ready line and shutdown.
+//!
+//! Order matters: signal handlers are installed before the socket is bound, and
+//! the ready line is printed only once the socket accepts connections, so a
+//! supervisor that reads it may connect — or send SIGTERM — at once.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use eventbus::{Broker, BrokerConfig};
+use serde::Serialize;
+
+/// The one line printed on stdout once the broker accepts connections.
+#[derive(Debug, Serialize)]
+struct Ready<'a> {
+    event: &'static str,
+    socket: &'a Path,
+    pid: u32,
+    version: &'static str,
+}
+
+/// Binds the socket, announces readiness and serves until SIGTERM or SIGINT.
+///
+/// A current-thread runtime: the broker's work is short, lock-protected routing
+/// steps, and one thread avoids cross-thread wake-ups on every message.
+pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let broker = Broker::bind(config)?;
+        announce(broker.socket())?;
+        tracing::info!(socket = %broker.socket().display(), "broker ready");
+        broker.run(shutdown).await?;
+        tracing::info!("broker stopped");
+        Ok(())
+    })
+}
+
+/// Prints the ready line and flushes it, so a reader sees it immediately.
+fn announce(socket: &Path) -> anyhow::Result<()> {
+    let ready = Ready {
+        event: "ready",
+        socket,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let line = serde_json::to_string(&ready)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write the ready line")
+}
+
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed when
+/// this is called, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    })
+}
