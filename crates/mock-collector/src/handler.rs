@@ -1,0 +1,95 @@
+//! One task, start to finish: parse, pace, collect, reply (or ack).
+//!
+//! A handler never fails the process: a bad payload, a failed read or an injected
+//! failure all become an error reply, so the next task is served as usual.
+
+use std::time::Duration;
+
+use eventbus::Delivery;
+
+use crate::collect::{self, CollectError};
+use crate::registry::CollectorType;
+use crate::task::{Reply, Status, Task, Timings, now_us, salvage_task_id};
+
+/// What every handler of one collector shares.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The collector's type, which decides how payloads are read.
+    pub kind: CollectorType,
+    /// The collector's client id, stamped in replies.
+    pub collector_id: String,
+    /// The collector's pid, stamped in replies.
+    pub collector_pid: u32,
+    /// Pause before replying to every task (`--delay-ms`).
+    pub delay: Duration,
+}
+
+/// How a task ended, for logs and the caller's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Replied to a request.
+    Replied,
+    /// Not a request: acknowledged.
+    Acked,
+    /// The connection was gone: nothing could be sent.
+    Lost,
+}
+
+/// Handles one delivery; `inject_failure` makes it an error reply (`--fail-every`).
+pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool) -> Settled {
+    let message = delivery.message();
+    let queued_us = message.timestamp_us();
+    let started_us = now_us();
+    let payload = message.payload().clone();
+    let parsed = Task::parse(ctx.kind, &payload);
+    let task_id = match &parsed {
+        Ok(task) => Some(task.task_id().to_owned()),
+        Err(_) => salvage_task_id(&payload),
+    };
+    if !ctx.delay.is_zero() {
+        tokio::time::sleep(ctx.delay).await;
+    }
+    let outcome: Result<serde_json::Value, String> = match parsed {
+        Err(e) => Err(e.to_string()),
+        Ok(_) if inject_failure => Err("injected failure (--fail-every)".to_owned()),
+        Ok(task) => collect::run_task(task)
+            .await
+            .map_err(|e: CollectError| e.to_string()),
+    };
+    if let Err(error) = &outcome {
+        tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), %error, "task failed");
+    } else {
+        tracing::debug!(task_id = task_id.as_deref().unwrap_or("-"), "task done");
+    }
+    let (status, error, data) = match outcome {
+        Ok(data) => (Status::Ok, None, data),
+        Err(e) => (Status::Error, Some(e), serde_json::Value::Null),
+    };
+    let reply = Reply {
+        task_id,
+        collector_id: ctx.collector_id.clone(),
+        collector_pid: ctx.collector_pid,
+        status,
+        error,
+        data,
+        timings: Timings {
+            queued_us,
+            started_us,
+            finished_us: now_us(),
+        },
+    };
+    settle(&delivery, &reply)
+}
+
+/// Replies to a request, or acks anything else.
+fn settle(delivery: &Delivery, reply: &Reply) -> Settled {
+    let sent = if delivery.message().is_request() {
+        delivery.reply(reply.to_bytes()).map(|()| Settled::Replied)
+    } else {
+        delivery.ack().map(|()| Settled::Acked)
+    };
+    sent.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, delivery_id = delivery.delivery_id(), "cannot settle the task");
+        Settled::Lost
+    })
+}
