@@ -51,6 +51,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most requests awaiting a reply at once, across all clients.",
     ),
     (
+        "max_direct_in_flight",
+        "Most unsettled direct messages one client may hold; more are refused (QueueFull).",
+    ),
+    (
         "allowed_uids",
         "Extra user ids allowed to connect besides the broker's own (Unix only).",
     ),

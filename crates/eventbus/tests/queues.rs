@@ -288,3 +288,40 @@ async fn cancelling_a_queued_task_fails_its_requester_with_cancelled() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn direct_inbox_is_bounded_and_a_missing_inbox_answers_at_once() {
+    let broker = TestBroker::start_with(|c| c.max_direct_in_flight = 2).await;
+    let target = broker.client("slow").await;
+    let mut inbox = target.direct_deliveries();
+    let sender = broker.client("agent").await;
+    let id = ClientId::new("slow").unwrap();
+    for _ in 0..2 {
+        sender.send_direct(&id, &t("task"), "x").await.unwrap();
+    }
+    let err = sender.send_direct(&id, &t("task"), "x").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RequestError::Publish(eventbus::client::PublishError::QueueFull { max_len: 2, .. })
+        ),
+        "{err}"
+    );
+    next(&mut inbox)
+        .await
+        .unwrap()
+        .ack_confirmed()
+        .await
+        .unwrap();
+    sender.send_direct(&id, &t("task"), "x").await.unwrap();
+
+    let no_inbox = broker.client("no-inbox").await;
+    let started = std::time::Instant::now();
+    let err = sender
+        .request_direct(no_inbox.client_id(), &t("task"), "x", DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::NoResponders { .. }), "{err}");
+    assert!(started.elapsed() < DEADLINE / 2);
+    broker.shutdown().await;
+}

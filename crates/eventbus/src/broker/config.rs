@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     pub drain_timeout_ms: u64,
     /// Most requests awaiting a reply at once, across all clients.
     pub max_pending_requests: usize,
+    /// Most unsettled direct messages one client may hold; more are refused with
+    /// `QueueFull`.
+    pub max_direct_in_flight: usize,
     /// Extra user ids allowed to connect besides the broker's own (Unix only).
     pub allowed_uids: Vec<u32>,
     /// Each subscriber's outbound buffer.
@@ -82,6 +85,7 @@ impl Default for BrokerConfig {
             handshake_timeout_ms: 5000,
             drain_timeout_ms: 5000,
             max_pending_requests: 65_536,
+            max_direct_in_flight: 1024,
             allowed_uids: Vec::new(),
             subscriber: SubscriberConfig::default(),
             queue: QueueConfig::default(),
@@ -156,6 +160,7 @@ impl BrokerConfig {
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("heartbeat_misses", u64::from(self.heartbeat_misses)),
             ("max_pending_requests", self.max_pending_requests as u64),
+            ("max_direct_in_flight", self.max_direct_in_flight as u64),
             ("subscriber.max_len", self.subscriber.max_len as u64),
             ("queue.max_len", self.queue.max_len as u64),
             ("queue.max_prefetch", u64::from(self.queue.max_prefetch)),

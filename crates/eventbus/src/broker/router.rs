@@ -59,6 +59,8 @@ struct Conn {
     misses: u32,
     counters: ConnCounters,
     in_flight: u64,
+    /// Direct deliveries not yet settled; bounded by `max_direct_in_flight`.
+    direct_in_flight: usize,
 }
 
 /// A delivery awaiting its ack.
@@ -259,6 +261,7 @@ impl Router {
                 misses,
                 counters: ConnCounters::default(),
                 in_flight: 0,
+                direct_in_flight: 0,
             },
         );
         let welcome = proto::Welcome {
@@ -557,6 +560,9 @@ impl Router {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.counters.delivered += 1;
             c.in_flight += 1;
+            if group.is_none() {
+                c.direct_in_flight += 1;
+            }
         }
         self.in_flight.insert(
             delivery_id,
@@ -581,10 +587,30 @@ impl Router {
                 )
                 .detail("client_id", target)
             })?;
+        let max = self.config.max_direct_in_flight;
+        if self.conns[&conn].direct_in_flight >= max {
+            return Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!("direct inbox of {target} is full: {max} messages unsettled"),
+            )
+            .detail("topic", &msg.topic)
+            .detail("group", format!("direct:{target}"))
+            .detail("max_len", max));
+        }
         let delivery_id = self.next_id();
         self.totals.delivered += 1;
         self.send_delivery(conn, 0, delivery_id, None, msg);
         Ok(())
+    }
+
+    /// Returns the credit a settled or withdrawn delivery held on its connection.
+    fn release(&mut self, f: &InFlight) {
+        if let Some(c) = self.conns.get_mut(&f.conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if f.group.is_none() {
+                c.direct_in_flight = c.direct_in_flight.saturating_sub(1);
+            }
+        }
     }
 
     fn subscribe(&mut self, conn: ConnId, s: proto::Subscribe) -> Result<(), (u64, Refusal)> {
@@ -706,9 +732,7 @@ impl Router {
                 }
                 for id in returned {
                     let f = self.in_flight.remove(&id).expect("collected above");
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.in_flight = c.in_flight.saturating_sub(1);
-                    }
+                    self.release(&f);
                     if let Some(group) = self.groups.get_mut(&gid) {
                         group.requeue_front(f.message);
                     }
@@ -750,10 +774,30 @@ impl Router {
             ));
         }
         let f = self.in_flight.remove(&delivery_id).expect("checked");
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-            if how == Settle::Ack {
-                c.counters.acked += 1;
+        self.release(&f);
+        if how == Settle::Ack
+            && let Some(c) = self.conns.get_mut(&conn)
+        {
+            c.counters.acked += 1;
+        }
+        if f.group.is_none() && how != Settle::Ack {
+            // A direct message handed back has nowhere else to go: its requester,
+            // if any, learns it at once instead of waiting for a timeout.
+            if let Some(pending) = self.requests.remove(&f.message.id) {
+                let holder = self
+                    .conns
+                    .get(&conn)
+                    .map(|c| c.client_id.to_string())
+                    .unwrap_or_default();
+                self.send(
+                    pending.conn,
+                    Refusal::new(
+                        ErrorCode::NoResponders,
+                        format!("client {holder} handed the direct message back"),
+                    )
+                    .detail("client_id", holder)
+                    .into_frame(pending.seq),
+                );
             }
         }
         if let Some(gid) = f.group
@@ -825,9 +869,7 @@ impl Router {
                 group.settle(f.conn, f.sid, false);
                 group.counters.cancelled += 1;
             }
-            if let Some(holder) = self.conns.get_mut(&f.conn) {
-                holder.in_flight = holder.in_flight.saturating_sub(1);
-            }
+            self.release(&f);
             self.send(
                 f.conn,
                 Frame {

@@ -367,7 +367,9 @@ impl Client {
     }
 
     /// The stream of messages sent directly to this client. Only one may be open;
-    /// without one, direct sends are handed back to the broker (nacked).
+    /// without one, direct sends are handed back to the broker (nacked) and a
+    /// requester waiting on one gets `NoResponders` at once. At most
+    /// `max_direct_in_flight` (broker config) direct messages are unsettled at once.
     pub fn direct_deliveries(&self) -> QueueSubscription {
         let mailbox = Arc::new(Mailbox::new(self.inner().options.subscription_capacity));
         if let Some(old) = lock(&self.inner().subs).insert(0, mailbox.clone()) {
