@@ -24,8 +24,9 @@ use crate::proto::Frame;
 /// Read buffer start size; it grows to hold the largest frame seen.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// A write buffer larger than this is released after use instead of kept.
-const WRITE_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
+/// The writer issues a write once this many bytes are encoded, so a large batch
+/// is written in chunks from one bounded buffer instead of growing it.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
 /// What happens when a bounded buffer is full and one more message arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -313,17 +314,20 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     codec: FrameCodec,
 ) -> io::Result<()> {
     let mut batch = VecDeque::new();
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES + READ_BUFFER_BYTES);
     while out.take(&mut batch).await {
         for entry in batch.drain(..) {
             if let Err(e) = codec.encode(&entry.frame, &mut buf) {
                 tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
             }
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                io.write_all(&buf).await?;
+                buf.clear();
+            }
         }
-        io.write_all(&buf).await?;
-        buf.clear();
-        if buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
-            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        if !buf.is_empty() {
+            io.write_all(&buf).await?;
+            buf.clear();
         }
     }
     io.shutdown().await

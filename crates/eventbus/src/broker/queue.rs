@@ -63,7 +63,7 @@ pub(crate) struct QueueGroup {
     pub name: GroupName,
     members: Vec<Member>,
     cursor: usize,
-    queue: VecDeque<Envelope>,
+    queue: VecDeque<Box<Envelope>>,
     in_flight: usize,
     max_len: usize,
     policy: OverflowPolicy,
@@ -121,7 +121,7 @@ impl QueueGroup {
         self.members.is_empty() && self.queue.is_empty()
     }
 
-    pub fn enqueue(&mut self, message: Envelope) -> Enqueued {
+    pub fn enqueue(&mut self, message: Box<Envelope>) -> Enqueued {
         let mut outcome = Enqueued::Queued;
         if self.queue.len() >= self.max_len {
             match self.policy {
@@ -145,7 +145,7 @@ impl QueueGroup {
     }
 
     /// Puts a message that was in flight back at the front, for redelivery.
-    pub fn requeue_front(&mut self, mut message: Envelope) {
+    pub fn requeue_front(&mut self, mut message: Box<Envelope>) {
         message.attempt = message.attempt.saturating_add(1);
         self.counters.redelivered += 1;
         self.queue.push_front(message);
@@ -154,7 +154,7 @@ impl QueueGroup {
     /// The next (member, message) to deliver, if any member has credit.
     ///
     /// Marks the delivery in flight; the caller sends it.
-    pub fn next_dispatch(&mut self) -> Option<(ConnId, u64, Envelope)> {
+    pub fn next_dispatch(&mut self) -> Option<(ConnId, u64, Box<Envelope>)> {
         if self.queue.is_empty() || self.members.is_empty() {
             return None;
         }
@@ -194,7 +194,7 @@ impl QueueGroup {
     }
 
     /// Removes a waiting message by id; returns it if it was waiting.
-    pub fn remove_waiting(&mut self, message_id: u64) -> Option<Envelope> {
+    pub fn remove_waiting(&mut self, message_id: u64) -> Option<Box<Envelope>> {
         let pos = self.queue.iter().position(|m| m.id == message_id)?;
         self.queue.remove(pos)
     }
@@ -259,11 +259,11 @@ mod tests {
         }
     }
 
-    fn msg(id: u64) -> Envelope {
-        Envelope {
+    fn msg(id: u64) -> Box<Envelope> {
+        Box::new(Envelope {
             id,
             ..Default::default()
-        }
+        })
     }
 
     #[test]

@@ -69,7 +69,7 @@ struct InFlight {
     conn: ConnId,
     sid: u64,
     group: Option<u64>,
-    message: proto::Envelope,
+    message: Box<proto::Envelope>,
 }
 
 /// A request awaiting its reply.
@@ -433,7 +433,7 @@ impl Router {
     }
 
     /// Delivers `msg` to every matching target; returns how many took it.
-    fn route(&mut self, topic: &Topic, msg: proto::Envelope) -> Result<u64, Refusal> {
+    fn route(&mut self, topic: &Topic, msg: Box<proto::Envelope>) -> Result<u64, Refusal> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
         let mut delivered = 0;
@@ -465,7 +465,7 @@ impl Router {
         }
     }
 
-    fn deliver_plain(&mut self, conn: ConnId, sid: u64, message: proto::Envelope) -> bool {
+    fn deliver_plain(&mut self, conn: ConnId, sid: u64, message: Box<proto::Envelope>) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -503,7 +503,7 @@ impl Router {
         &mut self,
         gid: u64,
         topic: &Topic,
-        message: proto::Envelope,
+        message: Box<proto::Envelope>,
     ) -> Result<(), Refusal> {
         let group = self.groups.get_mut(&gid).expect("indexed groups exist");
         match group.enqueue(message) {
@@ -548,7 +548,7 @@ impl Router {
         sid: u64,
         delivery_id: u64,
         group: Option<u64>,
-        message: proto::Envelope,
+        message: Box<proto::Envelope>,
     ) {
         let frame = Frame {
             kind: Some(Kind::Deliver(proto::Deliver {
@@ -576,7 +576,7 @@ impl Router {
         self.send(conn, frame);
     }
 
-    fn direct(&mut self, target: &str, msg: proto::Envelope) -> Result<(), Refusal> {
+    fn direct(&mut self, target: &str, msg: Box<proto::Envelope>) -> Result<(), Refusal> {
         let conn = ClientId::new(target)
             .ok()
             .and_then(|id| self.by_client.get(&id).copied())

@@ -9,11 +9,11 @@ use crate::proto::Envelope;
 /// A message received from the bus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub(crate) envelope: Envelope,
+    pub(crate) envelope: Box<Envelope>,
 }
 
 impl Message {
-    pub(crate) fn new(envelope: Envelope) -> Self {
+    pub(crate) fn new(envelope: Box<Envelope>) -> Self {
         Self { envelope }
     }
 
@@ -64,6 +64,6 @@ impl Message {
 
     /// Takes the wire envelope.
     pub fn into_envelope(self) -> Envelope {
-        self.envelope
+        *self.envelope
     }
 }

@@ -53,7 +53,7 @@ const ENVELOPE_OVERHEAD: usize = 64;
 enum Answer {
     Ok(u64),
     Error(proto::Error),
-    Reply(proto::Envelope),
+    Reply(Box<proto::Envelope>),
     Stats(StatsResponse),
 }
 
@@ -153,17 +153,17 @@ impl Client {
         }
     }
 
-    fn envelope(&self, topic: &str, payload: Bytes) -> Result<proto::Envelope, PublishError> {
+    fn envelope(&self, topic: &str, payload: Bytes) -> Result<Box<proto::Envelope>, PublishError> {
         let len = payload.len() + topic.len() + ENVELOPE_OVERHEAD;
         let max = self.inner().max_frame_bytes;
         if len > max {
             return Err(PublishError::TooLarge { len, max });
         }
-        Ok(proto::Envelope {
+        Ok(Box::new(proto::Envelope {
             topic: topic.to_owned(),
             payload,
             ..Default::default()
-        })
+        }))
     }
 
     /// Publishes without waiting: returns once the message is queued for the broker.
@@ -326,11 +326,11 @@ impl Client {
             kind: Some(Kind::Reply(proto::Reply {
                 correlation_id: request.envelope.correlation_id,
                 delivery_id: 0,
-                message: Some(proto::Envelope {
+                message: Some(Box::new(proto::Envelope {
                     topic: request.topic().to_owned(),
                     payload: payload.into(),
                     ..Default::default()
-                }),
+                })),
                 seq: 0,
             })),
         })

@@ -154,11 +154,11 @@ impl Delivery {
                 kind: Some(Kind::Reply(proto::Reply {
                     correlation_id: self.message.envelope.correlation_id,
                     delivery_id: self.delivery_id,
-                    message: Some(proto::Envelope {
+                    message: Some(Box::new(proto::Envelope {
                         topic: self.message.topic().to_owned(),
                         payload: payload.into(),
                         ..Default::default()
-                    }),
+                    })),
                     seq: 0,
                 })),
             })

@@ -37,7 +37,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             |(seq, mode, message, target_client)| Kind::Publish(proto::Publish {
                 seq,
                 mode,
-                message: Some(message),
+                message: Some(Box::new(message)),
                 target_client,
                 timeout_ms: 0,
             })
@@ -46,7 +46,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             Kind::Deliver(proto::Deliver {
                 sid,
                 delivery_id,
-                message: Some(message),
+                message: Some(Box::new(message)),
             })
         }),
         any::<u64>().prop_map(|delivery_id| Kind::Ack(proto::Ack {
@@ -184,10 +184,10 @@ fn oversized_frame_is_refused_on_write_and_leaves_buffer_untouched() {
     let codec = FrameCodec::new(MIN_MAX_FRAME_BYTES);
     let frame = Frame {
         kind: Some(Kind::Publish(proto::Publish {
-            message: Some(proto::Envelope {
+            message: Some(Box::new(proto::Envelope {
                 payload: Bytes::from(vec![0u8; 2 * MIN_MAX_FRAME_BYTES]),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })),
     };

@@ -1,0 +1,57 @@
+//! The physical floor: a byte-forwarding relay and an echo server, with no
+//! framing, routing or protocol, over the same Unix sockets the bus uses.
+
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::roles::{RttArgs, ready, report_histogram};
+
+/// Accepts clients on `listen`; each gets its own connection to `upstream`.
+pub async fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+    let listener = UnixListener::bind(listen)?;
+    ready();
+    loop {
+        let (mut client, _) = listener.accept().await?;
+        let mut server = UnixStream::connect(upstream).await?;
+        tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+    }
+}
+
+/// Writes every byte back to where it came from.
+pub async fn echo(listen: &Path) -> anyhow::Result<()> {
+    let listener = UnixListener::bind(listen)?;
+    ready();
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = conn.read(&mut buf).await {
+                if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Sequential round trips of `size` bytes: write, then read the same count back.
+pub async fn raw_rtt(args: &RttArgs) -> anyhow::Result<()> {
+    let mut conn = UnixStream::connect(&args.socket).await?;
+    let payload = vec![7u8; args.size];
+    let mut back = vec![0u8; args.size];
+    let mut hist = crate::roles::histogram();
+    for i in 0..args.warmup + args.count {
+        let start = std::time::Instant::now();
+        conn.write_all(&payload).await?;
+        conn.read_exact(&mut back).await?;
+        if i >= args.warmup {
+            hist.record(start.elapsed().as_nanos() as u64)?;
+        }
+    }
+    report_histogram(&hist);
+    Ok(())
+}

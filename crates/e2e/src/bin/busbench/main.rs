@@ -1,0 +1,89 @@
+//! `busbench`: process-level benchmarks of eventbus against the raw-socket floor.
+//!
+//! Every role runs as its own process so a measurement crosses real process
+//! boundaries: `relay` and `echo` build the physical floor (a byte-forwarding
+//! Unix-socket relay in front of an echo server), `responder`/`rtt` and
+//! `sub`/`pub` measure the bus, and `suite` starts them all, broker included,
+//! and prints each figure next to the floor measured in the same run.
+#![forbid(unsafe_code)]
+
+mod floor;
+mod roles;
+mod suite;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "eventbus process-level benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Forward bytes between each client on LISTEN and a new connection to UPSTREAM.
+    Relay {
+        #[arg(long)]
+        listen: PathBuf,
+        #[arg(long)]
+        upstream: PathBuf,
+    },
+    /// Echo every byte received on LISTEN back to its sender.
+    Echo {
+        #[arg(long)]
+        listen: PathBuf,
+    },
+    /// Sequential raw round trips of SIZE bytes through SOCKET; prints JSON.
+    RawRtt(roles::RttArgs),
+    /// Answer every request on `bench.rtt` with its own payload.
+    Responder {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Sequential request/reply round trips through the broker; prints JSON.
+    Rtt(roles::RttArgs),
+    /// Receive COUNT messages on `bench.stream`; prints JSON with the rate.
+    Sub {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        count: u64,
+    },
+    /// Publish COUNT messages of SIZE bytes on `bench.stream`.
+    Pub {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Run every measurement with the given broker binary and print the report.
+    Suite(suite::SuiteArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Relay { listen, upstream } => floor::relay(&listen, &upstream).await,
+            Command::Echo { listen } => floor::echo(&listen).await,
+            Command::RawRtt(args) => floor::raw_rtt(&args).await,
+            Command::Responder { socket } => roles::responder(&socket).await,
+            Command::Rtt(args) => roles::rtt(&args).await,
+            Command::Sub { socket, count } => roles::sub(&socket, count).await,
+            Command::Pub {
+                socket,
+                count,
+                size,
+            } => roles::publish(&socket, count, size).await,
+            Command::Suite(args) => suite::run(&args).await,
+        }
+    })
+}

@@ -1,0 +1,157 @@
+//! Bus-side roles: a responder, a sequential requester, a publisher and a subscriber.
+
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use eventbus::{Client, ClientOptions, Topic, TopicFilter};
+use futures_core::Stream;
+use hdrhistogram::Histogram;
+
+/// Arguments shared by the round-trip roles.
+#[derive(Debug, clap::Args)]
+pub struct RttArgs {
+    /// Socket to connect to.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Measured round trips.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: u64,
+    /// Round trips before measuring.
+    #[arg(long, default_value_t = 1_000)]
+    pub warmup: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// Tells the parent process this role is ready.
+pub fn ready() {
+    println!(
+        "{}",
+        serde_json::json!({"event": "ready", "pid": std::process::id()})
+    );
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// Prints percentiles in microseconds as one JSON line.
+pub fn report_histogram(h: &Histogram<u64>) {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "count": h.len(), "p50_us": us(0.5), "p90_us": us(0.9), "p99_us": us(0.99),
+            "p999_us": us(0.999), "max_us": h.max() as f64 / 1000.0, "mean_us": h.mean() / 1000.0,
+        })
+    );
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    Ok(Client::connect(ClientOptions::new(socket).kind("bench")).await?)
+}
+
+async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+}
+
+pub async fn responder(socket: &Path) -> anyhow::Result<()> {
+    let client = connect(socket).await?;
+    let mut requests = client.subscribe(&TopicFilter::new("bench.rtt")?).await?;
+    ready();
+    while let Some(m) = next(&mut requests).await {
+        client.reply(&m, m.payload().clone())?;
+    }
+    Ok(())
+}
+
+pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
+    let client = connect(&args.socket).await?;
+    let topic = Topic::new("bench.rtt")?;
+    let payload = bytes::Bytes::from(vec![7u8; args.size]);
+    let mut hist = histogram();
+    for i in 0..args.warmup + args.count {
+        let start = Instant::now();
+        client
+            .request(&topic, payload.clone(), Duration::from_secs(5))
+            .await?;
+        if i >= args.warmup {
+            hist.record(start.elapsed().as_nanos() as u64)?;
+        }
+    }
+    report_histogram(&hist);
+    Ok(())
+}
+
+pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
+    let client = connect(socket).await?;
+    let mut stream = client.subscribe(&TopicFilter::new("bench.stream")?).await?;
+    ready();
+    let mut first = None;
+    let mut got = 0u64;
+    let mut last = Instant::now();
+    // Stop at COUNT, or after a second of silence once the stream has started
+    // (messages dropped for a slow subscriber never arrive). The deadline moves
+    // every 1024 messages, so the clock is not read per message.
+    let silence = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(silence);
+    while got < count {
+        tokio::select! {
+            biased;
+            m = next(&mut stream) => {
+                if m.is_none() {
+                    break;
+                }
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
+                got += 1;
+                if got % 1024 == 0 || got == count {
+                    last = Instant::now();
+                    silence.as_mut().reset((last + Duration::from_secs(1)).into());
+                }
+            }
+            () = &mut silence => break,
+        }
+    }
+    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    println!(
+        "{}",
+        serde_json::json!({
+            "received": got, "seconds": secs, "dropped": stream.dropped(),
+            "per_s": if secs > 0.0 { got as f64 / secs } else { 0.0 },
+        })
+    );
+    Ok(())
+}
+
+pub async fn publish(socket: &Path, count: u64, size: usize) -> anyhow::Result<()> {
+    let client = connect(socket).await?;
+    let topic = Topic::new("bench.stream")?;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let start = Instant::now();
+    let mut sent = 0;
+    // COUNT - 1 fire-and-forget, then one confirmed: once it is confirmed, the
+    // broker has accepted everything before it.
+    while sent + 1 < count {
+        match client.publish(&topic, payload.clone()) {
+            Ok(()) => sent += 1,
+            // The outbound buffer is full: let the writer drain it.
+            Err(eventbus::client::PublishError::BufferFull { .. }) => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    client.publish_confirmed(&topic, payload).await?;
+    sent += 1;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"sent": sent, "seconds": secs, "per_s": sent as f64 / secs})
+    );
+    Ok(())
+}

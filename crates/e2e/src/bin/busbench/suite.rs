@@ -1,0 +1,199 @@
+//! The benchmark suite: starts every process, measures, and prints each bus
+//! figure next to the floor measured in the same run, pinned to one CPU and not.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Arguments of `busbench suite`.
+#[derive(Debug, clap::Args)]
+pub struct SuiteArgs {
+    /// The `broker` binary to measure.
+    #[arg(long)]
+    broker: PathBuf,
+    /// Measured round trips per latency run.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Warm-up round trips per latency run.
+    #[arg(long, default_value_t = 1_000)]
+    warmup: u64,
+    /// Messages in the pub/sub throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+    /// Sections to run: latency, throughput, memory.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "latency,throughput,memory"
+    )]
+    sections: Vec<String>,
+    /// Where to write `report.json`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A child process killed and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args).stdin(Stdio::null()).stderr(Stdio::inherit());
+    cmd
+}
+
+/// Starts a role and waits for its JSON ready line.
+fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Proc, Value)> {
+    let mut child = command(pinned, program, args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let proc = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let ready: Value = serde_json::from_str(&line)
+        .with_context(|| format!("ready line from {args:?}: {line:?}"))?;
+    if ready["event"] != "ready" {
+        bail!("{program:?} {args:?} did not get ready: {line}");
+    }
+    Ok((proc, ready))
+}
+
+/// Runs a role to completion and parses the JSON it prints last.
+fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let out = command(pinned, program, args).output()?;
+    if !out.status.success() {
+        bail!("{program:?} {args:?} failed: {}", out.status);
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let last = text.lines().last().context("no output")?;
+    Ok(serde_json::from_str(last)?)
+}
+
+fn rss_kib(pid: u64) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
+fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let s = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let (count, warmup) = (args.count.to_string(), args.warmup.to_string());
+    let rtt_args = |sock: &str| -> Vec<String> {
+        ["--socket", sock, "--count", &count, "--warmup", &warmup]
+            .map(String::from)
+            .to_vec()
+    };
+
+    let (echo_sock, relay_sock, bus_sock) = (s("e.sock"), s("r.sock"), s("b.sock"));
+    let _echo = start(pinned, &me, &["echo", "--listen", &echo_sock])?;
+    let _relay = start(
+        pinned,
+        &me,
+        &["relay", "--listen", &relay_sock, "--upstream", &echo_sock],
+    )?;
+    let mut raw = vec!["raw-rtt".to_owned()];
+    raw.extend(rtt_args(&relay_sock));
+    let floor = finish(
+        pinned,
+        &me,
+        &raw.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+
+    let (_broker, _) = start(pinned, &args.broker, &["--socket", &bus_sock])?;
+    let _responder = start(pinned, &me, &["responder", "--socket", &bus_sock])?;
+    let mut bus = vec!["rtt".to_owned()];
+    bus.extend(rtt_args(&bus_sock));
+    let bus = finish(
+        pinned,
+        &me,
+        &bus.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    for f in [&relay_sock, &echo_sock] {
+        let _ = std::fs::remove_file(f);
+    }
+    let ratio = |k: &str| bus[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "pinned": pinned, "floor": floor, "bus": bus,
+        "ratio_p50": ratio("p50_us"), "ratio_p99": ratio("p99_us"),
+    }))
+}
+
+fn throughput(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let sock = dir.join("t.sock").to_string_lossy().into_owned();
+    let (broker, ready) = start(false, &args.broker, &["--socket", &sock])?;
+    let broker_pid = ready["pid"].as_u64().context("pid")?;
+    let n = args.messages.to_string();
+    let mut sub_cmd = command(false, &me, &["sub", "--socket", &sock, "--count", &n]);
+    let mut sub = sub_cmd.stdout(Stdio::piped()).spawn()?;
+    let mut lines = BufReader::new(sub.stdout.take().context("stdout")?).lines();
+    lines.next().context("sub ready")??;
+    let publisher = finish(false, &me, &["pub", "--socket", &sock, "--count", &n])?;
+    let received: Value = serde_json::from_str(&lines.next().context("sub result")??)?;
+    let _ = sub.wait();
+    let rss_after_stream = rss_kib(broker_pid)?;
+    drop(broker);
+    Ok(
+        json!({"publisher": publisher, "subscriber": received, "broker_rss_kib_after": rss_after_stream}),
+    )
+}
+
+fn memory(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let sock = dir.join("m.sock").to_string_lossy().into_owned();
+    let (_broker, ready) = start(false, &args.broker, &["--socket", &sock])?;
+    let pid = ready["pid"].as_u64().context("pid")?;
+    let idle = rss_kib(pid)?;
+    let clients: Vec<_> = (0..10)
+        .map(|_| start(false, &me, &["responder", "--socket", &sock]))
+        .collect::<Result<_, _>>()?;
+    let with_ten = rss_kib(pid)?;
+    drop(clients);
+    Ok(json!({"broker_rss_kib_idle": idle, "broker_rss_kib_10_clients": with_ten}))
+}
+
+pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("busbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let wants = |s: &str| args.sections.iter().any(|x| x == s);
+    let mut report = serde_json::Map::new();
+    if wants("latency") {
+        report.insert(
+            "latency".into(),
+            json!([latency(args, true, &dir)?, latency(args, false, &dir)?]),
+        );
+    }
+    if wants("throughput") {
+        report.insert("throughput".into(), throughput(args, &dir)?);
+    }
+    if wants("memory") {
+        report.insert("memory".into(), memory(args, &dir)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text)?;
+    }
+    println!("{text}");
+    Ok(())
+}
