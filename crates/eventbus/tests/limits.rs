@@ -315,3 +315,52 @@ async fn stats_count_traffic_per_connection_topic_and_queue() {
     assert_eq!((topic.published, topic.delivered), (3, 3));
     assert!(stats.rss_bytes > 0);
 }
+
+/// A peer running as another user is refused by its credentials, not only by the
+/// socket's file mode. Needs root (to run the peer as `nobody` and to open the
+/// socket's permissions for the test) and python3 for the peer; says so and
+/// returns otherwise.
+#[tokio::test]
+async fn peers_of_another_user_are_refused() {
+    use std::os::unix::process::CommandExt;
+    if eventbus::transport::current_uid() != 0
+        || std::process::Command::new("python3")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipped: needs root and python3 to connect as another user");
+        return;
+    }
+    let broker = TestBroker::start().await;
+    let dir = broker.socket.parent().unwrap().to_owned();
+    std::fs::set_permissions(broker.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&broker.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+                  d=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)";
+    let socket = broker.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut buf = BytesMut::from(&output.stdout[..]);
+    let frame = FrameCodec::default()
+        .decode(&mut buf)
+        .unwrap()
+        .expect("an error frame");
+    assert_eq!(error_codes(&[frame]), [ErrorCode::PermissionDenied]);
+    broker.shutdown().await;
+}
