@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::Frame;
@@ -182,6 +183,7 @@ struct State {
 pub struct Outbound {
     state: Mutex<State>,
     notify: Notify,
+    closed: CancellationToken,
     limits: OutboundLimits,
 }
 
@@ -191,6 +193,7 @@ impl Outbound {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            closed: CancellationToken::new(),
             limits,
         })
     }
@@ -275,7 +278,13 @@ impl Outbound {
     /// Refuses further frames; the writer flushes what is queued, then stops.
     pub fn close(&self) {
         self.lock().closed = true;
+        self.closed.cancel();
         self.notify.notify_one();
+    }
+
+    /// Completes once [`close`](Self::close) has been called.
+    pub async fn closed_wait(&self) {
+        self.closed.cancelled().await;
     }
 
     /// Whether [`close`](Self::close) was called.

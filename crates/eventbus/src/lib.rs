@@ -27,7 +27,10 @@ pub mod topic;
 pub mod transport;
 
 pub use broker::{Broker, BrokerConfig};
-pub use client::{Client, ClientOptions, Delivery, Message, QueueSubscription, Subscription};
+pub use client::{
+    Client, ClientOptions, ConnectionEvent, Delivery, Message, QueueSubscription, ReconnectPolicy,
+    Subscription,
+};
 pub use framed::OverflowPolicy;
 pub use names::{ClientId, GroupName};
 pub use topic::{Topic, TopicFilter};

@@ -207,10 +207,17 @@ async fn client_detects_a_silent_broker() {
     let client = Client::connect(eventbus::ClientOptions::new(&path))
         .await
         .unwrap();
-    tokio::time::timeout(DEADLINE, client.closed())
+    let mut events = client.connection_events();
+    let event = tokio::time::timeout(DEADLINE, events.recv())
         .await
-        .expect("dead broker noticed");
+        .expect("dead broker noticed")
+        .unwrap();
+    assert!(
+        matches!(&event, eventbus::ConnectionEvent::Disconnected { reason } if reason.contains("heartbeats")),
+        "{event:?}"
+    );
     fake.abort();
+    drop(client);
 }
 
 #[tokio::test]
@@ -265,7 +272,13 @@ async fn stale_socket_file_is_replaced_and_other_files_are_not() {
 #[tokio::test]
 async fn shutdown_tells_clients_and_they_see_the_connection_end() {
     let broker = TestBroker::start().await;
-    let client = broker.client("c").await;
+    let client = Client::connect(
+        broker
+            .options("c")
+            .reconnect(eventbus::ReconnectPolicy::disabled()),
+    )
+    .await
+    .unwrap();
     let mut sub = client
         .subscribe(&TopicFilter::new("x").unwrap())
         .await

@@ -47,6 +47,9 @@ pub struct Cli {
     /// Heartbeat interval to ask the broker for, in milliseconds (3 misses allowed).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Exit (code 3) when the broker is lost instead of reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
     /// Publish a snapshot event on `events.<capability>.<kind>` every N milliseconds.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub emit_interval_ms: Option<u64>,
@@ -84,6 +87,8 @@ pub struct CollectorConfig {
     pub faults: FaultPlan,
     /// Heartbeat interval to ask for.
     pub heartbeat: Option<Duration>,
+    /// Whether to reconnect after losing the broker.
+    pub reconnect: bool,
     /// Interval of snapshot events, if any.
     pub emit_interval: Option<Duration>,
     /// Directory of filesystem events.
@@ -117,6 +122,7 @@ impl Cli {
                 hang_after: self.hang_after,
             },
             heartbeat: self.heartbeat_interval_ms.map(Duration::from_millis),
+            reconnect: !self.no_reconnect,
             emit_interval: self.emit_interval_ms.map(Duration::from_millis),
             watch_path,
             drain_timeout: DRAIN_TIMEOUT,

@@ -11,7 +11,8 @@
 //! `control.collector.task.<capability>`; logs go to stderr (`RUST_LOG`).
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT and a graceful drain; 1 when it cannot
-//! start; 2 for usage errors; 3 when the connection to the broker is lost;
+//! start; 2 for usage errors; 3 when the connection to the broker is lost with
+//! `--no-reconnect` (by default it reconnects and re-registers);
 //! SIGABRT with `--crash-after`. With `--hang-after` it never exits by itself.
 #![forbid(unsafe_code)]
 
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use mock_collector::{Cli, Outcome, service, signals};
 
-/// Exit code when the broker connection is lost (reconnection comes later).
+/// Exit code when the broker connection is lost and reconnecting is disabled.
 const EXIT_CONNECTION_LOST: u8 = 3;
 
 fn main() -> ExitCode {

@@ -92,6 +92,9 @@ pub async fn run(
         .client_id(config.client_id.clone())
         .kind("collector")
         .capability(config.kind.capability());
+    if !config.reconnect {
+        options = options.reconnect(eventbus::ReconnectPolicy::disabled());
+    }
     if let Some(interval) = config.heartbeat {
         options = options.heartbeat(interval, HEARTBEAT_MISSES);
     }

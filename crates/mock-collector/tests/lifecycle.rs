@@ -97,7 +97,7 @@ async fn sigterm_finishes_the_running_task_before_exiting() {
 async fn losing_the_broker_exits_with_code_three() {
     let broker = TestBroker::start().await;
     let socket = broker.socket.clone();
-    let mut collector = Collector::start(&socket, "filesystem", 1, &[]).await;
+    let mut collector = Collector::start(&socket, "filesystem", 1, &["--no-reconnect"]).await;
     broker.shutdown().await;
     let status = collector.child.wait_exit().await;
     assert_eq!(status.code(), Some(3), "{status:?}");

@@ -1,17 +1,26 @@
-//! Connecting, the handshake, and the tasks behind a [`Client`]: a writer draining
-//! the outbound queue, a reader routing what arrives, and a heartbeat that both
-//! proves this side alive and notices a dead broker.
+//! Connecting, the handshake, and the tasks behind a [`Client`].
+//!
+//! A supervisor owns the connection's life: for each link it runs a writer
+//! draining the outbound queue, a reader routing what arrives, and a heartbeat
+//! that proves this side alive and notices a dead broker. When a link dies it
+//! fails the calls waiting on it, reconnects with backoff, re-registers the same
+//! client id and restores every subscription. The outbound queue, the
+//! subscriptions and their streams outlive links: only closing the client ends them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ConnectError, Refused};
 use super::subscription::Incoming;
-use super::{Answer, Client, ClientOptions, Handle, Inner, Message, lock};
+use super::{Answer, Client, ClientOptions, ConnectionEvent, Handle, Inner, Message, lock};
 use crate::codec::FrameCodec;
 use crate::framed::{FrameReader, Outbound, OutboundLimits, OverflowPolicy, write_loop};
 use crate::names::ClientId;
@@ -20,39 +29,74 @@ use crate::transport::SharedStream;
 
 static NEXT_ANONYMOUS: AtomicU64 = AtomicU64::new(1);
 
+/// Connection events kept for receivers that lag behind.
+const EVENT_CAPACITY: usize = 64;
+
+/// A link that completed its handshake.
+struct Link {
+    stream: SharedStream,
+    reader: FrameReader<SharedStream>,
+    welcome: proto::Welcome,
+}
+
 impl Client {
     /// Connects, says hello, and returns once the broker has welcomed the client.
     pub async fn connect(options: ClientOptions) -> Result<Client, ConnectError> {
-        let timeout = options.connect_timeout;
-        let path = options.socket.clone();
-        tokio::time::timeout(timeout, Self::connect_inner(options))
-            .await
-            .unwrap_or(Err(ConnectError::Timeout {
-                path,
-                after: timeout,
-            }))
-    }
-
-    async fn connect_inner(options: ClientOptions) -> Result<Client, ConnectError> {
-        let stream = crate::transport::connect(&options.socket)
-            .await
-            .map_err(|source| ConnectError::Io {
-                path: options.socket.clone(),
-                source,
-            })?;
-        let stream = SharedStream(Arc::new(stream));
         let client_id = options.client_id.clone().unwrap_or_else(|| {
             let n = NEXT_ANONYMOUS.fetch_add(1, Ordering::Relaxed);
             ClientId::new(format!("client-{}-{n}", std::process::id()))
                 .expect("valid by construction")
         });
-        let codec = FrameCodec::default();
+        let link = handshake(&options, &client_id).await?;
         let out = Outbound::new(OutboundLimits {
             max_len: options.outbound_capacity,
             policy: OverflowPolicy::Reject,
             hard_cap: options.outbound_capacity,
         });
-        let hello = proto::Hello {
+        let inner = Arc::new(Inner {
+            client_id,
+            max_frame_bytes: AtomicUsize::new(link.welcome.max_frame_bytes as usize),
+            options,
+            out,
+            next_seq: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+        });
+        tokio::spawn(supervise(inner.clone(), link));
+        Ok(Client {
+            handle: Arc::new(Handle(inner)),
+        })
+    }
+}
+
+/// Connects and exchanges `Hello`/`Welcome`, within the connect timeout.
+async fn handshake(options: &ClientOptions, client_id: &ClientId) -> Result<Link, ConnectError> {
+    let timeout = options.connect_timeout;
+    let path = options.socket.clone();
+    tokio::time::timeout(timeout, handshake_inner(options, client_id))
+        .await
+        .unwrap_or(Err(ConnectError::Timeout {
+            path,
+            after: timeout,
+        }))
+}
+
+async fn handshake_inner(
+    options: &ClientOptions,
+    client_id: &ClientId,
+) -> Result<Link, ConnectError> {
+    let stream = crate::transport::connect(&options.socket)
+        .await
+        .map_err(|source| ConnectError::Io {
+            path: options.socket.clone(),
+            source,
+        })?;
+    let mut stream = SharedStream(Arc::new(stream));
+    let codec = FrameCodec::default();
+    let hello = Frame {
+        kind: Some(Kind::Hello(proto::Hello {
             protocol_version: proto::PROTOCOL_VERSION,
             client_id: client_id.as_str().to_owned(),
             kind: options.kind.clone(),
@@ -63,58 +107,134 @@ impl Client {
                 .heartbeat_interval
                 .map_or(0, |d| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32),
             heartbeat_misses: options.heartbeat_misses.unwrap_or(0),
-        };
-        let _ = out.push(Frame {
-            kind: Some(Kind::Hello(hello)),
+        })),
+    };
+    let mut buf = BytesMut::new();
+    codec
+        .encode(&hello, &mut buf)
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    stream
+        .write_all(&buf)
+        .await
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    let mut reader = FrameReader::new(stream.clone(), codec);
+    let welcome = match reader.read_one().await {
+        Ok(Some(Frame {
+            kind: Some(Kind::Welcome(w)),
+        })) => w,
+        Ok(Some(Frame {
+            kind: Some(Kind::Error(e)),
+        })) => return Err(ConnectError::Refused(Refused::from(e))),
+        Ok(other) => {
+            return Err(ConnectError::Handshake(format!(
+                "expected welcome, got {other:?}"
+            )));
+        }
+        Err(e) => return Err(ConnectError::Handshake(e.to_string())),
+    };
+    reader.set_codec(FrameCodec::new(welcome.max_frame_bytes as usize));
+    Ok(Link {
+        stream,
+        reader,
+        welcome,
+    })
+}
+
+/// Runs links one after another until the client is closed for good.
+async fn supervise(inner: Arc<Inner>, first: Link) {
+    let mut link = first;
+    loop {
+        let reason = run_link(&inner, link).await;
+        // Answers to calls sent on the dead link will never come.
+        lock(&inner.pending).clear();
+        if inner.out.is_closed() || !inner.options.reconnect.enabled {
+            break;
+        }
+        tracing::warn!(%reason, "lost the broker; reconnecting");
+        let _ = inner.events.send(ConnectionEvent::Disconnected { reason });
+        match reconnect(&inner).await {
+            Some((next, attempts)) => {
+                link = next;
+                restore_subscriptions(&inner);
+                let _ = inner.events.send(ConnectionEvent::Reconnected { attempts });
+            }
+            None => break,
+        }
+    }
+    shut(&inner);
+}
+
+/// Tries to connect again with exponential backoff and jitter; `None` once the
+/// client is closed meanwhile.
+async fn reconnect(inner: &Inner) -> Option<(Link, u32)> {
+    let policy = inner.options.reconnect;
+    let mut delay = policy.initial;
+    let mut attempts = 0u32;
+    loop {
+        let jittered = delay.mul_f64(0.5 + 0.5 * random_unit());
+        tokio::select! {
+            () = inner.out.closed_wait() => return None,
+            () = tokio::time::sleep(jittered) => {}
+        }
+        attempts += 1;
+        match handshake(&inner.options, &inner.client_id).await {
+            Ok(link) => {
+                inner
+                    .max_frame_bytes
+                    .store(link.welcome.max_frame_bytes as usize, Ordering::Relaxed);
+                return Some((link, attempts));
+            }
+            Err(ConnectError::Refused(r)) => {
+                tracing::warn!(error = %r, "broker refused the reconnection; retrying");
+            }
+            Err(e) => tracing::debug!(error = %e, "reconnect attempt failed"),
+        }
+        delay = (delay * 2).min(policy.max);
+    }
+}
+
+/// A number in [0, 1) that differs between processes and calls.
+fn random_unit() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits = RandomState::new().hash_one(n ^ u64::from(std::process::id()));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Queues a `Subscribe` for every live subscription, ahead of nothing else: the
+/// broker of a new link knows none of them.
+fn restore_subscriptions(inner: &Inner) {
+    let specs: Vec<proto::Subscribe> = lock(&inner.subs)
+        .values()
+        .filter_map(|e| e.restore.clone())
+        .collect();
+    for spec in specs {
+        let _ = inner.out.push(Frame {
+            kind: Some(Kind::Subscribe(spec)),
         });
-        let mut reader = FrameReader::new(stream.clone(), codec);
-        let writer = tokio::spawn(write_loop(out.clone(), stream.clone(), codec));
-        let welcome = match reader.read_one().await {
-            Ok(Some(Frame {
-                kind: Some(Kind::Welcome(w)),
-            })) => w,
-            Ok(Some(Frame {
-                kind: Some(Kind::Error(e)),
-            })) => {
-                out.close();
-                return Err(ConnectError::Refused(Refused::from(e)));
-            }
-            Ok(other) => {
-                out.close();
-                return Err(ConnectError::Handshake(format!(
-                    "expected welcome, got {other:?}"
-                )));
-            }
-            Err(e) => {
-                out.close();
-                return Err(ConnectError::Handshake(e.to_string()));
-            }
-        };
-        let max_frame_bytes = welcome.max_frame_bytes as usize;
-        reader.set_codec(FrameCodec::new(max_frame_bytes));
-        let inner = Arc::new(Inner {
-            client_id,
-            options,
-            out: out.clone(),
-            max_frame_bytes,
-            next_seq: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            subs: Mutex::new(HashMap::new()),
-            closed: CancellationToken::new(),
-        });
-        let liveness = Arc::new(Liveness::new());
-        let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
-        tokio::spawn(read_loop(reader, inner.clone(), liveness.clone()));
-        tokio::spawn(heartbeat_loop(
-            inner.clone(),
-            liveness,
-            heartbeat,
-            welcome.heartbeat_misses.max(1),
-        ));
-        tokio::spawn(watch_writer(writer, inner.clone()));
-        Ok(Client {
-            handle: Arc::new(Handle(inner)),
-        })
+    }
+}
+
+/// Serves one link until it fails or the client closes; returns why it ended.
+async fn run_link(inner: &Arc<Inner>, link: Link) -> String {
+    let Link {
+        stream,
+        reader,
+        welcome,
+    } = link;
+    let codec = FrameCodec::new(welcome.max_frame_bytes as usize);
+    let liveness = Liveness::new();
+    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
+    let misses = welcome.heartbeat_misses.max(1);
+    tokio::select! {
+        result = write_loop(inner.out.clone(), stream, codec) => match result {
+            Ok(()) => "client closed".to_owned(),
+            Err(e) => format!("write failed: {e}"),
+        },
+        reason = read_loop(reader, inner, &liveness) => reason,
+        () = heartbeat_loop(inner, &liveness, interval, misses) => {
+            format!("broker missed {misses} heartbeats of {interval:?}")
+        }
     }
 }
 
@@ -144,38 +264,31 @@ impl Liveness {
     }
 }
 
-/// Routes frames from the broker until the connection ends, then fails every
-/// waiting call and ends every subscription stream.
+/// Routes frames from the broker until the link ends; returns why.
 async fn read_loop(
     mut reader: FrameReader<SharedStream>,
-    inner: Arc<Inner>,
-    liveness: Arc<Liveness>,
-) {
+    inner: &Inner,
+    liveness: &Liveness,
+) -> String {
     let mut frames = Vec::with_capacity(64);
     loop {
-        let read = tokio::select! {
-            biased;
-            () = inner.closed.cancelled() => break,
-            read = reader.read_batch(&mut frames) => read,
-        };
-        match read {
+        match reader.read_batch(&mut frames).await {
             Ok(true) => {
                 liveness.touch();
                 for frame in frames.drain(..) {
-                    dispatch(&inner, frame);
+                    if let Some(goodbye) = dispatch(inner, frame) {
+                        return format!("broker said goodbye: {goodbye}");
+                    }
                 }
             }
-            Ok(false) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "connection to broker failed");
-                break;
-            }
+            Ok(false) => return "broker closed the connection".to_owned(),
+            Err(e) => return format!("read failed: {e}"),
         }
     }
-    shut(&inner);
 }
 
-fn dispatch(inner: &Inner, frame: Frame) {
+/// Routes one frame; returns the reason if it was a `Goodbye`.
+fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
     let answer = |seq: u64, answer: Answer| {
         if let Some(tx) = lock(&inner.pending).remove(&seq) {
             let _ = tx.send(answer);
@@ -183,7 +296,7 @@ fn dispatch(inner: &Inner, frame: Frame) {
     };
     match frame.kind {
         Some(Kind::Deliver(d)) => {
-            let mailbox = lock(&inner.subs).get(&d.sid).cloned();
+            let mailbox = lock(&inner.subs).get(&d.sid).map(|e| e.mailbox.clone());
             let message = Message::new(d.message.unwrap_or_default());
             match mailbox {
                 Some(mb) => mb.push(Incoming {
@@ -206,71 +319,44 @@ fn dispatch(inner: &Inner, frame: Frame) {
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         Some(Kind::Error(e)) if e.seq != 0 => answer(e.seq, Answer::Error(e)),
         Some(Kind::Error(e)) => {
-            tracing::warn!(code = e.code, message = %e.message, "broker reported an error")
+            tracing::warn!(code = e.code, message = %e.message, "broker reported an error");
         }
         Some(Kind::Reply(r)) => answer(
             r.correlation_id,
             Answer::Reply(r.message.unwrap_or_default()),
         ),
         Some(Kind::StatsResponse(s)) => answer(s.seq, Answer::Stats(s)),
-        Some(Kind::Goodbye(g)) => {
-            tracing::debug!(reason = %g.reason, "broker said goodbye");
-            inner.closed.cancel();
-        }
+        Some(Kind::Goodbye(g)) => return Some(g.reason),
         Some(Kind::Cancel(c)) => {
-            tracing::debug!(message_id = c.message_id, "broker cancelled a held message")
+            tracing::debug!(message_id = c.message_id, "broker cancelled a held message");
         }
         _ => {}
     }
+    None
 }
 
-/// Marks the connection closed: pending calls fail, streams end.
+/// Closes the client for good: pending calls fail, streams end.
 fn shut(inner: &Inner) {
-    inner.closed.cancel();
     inner.out.close();
     lock(&inner.pending).clear();
-    for mailbox in lock(&inner.subs).values() {
-        mailbox.close();
+    for entry in lock(&inner.subs).values() {
+        entry.mailbox.close();
     }
+    inner.closed.cancel();
+    let _ = inner.events.send(ConnectionEvent::Closed);
 }
 
-async fn heartbeat_loop(
-    inner: Arc<Inner>,
-    liveness: Arc<Liveness>,
-    interval: Duration,
-    misses: u32,
-) {
+/// Sends heartbeats; returns when the broker has been silent for too long.
+async fn heartbeat_loop(inner: &Inner, liveness: &Liveness, interval: Duration, misses: u32) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = inner.closed.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        tick.tick().await;
         if liveness.silent_for() > interval * misses {
-            tracing::warn!(
-                ?interval,
-                misses,
-                "broker missed its heartbeats; closing the connection"
-            );
-            shut(&inner);
             return;
         }
-        if inner
-            .out
-            .push(Frame {
-                kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
-            })
-            .is_err()
-        {
-            return;
-        }
+        let _ = inner.out.push(Frame {
+            kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
+        });
     }
-}
-
-async fn watch_writer(writer: tokio::task::JoinHandle<std::io::Result<()>>, inner: Arc<Inner>) {
-    if let Ok(Err(e)) = writer.await {
-        tracing::debug!(error = %e, "write to broker failed");
-    }
-    shut(&inner);
 }

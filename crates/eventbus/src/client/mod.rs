@@ -22,19 +22,19 @@ mod options;
 mod subscription;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{
     AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
 };
 pub use message::Message;
-pub use options::ClientOptions;
+pub use options::{ClientOptions, ReconnectPolicy};
 pub use subscription::{Delivery, QueueSubscription, Subscription};
 
 use crate::framed::{Outbound, PushError};
@@ -69,11 +69,39 @@ struct Inner {
     client_id: ClientId,
     options: ClientOptions,
     out: Arc<Outbound>,
-    max_frame_bytes: usize,
+    max_frame_bytes: AtomicUsize,
     next_seq: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    subs: Mutex<HashMap<u64, Arc<Mailbox<Incoming>>>>,
+    subs: Mutex<HashMap<u64, SubEntry>>,
+    /// Cancelled once the client is closed for good (not on a reconnectable loss).
     closed: CancellationToken,
+    events: broadcast::Sender<ConnectionEvent>,
+}
+
+/// A subscription's local end, and what to send to restore it after a reconnect.
+#[derive(Debug)]
+struct SubEntry {
+    mailbox: Arc<Mailbox<Incoming>>,
+    /// `None` for the direct inbox, which needs no broker-side subscription.
+    restore: Option<proto::Subscribe>,
+}
+
+/// A change in the client's connection, see [`Client::connection_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The connection was lost; the client is reconnecting.
+    Disconnected {
+        /// Why, as far as the client knows.
+        reason: String,
+    },
+    /// A new connection is up, the id re-registered and subscriptions restored.
+    Reconnected {
+        /// Connection attempts it took.
+        attempts: u32,
+    },
+    /// The client is closed for good.
+    Closed,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,14 +134,22 @@ impl Client {
         &self.inner().client_id
     }
 
-    /// Whether the connection has been lost or closed.
+    /// Whether the client is closed for good: closed by the application, or its
+    /// connection lost with reconnection disabled.
     pub fn is_closed(&self) -> bool {
         self.inner().closed.is_cancelled()
     }
 
-    /// Completes when the connection is lost or closed.
+    /// Completes when the client is closed for good (see [`is_closed`](Self::is_closed)).
     pub async fn closed(&self) {
         self.inner().closed.cancelled().await;
+    }
+
+    /// Connection changes from now on: disconnected, reconnected, closed.
+    ///
+    /// A receiver that falls more than 64 events behind skips the oldest.
+    pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.inner().events.subscribe()
     }
 
     fn push(&self, frame: Frame) -> Result<(), PushError> {
@@ -155,7 +191,7 @@ impl Client {
 
     fn envelope(&self, topic: &str, payload: Bytes) -> Result<Box<proto::Envelope>, PublishError> {
         let len = payload.len() + topic.len() + ENVELOPE_OVERHEAD;
-        let max = self.inner().max_frame_bytes;
+        let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);
         if len > max {
             return Err(PublishError::TooLarge { len, max });
         }
@@ -372,8 +408,12 @@ impl Client {
     /// `max_direct_in_flight` (broker config) direct messages are unsettled at once.
     pub fn direct_deliveries(&self) -> QueueSubscription {
         let mailbox = Arc::new(Mailbox::new(self.inner().options.subscription_capacity));
-        if let Some(old) = lock(&self.inner().subs).insert(0, mailbox.clone()) {
-            old.close();
+        let entry = SubEntry {
+            mailbox: mailbox.clone(),
+            restore: None,
+        };
+        if let Some(old) = lock(&self.inner().subs).insert(0, entry) {
+            old.mailbox.close();
         }
         QueueSubscription {
             sid: 0,
@@ -395,19 +435,22 @@ impl Client {
             None => self.inner().options.subscription_capacity,
         };
         let mailbox = Arc::new(Mailbox::new(capacity));
-        lock(&self.inner().subs).insert(sid, mailbox.clone());
+        let spec = proto::Subscribe {
+            seq: 0,
+            sid,
+            filter: filter.as_str().to_owned(),
+            group: group.map(|g| g.as_str().to_owned()).unwrap_or_default(),
+            prefetch,
+        };
+        let entry = SubEntry {
+            mailbox: mailbox.clone(),
+            restore: Some(spec.clone()),
+        };
+        lock(&self.inner().subs).insert(sid, entry);
         let timeout = self.inner().options.request_timeout;
-        let filter = filter.as_str().to_owned();
-        let group = group.map(|g| g.as_str().to_owned()).unwrap_or_default();
         let answer = self
             .call(timeout, |seq| {
-                Kind::Subscribe(proto::Subscribe {
-                    seq,
-                    sid,
-                    filter,
-                    group,
-                    prefetch,
-                })
+                Kind::Subscribe(proto::Subscribe { seq, ..spec })
             })
             .await;
         let result = match answer {
@@ -430,8 +473,8 @@ impl Client {
 
     /// Drops a subscription locally and tells the broker (without waiting).
     fn forget_subscription(&self, sid: u64) {
-        if let Some(mailbox) = lock(&self.inner().subs).remove(&sid) {
-            mailbox.close();
+        if let Some(entry) = lock(&self.inner().subs).remove(&sid) {
+            entry.mailbox.close();
         }
         if sid != 0 {
             let _ = self.push(Frame {

@@ -28,6 +28,41 @@ pub struct ClientOptions {
     pub(crate) heartbeat_misses: Option<u32>,
     pub(crate) subscription_capacity: usize,
     pub(crate) outbound_capacity: usize,
+    pub(crate) reconnect: ReconnectPolicy,
+}
+
+/// How a client reconnects after losing its broker.
+///
+/// Delays grow exponentially from `initial` to `max`, each scaled by a random
+/// factor in [0.5, 1.0] so that many clients do not reconnect in lock step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Whether to reconnect at all; without it a lost connection closes the client.
+    pub enabled: bool,
+    /// First delay (default 10 ms).
+    pub initial: Duration,
+    /// Largest delay (default 1 s).
+    pub max: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Never reconnect: a lost connection closes the client.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -51,6 +86,7 @@ impl ClientOptions {
             heartbeat_misses: None,
             subscription_capacity: 65_536,
             outbound_capacity: 262_144,
+            reconnect: ReconnectPolicy::default(),
         }
     }
 
@@ -99,8 +135,15 @@ impl ClientOptions {
         self
     }
 
-    /// Most frames buffered toward the broker before publishes fail with
-    /// `BufferFull` (default 262,144).
+    /// How to reconnect after losing the broker (default: 10 ms doubling to 1 s).
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Most frames buffered toward the broker, including during an outage, before
+    /// `publish` fails with `BufferFull` (`publish_wait` waits instead).
+    /// Default 262,144.
     pub fn outbound_capacity(mut self, capacity: usize) -> Self {
         self.outbound_capacity = capacity.max(16);
         self

@@ -38,6 +38,21 @@ impl TestBroker {
     pub async fn start_with(configure: impl FnOnce(&mut BrokerConfig)) -> Self {
         let dir = temp_dir();
         let socket = dir.path().join("s/b.sock");
+        Self::start_in(dir, socket, configure)
+    }
+
+    /// Stops this broker gracefully and starts a new one on the same socket.
+    pub async fn restart(mut self) -> Self {
+        self.stop_and_wait().await;
+        let dir = std::mem::replace(&mut self.dir, temp_dir());
+        Self::start_in(dir, self.socket.clone(), |_| {})
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        configure: impl FnOnce(&mut BrokerConfig),
+    ) -> Self {
         let mut config = BrokerConfig::new(&socket);
         // Tests often stop with deliveries unsettled; don't wait the default 5 s for them.
         config.drain_timeout_ms = 300;
@@ -72,6 +87,10 @@ impl TestBroker {
 
     /// Stops the broker gracefully and waits for it.
     pub async fn shutdown(mut self) {
+        self.stop_and_wait().await;
+    }
+
+    async fn stop_and_wait(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -1,0 +1,103 @@
+//! Client reconnection: a restarted broker gets the same client back, with its
+//! subscriptions and queue memberships restored.
+
+mod common;
+
+use common::{DEADLINE, TestBroker, next};
+use eventbus::{ConnectionEvent, GroupName, Topic, TopicFilter};
+
+#[tokio::test]
+async fn subscriptions_and_memberships_survive_a_broker_restart() {
+    let broker = TestBroker::start().await;
+    let worker = broker.client("worker").await;
+    let mut events = worker.connection_events();
+    let mut plain = worker
+        .subscribe(&TopicFilter::new("news.#").unwrap())
+        .await
+        .unwrap();
+    let mut tasks = worker
+        .queue_subscribe(
+            &TopicFilter::new("jobs").unwrap(),
+            &GroupName::new("w").unwrap(),
+            4,
+        )
+        .await
+        .unwrap();
+
+    let broker = broker.restart().await;
+    let disconnected = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(disconnected, ConnectionEvent::Disconnected { .. }),
+        "{disconnected:?}"
+    );
+    let reconnected = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(reconnected, ConnectionEvent::Reconnected { .. }),
+        "{reconnected:?}"
+    );
+
+    let publisher = broker.client("publisher").await;
+    common::wait_until("the worker's subscriptions are restored", || async {
+        let stats = publisher.stats().await.unwrap();
+        stats.connections.iter().any(|c| c.id == "worker")
+            && stats
+                .queues
+                .iter()
+                .any(|q| q.topic == "jobs" && q.members.len() == 1)
+    })
+    .await;
+    publisher
+        .publish_confirmed(&Topic::new("news.x").unwrap(), "fresh")
+        .await
+        .unwrap();
+    assert_eq!(&next(&mut plain).await.unwrap().payload()[..], b"fresh");
+
+    let reply = tokio::spawn(async move {
+        let d = next(&mut tasks).await.unwrap();
+        d.reply("done").unwrap();
+    });
+    let answer = publisher
+        .request(&Topic::new("jobs").unwrap(), "task", DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.source(), &answer.payload()[..]),
+        ("worker", &b"done"[..])
+    );
+    reply.await.unwrap();
+    assert!(!worker.is_closed());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishes_during_an_outage_are_buffered_and_delivered() {
+    let broker = TestBroker::start().await;
+    let listener = broker.client("listener").await;
+    let mut stream = listener
+        .subscribe(&TopicFilter::new("log").unwrap())
+        .await
+        .unwrap();
+    let talker = broker.client("talker").await;
+    let mut events = talker.connection_events();
+    let dir_socket = broker.socket.clone();
+    let broker = broker.restart().await;
+    assert_eq!(broker.socket, dir_socket);
+    // The talker may not have noticed yet; either way nothing it queues is lost.
+    let _ = tokio::time::timeout(DEADLINE, events.recv()).await.unwrap();
+    let id = tokio::time::timeout(
+        DEADLINE,
+        talker.publish_confirmed(&Topic::new("log").unwrap(), "kept"),
+    )
+    .await
+    .expect("confirmed after reconnecting")
+    .unwrap();
+    assert!(id > 0);
+    assert_eq!(&next(&mut stream).await.unwrap().payload()[..], b"kept");
+    broker.shutdown().await;
+}
