@@ -1,0 +1,283 @@
+//! Publishing: routing a message to plain subscribers, queue groups or one client.
+
+use super::*;
+
+impl Router {
+    pub(super) fn publish(
+        &mut self,
+        conn: ConnId,
+        p: proto::Publish,
+    ) -> Result<(), (u64, Refusal)> {
+        let seq = p.seq;
+        let mode = PublishMode::try_from(p.mode).unwrap_or(PublishMode::FireAndForget);
+        let fail = |r: Refusal| Err((seq, r));
+        if self.draining {
+            return fail(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "broker is shutting down",
+            ));
+        }
+        let Some(mut msg) = p.message else {
+            return fail(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "publish without a message",
+            ));
+        };
+        let topic = match Topic::new(&msg.topic) {
+            Ok(t) => t,
+            Err(e) => return fail(Refusal::new(ErrorCode::InvalidTopic, e.to_string())),
+        };
+        let c = self.conns.get_mut(&conn).expect("checked by handle");
+        c.counters.published += 1;
+        msg.id = self.next_id;
+        self.next_id += 1;
+        msg.source = c.client_id.as_str().to_owned();
+        msg.timestamp_us = now_us();
+        msg.attempt = 1;
+        self.totals.published += 1;
+        let tracked = self.topics.len() < MAX_TRACKED_TOPICS || self.topics.contains_key(&topic);
+        if tracked {
+            self.topics.entry(topic.clone()).or_default().0 += 1;
+        }
+        let request = mode == PublishMode::Request;
+        if request {
+            if self.requests.len() >= self.config.max_pending_requests {
+                return fail(
+                    Refusal::new(ErrorCode::QueueFull, "too many requests awaiting replies")
+                        .detail("max_len", self.config.max_pending_requests),
+                );
+            }
+            msg.correlation_id = msg.id;
+            msg.reply_to = msg.source.clone();
+        }
+        let message_id = msg.id;
+        if !p.target_client.is_empty() {
+            self.direct(&p.target_client, msg).map_err(|r| (seq, r))?;
+        } else {
+            let delivered = self.route(&topic, msg).map_err(|r| (seq, r))?;
+            if delivered == 0 && request {
+                return fail(
+                    Refusal::new(
+                        ErrorCode::NoResponders,
+                        format!("no subscriber for topic {topic}"),
+                    )
+                    .detail("topic", &topic),
+                );
+            }
+            if tracked {
+                self.topics.entry(topic).or_default().1 += delivered;
+            }
+        }
+        if request {
+            let timeout = match p.timeout_ms {
+                0 => Duration::from_secs(30),
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            self.requests.insert(
+                message_id,
+                PendingRequest {
+                    conn,
+                    seq,
+                    deadline: Instant::now() + timeout,
+                },
+            );
+        } else if mode == PublishMode::Confirmed {
+            self.send(conn, ok(seq, message_id));
+        }
+        Ok(())
+    }
+
+    /// Delivers `msg` to every matching target; returns how many took it.
+    pub(super) fn route(
+        &mut self,
+        topic: &Topic,
+        msg: Box<proto::Envelope>,
+    ) -> Result<u64, Refusal> {
+        let mut targets = std::mem::take(&mut self.scratch);
+        self.index.extend_matches(topic, &mut targets);
+        let mut delivered = 0;
+        let mut refusal = None;
+        let mut msg = Some(msg);
+        let last = targets.len().saturating_sub(1);
+        for (i, target) in targets.drain(..).enumerate() {
+            let m = if i == last {
+                msg.take().expect("taken once, at the last target")
+            } else {
+                msg.clone().expect("present until the last target")
+            };
+            match target {
+                Target::Plain { conn, sid } => {
+                    if self.deliver_plain(conn, sid, m) {
+                        delivered += 1;
+                    }
+                }
+                Target::Group(gid) => match self.enqueue(gid, topic, m) {
+                    Ok(()) => delivered += 1,
+                    Err(r) => refusal = Some(r),
+                },
+            }
+        }
+        self.scratch = targets;
+        match refusal {
+            Some(r) if delivered == 0 => Err(r),
+            _ => Ok(delivered),
+        }
+    }
+
+    pub(super) fn deliver_plain(
+        &mut self,
+        conn: ConnId,
+        sid: u64,
+        message: Box<proto::Envelope>,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let frame = Frame {
+            kind: Some(Kind::Deliver(proto::Deliver {
+                sid,
+                delivery_id: 0,
+                message: Some(message),
+            })),
+        };
+        match c.out.push_droppable(frame) {
+            Ok(Pushed::Queued) => {}
+            Ok(Pushed::EvictedOldest) => {
+                c.counters.dropped += 1;
+                self.totals.dropped += 1;
+            }
+            Ok(Pushed::DroppedIncoming) | Err(PushError::Full { .. }) => {
+                c.counters.dropped += 1;
+                self.totals.dropped += 1;
+                return false;
+            }
+            Err(PushError::Closed) => return false,
+            Err(PushError::TooSlow { .. }) => {
+                self.doomed
+                    .push((conn, "too slow: outbound buffer at its hard cap"));
+                return false;
+            }
+        }
+        c.counters.delivered += 1;
+        self.totals.delivered += 1;
+        true
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        gid: u64,
+        topic: &Topic,
+        message: Box<proto::Envelope>,
+    ) -> Result<(), Refusal> {
+        let group = self.groups.get_mut(&gid).expect("indexed groups exist");
+        match group.enqueue(message) {
+            Enqueued::Queued | Enqueued::EvictedOldest => {}
+            Enqueued::DroppedIncoming => {
+                self.totals.dropped += 1;
+                return Ok(());
+            }
+            Enqueued::Rejected => {
+                let max_len = group.max_len();
+                return Err(Refusal::new(
+                    ErrorCode::QueueFull,
+                    format!(
+                        "queue {} (group {}) is full: {max_len} messages waiting; topic {topic}",
+                        group.filter, group.name
+                    ),
+                )
+                .detail("topic", topic)
+                .detail("group", &group.name)
+                .detail("max_len", max_len));
+            }
+        }
+        self.pump(gid);
+        Ok(())
+    }
+
+    /// Hands waiting messages of a group to members with credit.
+    pub(super) fn pump(&mut self, gid: u64) {
+        while let Some(group) = self.groups.get_mut(&gid) {
+            let Some((conn, sid, message)) = group.next_dispatch() else {
+                break;
+            };
+            let delivery_id = self.next_id();
+            self.totals.delivered += 1;
+            self.send_delivery(conn, sid, delivery_id, Some(gid), message);
+        }
+    }
+
+    pub(super) fn send_delivery(
+        &mut self,
+        conn: ConnId,
+        sid: u64,
+        delivery_id: u64,
+        group: Option<u64>,
+        message: Box<proto::Envelope>,
+    ) {
+        let frame = Frame {
+            kind: Some(Kind::Deliver(proto::Deliver {
+                sid,
+                delivery_id,
+                message: Some(message.clone()),
+            })),
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.counters.delivered += 1;
+            c.in_flight += 1;
+            if group.is_none() {
+                c.direct_in_flight += 1;
+            }
+        }
+        self.in_flight.insert(
+            delivery_id,
+            InFlight {
+                conn,
+                sid,
+                group,
+                message,
+            },
+        );
+        self.send(conn, frame);
+    }
+
+    pub(super) fn direct(
+        &mut self,
+        target: &str,
+        msg: Box<proto::Envelope>,
+    ) -> Result<(), Refusal> {
+        let conn = ClientId::new(target)
+            .ok()
+            .and_then(|id| self.by_client.get(&id).copied())
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::NoSuchClient,
+                    format!("no connected client {target:?}"),
+                )
+                .detail("client_id", target)
+            })?;
+        let max = self.config.max_direct_in_flight;
+        if self.conns[&conn].direct_in_flight >= max {
+            return Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!("direct inbox of {target} is full: {max} messages unsettled"),
+            )
+            .detail("topic", &msg.topic)
+            .detail("group", format!("direct:{target}"))
+            .detail("max_len", max));
+        }
+        let delivery_id = self.next_id();
+        self.totals.delivered += 1;
+        self.send_delivery(conn, 0, delivery_id, None, msg);
+        Ok(())
+    }
+
+    /// Returns the credit a settled or withdrawn delivery held on its connection.
+    pub(super) fn release(&mut self, f: &InFlight) {
+        if let Some(c) = self.conns.get_mut(&f.conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if f.group.is_none() {
+                c.direct_in_flight = c.direct_in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
