@@ -5,7 +5,8 @@
 //! - [`ci`]: the gate, `cargo xtask ci`: fmt, clippy, the unsafe audit, tests,
 //!   docs, dependency policy and a check for the other platforms;
 //! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
-//! - [`demo`]: `cargo xtask demo` (not available yet);
+//! - [`demo`]: `cargo xtask demo`: the broker and collectors as processes under
+//!   a stream of tasks, with live throughput and latency;
 //! - [`process`]: running external tools.
 #![forbid(unsafe_code)]
 
@@ -32,8 +33,8 @@ struct Cli {
 enum Task {
     /// Run the gate: fmt, clippy, unsafe audit, nextest, doc, deny, cross-check.
     Ci(ci::Args),
-    /// Run the broker, collectors and subscribers as processes (not available yet).
-    Demo,
+    /// Run the broker and collectors as processes and push tasks through them.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,7 +56,7 @@ fn run(task: Task) -> Result<()> {
         .with_context(|| format!("entering the workspace root {}", root.display()))?;
     match task {
         Task::Ci(args) => ci::run_gate(&root, &args),
-        Task::Demo => demo::run(),
+        Task::Demo(args) => demo::run(&root, &args),
     }
 }
 
