@@ -41,6 +41,9 @@ pub enum OverflowPolicy {
     DropIncoming,
     /// Refuse the new message; a confirmed publish fails with `QueueFull`.
     Reject,
+    /// Queue groups only: the publisher waits for space, up to the queue's
+    /// `block_timeout_ms`, while every other client carries on.
+    Block,
 }
 
 /// Why a frame could not be read.
@@ -238,7 +241,9 @@ impl Outbound {
         if st.droppable >= self.limits.max_len {
             match self.limits.policy {
                 OverflowPolicy::DropIncoming => return Ok(Pushed::DroppedIncoming),
-                OverflowPolicy::Reject => {
+                // Configuration refuses `Block` for outbound buffers; should one get
+                // here anyway, refusing is the safe reading.
+                OverflowPolicy::Reject | OverflowPolicy::Block => {
                     return Err(PushError::Full {
                         max_len: self.limits.max_len,
                     });

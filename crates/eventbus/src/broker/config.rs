@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::framed::{OutboundLimits, OverflowPolicy};
+use crate::topic::{Topic, TopicFilter};
 
 /// How the broker runs and what it bounds. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,10 +68,85 @@ pub struct QueueConfig {
     pub max_len: usize,
     /// What happens to a message published to a full queue.
     pub overflow: OverflowPolicy,
+    /// With `overflow = "block"`: how long a publisher waits for space before its
+    /// publish fails with `BlockTimeout`, in milliseconds.
+    pub block_timeout_ms: u64,
     /// Prefetch granted to a member that asks for 0.
     pub default_prefetch: u32,
     /// Largest prefetch a member may ask for.
     pub max_prefetch: u32,
+    /// A delivery not settled within this many milliseconds is taken back and
+    /// redelivered; 0 disables the timeout.
+    pub ack_timeout_ms: u64,
+    /// Deliveries of one message before it goes to the dead-letter topic
+    /// `_sys.dead-letter.<group>`; 0 means unlimited.
+    pub max_attempts: u32,
+    /// Most deliveries of one group in flight at once, across all members;
+    /// 0 means only the members' prefetch limits it. 1 makes task starts FIFO.
+    pub concurrency: u32,
+    /// Settings for the groups whose filter matches a pattern; the first match wins.
+    pub overrides: Vec<QueueOverride>,
+}
+
+/// Queue settings for groups whose filter matches `filter`; unset fields keep the
+/// `[queue]` value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueOverride {
+    /// A topic filter: applies to a group with this exact filter, or with a
+    /// literal filter that this one matches.
+    pub filter: String,
+    /// See [`QueueConfig::max_len`].
+    pub max_len: Option<usize>,
+    /// See [`QueueConfig::overflow`].
+    pub overflow: Option<OverflowPolicy>,
+    /// See [`QueueConfig::block_timeout_ms`].
+    pub block_timeout_ms: Option<u64>,
+    /// See [`QueueConfig::ack_timeout_ms`].
+    pub ack_timeout_ms: Option<u64>,
+    /// See [`QueueConfig::max_attempts`].
+    pub max_attempts: Option<u32>,
+    /// See [`QueueConfig::concurrency`].
+    pub concurrency: Option<u32>,
+}
+
+/// The resolved settings of one queue group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueuePolicy {
+    pub max_len: usize,
+    pub overflow: OverflowPolicy,
+    pub block_timeout: Duration,
+    pub ack_timeout: Option<Duration>,
+    pub max_attempts: u32,
+    pub concurrency: u32,
+}
+
+impl QueueConfig {
+    /// The settings for a group on `filter`: the first matching override, then defaults.
+    pub(crate) fn policy_for(&self, filter: &TopicFilter) -> QueuePolicy {
+        let applies = |o: &&QueueOverride| {
+            o.filter == filter.as_str()
+                || (filter.is_literal()
+                    && TopicFilter::new(&o.filter)
+                        .is_ok_and(|f| Topic::new(filter.as_str()).is_ok_and(|t| f.matches(&t))))
+        };
+        let o = self.overrides.iter().find(applies);
+        let pick =
+            |f: fn(&QueueOverride) -> Option<u64>, default: u64| o.and_then(f).unwrap_or(default);
+        let ack_timeout_ms = pick(|o| o.ack_timeout_ms, self.ack_timeout_ms);
+        QueuePolicy {
+            max_len: o.and_then(|o| o.max_len).unwrap_or(self.max_len),
+            overflow: o.and_then(|o| o.overflow).unwrap_or(self.overflow),
+            block_timeout: Duration::from_millis(pick(
+                |o| o.block_timeout_ms,
+                self.block_timeout_ms,
+            )),
+            ack_timeout: (ack_timeout_ms > 0).then(|| Duration::from_millis(ack_timeout_ms)),
+            max_attempts: o.and_then(|o| o.max_attempts).unwrap_or(self.max_attempts),
+            concurrency: o.and_then(|o| o.concurrency).unwrap_or(self.concurrency),
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -108,8 +184,13 @@ impl Default for QueueConfig {
         Self {
             max_len: 100_000,
             overflow: OverflowPolicy::Reject,
+            block_timeout_ms: 5_000,
             default_prefetch: 1,
             max_prefetch: 10_000,
+            ack_timeout_ms: 30_000,
+            max_attempts: 5,
+            concurrency: 0,
+            overrides: Vec::new(),
         }
     }
 }
@@ -180,6 +261,33 @@ impl BrokerConfig {
                 value: self.max_frame_bytes.to_string(),
                 reason: "must be between 1024 and 4294967295",
             });
+        }
+        if self.subscriber.overflow == OverflowPolicy::Block {
+            return Err(ConfigError::Invalid {
+                field: "subscriber.overflow",
+                value: "block".to_owned(),
+                reason: "a slow subscriber may not block publishers; use drop-oldest, drop-incoming or reject",
+            });
+        }
+        for o in &self.queue.overrides {
+            if let Err(e) = TopicFilter::new(&o.filter) {
+                return Err(ConfigError::Invalid {
+                    field: "queue.overrides.filter",
+                    value: o.filter.clone(),
+                    reason: if matches!(e, crate::topic::TopicFilterError::Empty) {
+                        "must not be empty"
+                    } else {
+                        "is not a valid topic filter"
+                    },
+                });
+            }
+            if o.max_len == Some(0) {
+                return Err(ConfigError::Invalid {
+                    field: "queue.overrides.max_len",
+                    value: "0".to_owned(),
+                    reason: "must be at least 1",
+                });
+            }
         }
         if self.subscriber.hard_cap < self.subscriber.max_len {
             return Err(ConfigError::Invalid {

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::router::Refusal;
+use super::router::{Handled, Refusal};
 use crate::codec::FrameCodec;
 use crate::framed::{FrameReader, Outbound, ReadError, write_loop};
-use crate::proto::{ErrorCode, Frame, frame::Kind};
+use crate::proto::{self, ErrorCode, Frame, frame::Kind};
+
+/// A blocked publish is retried at least this often, so its timeout is noticed.
+const BLOCK_RECHECK: Duration = Duration::from_millis(20);
 use crate::transport::{SharedStream, Stream};
 
 /// Serves one connection until it closes, fails, or the broker stops.
@@ -87,12 +90,12 @@ async fn read_loop(
         };
         match read {
             Ok(true) => {
-                let mut router = shared.router();
-                router.touch(conn, Instant::now());
-                for frame in frames.drain(..) {
-                    router.handle(conn, frame);
+                if handle_batch(&mut frames, shared, conn, cancel)
+                    .await
+                    .is_err()
+                {
+                    return "closed by the broker";
                 }
-                router.reap();
             }
             Ok(false) => return "client closed the connection",
             Err(e) => {
@@ -100,6 +103,80 @@ async fn read_loop(
                 let _ = out.push(read_refusal(&e).into_frame(0));
                 return "unreadable input";
             }
+        }
+    }
+}
+
+/// Hands a batch of frames to the router, in order.
+///
+/// A publish held back by a full queue with the `block` policy stops the batch:
+/// this connection waits (the rest of the broker carries on), retrying whenever
+/// the queue makes room, until the block timeout refuses it. Its liveness is
+/// refreshed meanwhile, since not reading is the broker's choice.
+async fn handle_batch(
+    frames: &mut Vec<Frame>,
+    shared: &Shared,
+    conn: super::ConnId,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    let mut next = 0;
+    while next < frames.len() {
+        let blocked = {
+            let mut router = shared.router();
+            router.touch(conn, Instant::now());
+            let mut blocked = None;
+            while next < frames.len() {
+                let frame = std::mem::take(&mut frames[next]);
+                next += 1;
+                if let Handled::Blocked { publish, timeout } = router.handle(conn, frame) {
+                    blocked = Some((publish, timeout, router.space.clone()));
+                    break;
+                }
+            }
+            router.reap();
+            blocked
+        };
+        if let Some((publish, timeout, space)) = blocked {
+            wait_for_room(publish, timeout, &space, shared, conn, cancel).await?;
+        }
+    }
+    frames.clear();
+    Ok(())
+}
+
+/// Retries a blocked publish each time a queue makes room (and at least every
+/// `BLOCK_RECHECK`), refusing it once `timeout` has passed.
+async fn wait_for_room(
+    mut publish: proto::Publish,
+    timeout: Duration,
+    space: &tokio::sync::Notify,
+    shared: &Shared,
+    conn: super::ConnId,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Err(()),
+            () = space.notified() => {}
+            () = tokio::time::sleep(BLOCK_RECHECK) => {}
+        }
+        let mut router = shared.router();
+        router.touch(conn, Instant::now());
+        if started.elapsed() >= timeout {
+            router.refuse_blocked(conn, publish, started.elapsed());
+            router.reap();
+            return Ok(());
+        }
+        let frame = Frame {
+            kind: Some(Kind::Publish(publish)),
+        };
+        match router.handle(conn, frame) {
+            Handled::Done => {
+                router.reap();
+                return Ok(());
+            }
+            Handled::Blocked { publish: again, .. } => publish = again,
         }
     }
 }

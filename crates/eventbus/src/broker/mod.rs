@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio_util::task::TaskTracker;
 
-pub use config::{BrokerConfig, ConfigError, QueueConfig, SubscriberConfig};
+pub use config::{BrokerConfig, ConfigError, QueueConfig, QueueOverride, SubscriberConfig};
 pub use stats::rss_bytes;
 
 use crate::transport::{BindError, Listener};

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use super::config::QueuePolicy;
 use crate::framed::OverflowPolicy;
 use crate::names::{ClientId, GroupName};
 use crate::proto::{Envelope, MemberStats, QueueStats};
@@ -65,18 +66,12 @@ pub(crate) struct QueueGroup {
     cursor: usize,
     queue: VecDeque<Box<Envelope>>,
     in_flight: usize,
-    max_len: usize,
-    policy: OverflowPolicy,
+    policy: QueuePolicy,
     pub counters: Counters,
 }
 
 impl QueueGroup {
-    pub fn new(
-        filter: TopicFilter,
-        name: GroupName,
-        max_len: usize,
-        policy: OverflowPolicy,
-    ) -> Self {
+    pub fn new(filter: TopicFilter, name: GroupName, policy: QueuePolicy) -> Self {
         Self {
             filter,
             name,
@@ -84,15 +79,19 @@ impl QueueGroup {
             cursor: 0,
             queue: VecDeque::new(),
             in_flight: 0,
-            max_len,
             policy,
             counters: Counters::default(),
         }
     }
 
-    /// The queue's bound.
-    pub fn max_len(&self) -> usize {
-        self.max_len
+    /// The group's resolved settings.
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// Whether a newly published message would meet the bound.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.policy.max_len
     }
 
     pub fn join(&mut self, member: Member) {
@@ -123,13 +122,15 @@ impl QueueGroup {
 
     pub fn enqueue(&mut self, message: Box<Envelope>) -> Enqueued {
         let mut outcome = Enqueued::Queued;
-        if self.queue.len() >= self.max_len {
-            match self.policy {
+        if self.is_full() {
+            match self.policy.overflow {
                 OverflowPolicy::DropIncoming => {
                     self.counters.dropped += 1;
                     return Enqueued::DroppedIncoming;
                 }
-                OverflowPolicy::Reject => {
+                // A blocking publisher waits before it gets here; one that timed out
+                // is refused like under `reject`.
+                OverflowPolicy::Reject | OverflowPolicy::Block => {
                     self.counters.rejected += 1;
                     return Enqueued::Rejected;
                 }
@@ -155,7 +156,11 @@ impl QueueGroup {
     ///
     /// Marks the delivery in flight; the caller sends it.
     pub fn next_dispatch(&mut self) -> Option<(ConnId, u64, Box<Envelope>)> {
-        if self.queue.is_empty() || self.members.is_empty() {
+        let limit = self.policy.concurrency as usize;
+        if self.queue.is_empty()
+            || self.members.is_empty()
+            || (limit > 0 && self.in_flight >= limit)
+        {
             return None;
         }
         let n = self.members.len();
@@ -175,22 +180,29 @@ impl QueueGroup {
 
     /// A delivery to (`conn`, `sid`) is finished; returns whether the member exists.
     pub fn settle(&mut self, conn: ConnId, sid: u64, acked: bool) -> bool {
-        let Some(m) = self
-            .members
-            .iter_mut()
-            .find(|m| m.conn == conn && m.sid == sid)
-        else {
+        let Some(m) = self.release(conn, sid) else {
             return false;
         };
-        m.in_flight = m.in_flight.saturating_sub(1);
-        self.in_flight = self.in_flight.saturating_sub(1);
         if acked {
             m.acked += 1;
+        }
+        if acked {
             self.counters.acked += 1;
         } else {
             self.counters.nacked += 1;
         }
         true
+    }
+
+    /// Frees the credit a delivery to (`conn`, `sid`) held, counting nothing.
+    pub fn release(&mut self, conn: ConnId, sid: u64) -> Option<&mut Member> {
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.conn == conn && m.sid == sid)?;
+        m.in_flight = m.in_flight.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Some(m)
     }
 
     /// Removes a waiting message by id; returns it if it was waiting.
@@ -238,11 +250,14 @@ impl QueueGroup {
 mod tests {
     use super::*;
 
-    fn group(max_len: usize, policy: OverflowPolicy) -> QueueGroup {
+    fn group(max_len: usize, overflow: OverflowPolicy) -> QueueGroup {
+        let mut policy =
+            crate::broker::QueueConfig::default().policy_for(&TopicFilter::new("x").unwrap());
+        policy.max_len = max_len;
+        policy.overflow = overflow;
         QueueGroup::new(
             TopicFilter::new("control.task").unwrap(),
             GroupName::new("g").unwrap(),
-            max_len,
             policy,
         )
     }

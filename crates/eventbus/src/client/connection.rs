@@ -60,6 +60,7 @@ impl Client {
             out,
             next_seq: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            accepts: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
@@ -143,10 +144,12 @@ async fn handshake_inner(
 /// Runs links one after another until the client is closed for good.
 async fn supervise(inner: Arc<Inner>, first: Link) {
     let mut link = first;
+    let mut reconnected = None;
     loop {
-        let reason = run_link(&inner, link).await;
+        let reason = run_link(&inner, link, reconnected.take()).await;
         // Answers to calls sent on the dead link will never come.
         lock(&inner.pending).clear();
+        lock(&inner.accepts).clear();
         if inner.out.is_closed() || !inner.options.reconnect.enabled {
             break;
         }
@@ -155,8 +158,7 @@ async fn supervise(inner: Arc<Inner>, first: Link) {
         match reconnect(&inner).await {
             Some((next, attempts)) => {
                 link = next;
-                restore_subscriptions(&inner);
-                let _ = inner.events.send(ConnectionEvent::Reconnected { attempts });
+                reconnected = Some(attempts);
             }
             None => break,
         }
@@ -201,22 +203,38 @@ fn random_unit() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Queues a `Subscribe` for every live subscription, ahead of nothing else: the
-/// broker of a new link knows none of them.
-fn restore_subscriptions(inner: &Inner) {
+/// Subscribes again to everything the client held (the broker of a new link
+/// knows none of it), waits for the broker to confirm, then announces the
+/// reconnection. Never completes after that: it runs beside the link's tasks.
+async fn restore_subscriptions(inner: &Inner, attempts: u32) {
     let specs: Vec<proto::Subscribe> = lock(&inner.subs)
         .values()
         .filter_map(|e| e.restore.clone())
         .collect();
+    let mut confirmations = Vec::with_capacity(specs.len());
     for spec in specs {
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&inner.pending).insert(seq, tx);
+        let filter = spec.filter.clone();
         let _ = inner.out.push(Frame {
-            kind: Some(Kind::Subscribe(spec)),
+            kind: Some(Kind::Subscribe(proto::Subscribe { seq, ..spec })),
         });
+        confirmations.push((filter, rx));
     }
+    for (filter, rx) in confirmations {
+        match tokio::time::timeout(inner.options.request_timeout, rx).await {
+            Ok(Ok(Answer::Ok(_))) => {}
+            other => tracing::warn!(%filter, ?other, "subscription not restored"),
+        }
+    }
+    let _ = inner.events.send(ConnectionEvent::Reconnected { attempts });
+    std::future::pending::<()>().await;
 }
 
 /// Serves one link until it fails or the client closes; returns why it ended.
-async fn run_link(inner: &Arc<Inner>, link: Link) -> String {
+/// After a reconnection (`reconnected` = attempts) it also restores subscriptions.
+async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> String {
     let Link {
         stream,
         reader,
@@ -235,6 +253,12 @@ async fn run_link(inner: &Arc<Inner>, link: Link) -> String {
         () = heartbeat_loop(inner, &liveness, interval, misses) => {
             format!("broker missed {misses} heartbeats of {interval:?}")
         }
+        () = async {
+            match reconnected {
+                Some(attempts) => restore_subscriptions(inner, attempts).await,
+                None => std::future::pending().await,
+            }
+        } => unreachable!("restoring subscriptions never completes"),
     }
 }
 
@@ -290,8 +314,22 @@ async fn read_loop(
 /// Routes one frame; returns the reason if it was a `Goodbye`.
 fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
     let answer = |seq: u64, answer: Answer| {
-        if let Some(tx) = lock(&inner.pending).remove(&seq) {
-            let _ = tx.send(answer);
+        // A submitted request hears `Ok` on acceptance, then its reply; an error
+        // before acceptance ends both waits.
+        let accept = lock(&inner.accepts).remove(&seq);
+        match (accept, answer) {
+            (Some(tx), Answer::Ok(id)) => {
+                let _ = tx.send(Answer::Ok(id));
+            }
+            (Some(tx), other) => {
+                lock(&inner.pending).remove(&seq);
+                let _ = tx.send(other);
+            }
+            (None, other) => {
+                if let Some(tx) = lock(&inner.pending).remove(&seq) {
+                    let _ = tx.send(other);
+                }
+            }
         }
     };
     match frame.kind {
@@ -339,6 +377,7 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
 fn shut(inner: &Inner) {
     inner.out.close();
     lock(&inner.pending).clear();
+    lock(&inner.accepts).clear();
     for entry in lock(&inner.subs).values() {
         entry.mailbox.close();
     }

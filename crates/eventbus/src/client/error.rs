@@ -102,6 +102,19 @@ pub enum PublishError {
         /// The queue's bound.
         max_len: usize,
     },
+    /// A queue the message goes to stayed full (policy `block`) for the whole
+    /// block timeout.
+    #[error("queue {topic} (group {group}) stayed full ({max_len} messages) for {waited_ms} ms")]
+    BlockTimeout {
+        /// Topic of the refused message.
+        topic: String,
+        /// The full queue group.
+        group: String,
+        /// The queue's bound.
+        max_len: usize,
+        /// How long the publish waited.
+        waited_ms: usize,
+    },
     /// The broker did not confirm in time.
     #[error("no confirmation within {0:?}")]
     Timeout(Duration),
@@ -158,6 +171,15 @@ pub enum RequestError {
     Cancelled {
         /// The cancelled message.
         message_id: u64,
+    },
+    /// The request used all its delivery attempts, or a consumer rejected it, and
+    /// went to the dead-letter topic.
+    #[error("request {message_id} was dead-lettered: {reason}")]
+    DeadLettered {
+        /// The message.
+        message_id: u64,
+        /// Why, as the broker recorded it.
+        reason: String,
     },
     /// The request could not be sent.
     #[error(transparent)]

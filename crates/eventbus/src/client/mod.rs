@@ -19,6 +19,7 @@ mod error;
 mod mailbox;
 mod message;
 mod options;
+mod request;
 mod subscription;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub use error::{
 };
 pub use message::Message;
 pub use options::{ClientOptions, ReconnectPolicy};
+pub use request::PendingRequest;
 pub use subscription::{Delivery, QueueSubscription, Subscription};
 
 use crate::framed::{Outbound, PushError};
@@ -72,6 +74,9 @@ struct Inner {
     max_frame_bytes: AtomicUsize,
     next_seq: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Submitted requests waiting for the broker's acceptance (their final
+    /// answer waits in `pending` under the same `seq`).
+    accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     subs: Mutex<HashMap<u64, SubEntry>>,
     /// Cancelled once the client is closed for good (not on a reconnectable loss).
     closed: CancellationToken,
@@ -284,73 +289,6 @@ impl Client {
         }
     }
 
-    /// Sends a request and waits up to `timeout` for one reply.
-    ///
-    /// Fails at once with [`RequestError::NoResponders`] when nobody subscribes.
-    pub async fn request(
-        &self,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
-        timeout: Duration,
-    ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, String::new())
-            .await
-    }
-
-    /// Sends a request to one connected client and waits up to `timeout` for its reply.
-    pub async fn request_direct(
-        &self,
-        target: &ClientId,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
-        timeout: Duration,
-    ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, target.as_str().to_owned())
-            .await
-    }
-
-    async fn request_to(
-        &self,
-        topic: &Topic,
-        payload: Bytes,
-        timeout: Duration,
-        target_client: String,
-    ) -> Result<Message, RequestError> {
-        let message = self.envelope(topic.as_str(), payload)?;
-        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let answer = self
-            .call(timeout, |seq| {
-                Kind::Publish(proto::Publish {
-                    seq,
-                    mode: PublishMode::Request as i32,
-                    message: Some(message),
-                    target_client,
-                    timeout_ms,
-                })
-            })
-            .await;
-        match answer {
-            Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),
-            Ok(Answer::Error(e)) => {
-                let r = Refused::from(e);
-                Err(match r.code {
-                    ErrorCode::NoResponders => RequestError::NoResponders {
-                        topic: topic.as_str().to_owned(),
-                    },
-                    ErrorCode::NoSuchClient => RequestError::NoSuchClient {
-                        client_id: r.detail("client_id"),
-                    },
-                    ErrorCode::Cancelled => RequestError::Cancelled {
-                        message_id: r.detail_usize("message_id") as u64,
-                    },
-                    _ => RequestError::Publish(publish_refusal(r)),
-                })
-            }
-            Ok(_) | Err(CallFailure::Closed) => Err(RequestError::Closed),
-            Err(CallFailure::Timeout(t)) => Err(RequestError::Timeout(t)),
-        }
-    }
-
     /// Replies to a request received on a plain subscription.
     pub fn reply(&self, request: &Message, payload: impl Into<Bytes>) -> Result<(), AckError> {
         if !request.is_request() {
@@ -555,12 +493,18 @@ impl Client {
     }
 }
 
-fn publish_refusal(r: Refused) -> PublishError {
+pub(crate) fn publish_refusal(r: Refused) -> PublishError {
     match r.code {
         ErrorCode::QueueFull => PublishError::QueueFull {
             topic: r.detail("topic"),
             group: r.detail("group"),
             max_len: r.detail_usize("max_len"),
+        },
+        ErrorCode::BlockTimeout => PublishError::BlockTimeout {
+            topic: r.detail("topic"),
+            group: r.detail("group"),
+            max_len: r.detail_usize("max_len"),
+            waited_ms: r.detail_usize("waited_ms"),
         },
         _ => PublishError::Refused(r),
     }

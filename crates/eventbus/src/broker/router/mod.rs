@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::ConnId;
 use super::config::BrokerConfig;
 use super::queue::{Enqueued, Member, QueueGroup};
-use crate::framed::{Outbound, PushError, Pushed};
+use crate::framed::{Outbound, OverflowPolicy, PushError, Pushed};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::{SubscriptionIndex, Topic, TopicFilter};
@@ -48,6 +48,7 @@ struct ConnCounters {
     delivered: u64,
     acked: u64,
     dropped: u64,
+    slow_consumer_events: u64,
 }
 
 /// A registered connection.
@@ -56,6 +57,9 @@ struct Conn {
     client_id: ClientId,
     kind: String,
     pid: u32,
+    /// Capabilities from `Hello`: a direct message its holder leaves unsettled goes
+    /// to the queue group named after one of them.
+    capabilities: Vec<String>,
     out: Arc<Outbound>,
     cancel: CancellationToken,
     subs: HashMap<u64, Sub>,
@@ -64,6 +68,8 @@ struct Conn {
     heartbeat: Duration,
     misses: u32,
     counters: ConnCounters,
+    /// When this client was last announced as a slow consumer.
+    last_slow_announce: Option<Instant>,
     in_flight: u64,
     /// Direct deliveries not yet settled; bounded by `max_direct_in_flight`.
     direct_in_flight: usize,
@@ -76,6 +82,8 @@ struct InFlight {
     sid: u64,
     group: Option<u64>,
     message: Box<proto::Envelope>,
+    /// When the ack timeout takes it back, if the group has one.
+    deadline: Option<Instant>,
 }
 
 /// A request awaiting its reply.
@@ -150,11 +158,42 @@ pub(crate) struct Router {
     draining: bool,
     scratch: Vec<Target>,
     doomed: Vec<(ConnId, &'static str)>,
+    /// Queue groups with the `block` policy; publishes check for a full one only
+    /// when there is any.
+    blocking_groups: usize,
+    /// Woken when a blocking group's queue makes room.
+    pub(super) space: Arc<tokio::sync::Notify>,
+    /// The earliest ack deadline in flight, so the ticker scans only when due.
+    next_ack_deadline: Option<Instant>,
+    /// Slow-consumer events waiting to be published, as JSON payloads.
+    slow_announcements: Vec<String>,
     pub(super) started: Instant,
 }
 
 /// Most distinct topics tracked in stats; later topics are counted only in totals.
 const MAX_TRACKED_TOPICS: usize = 4096;
+
+/// Slow consumers are announced on this topic, at most once a second each, with
+/// a JSON payload: `client_id`, `dropped`, `outbound_depth`, `max_len`.
+pub const SLOW_CONSUMER_TOPIC: &str = "_sys.slow-consumer";
+
+/// Dead-lettered messages go to `<prefix>.<group>`.
+pub const DEAD_LETTER_PREFIX: &str = "_sys.dead-letter";
+
+/// What became of a frame.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// Processed.
+    Done,
+    /// A publish waits for room in a full queue with the `block` policy; retry it
+    /// when room is made, or refuse it with `refuse_blocked` after `timeout`.
+    Blocked {
+        /// The publish, untouched.
+        publish: proto::Publish,
+        /// How long it may wait in all.
+        timeout: Duration,
+    },
+}
 
 fn ok(seq: u64, message_id: u64) -> Frame {
     Frame {
@@ -186,6 +225,10 @@ impl Router {
             draining: false,
             scratch: Vec::new(),
             doomed: Vec::new(),
+            blocking_groups: 0,
+            space: Arc::new(tokio::sync::Notify::new()),
+            next_ack_deadline: None,
+            slow_announcements: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -258,6 +301,7 @@ impl Router {
                 client_id,
                 kind: hello.kind,
                 pid: peer_pid.unwrap_or(hello.pid),
+                capabilities: hello.capabilities,
                 out,
                 cancel,
                 subs: HashMap::new(),
@@ -266,6 +310,7 @@ impl Router {
                 heartbeat,
                 misses,
                 counters: ConnCounters::default(),
+                last_slow_announce: None,
                 in_flight: 0,
                 direct_in_flight: 0,
             },
@@ -290,12 +335,16 @@ impl Router {
     }
 
     /// Handles one frame from `conn`.
-    pub fn handle(&mut self, conn: ConnId, frame: Frame) {
+    pub fn handle(&mut self, conn: ConnId, frame: Frame) -> Handled {
         if !self.conns.contains_key(&conn) {
-            return;
+            return Handled::Done;
         }
         let result = match frame.kind {
-            Some(Kind::Publish(p)) => self.publish(conn, p),
+            Some(Kind::Publish(p)) => match self.publish(conn, p) {
+                Ok(Some((publish, timeout))) => return Handled::Blocked { publish, timeout },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
             Some(Kind::Subscribe(s)) => self.subscribe(conn, s),
             Some(Kind::Unsubscribe(u)) => self.unsubscribe(conn, u),
             Some(Kind::Ack(a)) => self.settle(conn, a.delivery_id, a.seq, Settle::Ack),
@@ -339,6 +388,7 @@ impl Router {
         if let Err((seq, refusal)) = result {
             self.send(conn, refusal.into_frame(seq));
         }
+        Handled::Done
     }
 
     /// Queues a frame for `conn`, dooming the connection if it is too slow.
@@ -356,6 +406,45 @@ impl Router {
         while let Some((conn, reason)) = self.doomed.pop() {
             self.disconnect(conn, reason);
         }
+        for payload in std::mem::take(&mut self.slow_announcements) {
+            let message = Box::new(proto::Envelope {
+                id: self.next_id(),
+                topic: SLOW_CONSUMER_TOPIC.to_owned(),
+                payload: payload.into(),
+                source: "broker".to_owned(),
+                timestamp_us: now_us(),
+                attempt: 1,
+                ..Default::default()
+            });
+            let topic = Topic::new(SLOW_CONSUMER_TOPIC).expect("a valid topic");
+            let _ = self.route(&topic, message);
+        }
+    }
+
+    /// Counts a message a subscriber's full buffer cost, and queues an
+    /// announcement if this client was not announced in the last second.
+    fn note_slow_consumer(&mut self, conn: ConnId) {
+        let max_len = self.config.subscriber.max_len;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.counters.dropped += 1;
+        self.totals.dropped += 1;
+        let now = Instant::now();
+        if c.last_slow_announce
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        c.last_slow_announce = Some(now);
+        c.counters.slow_consumer_events += 1;
+        tracing::warn!(client = %c.client_id, dropped = c.counters.dropped, "slow consumer");
+        self.slow_announcements.push(format!(
+            r#"{{"client_id":"{}","dropped":{},"outbound_depth":{},"max_len":{max_len}}}"#,
+            c.client_id,
+            c.counters.dropped,
+            c.out.depth()
+        ));
     }
 
     /// Removes a connection and everything it held. Idempotent.
@@ -376,8 +465,16 @@ impl Router {
             .filter(|(_, f)| f.conn == conn)
             .map(|(&id, _)| id)
             .collect();
+        let capabilities = std::mem::take(
+            &mut self
+                .conns
+                .get_mut(&conn)
+                .expect("checked above")
+                .capabilities,
+        );
         for id in direct {
-            self.in_flight.remove(&id);
+            let f = self.in_flight.remove(&id).expect("collected above");
+            self.hand_over_direct(&capabilities, f.message, reason);
         }
         self.requests.retain(|_, p| p.conn != conn);
         let c = self.conns.remove(&conn).expect("checked above");
@@ -409,7 +506,45 @@ impl Router {
             }
         }
         self.requests.retain(|_, p| p.deadline > now);
+        self.expire_deliveries(now);
         self.reap();
+    }
+
+    /// A direct message whose holder went away goes to a queue group named after
+    /// one of the holder's capabilities whose filter matches its topic; with none,
+    /// a waiting requester learns at once that nobody will answer.
+    fn hand_over_direct(
+        &mut self,
+        capabilities: &[String],
+        message: Box<proto::Envelope>,
+        reason: &str,
+    ) {
+        let topic = Topic::new(&message.topic).ok();
+        let gid = self
+            .groups
+            .iter()
+            .find(|(_, g)| {
+                capabilities.iter().any(|c| c == g.name.as_str())
+                    && topic.as_ref().is_some_and(|t| g.filter.matches(t))
+            })
+            .map(|(&gid, _)| gid);
+        if let Some(gid) = gid {
+            self.redeliver(gid, message, reason);
+            self.pump(gid);
+        } else if let Some(pending) = self.requests.remove(&message.id) {
+            self.send(
+                pending.conn,
+                Refusal::new(
+                    ErrorCode::NoResponders,
+                    format!(
+                        "the holder of direct message {} left ({reason}) and no group can take it",
+                        message.id
+                    ),
+                )
+                .detail("topic", &message.topic)
+                .into_frame(pending.seq),
+            );
+        }
     }
 
     /// Starts a graceful shutdown: new publishes and connections are refused.
@@ -444,6 +579,7 @@ impl Router {
                 in_flight: c.in_flight,
                 dropped: c.counters.dropped,
                 outbound_depth: c.out.depth() as u64,
+                slow_consumer_events: c.counters.slow_consumer_events,
             })
             .collect()
     }

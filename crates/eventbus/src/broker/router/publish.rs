@@ -3,13 +3,14 @@
 use super::*;
 
 impl Router {
+    /// Publishes, or hands the frame back with the wait allowed when a full queue
+    /// with the `block` policy must make room first.
     pub(super) fn publish(
         &mut self,
         conn: ConnId,
         p: proto::Publish,
-    ) -> Result<(), (u64, Refusal)> {
+    ) -> Result<Option<(proto::Publish, Duration)>, (u64, Refusal)> {
         let seq = p.seq;
-        let mode = PublishMode::try_from(p.mode).unwrap_or(PublishMode::FireAndForget);
         let fail = |r: Refusal| Err((seq, r));
         if self.draining {
             return fail(Refusal::new(
@@ -17,16 +18,24 @@ impl Router {
                 "broker is shutting down",
             ));
         }
-        let Some(mut msg) = p.message else {
+        let Some(raw_topic) = p.message.as_ref().map(|m| m.topic.as_str()) else {
             return fail(Refusal::new(
                 ErrorCode::InvalidArgument,
                 "publish without a message",
             ));
         };
-        let topic = match Topic::new(&msg.topic) {
+        let topic = match Topic::new(raw_topic) {
             Ok(t) => t,
             Err(e) => return fail(Refusal::new(ErrorCode::InvalidTopic, e.to_string())),
         };
+        if self.blocking_groups > 0
+            && p.target_client.is_empty()
+            && let Some((_, timeout)) = self.blocking_group(&topic)
+        {
+            return Ok(Some((p, timeout)));
+        }
+        let mode = PublishMode::try_from(p.mode).unwrap_or(PublishMode::FireAndForget);
+        let mut msg = p.message.expect("checked above");
         let c = self.conns.get_mut(&conn).expect("checked by handle");
         c.counters.published += 1;
         msg.id = self.next_id;
@@ -39,7 +48,7 @@ impl Router {
         if tracked {
             self.topics.entry(topic.clone()).or_default().0 += 1;
         }
-        let request = mode == PublishMode::Request;
+        let request = matches!(mode, PublishMode::Request | PublishMode::RequestConfirmed);
         if request {
             if self.requests.len() >= self.config.max_pending_requests {
                 return fail(
@@ -81,10 +90,61 @@ impl Router {
                     deadline: Instant::now() + timeout,
                 },
             );
+            if mode == PublishMode::RequestConfirmed {
+                self.send(conn, ok(seq, message_id));
+            }
         } else if mode == PublishMode::Confirmed {
             self.send(conn, ok(seq, message_id));
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// A full queue group with the `block` policy that `topic` would go to, with
+    /// its block timeout.
+    pub(super) fn blocking_group(&mut self, topic: &Topic) -> Option<(u64, Duration)> {
+        let mut targets = std::mem::take(&mut self.scratch);
+        self.index.extend_matches(topic, &mut targets);
+        let found = targets.drain(..).find_map(|t| match t {
+            Target::Group(gid) => self.groups.get(&gid).and_then(|g| {
+                let p = g.policy();
+                (p.overflow == OverflowPolicy::Block && g.is_full())
+                    .then_some((gid, p.block_timeout))
+            }),
+            Target::Plain { .. } => None,
+        });
+        targets.clear();
+        self.scratch = targets;
+        found
+    }
+
+    /// Refuses a publish whose blocking wait ran out.
+    pub(crate) fn refuse_blocked(&mut self, conn: ConnId, p: proto::Publish, waited: Duration) {
+        let topic = p
+            .message
+            .as_ref()
+            .map(|m| m.topic.clone())
+            .unwrap_or_default();
+        let blocked = Topic::new(&topic)
+            .ok()
+            .and_then(|t| self.blocking_group(&t));
+        let (group, max_len) = match blocked.and_then(|(gid, _)| self.groups.get_mut(&gid)) {
+            Some(g) => {
+                g.counters.rejected += 1;
+                (g.name.to_string(), g.policy().max_len)
+            }
+            None => (String::new(), 0),
+        };
+        let refusal = Refusal::new(
+            ErrorCode::BlockTimeout,
+            format!(
+                "queue for {topic} (group {group}) stayed full ({max_len} messages) for {waited:?}"
+            ),
+        )
+        .detail("topic", topic)
+        .detail("group", group)
+        .detail("max_len", max_len)
+        .detail("waited_ms", waited.as_millis());
+        self.send(conn, refusal.into_frame(p.seq));
     }
 
     /// Delivers `msg` to every matching target; returns how many took it.
@@ -106,11 +166,11 @@ impl Router {
                 msg.clone().expect("present until the last target")
             };
             match target {
-                Target::Plain { conn, sid } => {
-                    if self.deliver_plain(conn, sid, m) {
-                        delivered += 1;
-                    }
-                }
+                Target::Plain { conn, sid } => match self.deliver_plain(conn, sid, topic, m) {
+                    Ok(true) => delivered += 1,
+                    Ok(false) => {}
+                    Err(r) => refusal = Some(r),
+                },
                 Target::Group(gid) => match self.enqueue(gid, topic, m) {
                     Ok(()) => delivered += 1,
                     Err(r) => refusal = Some(r),
@@ -128,11 +188,13 @@ impl Router {
         &mut self,
         conn: ConnId,
         sid: u64,
+        topic: &Topic,
         message: Box<proto::Envelope>,
-    ) -> bool {
+    ) -> Result<bool, Refusal> {
         let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
+            return Ok(false);
         };
+
         let frame = Frame {
             kind: Some(Kind::Deliver(proto::Deliver {
                 sid,
@@ -142,25 +204,34 @@ impl Router {
         };
         match c.out.push_droppable(frame) {
             Ok(Pushed::Queued) => {}
-            Ok(Pushed::EvictedOldest) => {
-                c.counters.dropped += 1;
-                self.totals.dropped += 1;
+            Ok(Pushed::EvictedOldest) => self.note_slow_consumer(conn),
+            Ok(Pushed::DroppedIncoming) => {
+                self.note_slow_consumer(conn);
+                return Ok(false);
             }
-            Ok(Pushed::DroppedIncoming) | Err(PushError::Full { .. }) => {
-                c.counters.dropped += 1;
-                self.totals.dropped += 1;
-                return false;
+            Err(PushError::Full { max_len }) => {
+                let client = c.client_id.clone();
+                self.note_slow_consumer(conn);
+                return Err(Refusal::new(
+                    ErrorCode::QueueFull,
+                    format!("outbound buffer of subscriber {client} is full: {max_len} messages; topic {topic}"),
+                )
+                .detail("topic", topic)
+                .detail("group", format!("subscriber:{client}"))
+                .detail("max_len", max_len));
             }
-            Err(PushError::Closed) => return false,
+            Err(PushError::Closed) => return Ok(false),
             Err(PushError::TooSlow { .. }) => {
                 self.doomed
                     .push((conn, "too slow: outbound buffer at its hard cap"));
-                return false;
+                return Ok(false);
             }
         }
-        c.counters.delivered += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.counters.delivered += 1;
+        }
         self.totals.delivered += 1;
-        true
+        Ok(true)
     }
 
     pub(super) fn enqueue(
@@ -177,7 +248,7 @@ impl Router {
                 return Ok(());
             }
             Enqueued::Rejected => {
-                let max_len = group.max_len();
+                let max_len = group.policy().max_len;
                 return Err(Refusal::new(
                     ErrorCode::QueueFull,
                     format!(
@@ -196,13 +267,18 @@ impl Router {
 
     /// Hands waiting messages of a group to members with credit.
     pub(super) fn pump(&mut self, gid: u64) {
+        let mut dispatched = false;
         while let Some(group) = self.groups.get_mut(&gid) {
             let Some((conn, sid, message)) = group.next_dispatch() else {
                 break;
             };
+            dispatched = true;
             let delivery_id = self.next_id();
             self.totals.delivered += 1;
             self.send_delivery(conn, sid, delivery_id, Some(gid), message);
+        }
+        if dispatched && self.blocking_groups > 0 {
+            self.space.notify_waiters();
         }
     }
 
@@ -228,6 +304,13 @@ impl Router {
                 c.direct_in_flight += 1;
             }
         }
+        let deadline = group
+            .and_then(|gid| self.groups.get(&gid))
+            .and_then(|g| g.policy().ack_timeout)
+            .map(|t| Instant::now() + t);
+        if let Some(d) = deadline {
+            self.next_ack_deadline = Some(self.next_ack_deadline.map_or(d, |n| n.min(d)));
+        }
         self.in_flight.insert(
             delivery_id,
             InFlight {
@@ -235,6 +318,7 @@ impl Router {
                 sid,
                 group,
                 message,
+                deadline,
             },
         );
         self.send(conn, frame);

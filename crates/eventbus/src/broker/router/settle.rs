@@ -3,6 +3,105 @@
 use super::*;
 
 impl Router {
+    /// Puts a message taken back from its holder at the front of its group's queue
+    /// with the attempt count raised, or dead-letters it after `max_attempts`.
+    /// The caller pumps the group.
+    pub(super) fn redeliver(&mut self, gid: u64, message: Box<proto::Envelope>, reason: &str) {
+        let Some(group) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let max = group.policy().max_attempts;
+        if max > 0 && message.attempt >= max {
+            self.dead_letter(gid, message, &format!("{reason}; {max} attempts used"));
+        } else {
+            group.requeue_front(message);
+        }
+    }
+
+    /// Publishes a message that cannot be processed on `_sys.dead-letter.<group>`,
+    /// with the reason and attempt count in its headers; a requester waiting on it
+    /// gets `DeadLettered` at once.
+    pub(super) fn dead_letter(
+        &mut self,
+        gid: u64,
+        mut message: Box<proto::Envelope>,
+        reason: &str,
+    ) {
+        let Some(group) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        group.counters.dead_lettered += 1;
+        let group_name = group.name.to_string();
+        let id = message.id;
+        if let Some(pending) = self.requests.remove(&id) {
+            self.send(
+                pending.conn,
+                Refusal::new(
+                    ErrorCode::DeadLettered,
+                    format!("message {id} dead-lettered: {reason}"),
+                )
+                .detail("message_id", id)
+                .detail("reason", reason)
+                .detail("attempts", message.attempt)
+                .into_frame(pending.seq),
+            );
+        }
+        tracing::info!(message_id = id, group = %group_name, reason, "dead-lettering");
+        let headers = &mut message.headers;
+        headers.insert("x-dead-letter-reason".to_owned(), reason.to_owned());
+        headers.insert("x-attempts".to_owned(), message.attempt.to_string());
+        headers.insert("x-original-topic".to_owned(), message.topic.clone());
+        headers.insert("x-group".to_owned(), group_name.clone());
+        message.topic = format!("{DEAD_LETTER_PREFIX}.{group_name}");
+        message.reply_to.clear();
+        message.correlation_id = 0;
+        if let Ok(topic) = Topic::new(&message.topic) {
+            let _ = self.route(&topic, message);
+        }
+    }
+
+    /// Takes back every group delivery whose ack timeout has passed, tells its
+    /// holder, and redelivers it.
+    pub(super) fn expire_deliveries(&mut self, now: Instant) {
+        if self.next_ack_deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        let mut next = None;
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter_map(|(&id, f)| match f.deadline {
+                Some(d) if d <= now => Some(id),
+                Some(d) => {
+                    next = Some(next.map_or(d, |n: Instant| n.min(d)));
+                    None
+                }
+                None => None,
+            })
+            .collect();
+        self.next_ack_deadline = next;
+        for id in expired {
+            let f = self.in_flight.remove(&id).expect("collected above");
+            self.release(&f);
+            self.send(
+                f.conn,
+                Frame {
+                    kind: Some(Kind::Cancel(proto::Cancel {
+                        seq: 0,
+                        message_id: f.message.id,
+                    })),
+                },
+            );
+            if let Some(gid) = f.group {
+                if let Some(group) = self.groups.get_mut(&gid) {
+                    group.release(f.conn, f.sid);
+                }
+                self.redeliver(gid, f.message, "ack timeout");
+                self.pump(gid);
+            }
+        }
+    }
+
     pub(super) fn settle(
         &mut self,
         conn: ConnId,
@@ -55,8 +154,10 @@ impl Router {
             && let Some(group) = self.groups.get_mut(&gid)
         {
             group.settle(conn, f.sid, how == Settle::Ack);
-            if how == Settle::Requeue {
-                group.requeue_front(f.message);
+            match how {
+                Settle::Ack => {}
+                Settle::Requeue => self.redeliver(gid, f.message, "nacked"),
+                Settle::Drop => self.dead_letter(gid, f.message, "rejected by the consumer"),
             }
             self.pump(gid);
         }

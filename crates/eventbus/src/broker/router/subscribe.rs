@@ -54,10 +54,12 @@ impl Router {
                     None => {
                         let gid = self.next_id();
                         self.group_ids.insert(key, gid);
-                        self.groups.insert(
-                            gid,
-                            QueueGroup::new(filter.clone(), name, queue.max_len, queue.overflow),
-                        );
+                        let policy = queue.policy_for(&filter);
+                        if policy.overflow == OverflowPolicy::Block {
+                            self.blocking_groups += 1;
+                        }
+                        self.groups
+                            .insert(gid, QueueGroup::new(filter.clone(), name, policy));
                         self.index.insert(&filter, Target::Group(gid));
                         gid
                     }
@@ -131,9 +133,7 @@ impl Router {
                 for id in returned {
                     let f = self.in_flight.remove(&id).expect("collected above");
                     self.release(&f);
-                    if let Some(group) = self.groups.get_mut(&gid) {
-                        group.requeue_front(f.message);
-                    }
+                    self.redeliver(gid, f.message, "consumer left");
                 }
                 self.pump(gid);
                 self.forget_group_if_idle(gid);
@@ -145,6 +145,10 @@ impl Router {
     pub(super) fn forget_group_if_idle(&mut self, gid: u64) {
         if self.groups.get(&gid).is_some_and(QueueGroup::is_idle) {
             let group = self.groups.remove(&gid).expect("checked");
+            if group.policy().overflow == OverflowPolicy::Block {
+                self.blocking_groups -= 1;
+                self.space.notify_waiters();
+            }
             self.index.remove(&group.filter, &Target::Group(gid));
             self.group_ids.remove(&(group.filter, group.name));
         }
