@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use eventbus::BrokerConfig;
 use eventbus::codec::MIN_MAX_FRAME_BYTES;
+use eventbus::{BrokerConfig, OverflowPolicy};
 
 /// The eventbus broker: routes messages between local processes.
 #[derive(Debug, Parser)]
@@ -51,6 +51,15 @@ pub struct RunOptions {
     /// Most client connections at once.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Most messages waiting in each queue group (`queue.max_len`).
+    #[arg(long, value_name = "N")]
+    pub max_queue_len: Option<usize>,
+    /// What a full queue does with a new message (`queue.overflow`).
+    #[arg(long, value_name = "POLICY", value_parser = ["drop-oldest", "drop-incoming", "reject", "block"])]
+    pub overflow: Option<String>,
+    /// With `--overflow block`: how long a publisher waits for room, in milliseconds.
+    #[arg(long, value_name = "N")]
+    pub block_timeout_ms: Option<u64>,
 }
 
 impl RunOptions {
@@ -93,6 +102,20 @@ impl RunOptions {
         if let Some(max) = self.max_connections {
             config.max_connections = max;
         }
+        if let Some(len) = self.max_queue_len {
+            config.queue.max_len = len;
+        }
+        if let Some(policy) = &self.overflow {
+            config.queue.overflow = match policy.as_str() {
+                "drop-oldest" => OverflowPolicy::DropOldest,
+                "drop-incoming" => OverflowPolicy::DropIncoming,
+                "reject" => OverflowPolicy::Reject,
+                _ => OverflowPolicy::Block,
+            };
+        }
+        if let Some(ms) = self.block_timeout_ms {
+            config.queue.block_timeout_ms = ms;
+        }
     }
 }
 
@@ -126,6 +149,22 @@ mod tests {
         assert_eq!(
             cli.options.config().unwrap().socket,
             PathBuf::from("/tmp/flag.sock")
+        );
+    }
+
+    #[test]
+    fn queue_bound_and_overflow_policy_flags() {
+        let cli = parse(&["--max-queue-len", "100", "--overflow", "drop-oldest"]);
+        let config = cli.options.config().unwrap();
+        assert_eq!(config.queue.max_len, 100);
+        assert_eq!(config.queue.overflow, OverflowPolicy::DropOldest);
+        let cli = parse(&["--overflow", "block", "--block-timeout-ms", "250"]);
+        let config = cli.options.config().unwrap();
+        assert_eq!(config.queue.overflow, OverflowPolicy::Block);
+        assert_eq!(config.queue.block_timeout_ms, 250);
+        assert!(
+            Cli::try_parse_from(["broker", "--overflow", "sometimes"]).is_err(),
+            "unknown policies are usage errors"
         );
     }
 

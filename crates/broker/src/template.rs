@@ -64,9 +64,18 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most fan-out messages buffered for one slow subscriber.",
     ),
     (
+        "subscriber.max_bytes",
+        "Most bytes of fan-out messages buffered for one slow subscriber.",
+    ),
+    (
         "subscriber.overflow",
-        "What happens to fan-out messages beyond max_len:\n\
-         \"drop-oldest\", \"drop-incoming\" or \"reject\".",
+        "What happens to fan-out messages beyond max_len or max_bytes:\n\
+         \"drop-oldest\", \"drop-incoming\" or \"reject\" (\"block\" is for queues only).",
+    ),
+    (
+        "subscriber.hard_cap_bytes",
+        "Most bytes of frames of any kind buffered before the client is disconnected\n\
+         as too slow; at least max_bytes.",
     ),
     (
         "subscriber.hard_cap",
@@ -84,8 +93,37 @@ const COMMENTS: &[(&str, &str)] = &[
     (
         "queue.overflow",
         "What happens to a message published to a full queue:\n\
-         \"drop-oldest\", \"drop-incoming\" or \"reject\" (a confirmed publish fails\n\
-         with QueueFull).",
+         \"drop-oldest\", \"drop-incoming\", \"reject\" (a confirmed publish fails\n\
+         with QueueFull) or \"block\" (the publisher waits for room, up to\n\
+         block_timeout_ms, then fails with BlockTimeout).",
+    ),
+    (
+        "queue.block_timeout_ms",
+        "With overflow = \"block\": how long a publisher waits for room, in ms.",
+    ),
+    (
+        "queue.ack_timeout_ms",
+        "A delivery not settled within this many ms is taken back and redelivered;\n\
+         0 disables the timeout.",
+    ),
+    (
+        "queue.max_attempts",
+        "Deliveries of one message before it goes to the dead-letter topic\n\
+         _sys.dead-letter.<group>; 0 means unlimited.",
+    ),
+    (
+        "queue.concurrency",
+        "Most deliveries of one group in flight at once across all members;\n\
+         0 leaves it to each member's prefetch. 1 makes task starts strictly FIFO.",
+    ),
+    (
+        "queue.overrides",
+        "Per-pattern settings, first match wins, e.g.\n\
+         [[queue.overrides]]\n\
+         filter = \"control.collector.task.#\"\n\
+         max_len = 100\n\
+         overflow = \"drop-oldest\"\n\
+         (also block_timeout_ms, ack_timeout_ms, max_attempts, concurrency).",
     ),
     (
         "queue.default_prefetch",

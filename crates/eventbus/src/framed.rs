@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, FrameError};
-use crate::proto::Frame;
+use crate::proto::{Frame, frame::Kind};
 
 /// Read buffer start size; it grows to hold the largest frame seen.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -130,10 +130,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct OutboundLimits {
     /// Most droppable frames buffered before the policy applies.
     pub max_len: usize,
+    /// Most bytes of droppable frames buffered before the policy applies.
+    pub max_bytes: usize,
     /// What happens to a droppable frame at the bound.
     pub policy: OverflowPolicy,
     /// Most frames of any kind buffered before the peer counts as too slow.
     pub hard_cap: usize,
+    /// Most bytes of frames of any kind buffered before the peer counts as too slow.
+    pub hard_cap_bytes: usize,
+}
+
+/// Bytes a queued frame is counted as: its payload and topic plus a fixed
+/// allowance for the rest, a cheap upper-bound estimate that needs no encoding.
+pub fn frame_weight(frame: &Frame) -> usize {
+    const ALLOWANCE: usize = 64;
+    let envelope = match &frame.kind {
+        Some(Kind::Deliver(d)) => d.message.as_deref(),
+        Some(Kind::Publish(p)) => p.message.as_deref(),
+        Some(Kind::Reply(r)) => r.message.as_deref(),
+        _ => None,
+    };
+    ALLOWANCE + envelope.map_or(0, |e| e.payload.len() + e.topic.len())
 }
 
 /// Why a frame was not queued.
@@ -171,14 +188,48 @@ pub enum Pushed {
 #[derive(Debug)]
 struct Entry {
     frame: Frame,
+    weight: usize,
     droppable: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Entry>,
+    bytes: usize,
     droppable: usize,
+    droppable_bytes: usize,
     closed: bool,
+}
+
+impl State {
+    fn over_hard_cap(&self, limits: &OutboundLimits, weight: usize) -> bool {
+        self.frames.len() >= limits.hard_cap || self.bytes + weight > limits.hard_cap_bytes
+    }
+
+    fn enqueue(&mut self, frame: Frame, weight: usize, droppable: bool) {
+        self.bytes += weight;
+        if droppable {
+            self.droppable += 1;
+            self.droppable_bytes += weight;
+        }
+        self.frames.push_back(Entry {
+            frame,
+            weight,
+            droppable,
+        });
+    }
+
+    /// Evicts the oldest droppable frame; returns whether there was one.
+    fn evict_oldest_droppable(&mut self) -> bool {
+        let Some(pos) = self.frames.iter().position(|e| e.droppable) else {
+            return false;
+        };
+        let entry = self.frames.remove(pos).expect("position is in range");
+        self.bytes -= entry.weight;
+        self.droppable -= 1;
+        self.droppable_bytes -= entry.weight;
+        true
+    }
 }
 
 /// A bounded queue of frames for one connection, drained by [`write_loop`].
@@ -186,6 +237,8 @@ struct State {
 pub struct Outbound {
     state: Mutex<State>,
     notify: Notify,
+    /// Woken each time the writer takes what was queued.
+    drained: Notify,
     closed: CancellationToken,
     limits: OutboundLimits,
 }
@@ -196,6 +249,7 @@ impl Outbound {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            drained: Notify::new(),
             closed: CancellationToken::new(),
             limits,
         })
@@ -214,16 +268,14 @@ impl Outbound {
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.frames.len() >= self.limits.hard_cap {
+        let weight = frame_weight(&frame);
+        if st.over_hard_cap(&self.limits, weight) {
             return Err(PushError::TooSlow {
                 hard_cap: self.limits.hard_cap,
             });
         }
         let was_empty = st.frames.is_empty();
-        st.frames.push_back(Entry {
-            frame,
-            droppable: false,
-        });
+        st.enqueue(frame, weight, false);
         drop(st);
         if was_empty {
             self.notify.notify_one();
@@ -238,7 +290,12 @@ impl Outbound {
             return Err(PushError::Closed);
         }
         let mut outcome = Pushed::Queued;
-        if st.droppable >= self.limits.max_len {
+        let weight = frame_weight(&frame);
+        let limits = &self.limits;
+        let full = |st: &State| {
+            st.droppable >= limits.max_len || st.droppable_bytes + weight > limits.max_bytes
+        };
+        if full(&st) {
             match self.limits.policy {
                 OverflowPolicy::DropIncoming => return Ok(Pushed::DroppedIncoming),
                 // Configuration refuses `Block` for outbound buffers; should one get
@@ -249,25 +306,23 @@ impl Outbound {
                     });
                 }
                 OverflowPolicy::DropOldest => {
-                    if let Some(pos) = st.frames.iter().position(|e| e.droppable) {
-                        st.frames.remove(pos);
-                        st.droppable -= 1;
+                    while full(&st) && st.evict_oldest_droppable() {
                         outcome = Pushed::EvictedOldest;
+                    }
+                    if full(&st) {
+                        // A single frame larger than the whole byte bound.
+                        return Ok(Pushed::DroppedIncoming);
                     }
                 }
             }
         }
-        if st.frames.len() >= self.limits.hard_cap {
+        if st.over_hard_cap(&self.limits, weight) {
             return Err(PushError::TooSlow {
                 hard_cap: self.limits.hard_cap,
             });
         }
         let was_empty = st.frames.is_empty();
-        st.frames.push_back(Entry {
-            frame,
-            droppable: true,
-        });
-        st.droppable += 1;
+        st.enqueue(frame, weight, true);
         drop(st);
         if was_empty {
             self.notify.notify_one();
@@ -285,6 +340,22 @@ impl Outbound {
         self.lock().closed = true;
         self.closed.cancel();
         self.notify.notify_one();
+    }
+
+    /// Completes the next time the writer takes the queued frames (or at close),
+    /// for a producer waiting for room.
+    pub async fn drained(&self) {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        // Registered before the check, so a drain in between is not missed.
+        drained.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        tokio::select! {
+            () = drained => {}
+            () = self.closed.cancelled() => {}
+        }
     }
 
     /// Completes once [`close`](Self::close) has been called.
@@ -305,7 +376,11 @@ impl Outbound {
                 let mut st = self.lock();
                 if !st.frames.is_empty() {
                     std::mem::swap(&mut st.frames, batch);
+                    st.bytes = 0;
                     st.droppable = 0;
+                    st.droppable_bytes = 0;
+                    drop(st);
+                    self.drained.notify_waiters();
                     return true;
                 }
                 if st.closed {

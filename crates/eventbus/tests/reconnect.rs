@@ -109,3 +109,44 @@ async fn publishes_during_an_outage_are_buffered_and_delivered() {
     assert_eq!(&next(&mut stream).await.unwrap().payload()[..], b"kept");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn publish_wait_blocks_through_an_outage_and_loses_nothing() {
+    let broker = TestBroker::start().await;
+    let listener = broker.client("listener").await;
+    let mut listener_events = listener.connection_events();
+    let mut stream = listener
+        .subscribe(&TopicFilter::new("bulk").unwrap())
+        .await
+        .unwrap();
+    let talker = eventbus::Client::connect(broker.options("talker").outbound_capacity(16))
+        .await
+        .unwrap();
+    let broker = broker.restart().await;
+    loop {
+        let event = tokio::time::timeout(DEADLINE, listener_events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(event, ConnectionEvent::Reconnected { .. }) {
+            break;
+        }
+    }
+    let topic = Topic::new("bulk").unwrap();
+    for i in 0..200u32 {
+        tokio::time::timeout(
+            DEADLINE,
+            talker.publish_wait(&topic, i.to_be_bytes().to_vec()),
+        )
+        .await
+        .expect("room is made")
+        .unwrap();
+    }
+    for i in 0..200u32 {
+        assert_eq!(
+            &next(&mut stream).await.unwrap().payload()[..],
+            &i.to_be_bytes()
+        );
+    }
+    broker.shutdown().await;
+}

@@ -53,10 +53,14 @@ pub struct BrokerConfig {
 pub struct SubscriberConfig {
     /// Most fan-out messages buffered for one slow subscriber.
     pub max_len: usize,
-    /// What happens to fan-out messages beyond `max_len`.
+    /// Most bytes of fan-out messages buffered for one slow subscriber.
+    pub max_bytes: usize,
+    /// What happens to fan-out messages beyond `max_len` or `max_bytes`.
     pub overflow: OverflowPolicy,
     /// Most frames of any kind buffered before the client is disconnected as too slow.
     pub hard_cap: usize,
+    /// Most bytes of frames of any kind buffered before the client is disconnected.
+    pub hard_cap_bytes: usize,
 }
 
 /// Bounds and behaviour of queue groups.
@@ -173,8 +177,10 @@ impl Default for SubscriberConfig {
     fn default() -> Self {
         Self {
             max_len: 65_536,
+            max_bytes: 64 * 1024 * 1024,
             overflow: OverflowPolicy::DropOldest,
             hard_cap: 262_144,
+            hard_cap_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -289,6 +295,13 @@ impl BrokerConfig {
                 });
             }
         }
+        if self.subscriber.hard_cap_bytes < self.subscriber.max_bytes {
+            return Err(ConfigError::Invalid {
+                field: "subscriber.hard_cap_bytes",
+                value: self.subscriber.hard_cap_bytes.to_string(),
+                reason: "must be at least subscriber.max_bytes",
+            });
+        }
         if self.subscriber.hard_cap < self.subscriber.max_len {
             return Err(ConfigError::Invalid {
                 field: "subscriber.hard_cap",
@@ -307,8 +320,10 @@ impl BrokerConfig {
     pub(crate) fn outbound_limits(&self) -> OutboundLimits {
         OutboundLimits {
             max_len: self.subscriber.max_len,
+            max_bytes: self.subscriber.max_bytes,
             policy: self.subscriber.overflow,
             hard_cap: self.subscriber.hard_cap,
+            hard_cap_bytes: self.subscriber.hard_cap_bytes,
         }
     }
 }

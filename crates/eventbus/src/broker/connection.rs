@@ -222,8 +222,10 @@ fn read_refusal(e: &ReadError) -> Refusal {
 async fn refuse(stream: SharedStream, codec: FrameCodec, refusal: Refusal) {
     let out = Outbound::new(crate::framed::OutboundLimits {
         max_len: 1,
+        max_bytes: usize::MAX,
         policy: crate::framed::OverflowPolicy::DropIncoming,
         hard_cap: 2,
+        hard_cap_bytes: usize::MAX,
     });
     let _ = out.push(refusal.into_frame(0));
     out.close();

@@ -50,8 +50,10 @@ impl Client {
         let link = handshake(&options, &client_id).await?;
         let out = Outbound::new(OutboundLimits {
             max_len: options.outbound_capacity,
+            max_bytes: options.outbound_bytes,
             policy: OverflowPolicy::Reject,
             hard_cap: options.outbound_capacity,
+            hard_cap_bytes: options.outbound_bytes,
         });
         let inner = Arc::new(Inner {
             client_id,
@@ -61,6 +63,7 @@ impl Client {
             next_seq: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             accepts: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(Default::default()),
             subs: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
@@ -367,6 +370,11 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         Some(Kind::Goodbye(g)) => return Some(g.reason),
         Some(Kind::Cancel(c)) => {
             tracing::debug!(message_id = c.message_id, "broker cancelled a held message");
+            let mut cancelled = lock(&inner.cancelled);
+            if cancelled.len() >= super::CANCELLED_MEMORY {
+                cancelled.pop_front();
+            }
+            cancelled.push_back(c.message_id);
         }
         _ => {}
     }

@@ -2,7 +2,8 @@
 //! subscription stream.
 //!
 //! The reader must never wait on a slow application (it also carries heartbeats
-//! and replies), so at the bound the oldest message is evicted and counted.
+//! and replies), so at the bound (a count and a byte budget, weighed by
+//! [`Weigh`]) the oldest message is evicted and counted.
 //! Queue-group and direct deliveries never reach the bound: the broker sends no
 //! more than the subscription's prefetch.
 
@@ -10,9 +11,15 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
+/// How many bytes an item is counted as against the mailbox's byte budget.
+pub(crate) trait Weigh {
+    fn weight(&self) -> usize;
+}
+
 #[derive(Debug)]
 struct State<T> {
     items: VecDeque<T>,
+    bytes: usize,
     waker: Option<Waker>,
     closed: bool,
     dropped: u64,
@@ -23,13 +30,16 @@ struct State<T> {
 pub(crate) struct Mailbox<T> {
     state: Mutex<State<T>>,
     capacity: usize,
+    max_bytes: usize,
 }
 
-impl<T> Mailbox<T> {
-    pub fn new(capacity: usize) -> Self {
+impl<T: Weigh> Mailbox<T> {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
+            max_bytes,
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                bytes: 0,
                 waker: None,
                 closed: false,
                 dropped: 0,
@@ -49,10 +59,15 @@ impl<T> Mailbox<T> {
             if st.closed {
                 return;
             }
-            if st.items.len() >= self.capacity {
-                st.items.pop_front();
+            let weight = item.weight();
+            while !st.items.is_empty()
+                && (st.items.len() >= self.capacity || st.bytes + weight > self.max_bytes)
+            {
+                let old = st.items.pop_front().expect("not empty");
+                st.bytes -= old.weight();
                 st.dropped += 1;
             }
+            st.bytes += weight;
             st.items.push_back(item);
             st.waker.take()
         };
@@ -81,6 +96,7 @@ impl<T> Mailbox<T> {
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut st = self.lock();
         if let Some(item) = st.items.pop_front() {
+            st.bytes -= item.weight();
             return Poll::Ready(Some(item));
         }
         if st.closed {
@@ -96,9 +112,26 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    impl Weigh for i32 {
+        fn weight(&self) -> usize {
+            10
+        }
+    }
+
+    #[test]
+    fn evicts_oldest_at_the_byte_budget() {
+        let mb = Mailbox::new(100, 25);
+        for i in 0..3 {
+            mb.push(i);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(mb.dropped(), 1);
+    }
+
     #[test]
     fn evicts_oldest_at_the_bound_and_ends_after_close() {
-        let mb = Mailbox::new(2);
+        let mb = Mailbox::new(2, usize::MAX);
         for i in 0..3 {
             mb.push(i);
         }

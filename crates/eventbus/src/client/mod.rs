@@ -46,6 +46,9 @@ use crate::topic::{Topic, TopicFilter};
 use mailbox::Mailbox;
 use subscription::Incoming;
 
+/// Cancelled message ids remembered for [`Delivery::is_cancelled`].
+const CANCELLED_MEMORY: usize = 4096;
+
 /// Bytes of framing and envelope fields around a payload, used to refuse
 /// oversized messages before they are queued.
 const ENVELOPE_OVERHEAD: usize = 64;
@@ -78,6 +81,9 @@ struct Inner {
     /// answer waits in `pending` under the same `seq`).
     accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     subs: Mutex<HashMap<u64, SubEntry>>,
+    /// Ids of held messages the broker cancelled, newest last, at most
+    /// `CANCELLED_MEMORY` of them.
+    cancelled: Mutex<std::collections::VecDeque<u64>>,
     /// Cancelled once the client is closed for good (not on a reconnectable loss).
     closed: CancellationToken,
     events: broadcast::Sender<ConnectionEvent>,
@@ -231,6 +237,28 @@ impl Client {
         }
     }
 
+    /// Publishes, waiting while the outbound buffer is full (during an outage, or
+    /// when the broker is slower than the publisher) instead of failing with
+    /// `BufferFull` like [`publish`](Self::publish).
+    pub async fn publish_wait(
+        &self,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        let payload = payload.into();
+        loop {
+            match self.publish(topic, payload.clone()) {
+                Err(PublishError::BufferFull { .. }) => self.inner().out.drained().await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the broker cancelled the message with this id while this client held it.
+    fn was_cancelled(&self, message_id: u64) -> bool {
+        lock(&self.inner().cancelled).contains(&message_id)
+    }
+
     /// Publishes and waits until the broker has accepted the message; returns its id.
     pub async fn publish_confirmed(
         &self,
@@ -345,7 +373,8 @@ impl Client {
     /// requester waiting on one gets `NoResponders` at once. At most
     /// `max_direct_in_flight` (broker config) direct messages are unsettled at once.
     pub fn direct_deliveries(&self) -> QueueSubscription {
-        let mailbox = Arc::new(Mailbox::new(self.inner().options.subscription_capacity));
+        let options = &self.inner().options;
+        let mailbox = Arc::new(Mailbox::new(options.subscription_capacity, usize::MAX));
         let entry = SubEntry {
             mailbox: mailbox.clone(),
             restore: None,
@@ -369,10 +398,17 @@ impl Client {
         let sid = self.next_seq();
         let capacity = match group {
             // Credit bounds queue deliveries; leave room for the whole window.
-            Some(_) => (prefetch as usize).max(1) + 1,
+            Some(_) if prefetch > 0 => prefetch as usize + 1,
+            // The broker grants its default prefetch, unknown here: size for the most.
+            Some(_) => self.inner().options.subscription_capacity,
             None => self.inner().options.subscription_capacity,
         };
-        let mailbox = Arc::new(Mailbox::new(capacity));
+        let max_bytes = match group {
+            // Credit bounds queue deliveries; their bytes are bounded by the frame size.
+            Some(_) => usize::MAX,
+            None => self.inner().options.subscription_bytes,
+        };
+        let mailbox = Arc::new(Mailbox::new(capacity, max_bytes));
         let spec = proto::Subscribe {
             seq: 0,
             sid,

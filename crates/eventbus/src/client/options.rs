@@ -28,6 +28,8 @@ pub struct ClientOptions {
     pub(crate) heartbeat_misses: Option<u32>,
     pub(crate) subscription_capacity: usize,
     pub(crate) outbound_capacity: usize,
+    pub(crate) outbound_bytes: usize,
+    pub(crate) subscription_bytes: usize,
     pub(crate) reconnect: ReconnectPolicy,
 }
 
@@ -86,6 +88,8 @@ impl ClientOptions {
             heartbeat_misses: None,
             subscription_capacity: 65_536,
             outbound_capacity: 262_144,
+            outbound_bytes: 64 * 1024 * 1024,
+            subscription_bytes: 64 * 1024 * 1024,
             reconnect: ReconnectPolicy::default(),
         }
     }
@@ -132,6 +136,20 @@ impl ClientOptions {
     /// (default 65,536).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// Most payload bytes buffered toward the broker (default 64 MiB); past it,
+    /// publishes fail with `BufferFull` like past `outbound_capacity`.
+    pub fn outbound_bytes(mut self, bytes: usize) -> Self {
+        self.outbound_bytes = bytes.max(1024 * 1024);
+        self
+    }
+
+    /// Most payload bytes buffered per plain subscription before the oldest
+    /// messages are dropped (default 64 MiB).
+    pub fn subscription_bytes(mut self, bytes: usize) -> Self {
+        self.subscription_bytes = bytes.max(1024 * 1024);
         self
     }
 

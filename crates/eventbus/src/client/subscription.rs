@@ -20,6 +20,12 @@ pub(crate) struct Incoming {
     pub message: Message,
 }
 
+impl super::mailbox::Weigh for Incoming {
+    fn weight(&self) -> usize {
+        64 + self.message.payload().len() + self.message.topic().len()
+    }
+}
+
 /// A plain subscription: a `Stream` of every message matching its filter.
 ///
 /// Dropping it unsubscribes.
@@ -99,6 +105,12 @@ impl Delivery {
     /// The message.
     pub fn message(&self) -> &Message {
         &self.message
+    }
+
+    /// Whether the broker cancelled this message (or took it back after its ack
+    /// timeout): its result will be discarded, so the work may stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.client.was_cancelled(self.message.id())
     }
 
     /// The broker's id for this delivery.

@@ -21,8 +21,10 @@ fn nonces(out: &Outbound) -> Vec<u64> {
 fn limits(policy: OverflowPolicy) -> OutboundLimits {
     OutboundLimits {
         max_len: 2,
+        max_bytes: usize::MAX,
         policy,
         hard_cap: 4,
+        hard_cap_bytes: usize::MAX,
     }
 }
 

@@ -118,7 +118,16 @@ pub async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
         .expect("stream item within the deadline")
 }
 
-/// Whether a stream yields nothing within `wait` (for "must not receive" checks).
+/// The next item if one arrives within `wait` (`None` also when the stream ended).
+pub async fn next_within<S: Stream + Unpin>(stream: &mut S, wait: Duration) -> Option<S::Item> {
+    tokio::time::timeout(wait, poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether a stream yields nothing within `wait` (for "must not receive" checks;
+/// an item that does arrive is consumed).
 pub async fn quiet_for<S: Stream + Unpin>(stream: &mut S, wait: Duration) -> bool {
     tokio::time::timeout(wait, poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)))
         .await

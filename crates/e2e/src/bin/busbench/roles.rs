@@ -109,7 +109,7 @@ pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
                     first = Some(Instant::now());
                 }
                 got += 1;
-                if got % 1024 == 0 || got == count {
+                if got.is_multiple_of(1024) || got == count {
                     last = Instant::now();
                     silence.as_mut().reset((last + Duration::from_secs(1)).into());
                 }
