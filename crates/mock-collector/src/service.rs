@@ -92,9 +92,15 @@ pub async fn run(
         .client_id(config.client_id.clone())
         .kind("collector")
         .capability(config.kind.capability());
-    if !config.reconnect {
-        options = options.reconnect(eventbus::ReconnectPolicy::disabled());
-    }
+    options = options.reconnect(if config.reconnect {
+        // A short cap keeps a collector within a quarter second of a restarted broker.
+        eventbus::ReconnectPolicy {
+            max: Duration::from_millis(250),
+            ..eventbus::ReconnectPolicy::default()
+        }
+    } else {
+        eventbus::ReconnectPolicy::disabled()
+    });
     if let Some(interval) = config.heartbeat {
         options = options.heartbeat(interval, HEARTBEAT_MISSES);
     }

@@ -7,14 +7,20 @@
 //! and prints each figure next to the floor measured in the same run.
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
 mod floor;
+#[cfg(unix)]
 mod roles;
+#[cfg(unix)]
 mod suite;
 
+#[cfg(unix)]
 use std::path::PathBuf;
 
+#[cfg(unix)]
 use clap::{Parser, Subcommand};
 
+#[cfg(unix)]
 #[derive(Debug, Parser)]
 #[command(about = "eventbus process-level benchmarks")]
 struct Cli {
@@ -22,6 +28,7 @@ struct Cli {
     command: Command,
 }
 
+#[cfg(unix)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Forward bytes between each client on LISTEN and a new connection to UPSTREAM.
@@ -65,6 +72,12 @@ enum Command {
     Suite(suite::SuiteArgs),
 }
 
+#[cfg(not(unix))]
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("busbench measures Unix-domain sockets and runs on Unix only")
+}
+
+#[cfg(unix)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,177 @@
+//! The collectors' task protocol as the harness sees it from outside: which
+//! kinds exist, the topic each takes tasks on, a cheap payload for each, and
+//! the JSON reply (see `crates/mock-collector/README.md`).
+//!
+//! Defined here rather than imported from `mock-collector`, so the scenarios
+//! check the documented format and not the collector's own types.
+
+use std::fmt;
+
+use eventbus::{Message, Topic};
+use serde::Deserialize;
+
+/// A collector type, as passed to `mock-collector --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CollectorKind {
+    /// Samples processes from `/proc` (`procmond`).
+    Process,
+    /// Summarises sockets from `/proc/net` (`netmond`).
+    Network,
+    /// Walks a directory (`fsmond`).
+    Filesystem,
+}
+
+impl CollectorKind {
+    /// Every kind.
+    pub const ALL: [CollectorKind; 3] = [Self::Process, Self::Network, Self::Filesystem];
+
+    /// The capability, which is also the queue group name: `process`, ...
+    pub fn capability(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Network => "network",
+            Self::Filesystem => "filesystem",
+        }
+    }
+
+    /// The alias that prefixes default client ids: `procmond`, ...
+    pub fn alias(self) -> &'static str {
+        match self {
+            Self::Process => "procmond",
+            Self::Network => "netmond",
+            Self::Filesystem => "fsmond",
+        }
+    }
+
+    /// The default client id of instance `n`: `procmond-1`, ...
+    pub fn default_id(self, instance: u32) -> String {
+        format!("{}-{instance}", self.alias())
+    }
+
+    /// The topic tasks of this kind are sent on: `control.collector.task.<capability>`.
+    pub fn task_topic(self) -> Topic {
+        Topic::new(format!("control.collector.task.{}", self.capability()))
+            .expect("task topics are valid")
+    }
+
+    /// A cheap task payload: the test process itself for `process`, the socket
+    /// tables for `network`, one level of the collector's working directory (the
+    /// cluster directory) for `filesystem`.
+    pub fn payload(self, task_id: &str) -> String {
+        let value = match self {
+            Self::Process => serde_json::json!({"task_id": task_id, "pid": std::process::id()}),
+            Self::Network => serde_json::json!({"task_id": task_id}),
+            Self::Filesystem => serde_json::json!({
+                "task_id": task_id, "path": ".", "max_depth": 1, "max_entries": 100
+            }),
+        };
+        value.to_string()
+    }
+}
+
+impl fmt::Display for CollectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.capability())
+    }
+}
+
+/// When a task was queued, started and finished, in microseconds since the
+/// Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Timings {
+    /// When the broker accepted the task.
+    pub queued_us: u64,
+    /// When the collector started on it.
+    pub started_us: u64,
+    /// When the collector finished it.
+    pub finished_us: u64,
+}
+
+/// A collector's reply to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReply {
+    /// The task id echoed by the collector (`None` if it could not read one).
+    pub task_id: Option<String>,
+    /// The collector's own id, from the payload.
+    pub collector_id: String,
+    /// The collector's pid, from the payload.
+    pub collector_pid: u32,
+    /// `ok` or `error`.
+    pub status: String,
+    /// Why the task failed, when `status` is `error`.
+    pub error: Option<String>,
+    /// The task's timings.
+    pub timings: Timings,
+    /// The responder's client id, stamped by the broker on the reply.
+    pub source: String,
+}
+
+/// The reply payload, as documented.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    task_id: Option<String>,
+    collector_id: String,
+    collector_pid: u32,
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    timings: Timings,
+}
+
+/// A reply whose payload is not the documented JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed task reply from {source_id}: {error}")]
+pub struct MalformedReply {
+    /// The responder.
+    pub source_id: String,
+    /// What serde found wrong.
+    pub error: serde_json::Error,
+}
+
+impl TaskReply {
+    /// Reads a reply message.
+    pub fn parse(message: &Message) -> Result<Self, MalformedReply> {
+        let p: Payload =
+            serde_json::from_slice(message.payload()).map_err(|error| MalformedReply {
+                source_id: message.source().to_owned(),
+                error,
+            })?;
+        Ok(Self {
+            task_id: p.task_id,
+            collector_id: p.collector_id,
+            collector_pid: p.collector_pid,
+            status: p.status,
+            error: p.error,
+            timings: p.timings,
+            source: message.source().to_owned(),
+        })
+    }
+
+    /// Whether the task succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Task ids `<prefix>-0`, `<prefix>-1`, ... `<prefix>-<n-1>`.
+pub fn task_ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_name_their_topics_and_ids() {
+        assert_eq!(
+            CollectorKind::Network.task_topic().as_str(),
+            "control.collector.task.network"
+        );
+        assert_eq!(CollectorKind::Filesystem.default_id(2), "fsmond-2");
+        for kind in CollectorKind::ALL {
+            let payload: serde_json::Value = serde_json::from_str(&kind.payload("t-1")).unwrap();
+            assert_eq!(payload["task_id"], "t-1");
+        }
+    }
+}
