@@ -10,6 +10,8 @@
 #[cfg(unix)]
 mod floor;
 #[cfg(unix)]
+mod queue;
+#[cfg(unix)]
 mod roles;
 #[cfg(unix)]
 mod suite;
@@ -67,6 +69,19 @@ enum Command {
         count: u64,
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Topic to publish on.
+        #[arg(long, default_value = "bench.stream")]
+        topic: String,
+    },
+    /// Join queue group `bench` on TOPIC with prefetch 1 and report each delivery
+    /// as a JSON line; settle nothing unless `--ack`.
+    Hold(queue::HoldArgs),
+    /// Time `cancel` of a queued task, COUNT times; prints JSON.
+    CancelRtt {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        count: u64,
     },
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
@@ -95,7 +110,10 @@ fn main() -> anyhow::Result<()> {
                 socket,
                 count,
                 size,
-            } => roles::publish(&socket, count, size).await,
+                topic,
+            } => roles::publish(&socket, count, size, &topic).await,
+            Command::Hold(args) => queue::hold(&args).await,
+            Command::CancelRtt { socket, count } => queue::cancel_rtt(&socket, count).await,
             Command::Suite(args) => suite::run(&args).await,
         }
     })

@@ -24,6 +24,9 @@ pub struct RttArgs {
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Retry failed requests (for a responder still reconnecting) instead of failing.
+    #[arg(long)]
+    pub retry: bool,
 }
 
 /// Tells the parent process this role is ready.
@@ -50,11 +53,21 @@ pub fn report_histogram(h: &Histogram<u64>) {
     );
 }
 
-async fn connect(socket: &Path) -> anyhow::Result<Client> {
-    Ok(Client::connect(ClientOptions::new(socket).kind("bench")).await?)
+pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    // The same reconnect cap as the mock collectors, so restart figures match theirs.
+    let reconnect = eventbus::ReconnectPolicy {
+        max: Duration::from_millis(250),
+        ..eventbus::ReconnectPolicy::default()
+    };
+    Ok(Client::connect(
+        ClientOptions::new(socket)
+            .kind("bench")
+            .reconnect(reconnect),
+    )
+    .await?)
 }
 
-async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
 }
 
@@ -75,9 +88,17 @@ pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
     let mut hist = histogram();
     for i in 0..args.warmup + args.count {
         let start = Instant::now();
-        client
-            .request(&topic, payload.clone(), Duration::from_secs(5))
-            .await?;
+        loop {
+            match client
+                .request(&topic, payload.clone(), Duration::from_secs(5))
+                .await
+            {
+                Ok(_) => break,
+                // A responder still reconnecting after a broker restart.
+                Err(_) if args.retry => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
         if i >= args.warmup {
             hist.record(start.elapsed().as_nanos() as u64)?;
         }
@@ -128,9 +149,9 @@ pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn publish(socket: &Path, count: u64, size: usize) -> anyhow::Result<()> {
+pub async fn publish(socket: &Path, count: u64, size: usize, topic: &str) -> anyhow::Result<()> {
     let client = connect(socket).await?;
-    let topic = Topic::new("bench.stream")?;
+    let topic = Topic::new(topic)?;
     let payload = bytes::Bytes::from(vec![7u8; size]);
     let start = Instant::now();
     let mut sent = 0;

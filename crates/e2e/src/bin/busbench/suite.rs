@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 pub struct SuiteArgs {
     /// The `broker` binary to measure.
     #[arg(long)]
-    broker: PathBuf,
+    pub broker: PathBuf,
     /// Measured round trips per latency run.
     #[arg(long, default_value_t = 20_000)]
     count: u64,
@@ -23,11 +23,11 @@ pub struct SuiteArgs {
     /// Messages in the pub/sub throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     messages: u64,
-    /// Sections to run: latency, throughput, memory.
+    /// Sections to run: latency, throughput, memory, queue.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,memory"
+        default_value = "latency,throughput,memory,queue"
     )]
     sections: Vec<String>,
     /// Where to write `report.json`.
@@ -36,7 +36,7 @@ pub struct SuiteArgs {
 }
 
 /// A child process killed and reaped when dropped.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ impl Drop for Proc {
     }
 }
 
-fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
+pub fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
     let mut cmd = if pinned {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(program);
@@ -58,7 +58,7 @@ fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
 }
 
 /// Starts a role and waits for its JSON ready line.
-fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Proc, Value)> {
+pub fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Proc, Value)> {
     let mut child = command(pinned, program, args)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -75,7 +75,7 @@ fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Proc, V
 }
 
 /// Runs a role to completion and parses the JSON it prints last.
-fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Value> {
+pub fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = command(pinned, program, args).output()?;
     if !out.status.success() {
         bail!("{program:?} {args:?} failed: {}", out.status);
@@ -85,7 +85,7 @@ fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Value> 
     Ok(serde_json::from_str(last)?)
 }
 
-fn rss_kib(pid: u64) -> anyhow::Result<u64> {
+pub fn rss_kib(pid: u64) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
@@ -188,6 +188,9 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     }
     if wants("memory") {
         report.insert("memory".into(), memory(args, &dir)?);
+    }
+    if wants("queue") {
+        report.insert("queue".into(), crate::queue::measure(args, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     let text = serde_json::to_string_pretty(&report)?;
