@@ -314,16 +314,16 @@ async fn drive(
     }
     totals.merge(&load.take_window());
     println!("--- summary ---\n{}", totals.summary(elapsed).trim_end());
-    if died.is_none() {
-        if let Ok(stats) = client.stats().await {
-            println!(
-                "broker:     {} published, {} delivered, {} dropped, rss {:.1} MiB",
-                stats.published,
-                stats.delivered,
-                stats.dropped,
-                stats.rss_bytes as f64 / (1024.0 * 1024.0)
-            );
-        }
+    if died.is_none()
+        && let Ok(stats) = client.stats().await
+    {
+        println!(
+            "broker:     {} published, {} delivered, {} dropped, rss {:.1} MiB",
+            stats.published,
+            stats.delivered,
+            stats.dropped,
+            stats.rss_bytes as f64 / (1024.0 * 1024.0)
+        );
     }
     client.close().await;
     match died {

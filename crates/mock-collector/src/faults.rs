@@ -40,7 +40,7 @@ impl FaultPlan {
             FaultAction::Hang
         } else if self
             .fail_every
-            .is_some_and(|every| every > 0 && n % every == 0)
+            .is_some_and(|every| every > 0 && n.is_multiple_of(every))
         {
             FaultAction::Fail
         } else {

@@ -246,7 +246,7 @@ async fn next_delivery(
     turn: u64,
 ) -> Option<Delivery> {
     std::future::poll_fn(|cx| {
-        let (first, second) = if turn % 2 == 0 {
+        let (first, second) = if turn.is_multiple_of(2) {
             (&mut *queue, &mut *direct)
         } else {
             (&mut *direct, &mut *queue)

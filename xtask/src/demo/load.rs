@@ -92,7 +92,7 @@ impl Mix {
             Kind::Filesystem
         };
         match kind {
-            Kind::Process if n % 2 == 0 || self.pids.is_empty() => {
+            Kind::Process if n.is_multiple_of(2) || self.pids.is_empty() => {
                 (&self.process, json!({ "task_id": task_id }))
             }
             Kind::Process => {

@@ -98,10 +98,10 @@ impl<T> Node<T> {
         match rest.next() {
             None => self.values.iter().for_each(f),
             Some(segment) => {
-                if !self.literal.is_empty() {
-                    if let Some(child) = self.literal.get(segment) {
-                        child.visit(rest.clone(), f);
-                    }
+                if !self.literal.is_empty()
+                    && let Some(child) = self.literal.get(segment)
+                {
+                    child.visit(rest.clone(), f);
                 }
                 if let Some(child) = &self.plus {
                     child.visit(rest, f);
