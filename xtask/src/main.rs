@@ -7,12 +7,15 @@
 //! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
 //! - [`demo`]: `cargo xtask demo`: the broker and collectors as processes under
 //!   a stream of tasks, with live throughput and latency;
+//! - [`e2e`]: `cargo xtask e2e`: a type of process scenarios under nextest,
+//!   with a report directory (JUnit, log, summary with durations and figures);
 //! - [`process`]: running external tools.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod ci;
 mod demo;
+mod e2e;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,8 @@ enum Task {
     Ci(ci::Args),
     /// Run the broker and collectors as processes and push tasks through them.
     Demo(demo::Args),
+    /// Run a type of e2e scenarios and write a report (JUnit, log, summary).
+    E2e(e2e::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Ci(args) => ci::run_gate(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
+        Task::E2e(args) => e2e::run(&root, &args),
     }
 }
 

@@ -9,7 +9,9 @@
 
 mod backpressure;
 mod broker_restart;
+mod failover;
 mod faults;
+mod fifo;
 mod harness;
 mod load;
 mod routing;
