@@ -192,13 +192,44 @@ struct Entry {
     droppable: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     frames: VecDeque<Entry>,
     bytes: usize,
     droppable: usize,
     droppable_bytes: usize,
     closed: bool,
+    /// Someone holds the pen: the writer task mid-batch, or an inline flush.
+    /// Only the holder writes to the socket, which keeps frames in order.
+    writer_busy: bool,
+    /// Bytes an inline flush encoded but could not write; the writer task
+    /// writes them before anything else.
+    pending: BytesMut,
+    /// Where an inline flush may write without waiting, while a link is up.
+    inline: Option<(Arc<dyn InlineSink>, FrameCodec)>,
+    /// Buffers an inline flush reuses.
+    spare_batch: VecDeque<Entry>,
+    spare_buf: BytesMut,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("frames", &self.frames.len())
+            .field("bytes", &self.bytes)
+            .field("closed", &self.closed)
+            .field("writer_busy", &self.writer_busy)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A socket that can take bytes without waiting: `Ok(0)`-free, `WouldBlock`
+/// when full. Used to write from the task that queued a frame, saving the
+/// wake-up of the connection's writer task when it has nothing else to do.
+pub trait InlineSink: Send + Sync {
+    /// Writes what fits now.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
 impl State {
@@ -262,8 +293,19 @@ impl Outbound {
     }
 
     /// Queues a frame that must not be dropped (a reply, control, or credit-bounded
-    /// queue delivery).
+    /// queue delivery), and wakes the writer task.
     pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.push_inner(frame, true)
+    }
+
+    /// Like [`push`](Self::push), without waking the writer task: the caller
+    /// promises a [`try_flush`](Self::try_flush), which writes the frame or wakes
+    /// the writer itself.
+    pub fn push_quiet(&self, frame: Frame) -> Result<(), PushError> {
+        self.push_inner(frame, false)
+    }
+
+    fn push_inner(&self, frame: Frame, wake: bool) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
@@ -277,13 +319,15 @@ impl Outbound {
         let was_empty = st.frames.is_empty();
         st.enqueue(frame, weight, false);
         drop(st);
-        if was_empty {
+        if was_empty && wake {
             self.notify.notify_one();
         }
         Ok(())
     }
 
     /// Queues a fan-out delivery, applying the overflow policy at `max_len`.
+    /// Like [`push_quiet`](Self::push_quiet), it leaves waking the writer to the
+    /// caller's [`try_flush`](Self::try_flush).
     pub fn push_droppable(&self, frame: Frame) -> Result<Pushed, PushError> {
         let mut st = self.lock();
         if st.closed {
@@ -321,12 +365,7 @@ impl Outbound {
                 hard_cap: self.limits.hard_cap,
             });
         }
-        let was_empty = st.frames.is_empty();
         st.enqueue(frame, weight, true);
-        drop(st);
-        if was_empty {
-            self.notify.notify_one();
-        }
         Ok(outcome)
     }
 
@@ -368,27 +407,106 @@ impl Outbound {
         self.lock().closed
     }
 
-    /// Takes everything queued, or waits for something to take.
-    /// Returns `false` once the queue is closed and empty.
-    async fn take(&self, batch: &mut VecDeque<Entry>) -> bool {
+    /// Lets [`try_flush`](Self::try_flush) write to `sink` (until
+    /// [`detach_inline`](Self::detach_inline)).
+    pub fn attach_inline(&self, sink: Arc<dyn InlineSink>, codec: FrameCodec) {
+        self.lock().inline = Some((sink, codec));
+    }
+
+    /// Stops inline writes, e.g. when the link they went to is gone.
+    pub fn detach_inline(&self) {
+        self.lock().inline = None;
+    }
+
+    /// Writes what is queued right now from the calling task, if the writer
+    /// task is idle and a sink is attached; what does not fit is left to the
+    /// writer task. Never waits.
+    pub fn try_flush(&self) {
+        let mut st = self.lock();
+        // A busy writer looks at the queue again when it is done.
+        if st.writer_busy || st.frames.is_empty() {
+            return;
+        }
+        let inline = st.inline.clone().filter(|_| st.pending.is_empty());
+        let Some((sink, codec)) = inline else {
+            drop(st);
+            self.notify.notify_one();
+            return;
+        };
+        let mut batch = std::mem::take(&mut st.spare_batch);
+        std::mem::swap(&mut st.frames, &mut batch);
+        st.bytes = 0;
+        st.droppable = 0;
+        st.droppable_bytes = 0;
+        st.writer_busy = true;
+        let mut buf = std::mem::take(&mut st.spare_buf);
+        drop(st);
+        for entry in batch.drain(..) {
+            if let Err(e) = codec.encode(&entry.frame, &mut buf) {
+                tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
+            }
+        }
+        let mut written = 0;
+        while written < buf.len() {
+            match sink.try_write(&buf[written..]) {
+                Ok(n) if n > 0 => written += n,
+                // Full, closed or failed: the writer task takes over and sees why.
+                _ => break,
+            }
+        }
+        let mut st = self.lock();
+        st.pending.extend_from_slice(&buf[written..]);
+        buf.clear();
+        if buf.capacity() <= WRITE_CHUNK_BYTES {
+            st.spare_buf = buf;
+        }
+        st.spare_batch = batch;
+        st.writer_busy = false;
+        let wake = !st.frames.is_empty() || !st.pending.is_empty() || st.closed;
+        drop(st);
+        self.drained.notify_waiters();
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes the pen and everything queued (and bytes an inline flush left), or
+    /// waits for something to take. Returns `false` once the queue is closed and
+    /// empty. The caller gives the pen back with [`put_down`](Self::put_down).
+    async fn take(&self, batch: &mut VecDeque<Entry>, pending: &mut BytesMut) -> bool {
         loop {
             {
                 let mut st = self.lock();
-                if !st.frames.is_empty() {
+                if !st.writer_busy && (!st.frames.is_empty() || !st.pending.is_empty()) {
                     std::mem::swap(&mut st.frames, batch);
+                    std::mem::swap(&mut st.pending, pending);
                     st.bytes = 0;
                     st.droppable = 0;
                     st.droppable_bytes = 0;
+                    st.writer_busy = true;
                     drop(st);
                     self.drained.notify_waiters();
                     return true;
                 }
-                if st.closed {
+                if st.closed && !st.writer_busy && st.frames.is_empty() && st.pending.is_empty() {
                     return false;
                 }
             }
             self.notify.notified().await;
         }
+    }
+
+    fn put_down(&self) {
+        self.lock().writer_busy = false;
+    }
+}
+
+/// Returns the pen when dropped.
+struct PutDown<'a>(&'a Outbound);
+
+impl Drop for PutDown<'_> {
+    fn drop(&mut self) {
+        self.0.put_down();
     }
 }
 
@@ -404,7 +522,14 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut batch = VecDeque::new();
     let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES + READ_BUFFER_BYTES);
-    while out.take(&mut batch).await {
+    let mut pending = BytesMut::new();
+    while out.take(&mut batch, &mut pending).await {
+        // Give the pen back however this batch ends, or nothing writes again.
+        let _pen = PutDown(&out);
+        if !pending.is_empty() {
+            io.write_all(&pending).await?;
+            pending.clear();
+        }
         for entry in batch.drain(..) {
             if let Err(e) = codec.encode(&entry.frame, &mut buf) {
                 tracing::warn!(error = %e, "dropping an outbound frame the codec refused");

@@ -211,6 +211,18 @@ pub fn peer_pid(stream: &Stream) -> Option<u32> {
         .and_then(|p| u32::try_from(i64::from(p)).ok())
 }
 
+impl crate::framed::InlineSink for SharedStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        // Only called while the writer task is idle, so no task's waker for
+        // write readiness is registered that this no-op one could replace.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tokio::io::AsyncWrite::poll_write(Pin::new(&mut &*self.0), &mut cx, buf) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 /// A connection shared by its reader and writer tasks.
 ///
 /// `&Stream` reads and writes, so sharing one stream through an `Arc` replaces

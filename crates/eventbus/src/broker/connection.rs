@@ -66,6 +66,7 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     let _ = out.push(Frame {
         kind: Some(Kind::Welcome(welcome)),
     });
+    out.attach_inline(Arc::new(stream.clone()), codec);
     shared
         .tracker
         .spawn(write_loop(out.clone(), stream.clone(), codec));
@@ -120,6 +121,7 @@ async fn handle_batch(
     cancel: &CancellationToken,
 ) -> Result<(), ()> {
     let mut next = 0;
+    let mut touched = Vec::new();
     while next < frames.len() {
         let blocked = {
             let mut router = shared.router();
@@ -134,8 +136,13 @@ async fn handle_batch(
                 }
             }
             router.reap();
+            router.take_touched(&mut touched);
             blocked
         };
+        // Write from here what the batch queued: saves waking each writer task.
+        for out in touched.drain(..) {
+            out.try_flush();
+        }
         if let Some((publish, timeout, space)) = blocked {
             wait_for_room(publish, timeout, &space, shared, conn, cancel).await?;
         }
@@ -163,19 +170,22 @@ async fn wait_for_room(
         }
         let mut router = shared.router();
         router.touch(conn, Instant::now());
-        if started.elapsed() >= timeout {
+        let outcome = if started.elapsed() >= timeout {
             router.refuse_blocked(conn, publish, started.elapsed());
-            router.reap();
-            return Ok(());
-        }
-        let frame = Frame {
-            kind: Some(Kind::Publish(publish)),
+            Handled::Done
+        } else {
+            let frame = Frame {
+                kind: Some(Kind::Publish(publish)),
+            };
+            router.handle(conn, frame)
         };
-        match router.handle(conn, frame) {
-            Handled::Done => {
-                router.reap();
-                return Ok(());
-            }
+        router.reap();
+        let mut touched = Vec::new();
+        router.take_touched(&mut touched);
+        drop(router);
+        touched.iter().for_each(|out| out.try_flush());
+        match outcome {
+            Handled::Done => return Ok(()),
             Handled::Blocked { publish: again, .. } => publish = again,
         }
     }

@@ -181,9 +181,16 @@ async fn drain(shared: &Shared) {
 async fn tick(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched = Vec::new();
     loop {
         interval.tick().await;
-        shared.router().tick(Instant::now());
+        {
+            let mut router = shared.router();
+            router.tick(Instant::now());
+            router.take_touched(&mut touched);
+        }
+        // Heartbeats and redeliveries queued by the tick.
+        touched.drain(..).for_each(|out| out.try_flush());
     }
 }
 

@@ -244,10 +244,11 @@ async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> S
         welcome,
     } = link;
     let codec = FrameCodec::new(welcome.max_frame_bytes as usize);
+    inner.out.attach_inline(Arc::new(stream.clone()), codec);
     let liveness = Liveness::new();
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
     let misses = welcome.heartbeat_misses.max(1);
-    tokio::select! {
+    let reason = tokio::select! {
         result = write_loop(inner.out.clone(), stream, codec) => match result {
             Ok(()) => "client closed".to_owned(),
             Err(e) => format!("write failed: {e}"),
@@ -262,7 +263,10 @@ async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> S
                 None => std::future::pending().await,
             }
         } => unreachable!("restoring subscriptions never completes"),
-    }
+    };
+    // The next link brings its own stream.
+    inner.out.detach_inline();
+    reason
 }
 
 /// When the broker was last heard from, as milliseconds since `start`.

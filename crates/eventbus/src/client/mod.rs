@@ -167,6 +167,15 @@ impl Client {
         self.inner().out.push(frame)
     }
 
+    /// Queues a frame someone waits on (a request, a reply, an ack) and writes it
+    /// at once if the writer task is idle, sparing its wake-up. Fire-and-forget
+    /// publishes use [`push`](Self::push) and are written in batches instead.
+    fn push_now(&self, frame: Frame) -> Result<(), PushError> {
+        self.inner().out.push_quiet(frame)?;
+        self.inner().out.try_flush();
+        Ok(())
+    }
+
     fn next_seq(&self) -> u64 {
         self.inner().next_seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -182,7 +191,7 @@ impl Client {
         lock(&self.inner().pending).insert(seq, tx);
         if self.is_closed()
             || self
-                .push(Frame {
+                .push_now(Frame {
                     kind: Some(build(seq)),
                 })
                 .is_err()
@@ -324,7 +333,7 @@ impl Client {
                 message_id: request.id(),
             });
         }
-        self.push(Frame {
+        self.push_now(Frame {
             kind: Some(Kind::Reply(proto::Reply {
                 correlation_id: request.envelope.correlation_id,
                 delivery_id: 0,

@@ -119,7 +119,7 @@ impl Client {
                 timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             })),
         };
-        if self.is_closed() || self.push(frame).is_err() {
+        if self.is_closed() || self.push_now(frame).is_err() {
             forget();
             return Err(RequestError::Closed);
         }

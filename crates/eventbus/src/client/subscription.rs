@@ -121,7 +121,7 @@ impl Delivery {
     /// Acknowledges, without waiting for the broker.
     pub fn ack(&self) -> Result<(), AckError> {
         self.client
-            .push(Frame {
+            .push_now(Frame {
                 kind: Some(Kind::Ack(proto::Ack {
                     delivery_id: self.delivery_id,
                     seq: 0,
@@ -162,7 +162,7 @@ impl Delivery {
             });
         }
         self.client
-            .push(Frame {
+            .push_now(Frame {
                 kind: Some(Kind::Reply(proto::Reply {
                     correlation_id: self.message.envelope.correlation_id,
                     delivery_id: self.delivery_id,

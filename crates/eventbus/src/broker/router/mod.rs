@@ -70,6 +70,8 @@ struct Conn {
     counters: ConnCounters,
     /// When this client was last announced as a slow consumer.
     last_slow_announce: Option<Instant>,
+    /// Listed in `Router::touched` since the last flush.
+    touched: bool,
     in_flight: u64,
     /// Direct deliveries not yet settled; bounded by `max_direct_in_flight`.
     direct_in_flight: usize,
@@ -165,6 +167,8 @@ pub(crate) struct Router {
     pub(super) space: Arc<tokio::sync::Notify>,
     /// The earliest ack deadline in flight, so the ticker scans only when due.
     next_ack_deadline: Option<Instant>,
+    /// Connections with frames pushed since the last `take_touched`.
+    touched: Vec<ConnId>,
     /// Slow-consumer events waiting to be published, as JSON payloads.
     slow_announcements: Vec<String>,
     pub(super) started: Instant,
@@ -229,6 +233,7 @@ impl Router {
             space: Arc::new(tokio::sync::Notify::new()),
             next_ack_deadline: None,
             slow_announcements: Vec::new(),
+            touched: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -311,6 +316,7 @@ impl Router {
                 misses,
                 counters: ConnCounters::default(),
                 last_slow_announce: None,
+                touched: false,
                 in_flight: 0,
                 direct_in_flight: 0,
             },
@@ -393,11 +399,34 @@ impl Router {
 
     /// Queues a frame for `conn`, dooming the connection if it is too slow.
     fn send(&mut self, conn: ConnId, frame: Frame) {
-        if let Some(c) = self.conns.get(&conn)
-            && let Err(PushError::TooSlow { .. }) = c.out.push(frame)
-        {
-            self.doomed
-                .push((conn, "too slow: outbound buffer at its hard cap"));
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.out.push_quiet(frame) {
+            Ok(()) => {
+                if !c.touched {
+                    c.touched = true;
+                    self.touched.push(conn);
+                }
+            }
+            Err(PushError::TooSlow { .. }) => {
+                self.doomed
+                    .push((conn, "too slow: outbound buffer at its hard cap"));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The outbound queues frames were pushed into since the last call, for the
+    /// caller to flush (`Outbound::try_flush`) once it has released the router.
+    /// Every caller of `handle`, `tick` or `refuse_blocked` must do so: those
+    /// pushes do not wake the writers.
+    pub fn take_touched(&mut self, into: &mut Vec<Arc<Outbound>>) {
+        for conn in self.touched.drain(..) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.touched = false;
+                into.push(c.out.clone());
+            }
         }
     }
 

@@ -202,7 +202,12 @@ impl Router {
                 message: Some(message),
             })),
         };
-        match c.out.push_droppable(frame) {
+        let pushed = c.out.push_droppable(frame);
+        if matches!(pushed, Ok(Pushed::Queued | Pushed::EvictedOldest)) && !c.touched {
+            c.touched = true;
+            self.touched.push(conn);
+        }
+        match pushed {
             Ok(Pushed::Queued) => {}
             Ok(Pushed::EvictedOldest) => self.note_slow_consumer(conn),
             Ok(Pushed::DroppedIncoming) => {
