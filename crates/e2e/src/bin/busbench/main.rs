@@ -98,23 +98,29 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Every role runs as a spawned task, as application code usually does: a
+    // task woken by another task of the runtime is just queued, while waking
+    // `block_on`'s own future costs an extra wake-up of the I/O driver.
     runtime.block_on(async move {
-        match cli.command {
-            Command::Relay { listen, upstream } => floor::relay(&listen, &upstream).await,
-            Command::Echo { listen } => floor::echo(&listen).await,
-            Command::RawRtt(args) => floor::raw_rtt(&args).await,
-            Command::Responder { socket } => roles::responder(&socket).await,
-            Command::Rtt(args) => roles::rtt(&args).await,
-            Command::Sub { socket, count } => roles::sub(&socket, count).await,
-            Command::Pub {
-                socket,
-                count,
-                size,
-                topic,
-            } => roles::publish(&socket, count, size, &topic).await,
-            Command::Hold(args) => queue::hold(&args).await,
-            Command::CancelRtt { socket, count } => queue::cancel_rtt(&socket, count).await,
-            Command::Suite(args) => suite::run(&args).await,
-        }
+        let role = tokio::spawn(async move {
+            match cli.command {
+                Command::Relay { listen, upstream } => floor::relay(&listen, &upstream).await,
+                Command::Echo { listen } => floor::echo(&listen).await,
+                Command::RawRtt(args) => floor::raw_rtt(&args).await,
+                Command::Responder { socket } => roles::responder(&socket).await,
+                Command::Rtt(args) => roles::rtt(&args).await,
+                Command::Sub { socket, count } => roles::sub(&socket, count).await,
+                Command::Pub {
+                    socket,
+                    count,
+                    size,
+                    topic,
+                } => roles::publish(&socket, count, size, &topic).await,
+                Command::Hold(args) => queue::hold(&args).await,
+                Command::CancelRtt { socket, count } => queue::cancel_rtt(&socket, count).await,
+                Command::Suite(args) => suite::run(&args).await,
+            }
+        });
+        role.await?
     })
 }
