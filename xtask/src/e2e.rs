@@ -1,5 +1,6 @@
-//! `cargo xtask e2e`: runs a type of process scenarios (`crates/e2e/tests/scenarios/`)
-//! under `cargo nextest run -p e2e --profile ci` and writes a report directory.
+//! `cargo xtask e2e`: runs a type of process scenarios (`crates/e2e/tests/scenarios/`,
+//! and the collectors' emit tests in `crates/mock-collector/tests/emit.rs`)
+//! under `cargo nextest run --profile ci` and writes a report directory.
 //!
 //! A type is a nextest filter over the scenarios' module paths ([`ScenarioType::filter`]);
 //! `--filter` narrows it further. The report directory,
@@ -49,6 +50,9 @@ pub enum ScenarioType {
     Fifo,
     /// Volume and latency.
     Load,
+    /// The collectors' emit tests (real workloads, real rows) and the tripwire
+    /// that every collector type has one.
+    Collectors,
     /// Randomised fault injection (none yet).
     Chaos,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
@@ -66,8 +70,9 @@ impl ScenarioType {
             Self::Fault => Some("binary(scenarios) & test(/^(faults|failover|broker_restart)::/)"),
             Self::Fifo => Some("binary(scenarios) & test(/^fifo::/)"),
             Self::Load => Some("binary(scenarios) & test(/^load::/)"),
+            Self::Collectors => Some("package(mock-collector) & binary(emit)"),
             Self::Chaos => None,
-            Self::All => Some("binary(scenarios)"),
+            Self::All => Some("binary(scenarios) | (package(mock-collector) & binary(emit))"),
         }
     }
 }
@@ -126,7 +131,16 @@ fn run_nextest(filter: &str, log_path: &Path) -> Result<bool> {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "exec \"$@\" 2>&1", "sh"])
         .arg(nextest.get_program())
-        .args(["nextest", "run", "-p", "e2e", "--profile", "ci"])
+        .args([
+            "nextest",
+            "run",
+            "-p",
+            "e2e",
+            "-p",
+            "mock-collector",
+            "--profile",
+            "ci",
+        ])
         .args(["--success-output", "final", "--failure-output", "final"])
         .args(["-E", filter])
         .stdout(Stdio::piped());
@@ -408,7 +422,10 @@ mod tests {
     fn every_type_but_chaos_has_a_filter_over_the_scenarios() {
         for kind in ScenarioType::value_variants() {
             match kind.filter() {
-                Some(filter) => assert!(filter.starts_with("binary(scenarios)"), "{filter}"),
+                Some(filter) => assert!(
+                    filter.starts_with("binary(scenarios)") || filter.contains("binary(emit)"),
+                    "{filter}"
+                ),
                 None => assert_eq!(*kind, ScenarioType::Chaos),
             }
         }

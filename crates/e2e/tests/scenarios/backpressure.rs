@@ -1,5 +1,5 @@
 //! Bounded queues: what the broker does with a burst that does not fit, under
-//! `drop-oldest` and under `reject`.
+//! each overflow policy: `drop-oldest`, `drop-incoming`, `reject` and `block`.
 //!
 //! To hold a burst in the queue, its only member must have no credit: a
 //! collector with prefetch 1 is frozen (SIGSTOP, with a 10 s heartbeat so it is
@@ -118,4 +118,79 @@ async fn reject_refuses_the_101st_publish_naming_the_queue() {
     assert!(verdict.is_clean(), "{verdict}");
     assert_eq!(verdict.errors.len(), 1, "{verdict}");
     assert_eq!(verdict.errors[0].0, ids[100]);
+}
+
+/// Proves `overflow = "drop-incoming"` with `max_len = 100`: of 200 confirmed
+/// publishes (all accepted), the broker keeps the first 100 and counts 100
+/// dropped; a consumer then receives exactly tasks 0..99, in publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_incoming_keeps_the_oldest_hundred_in_order() {
+    let cluster = Cluster::start_with(bounded_queue("drop-incoming")).await;
+    let driver = cluster.driver().await;
+    let _frozen = frozen_member(&cluster, &driver).await;
+    let history = History::new();
+    let ids = task_ids("burst", 200);
+    let results = driver.publish_tasks(KIND, &ids, &history).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let queue = driver.queue_stats(KIND).await.expect("the group exists");
+    assert_eq!((queue.depth, queue.dropped), (100, 100), "{queue:?}");
+
+    let received = driver.drain_queue(KIND, 16, 100, &history).await;
+    assert_eq!(received, ids[..100]);
+    let verdict = history.check(Order::Fifo);
+    assert_eq!(verdict.lost, ids[100..], "{verdict}");
+    assert!(verdict.duplicated_after_ack.is_empty(), "{verdict}");
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+}
+
+/// Proves `overflow = "block"` with `max_len = 100`: the 101st publish waits
+/// while another client of the same broker is served normally; it completes
+/// as soon as a consumer makes room; with nobody making room, a publish fails
+/// after `block_timeout_ms` with `PublishError::BlockTimeout` naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_holds_the_publisher_until_room_and_then_times_out() {
+    let config = "[queue]\nmax_len = 100\noverflow = \"block\"\nblock_timeout_ms = 1500\n";
+    let cluster = Cluster::start_with(BrokerBuilder::new().config_toml(config)).await;
+    let driver = cluster.driver().await;
+    let _frozen = frozen_member(&cluster, &driver).await;
+    let history = History::new();
+    let ids = task_ids("full", 100);
+    let results = driver.publish_tasks(KIND, &ids, &history).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let publisher = driver.client().clone();
+    let blocked = tokio::spawn(async move {
+        publisher
+            .publish_confirmed(&KIND.task_topic(), KIND.payload("waits"))
+            .await
+    });
+    // Another client carries on meanwhile: its publishes and stats are answered.
+    let other = cluster.driver().await;
+    other
+        .client()
+        .publish_confirmed(&eventbus::Topic::new("events.other").unwrap(), "x")
+        .await
+        .expect("others are not blocked");
+    assert!(other.queue_stats(KIND).await.is_some());
+    assert!(!blocked.is_finished(), "the 101st publish waits for room");
+
+    // The blocked publisher's connection is paused as a whole (nothing else
+    // it sends is read meanwhile), so room is made by another client.
+    let drained = other.drain_queue(KIND, 1, 1, &history).await;
+    assert_eq!(drained, ids[..1]);
+    let accepted = tokio::time::timeout(DEADLINE, blocked)
+        .await
+        .expect("room was made");
+    let accepted = accepted.unwrap();
+    assert!(accepted.is_ok(), "{accepted:?}");
+
+    let err = driver
+        .client()
+        .publish_confirmed(&KIND.task_topic(), KIND.payload("times-out"))
+        .await
+        .expect_err("nobody makes room");
+    assert!(
+        matches!(err, PublishError::BlockTimeout { max_len: 100, .. }),
+        "{err:?}"
+    );
 }
