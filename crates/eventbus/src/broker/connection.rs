@@ -22,12 +22,19 @@ use crate::transport::{SharedStream, Stream};
 /// Serves one connection until it closes, fails, or the broker stops.
 pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     let peer_pid = crate::transport::peer_pid(&stream);
-    let stream = SharedStream(Arc::new(stream));
+    let admitted = admit(&stream, &shared);
+    let stream = match SharedStream::new(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up an accepted connection");
+            return;
+        }
+    };
     let config = &shared.config;
     let codec = FrameCodec::new(config.max_frame_bytes);
     let mut reader = FrameReader::new(stream.clone(), codec);
 
-    if let Err(refusal) = admit(&stream, &shared) {
+    if let Err(refusal) = admitted {
         return refuse(stream, codec, refusal).await;
     }
     let handshake = Duration::from_millis(config.handshake_timeout_ms);
@@ -192,7 +199,7 @@ async fn wait_for_room(
 }
 
 /// Checks connection limits and the peer's user id before any frame is read.
-fn admit(stream: &SharedStream, shared: &Shared) -> Result<(), Refusal> {
+fn admit(stream: &Stream, shared: &Shared) -> Result<(), Refusal> {
     let max = shared.config.max_connections;
     if shared.router().connection_count() >= max {
         tracing::warn!(max, "refusing connection: connection limit reached");
@@ -204,7 +211,7 @@ fn admit(stream: &SharedStream, shared: &Shared) -> Result<(), Refusal> {
     #[cfg(unix)]
     {
         let own = crate::transport::current_uid();
-        match crate::transport::peer_uid(&stream.0) {
+        match crate::transport::peer_uid(stream) {
             Some(uid) if uid == own || shared.config.allowed_uids.contains(&uid) => {}
             other => {
                 tracing::warn!(peer_uid = ?other, "refusing connection from another user");

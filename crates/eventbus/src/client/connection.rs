@@ -97,7 +97,10 @@ async fn handshake_inner(
             path: options.socket.clone(),
             source,
         })?;
-    let mut stream = SharedStream(Arc::new(stream));
+    let mut stream = SharedStream::new(stream).map_err(|source| ConnectError::Io {
+        path: options.socket.clone(),
+        source,
+    })?;
     let codec = FrameCodec::default();
     let hello = Frame {
         kind: Some(Kind::Hello(proto::Hello {

@@ -2,7 +2,7 @@
 //!
 //! Unix uses Unix domain sockets; Windows uses named pipes (through `interprocess`,
 //! whose local sockets pick the right one). The rest of the crate sees only
-//! [`Stream`] and [`SharedStream`].
+//! [`SharedStream`].
 //!
 //! On Unix the socket file is created with mode 0600, inside a directory created with
 //! mode 0700 when it does not exist yet, and each accepted peer's effective uid is
@@ -10,13 +10,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use interprocess::local_socket::tokio::prelude::*;
 pub use interprocess::local_socket::tokio::{Listener, Stream};
+
+mod shared;
 use interprocess::local_socket::{ConnectOptions, ListenerOptions, Name};
+pub use shared::SharedStream;
 
 /// Environment variable that overrides the default socket path for every binary.
 pub const SOCKET_ENV: &str = "EVENTBUS_SOCKET";
@@ -209,52 +209,4 @@ pub fn peer_pid(stream: &Stream) -> Option<u32> {
         .ok()
         .and_then(|c| c.pid())
         .and_then(|p| u32::try_from(i64::from(p)).ok())
-}
-
-impl crate::framed::InlineSink for SharedStream {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        // Only called while the writer task is idle, so no task's waker for
-        // write readiness is registered that this no-op one could replace.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match tokio::io::AsyncWrite::poll_write(Pin::new(&mut &*self.0), &mut cx, buf) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-/// A connection shared by its reader and writer tasks.
-///
-/// `&Stream` reads and writes, so sharing one stream through an `Arc` replaces
-/// splitting it. Shutting down the write side (which the writer does when its queue
-/// closes) is what tells the peer the connection is over.
-#[derive(Debug, Clone)]
-pub struct SharedStream(pub Arc<Stream>);
-
-impl tokio::io::AsyncRead for SharedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for SharedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
-    }
 }
