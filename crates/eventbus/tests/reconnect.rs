@@ -88,15 +88,7 @@ async fn publishes_during_an_outage_are_buffered_and_delivered() {
     let broker = broker.restart().await;
     // Plain pub/sub keeps nothing for absent subscribers: wait until the
     // listener's subscription is confirmed on the new broker.
-    loop {
-        let event = tokio::time::timeout(DEADLINE, listener_events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(event, ConnectionEvent::Reconnected { .. }) {
-            break;
-        }
-    }
+    reconnected(&mut listener_events).await;
     // The talker may not have reconnected yet; what it queues meanwhile is kept.
     let id = tokio::time::timeout(
         DEADLINE,
@@ -123,15 +115,7 @@ async fn publish_wait_blocks_through_an_outage_and_loses_nothing() {
         .await
         .unwrap();
     let broker = broker.restart().await;
-    loop {
-        let event = tokio::time::timeout(DEADLINE, listener_events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(event, ConnectionEvent::Reconnected { .. }) {
-            break;
-        }
-    }
+    reconnected(&mut listener_events).await;
     let topic = Topic::new("bulk").unwrap();
     for i in 0..200u32 {
         tokio::time::timeout(
@@ -149,4 +133,18 @@ async fn publish_wait_blocks_through_an_outage_and_loses_nothing() {
         );
     }
     broker.shutdown().await;
+}
+
+/// Waits for the `Reconnected` event: the client's subscriptions are confirmed
+/// on the new broker.
+async fn reconnected(events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>) {
+    loop {
+        let event = tokio::time::timeout(DEADLINE, events.recv())
+            .await
+            .expect("reconnected within the deadline")
+            .expect("events keep coming");
+        if matches!(event, ConnectionEvent::Reconnected { .. }) {
+            return;
+        }
+    }
 }
