@@ -14,6 +14,8 @@ mod queue;
 #[cfg(unix)]
 mod roles;
 #[cfg(unix)]
+mod stream;
+#[cfg(unix)]
 mod suite;
 
 #[cfg(unix)]
@@ -83,6 +85,31 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         count: u64,
     },
+    /// Count COUNT raw messages of SIZE bytes arriving on LISTEN; prints JSON.
+    RawSink {
+        #[arg(long)]
+        listen: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Write COUNT raw messages of SIZE bytes to SOCKET as fast as possible.
+    RawPub {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Answer every task on `bench.work` (queue group `workers`, prefetch 16).
+    Worker {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Send tasks on `bench.work`, several at a time; prints JSON.
+    Tasks(stream::TasksArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
 }
@@ -118,6 +145,18 @@ fn main() -> anyhow::Result<()> {
                 } => roles::publish(&socket, count, size, &topic).await,
                 Command::Hold(args) => queue::hold(&args).await,
                 Command::CancelRtt { socket, count } => queue::cancel_rtt(&socket, count).await,
+                Command::RawSink {
+                    listen,
+                    count,
+                    size,
+                } => stream::raw_sink(&listen, count, size).await,
+                Command::RawPub {
+                    socket,
+                    count,
+                    size,
+                } => stream::raw_pub(&socket, count, size).await,
+                Command::Worker { socket } => stream::worker(&socket).await,
+                Command::Tasks(args) => stream::tasks(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
             }
         });

@@ -23,11 +23,11 @@ pub struct SuiteArgs {
     /// Messages in the pub/sub throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     messages: u64,
-    /// Sections to run: latency, throughput, memory, queue.
+    /// Sections to run: latency, throughput, work, memory, queue.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,memory,queue"
+        default_value = "latency,throughput,work,memory,queue"
     )]
     sections: Vec<String>,
     /// Where to write `report.json`.
@@ -153,8 +153,65 @@ fn throughput(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
     let _ = sub.wait();
     let rss_after_stream = rss_kib(broker_pid)?;
     drop(broker);
-    Ok(
-        json!({"publisher": publisher, "subscriber": received, "broker_rss_kib_after": rss_after_stream}),
+    let floor = stream_floor(args, dir)?;
+    let ratio =
+        received["per_s"].as_f64().unwrap_or(0.0) / floor["per_s"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "publisher": publisher, "subscriber": received, "broker_rss_kib_after": rss_after_stream,
+        "floor": floor, "ratio_to_floor": ratio,
+    }))
+}
+
+/// The same stream of 64-byte messages as raw bytes through the relay process.
+fn stream_floor(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let (sink_sock, relay_sock) = (dir.join("ts.sock"), dir.join("tr.sock"));
+    let (sink_sock, relay_sock) = (sink_sock.to_string_lossy(), relay_sock.to_string_lossy());
+    let n = args.messages.to_string();
+    let mut sink_cmd = command(
+        false,
+        &me,
+        &["raw-sink", "--listen", &sink_sock, "--count", &n],
+    );
+    let mut sink = sink_cmd.stdout(Stdio::piped()).spawn()?;
+    let mut lines = BufReader::new(sink.stdout.take().context("stdout")?).lines();
+    lines.next().context("sink ready")??;
+    let _relay = start(
+        false,
+        &me,
+        &["relay", "--listen", &relay_sock, "--upstream", &sink_sock],
+    )?;
+    finish(
+        false,
+        &me,
+        &["raw-pub", "--socket", &relay_sock, "--count", &n],
+    )?;
+    let received: Value = serde_json::from_str(&lines.next().context("sink result")??)?;
+    let _ = sink.wait();
+    Ok(received)
+}
+
+/// Tasks per second through a queue group of 5 worker processes, with replies.
+fn work_queue(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let sock = dir.join("w.sock").to_string_lossy().into_owned();
+    let (_broker, _) = start(false, &args.broker, &["--socket", &sock])?;
+    let _workers: Vec<_> = (0..5)
+        .map(|_| start(false, &me, &["worker", "--socket", &sock]))
+        .collect::<Result<_, _>>()?;
+    let count = (args.messages / 20).max(1_000).to_string();
+    finish(
+        false,
+        &me,
+        &[
+            "tasks",
+            "--socket",
+            &sock,
+            "--count",
+            &count,
+            "--concurrency",
+            "64",
+        ],
     )
 }
 
@@ -188,6 +245,9 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     }
     if wants("memory") {
         report.insert("memory".into(), memory(args, &dir)?);
+    }
+    if wants("work") {
+        report.insert("work_queue_5_workers".into(), work_queue(args, &dir)?);
     }
     if wants("queue") {
         report.insert("queue".into(), crate::queue::measure(args, &dir)?);
