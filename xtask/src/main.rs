@@ -4,6 +4,10 @@
 //! One module per task:
 //! - [`ci`]: the gate, `cargo xtask ci`: fmt, clippy, the unsafe audit, tests,
 //!   docs, dependency policy and a check for the other platforms;
+//! - [`coverage`]: `cargo xtask coverage`: line coverage of the nextest suite,
+//!   child processes included, per crate, with a floor for `eventbus`;
+//! - [`bench`]: `cargo xtask bench`: criterion micro-benchmarks and the
+//!   busbench process suite, with a report directory (tables, JSON, plot);
 //! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
 //! - [`demo`]: `cargo xtask demo`: the broker and collectors as processes under
 //!   a stream of tasks, with live throughput and latency;
@@ -13,7 +17,9 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench;
 mod ci;
+mod coverage;
 mod demo;
 mod e2e;
 mod process;
@@ -34,8 +40,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Run the micro-benchmarks and the process suite, and write a report.
+    Bench(bench::Args),
     /// Run the gate: fmt, clippy, unsafe audit, nextest, doc, deny, cross-check.
     Ci(ci::Args),
+    /// Measure line coverage (child processes included) and check the eventbus floor.
+    Coverage(coverage::Args),
     /// Run the broker and collectors as processes and push tasks through them.
     Demo(demo::Args),
     /// Run a type of e2e scenarios and write a report (JUnit, log, summary).
@@ -60,7 +70,9 @@ fn run(task: Task) -> Result<()> {
     std::env::set_current_dir(&root)
         .with_context(|| format!("entering the workspace root {}", root.display()))?;
     match task {
+        Task::Bench(args) => bench::run(&root, &args),
         Task::Ci(args) => ci::run_gate(&root, &args),
+        Task::Coverage(args) => coverage::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),
     }

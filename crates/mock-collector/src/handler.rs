@@ -46,6 +46,7 @@ pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool)
         Ok(task) => Some(task.task_id().to_owned()),
         Err(_) => salvage_task_id(&payload),
     };
+    tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), "task started");
     if !ctx.delay.is_zero() {
         tokio::time::sleep(ctx.delay).await;
     }

@@ -75,12 +75,11 @@ async fn sigterm_finishes_the_running_task_before_exiting() {
         let client = client.clone();
         async move { ask(&client, "network", json!({"task_id": "slow"})).await }
     });
-    common::wait_until("the task is in flight", || {
-        let client = client.clone();
-        async move {
-            let stats = client.stats().await.unwrap();
-            stats.queues.iter().any(|q| q.in_flight == 1)
-        }
+    // In flight at the broker is not enough: the delivery may still sit unread
+    // in the collector, which hands unstarted tasks back on SIGTERM.
+    common::wait_until("the collector has started the task", || {
+        let lines = collector.stderr();
+        async move { lines.iter().any(|l| l.contains("task started")) }
     })
     .await;
     collector.terminate();
