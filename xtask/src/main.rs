@@ -6,7 +6,7 @@
 //!   docs, dependency policy and a check for the other platforms;
 //! - [`coverage`]: `cargo xtask coverage`: line coverage of the nextest suite,
 //!   child processes included, per crate, with a floor for `eventbus`;
-//! - [`bench`]: `cargo xtask bench`: criterion micro-benchmarks and the
+//! - [`mod@bench`]: `cargo xtask bench`: criterion micro-benchmarks and the
 //!   busbench process suite, with a report directory (tables, JSON, plot);
 //! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
 //! - [`demo`]: `cargo xtask demo`: the broker and collectors as processes under
