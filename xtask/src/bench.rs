@@ -28,7 +28,7 @@ use crate::process::{cargo, output, run as run_cmd};
 
 /// The criterion benchmark targets of the `eventbus` crate, which are also
 /// the group names they report under.
-const BENCHES: [&str; 3] = ["codec", "topics", "outbound"];
+const BENCHES: [&str; 4] = ["codec", "topics", "outbound", "dispatch"];
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]

@@ -100,7 +100,8 @@ pub fn markdown(report: &Value) -> String {
     micro(&mut md, &report["micro"]);
     let process = &report["process"];
     latency(&mut md, &process["latency"]);
-    throughput(&mut md, &process["throughput"]);
+    throughput(&mut md, "unpinned", &process["throughput"]);
+    throughput(&mut md, "pinned to CPU 0", &process["throughput_pinned"]);
     work_queue(&mut md, &process["work_queue_5_workers"]);
     memory(&mut md, &process["memory"]);
     queue(&mut md, &process["queue"]);
@@ -170,12 +171,15 @@ fn latency(md: &mut String, runs: &Value) {
     md.push_str("\nPlot: `latency.svg`.\n\n");
 }
 
-fn throughput(md: &mut String, t: &Value) {
+fn throughput(md: &mut String, mode: &str, t: &Value) {
     if !t.is_object() {
         return;
     }
     let (publisher, subscriber) = (&t["publisher"], &t["subscriber"]);
-    md.push_str("## Pub/sub throughput, 1 → 1, 64 B\n\n| measurement | value |\n|---|---|\n");
+    let _ = write!(
+        md,
+        "## Pub/sub throughput, 1 → 1, 64 B, {mode}\n\n| measurement | value |\n|---|---|\n"
+    );
     let _ = writeln!(
         md,
         "| publisher | {} ({} sent) |",

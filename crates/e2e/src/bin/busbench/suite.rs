@@ -138,22 +138,22 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
     }))
 }
 
-fn throughput(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+fn throughput(args: &SuiteArgs, dir: &Path, pinned: bool) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let sock = dir.join("t.sock").to_string_lossy().into_owned();
-    let (broker, ready) = start(false, &args.broker, &["--socket", &sock])?;
+    let (broker, ready) = start(pinned, &args.broker, &["--socket", &sock])?;
     let broker_pid = ready["pid"].as_u64().context("pid")?;
     let n = args.messages.to_string();
-    let mut sub_cmd = command(false, &me, &["sub", "--socket", &sock, "--count", &n]);
+    let mut sub_cmd = command(pinned, &me, &["sub", "--socket", &sock, "--count", &n]);
     let mut sub = sub_cmd.stdout(Stdio::piped()).spawn()?;
     let mut lines = BufReader::new(sub.stdout.take().context("stdout")?).lines();
     lines.next().context("sub ready")??;
-    let publisher = finish(false, &me, &["pub", "--socket", &sock, "--count", &n])?;
+    let publisher = finish(pinned, &me, &["pub", "--socket", &sock, "--count", &n])?;
     let received: Value = serde_json::from_str(&lines.next().context("sub result")??)?;
     let _ = sub.wait();
     let rss_after_stream = rss_kib(broker_pid)?;
     drop(broker);
-    let floor = stream_floor(args, dir)?;
+    let floor = stream_floor(args, dir, pinned)?;
     let ratio =
         received["per_s"].as_f64().unwrap_or(0.0) / floor["per_s"].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
@@ -163,13 +163,17 @@ fn throughput(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
 }
 
 /// The same stream of 64-byte messages as raw bytes through the relay process.
-fn stream_floor(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+fn stream_floor(args: &SuiteArgs, dir: &Path, pinned: bool) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let (sink_sock, relay_sock) = (dir.join("ts.sock"), dir.join("tr.sock"));
+    // A previous run's (killed) relay and sink leave their socket files behind.
+    for f in [&sink_sock, &relay_sock] {
+        let _ = std::fs::remove_file(f);
+    }
     let (sink_sock, relay_sock) = (sink_sock.to_string_lossy(), relay_sock.to_string_lossy());
     let n = args.messages.to_string();
     let mut sink_cmd = command(
-        false,
+        pinned,
         &me,
         &["raw-sink", "--listen", &sink_sock, "--count", &n],
     );
@@ -177,12 +181,12 @@ fn stream_floor(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
     let mut lines = BufReader::new(sink.stdout.take().context("stdout")?).lines();
     lines.next().context("sink ready")??;
     let _relay = start(
-        false,
+        pinned,
         &me,
         &["relay", "--listen", &relay_sock, "--upstream", &sink_sock],
     )?;
     finish(
-        false,
+        pinned,
         &me,
         &["raw-pub", "--socket", &relay_sock, "--count", &n],
     )?;
@@ -241,7 +245,8 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         );
     }
     if wants("throughput") {
-        report.insert("throughput".into(), throughput(args, &dir)?);
+        report.insert("throughput".into(), throughput(args, &dir, false)?);
+        report.insert("throughput_pinned".into(), throughput(args, &dir, true)?);
     }
     if wants("memory") {
         report.insert("memory".into(), memory(args, &dir)?);
