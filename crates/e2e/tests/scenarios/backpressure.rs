@@ -184,6 +184,19 @@ async fn block_holds_the_publisher_until_room_and_then_times_out() {
     let accepted = accepted.unwrap();
     assert!(accepted.is_ok(), "{accepted:?}");
 
+    // The drain may briefly have held one more task before leaving the group;
+    // wait until that one is back and the queue is full again.
+    wait_until("the queue is full again", DEADLINE, || {
+        let other = other.clone();
+        async move {
+            other
+                .queue_stats(KIND)
+                .await
+                .is_some_and(|q| q.depth == 100)
+        }
+    })
+    .await
+    .unwrap();
     let err = driver
         .client()
         .publish_confirmed(&KIND.task_topic(), KIND.payload("times-out"))
