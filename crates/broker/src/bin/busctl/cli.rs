@@ -3,6 +3,7 @@
 //! Topics and filters arrive as plain strings and are validated with
 //! [`Topic::new`] / [`TopicFilter::new`] before anything connects, so an
 //! invalid one is a usage error (exit 2) with a one-line message.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -5,6 +5,7 @@
 //! | 0 | success |
 //! | 1 | operational failure: cannot connect, timeout, error reply, ... |
 //! | 2 | usage error: bad flags (reported by clap), invalid topic or filter |
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::process::ExitCode;

@@ -1,4 +1,5 @@
 //! Writing results to stdout without panicking on a closed pipe.
+#![forbid(unsafe_code)]
 
 use std::io::Write as _;
 

@@ -1,4 +1,5 @@
 //! `busctl publish`: confirmed publishes, one after another.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use eventbus::{Client, Topic};

@@ -1,4 +1,5 @@
 //! `busctl request`: one request, one reply.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,7 @@
 //! Once the broker has registered the subscription, `subscribed to <filter>` is
 //! written to stderr: from then on no matching message is missed, which is what
 //! scripts (and the tests) wait for before publishing.
+#![forbid(unsafe_code)]
 
 use std::future::poll_fn;
 use std::io::Write as _;

@@ -4,6 +4,7 @@
 //! request numbers from one counter until `--count` are taken, so exactly that
 //! many requests are kept in flight. Each worker keeps its own tally, merged at
 //! the end: no lock on the hot path.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The physical floor: a byte-forwarding relay and an echo server, with no
 //! framing, routing or protocol, over the same Unix sockets the bus uses.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Work-queue measurements: memory per queued task, failover after a crash or
 //! a freeze, reconnection after a broker restart, and cancel latency.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};

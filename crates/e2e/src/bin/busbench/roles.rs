@@ -1,4 +1,5 @@
 //! Bus-side roles: a responder, a sequential requester, a publisher and a subscriber.
+#![forbid(unsafe_code)]
 
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Throughput roles: the raw-socket stream floor, and a work queue with
 //! several workers answering tasks.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

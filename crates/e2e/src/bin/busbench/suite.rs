@@ -1,5 +1,6 @@
 //! The benchmark suite: starts every process, measures, and prints each bus
 //! figure next to the floor measured in the same run, pinned to one CPU and not.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

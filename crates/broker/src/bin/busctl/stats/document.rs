@@ -3,6 +3,7 @@
 //! These structs, not the wire types, define the field names: renaming a field
 //! in `proto/eventbus.proto` must not change what scripts read. Every field is
 //! documented in `docs/stats.md`; keep the two in sync.
+#![forbid(unsafe_code)]
 
 use eventbus::proto;
 use serde::Serialize;

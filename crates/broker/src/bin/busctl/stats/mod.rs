@@ -1,4 +1,5 @@
 //! `busctl stats`: the broker's counters, as tables or as a stable JSON document.
+#![forbid(unsafe_code)]
 
 mod document;
 mod table;

@@ -1,5 +1,6 @@
 //! The human-readable rendering of a stats snapshot: a summary line, then one
 //! table per section. Not stable: scripts use `--json`.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 
