@@ -3,6 +3,21 @@
 use super::*;
 
 impl Router {
+    /// Takes a delivery back from its holder: its credit is returned and the
+    /// holder is told (`Cancel`), so its late ack or reply will be refused.
+    fn withdraw(&mut self, f: &InFlight) {
+        self.release(f);
+        self.send(
+            f.conn,
+            Frame {
+                kind: Some(Kind::Cancel(proto::Cancel {
+                    seq: 0,
+                    message_id: f.message.id,
+                })),
+            },
+        );
+    }
+
     /// Puts a message taken back from its holder at the front of its group's queue
     /// with the attempt count raised, or dead-letters it after `max_attempts`.
     /// The caller pumps the group.
@@ -82,16 +97,7 @@ impl Router {
         self.next_ack_deadline = next;
         for id in expired {
             let f = self.in_flight.remove(&id).expect("collected above");
-            self.release(&f);
-            self.send(
-                f.conn,
-                Frame {
-                    kind: Some(Kind::Cancel(proto::Cancel {
-                        seq: 0,
-                        message_id: f.message.id,
-                    })),
-                },
-            );
+            self.withdraw(&f);
             if let Some(gid) = f.group {
                 if let Some(group) = self.groups.get_mut(&gid) {
                     group.release(f.conn, f.sid);
@@ -221,16 +227,7 @@ impl Router {
                 group.settle(f.conn, f.sid, false);
                 group.counters.cancelled += 1;
             }
-            self.release(&f);
-            self.send(
-                f.conn,
-                Frame {
-                    kind: Some(Kind::Cancel(proto::Cancel {
-                        seq: 0,
-                        message_id: id,
-                    })),
-                },
-            );
+            self.withdraw(&f);
             if let Some(gid) = f.group {
                 self.pump(gid);
             }
