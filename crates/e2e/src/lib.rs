@@ -17,6 +17,8 @@
 //! - [`history`]: what happened to every task, and the checker that turns it
 //!   into a [`Verdict`].
 //! - [`wait`]: [`wait_until`] a condition, with a deadline.
+//! - [`rng`]: the seeded random numbers behind every fault choice, so a run
+//!   replays from its printed seed.
 //!
 //! **Invariants:** every child process is killed and reaped, even when a test
 //! panics (then its logs are kept and their paths printed); nothing waits for
@@ -38,6 +40,7 @@ pub mod driver;
 pub mod history;
 #[cfg(unix)]
 pub mod process;
+pub mod rng;
 pub mod tasks;
 pub mod wait;
 
