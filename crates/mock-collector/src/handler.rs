@@ -1,18 +1,27 @@
-//! One task, start to finish: parse, pace, collect, reply (or ack).
+//! One task, start to finish: parse, reserve its scratch memory, pace, collect,
+//! reply (or ack), or shed it when it does not fit.
 //!
 //! A handler never fails the process: a bad payload, a failed read or an injected
 //! failure all become an error reply, so the next task is served as usual.
+//!
+//! A task this collector cannot take for lack of memory (its `scratch_bytes`
+//! cannot be reserved, or no blocking thread can be started) is not its fault:
+//! the handler *sheds* it, nacking it with `requeue`, so the broker hands it to
+//! another member of the group (with its attempt count raised; after the
+//! queue's `max_attempts` it is dead-lettered).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eventbus::Delivery;
 
 use crate::collect::{self, CollectError};
 use crate::registry::CollectorType;
+use crate::scratch::Scratch;
 use crate::task::{Reply, Status, Task, Timings, now_us, salvage_task_id};
 
 /// What every handler of one collector shares.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TaskContext {
     /// The collector's type, which decides how payloads are read.
     pub kind: CollectorType,
@@ -22,6 +31,8 @@ pub struct TaskContext {
     pub collector_pid: u32,
     /// Pause before replying to every task (`--delay-ms`).
     pub delay: Duration,
+    /// Tasks shed so far.
+    pub shed: AtomicU64,
 }
 
 /// How a task ended, for logs and the caller's bookkeeping.
@@ -31,6 +42,8 @@ pub enum Settled {
     Replied,
     /// Not a request: acknowledged.
     Acked,
+    /// Handed back to the queue (nacked with requeue) for lack of memory.
+    Shed,
     /// The connection was gone: nothing could be sent.
     Lost,
 }
@@ -47,15 +60,25 @@ pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool)
         Err(_) => salvage_task_id(&payload),
     };
     tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), "task started");
+    let work = match parsed {
+        Err(e) => Err(e.to_string()),
+        Ok(_) if inject_failure => Err("injected failure (--fail-every)".to_owned()),
+        Ok(task) => match Scratch::reserve(task.scratch_bytes()) {
+            Ok(scratch) => Ok((task, scratch)),
+            Err(e) => return shed(ctx, &delivery, task_id.as_deref(), &e).await,
+        },
+    };
     if !ctx.delay.is_zero() {
         tokio::time::sleep(ctx.delay).await;
     }
-    let outcome: Result<serde_json::Value, String> = match parsed {
-        Err(e) => Err(e.to_string()),
-        Ok(_) if inject_failure => Err("injected failure (--fail-every)".to_owned()),
-        Ok(task) => collect::run_task(task)
-            .await
-            .map_err(|e: CollectError| e.to_string()),
+    let outcome: Result<serde_json::Value, String> = match work {
+        Err(e) => Err(e),
+        Ok((task, scratch)) => match collect::run_task(task, scratch).await {
+            Err(e @ CollectError::NoWorker(_)) => {
+                return shed(ctx, &delivery, task_id.as_deref(), &e).await;
+            }
+            data => data.map_err(|e| e.to_string()),
+        },
     };
     if let Err(error) = &outcome {
         tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), %error, "task failed");
@@ -80,6 +103,29 @@ pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool)
         },
     };
     settle(&delivery, &reply)
+}
+
+/// Hands the task back to the queue, for another member of the group.
+async fn shed(
+    ctx: &TaskContext,
+    delivery: &Delivery,
+    task_id: Option<&str>,
+    why: &(dyn std::error::Error + Sync),
+) -> Settled {
+    let shed = ctx.shed.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(
+        task_id = task_id.unwrap_or("-"),
+        attempt = delivery.message().attempt(),
+        shed,
+        "shedding load: {why}"
+    );
+    match delivery.nack(true).await {
+        Ok(()) => Settled::Shed,
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id = delivery.delivery_id(), "cannot hand the task back");
+            Settled::Lost
+        }
+    }
 }
 
 /// Replies to a request, or acks anything else.

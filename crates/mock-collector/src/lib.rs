@@ -8,9 +8,11 @@
 //! - [`cli`]: the command line and the [`CollectorConfig`] it resolves to.
 //! - [`service`]: a collector's life: connect, join the queue group, print the
 //!   ready line, dispatch tasks, drain on shutdown.
-//! - [`handler`]: one task: parse, pace (`--delay-ms`), collect, reply or ack.
+//! - [`handler`]: one task: parse, reserve scratch, pace (`--delay-ms`), collect,
+//!   reply or ack; or shed it (requeue) when it does not fit in memory.
 //! - [`task`]: task payloads and the reply format.
 //! - [`collect`]: the real work: `/proc/<pid>`, `/proc/net/*`, directory walks.
+//! - [`scratch`]: a task's working memory (`scratch_bytes`), reserved fallibly.
 //! - [`emit`]: periodic snapshot events (`--emit-interval-ms`).
 //! - [`faults`]: `--fail-every`, `--crash-after`, `--hang-after`.
 //! - [`signals`]: the shutdown request on SIGTERM or SIGINT.
@@ -22,7 +24,8 @@
 //! **Invariants:** blocking reads run on tokio's blocking pool, never on the
 //! runtime thread (the one deliberate exception is `--hang-after`, which freezes
 //! the runtime on purpose); at most `prefetch` tasks run at once; a bad task never
-//! ends the process: it gets an error reply.
+//! ends the process: it gets an error reply; a task that does not fit in memory
+//! never ends it either: it is shed (handed back to the queue).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -31,6 +34,7 @@ pub mod emit;
 pub mod faults;
 pub mod handler;
 pub mod registry;
+pub mod scratch;
 pub mod service;
 pub mod signals;
 pub mod task;

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -139,6 +140,7 @@ pub async fn run(
             collector_id: config.client_id.as_str().to_owned(),
             collector_pid: std::process::id(),
             delay: config.delay,
+            shed: AtomicU64::new(0),
         }),
         config: &config,
         tasks: TaskTracker::new(),
@@ -149,12 +151,13 @@ pub async fn run(
     }
     stop_emitting.cancel();
     dispatcher.drain(config.drain_timeout).await;
+    let shed = dispatcher.ctx.shed.load(Ordering::Relaxed);
     drop(dispatcher);
     if let Some(emitter) = emitter {
         let _ = emitter.await;
     }
     client.close().await;
-    tracing::info!("collector stopped");
+    tracing::info!(shed, "collector stopped");
     Ok(Outcome::Stopped)
 }
 

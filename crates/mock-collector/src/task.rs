@@ -21,6 +21,8 @@ pub const MAX_DEPTH: u32 = 64;
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 /// Largest `max_entries` a filesystem task may ask for.
 pub const MAX_ENTRIES: u64 = 1_000_000;
+/// Largest `scratch_bytes` any task may ask for: 256 MiB.
+pub const MAX_SCRATCH_BYTES: u64 = 256 << 20;
 
 /// A process task: one pid, or (without `pid`) an overview of all processes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,6 +36,9 @@ pub struct ProcessTask {
     /// How many processes the overview lists, largest RSS first.
     #[serde(default = "default_top")]
     pub top: usize,
+    /// Working memory the task holds while it runs (see [`crate::scratch`]).
+    #[serde(default)]
+    pub scratch_bytes: u64,
 }
 
 /// A network task: sockets of the collector's network namespace.
@@ -42,6 +47,9 @@ pub struct ProcessTask {
 pub struct NetworkTask {
     /// The caller's id for the task, echoed in the reply.
     pub task_id: String,
+    /// Working memory the task holds while it runs (see [`crate::scratch`]).
+    #[serde(default)]
+    pub scratch_bytes: u64,
 }
 
 /// A filesystem task: a bounded walk of `path`.
@@ -61,6 +69,9 @@ pub struct FilesystemTask {
     /// Whether to hash the content of files of at most 64 KiB.
     #[serde(default)]
     pub hash_small_files: bool,
+    /// Working memory the task holds while it runs (see [`crate::scratch`]).
+    #[serde(default)]
+    pub scratch_bytes: u64,
 }
 
 fn default_top() -> usize {
@@ -128,22 +139,22 @@ impl Task {
                 Ok(())
             }
         };
-        match kind {
+        let task = match kind {
             CollectorType::Process => {
                 let t: ProcessTask = serde_json::from_slice(payload).map_err(bad)?;
                 range("top", t.top as u64, MAX_TOP as u64)?;
-                Ok(Self::Process(t))
+                Self::Process(t)
             }
-            CollectorType::Network => {
-                Ok(Self::Network(serde_json::from_slice(payload).map_err(bad)?))
-            }
+            CollectorType::Network => Self::Network(serde_json::from_slice(payload).map_err(bad)?),
             CollectorType::Filesystem => {
                 let t: FilesystemTask = serde_json::from_slice(payload).map_err(bad)?;
                 range("max_depth", u64::from(t.max_depth), u64::from(MAX_DEPTH))?;
                 range("max_entries", t.max_entries, MAX_ENTRIES)?;
-                Ok(Self::Filesystem(t))
+                Self::Filesystem(t)
             }
-        }
+        };
+        range("scratch_bytes", task.scratch_bytes(), MAX_SCRATCH_BYTES)?;
+        Ok(task)
     }
 
     /// The caller's id for the task.
@@ -152,6 +163,15 @@ impl Task {
             Self::Process(t) => &t.task_id,
             Self::Network(t) => &t.task_id,
             Self::Filesystem(t) => &t.task_id,
+        }
+    }
+
+    /// The working memory the task asks for, in bytes (0 when not given).
+    pub fn scratch_bytes(&self) -> u64 {
+        match self {
+            Self::Process(t) => t.scratch_bytes,
+            Self::Network(t) => t.scratch_bytes,
+            Self::Filesystem(t) => t.scratch_bytes,
         }
     }
 }
@@ -231,7 +251,8 @@ mod tests {
             Task::Process(ProcessTask {
                 task_id: "t1".into(),
                 pid: None,
-                top: DEFAULT_TOP
+                top: DEFAULT_TOP,
+                scratch_bytes: 0,
             })
         );
         let t = Task::parse(CollectorType::Process, br#"{"task_id":"t2","pid":123}"#).unwrap();
@@ -270,6 +291,42 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_type_takes_scratch_bytes_up_to_the_limit() {
+        let max = MAX_SCRATCH_BYTES;
+        for (kind, mut base) in [
+            (
+                CollectorType::Process,
+                serde_json::json!({"task_id": "t", "pid": 1}),
+            ),
+            (CollectorType::Network, serde_json::json!({"task_id": "t"})),
+            (
+                CollectorType::Filesystem,
+                serde_json::json!({"task_id": "t", "path": "/tmp"}),
+            ),
+        ] {
+            assert_eq!(
+                Task::parse(kind, base.to_string().as_bytes())
+                    .unwrap()
+                    .scratch_bytes(),
+                0
+            );
+            base["scratch_bytes"] = max.into();
+            let ok = Task::parse(kind, base.to_string().as_bytes()).unwrap();
+            assert_eq!(ok.scratch_bytes(), max, "{kind}");
+            base["scratch_bytes"] = (max + 1).into();
+            let err = Task::parse(kind, base.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TaskError::OutOfRange { field: "scratch_bytes", value, max: limit, .. }
+                        if value == max + 1 && limit == max
+                ),
+                "{kind}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! tokio's blocking pool so the runtime keeps serving heartbeats and deliveries.
 //! The `/proc` readers exist on Linux only; elsewhere process and network work
 //! fails with [`CollectError::Unsupported`]. The filesystem walk is portable.
+//!
+//! tokio panics when the OS refuses it a new blocking thread and none is idle
+//! (under memory pressure a thread's stack may not fit): that panic is caught
+//! here and becomes [`CollectError::NoWorker`], so the caller can shed the task.
+//! The default panic hook still prints the panic on stderr; the process goes on.
 
 pub mod filesystem;
 pub mod fnv;
@@ -13,9 +18,12 @@ pub mod network;
 #[cfg(target_os = "linux")]
 pub mod process;
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::registry::CollectorType;
+use crate::scratch::Scratch;
 use crate::task::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, DEFAULT_TOP, Task};
 use filesystem::WalkLimits;
 
@@ -57,6 +65,10 @@ pub enum CollectError {
     /// The blocking worker panicked or was cancelled.
     #[error("collector worker failed: {0}")]
     Worker(String),
+    /// No blocking thread could be started for the work (the OS refused one,
+    /// typically for lack of memory); the work never began.
+    #[error("no worker thread for the task: {0}")]
+    NoWorker(String),
 }
 
 /// Does the work of one task and returns its `data` object.
@@ -95,9 +107,16 @@ pub fn snapshot(kind: CollectorType, watch_path: &Path) -> Result<serde_json::Va
     }
 }
 
-/// [`collect`] on the blocking pool.
-pub async fn run_task(task: Task) -> Result<serde_json::Value, CollectError> {
-    on_blocking_pool(move || collect(&task)).await
+/// [`collect`] on the blocking pool, holding `scratch` (made resident first)
+/// until the work is done.
+pub async fn run_task(task: Task, scratch: Scratch) -> Result<serde_json::Value, CollectError> {
+    on_blocking_pool((task, scratch), |(task, mut scratch)| {
+        scratch.touch();
+        let data = collect(&task);
+        drop(scratch);
+        data
+    })
+    .await
 }
 
 /// [`snapshot`] on the blocking pool.
@@ -105,15 +124,51 @@ pub async fn run_snapshot(
     kind: CollectorType,
     watch_path: PathBuf,
 ) -> Result<serde_json::Value, CollectError> {
-    on_blocking_pool(move || snapshot(kind, &watch_path)).await
+    on_blocking_pool((kind, watch_path), |(kind, path)| snapshot(kind, &path)).await
 }
 
-async fn on_blocking_pool(
-    work: impl FnOnce() -> Result<serde_json::Value, CollectError> + Send + 'static,
+/// Runs `work(input)` on the blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    input: T,
+    work: impl FnOnce(T) -> Result<serde_json::Value, CollectError> + Send + 'static,
 ) -> Result<serde_json::Value, CollectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(CollectError::Worker(e.to_string())))
+    // When no thread can be started, tokio has queued the work already before
+    // it panics, and would run it whenever a thread next starts. So the input
+    // goes through `held`, which only this caller owns: when it gives up, the
+    // input (a task's scratch memory) is freed at once, and the late work finds
+    // nothing to do.
+    let held = Arc::new(Mutex::new(Some(input)));
+    let handed = Arc::downgrade(&held);
+    let spawned = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        tokio::task::spawn_blocking(move || {
+            let input = handed
+                .upgrade()
+                .and_then(|held| held.lock().ok().and_then(|mut input| input.take()));
+            match input {
+                Some(input) => work(input),
+                None => Err(CollectError::NoWorker("abandoned".to_owned())),
+            }
+        })
+    }));
+    let result = match spawned {
+        Ok(worker) => worker
+            .await
+            .unwrap_or_else(|e| Err(CollectError::Worker(e.to_string()))),
+        Err(panic) => Err(CollectError::NoWorker(panic_message(panic.as_ref()))),
+    };
+    drop(held);
+    result
+}
+
+/// The text of a caught panic, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panicked".to_owned()
+    }
 }
 
 fn to_value(data: impl serde::Serialize) -> Result<serde_json::Value, CollectError> {
