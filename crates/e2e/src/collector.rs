@@ -1,5 +1,18 @@
 //! The `mock-collector` binary as a child process: how to start one (its flags,
-//! faults included), and the faults a scenario can inflict on it.
+//! faults included), and the faults a scenario can inflict on it: kill,
+//! terminate, pause, resume, restart, and memory pressure.
+//!
+//! **Memory pressure** ([`CollectorProcess::squeeze_memory`]) lowers the
+//! running collector's soft `RLIMIT_AS` with `prlimit(2)`: no cgroup is needed
+//! (containers rarely let a test create one), only Linux. The limit is on
+//! address space, not resident memory: from then on every new mapping (a large
+//! allocation, a thread's stack, a malloc arena) must fit in the headroom
+//! left, so a task whose `scratch_bytes` does not fit is shed. Keep the headroom
+//! below 64 MiB ([`SQUEEZE_HEADROOM`] is 32 MiB): glibc reserves a new malloc
+//! arena as one 64 MiB mapping, and creates one as a fallback when a large
+//! allocation fails, which would eat a 64 MiB headroom whole and leave no room
+//! for a worker thread's stack. Under 64 MiB no arena can be created, and
+//! threads without one fall back to plain `mmap` allocations: slower, working.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -222,5 +235,273 @@ impl CollectorProcess {
             old.terminate(DEADLINE).await;
         }
         self.spawn().await;
+    }
+
+    /// Squeezes its memory: lowers the soft `RLIMIT_AS` of the running process
+    /// to its virtual size now (`VmSize`) plus `headroom_bytes` (capped at the
+    /// hard limit, which is kept: an unprivileged process could not raise it
+    /// back). Tasks whose `scratch_bytes` no longer fit are shed to the other
+    /// members of the group; heartbeats and small tasks go on. See the module
+    /// doc for choosing the headroom. Undo it with
+    /// [`relieve_memory`](Self::relieve_memory); a restart undoes it too.
+    ///
+    /// ```no_run
+    /// # async fn demo(collector: &e2e::CollectorProcess) {
+    /// use e2e::collector::{SQUEEZE_HEADROOM, SqueezeError};
+    /// match collector.squeeze_memory(SQUEEZE_HEADROOM) {
+    ///     Ok(squeeze) => {
+    ///         // ... tasks with more scratch than the headroom are shed ...
+    ///         collector.relieve_memory(squeeze).unwrap();
+    ///     }
+    ///     Err(e @ SqueezeError::Unsupported { .. }) => eprintln!("skipped: {e}"),
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn squeeze_memory(&self, headroom_bytes: u64) -> Result<MemorySqueeze, SqueezeError> {
+        address_space::squeeze(self.pid(), headroom_bytes)
+    }
+
+    /// Its virtual size now (`VmSize`), in bytes: measured while it is idle,
+    /// a baseline for [`squeeze_memory_to`](Self::squeeze_memory_to).
+    pub fn vm_size(&self) -> Result<u64, SqueezeError> {
+        address_space::vm_size(self.pid())
+    }
+
+    /// Like [`squeeze_memory`](Self::squeeze_memory), to an absolute soft
+    /// limit: under load, `VmSize` includes the working memory of the tasks
+    /// running at that moment, so a headroom over an idle baseline is the
+    /// steadier squeeze.
+    pub fn squeeze_memory_to(&self, limit_bytes: u64) -> Result<MemorySqueeze, SqueezeError> {
+        let pid = self.pid();
+        address_space::squeeze_to(pid, address_space::vm_size(pid)?, limit_bytes)
+    }
+
+    /// Gives back the soft `RLIMIT_AS` it had before `squeeze`. Nothing to do
+    /// (`Ok`) when it has been restarted since: the new process never had the
+    /// lowered limit.
+    pub fn relieve_memory(&self, squeeze: MemorySqueeze) -> Result<(), SqueezeError> {
+        if squeeze.pid != self.pid() {
+            return Ok(());
+        }
+        address_space::relieve(&squeeze)
+    }
+}
+
+/// A headroom for [`CollectorProcess::squeeze_memory`] that leaves ordinary
+/// work running (worker threads, small tasks) and sheds any task asking for
+/// more `scratch_bytes`: 32 MiB, below glibc's 64 MiB arena reservation.
+pub const SQUEEZE_HEADROOM: u64 = 32 << 20;
+
+/// A lowered address-space limit on a collector process, from
+/// [`CollectorProcess::squeeze_memory`]; hand it to
+/// [`CollectorProcess::relieve_memory`] to undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "relieve_memory undoes the squeeze"]
+pub struct MemorySqueeze {
+    /// The process squeezed.
+    pub pid: u32,
+    /// Its virtual size (`VmSize`) when squeezed, in bytes.
+    pub vm_size: u64,
+    /// The soft limit set, in bytes: `vm_size` plus the headroom, at most the
+    /// hard limit.
+    pub limit: u64,
+    /// The soft limit before, which relieving restores (`None`: unlimited).
+    pub previous: Option<u64>,
+    /// The hard limit, left as it was (`None`: unlimited).
+    pub hard: Option<u64>,
+}
+
+/// Why a collector's memory could not be squeezed or relieved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqueezeError {
+    /// Not Linux: the squeeze needs `prlimit(2)` and `/proc/<pid>/status`.
+    #[error("squeezing a collector's memory needs Linux (prlimit(2), /proc); unsupported on {os}")]
+    Unsupported {
+        /// The operating system the harness runs on.
+        os: &'static str,
+    },
+    /// The pid is no longer a child of this test process: the collector has
+    /// exited (and its pid may have been reused).
+    #[error("pid {pid} is not a running collector of this test any more")]
+    NotRunning {
+        /// The pid.
+        pid: u32,
+    },
+    /// A `/proc` file of the collector could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A `/proc` file of the collector lacks the expected line.
+    #[error("no {what} line in {}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The line looked for.
+        what: &'static str,
+    },
+    /// The kernel refused the new limit (`EPERM`: not our process; `ESRCH`: it
+    /// has exited).
+    #[error("cannot set RLIMIT_AS of pid {pid}: {source}")]
+    Denied {
+        /// The pid.
+        pid: u32,
+        /// The kernel's error.
+        source: std::io::Error,
+    },
+}
+
+/// `RLIMIT_AS` of another process, through `prlimit(2)` and `/proc`.
+#[cfg(target_os = "linux")]
+mod address_space {
+    use std::path::PathBuf;
+
+    use rustix::process::{Pid, Resource, Rlimit};
+
+    use super::{MemorySqueeze, SqueezeError};
+
+    pub(super) fn vm_size(pid: u32) -> Result<u64, SqueezeError> {
+        let status = read_ours(pid, "status")?;
+        let kib = field(&status, "VmSize:")
+            .and_then(|v| v.strip_suffix(" kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .ok_or_else(|| malformed(pid, "status", "VmSize"))?;
+        Ok(kib * 1024)
+    }
+
+    pub(super) fn squeeze(pid: u32, headroom: u64) -> Result<MemorySqueeze, SqueezeError> {
+        let vm_size = vm_size(pid)?;
+        squeeze_to(pid, vm_size, vm_size.saturating_add(headroom))
+    }
+
+    pub(super) fn squeeze_to(
+        pid: u32,
+        vm_size: u64,
+        limit: u64,
+    ) -> Result<MemorySqueeze, SqueezeError> {
+        let hard = hard_limit(pid)?;
+        let limit = limit.min(hard.unwrap_or(u64::MAX));
+        let old = set(pid, Some(limit), hard)?;
+        Ok(MemorySqueeze {
+            pid,
+            vm_size,
+            limit,
+            previous: old.current,
+            hard,
+        })
+    }
+
+    pub(super) fn relieve(squeeze: &MemorySqueeze) -> Result<(), SqueezeError> {
+        read_ours(squeeze.pid, "status")?;
+        set(squeeze.pid, squeeze.previous, squeeze.hard).map(drop)
+    }
+
+    fn set(pid: u32, soft: Option<u64>, hard: Option<u64>) -> Result<Rlimit, SqueezeError> {
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or(SqueezeError::NotRunning { pid })?;
+        let new = Rlimit {
+            current: soft,
+            maximum: hard,
+        };
+        rustix::process::prlimit(Some(target), Resource::As, new).map_err(|e| {
+            SqueezeError::Denied {
+                pid,
+                source: e.into(),
+            }
+        })
+    }
+
+    /// The hard `RLIMIT_AS` (`prlimit` cannot read another process's limit
+    /// without setting it): the `Max address space` line of `/proc/<pid>/limits`.
+    fn hard_limit(pid: u32) -> Result<Option<u64>, SqueezeError> {
+        let limits = read(pid, "limits")?;
+        let hard = limits
+            .lines()
+            .find_map(|line| line.strip_prefix("Max address space"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .ok_or_else(|| malformed(pid, "limits", "Max address space"))?;
+        match hard {
+            "unlimited" => Ok(None),
+            bytes => bytes
+                .parse()
+                .map(Some)
+                .map_err(|_| malformed(pid, "limits", "Max address space")),
+        }
+    }
+
+    /// `/proc/<pid>/<file>`, once `/proc/<pid>/status` shows the pid is still
+    /// a child of this process (so not a reused pid).
+    fn read_ours(pid: u32, file: &str) -> Result<String, SqueezeError> {
+        let status = read(pid, "status").map_err(|e| match e {
+            SqueezeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                SqueezeError::NotRunning { pid }
+            }
+            e => e,
+        })?;
+        if field(&status, "PPid:") != Some(&std::process::id().to_string()) {
+            return Err(SqueezeError::NotRunning { pid });
+        }
+        if file == "status" {
+            Ok(status)
+        } else {
+            read(pid, file)
+        }
+    }
+
+    fn read(pid: u32, file: &str) -> Result<String, SqueezeError> {
+        let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+        std::fs::read_to_string(&path).map_err(|source| SqueezeError::Io { path, source })
+    }
+
+    fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    }
+
+    fn malformed(pid: u32, file: &str, what: &'static str) -> SqueezeError {
+        SqueezeError::Malformed {
+            path: PathBuf::from(format!("/proc/{pid}/{file}")),
+            what,
+        }
+    }
+}
+
+/// Everywhere else: [`SqueezeError::Unsupported`].
+#[cfg(not(target_os = "linux"))]
+mod address_space {
+    use super::{MemorySqueeze, SqueezeError};
+
+    fn unsupported() -> SqueezeError {
+        SqueezeError::Unsupported {
+            os: std::env::consts::OS,
+        }
+    }
+
+    pub(super) fn vm_size(_pid: u32) -> Result<u64, SqueezeError> {
+        Err(unsupported())
+    }
+
+    pub(super) fn squeeze(_pid: u32, _headroom: u64) -> Result<MemorySqueeze, SqueezeError> {
+        Err(unsupported())
+    }
+
+    pub(super) fn squeeze_to(
+        _pid: u32,
+        _vm_size: u64,
+        _limit: u64,
+    ) -> Result<MemorySqueeze, SqueezeError> {
+        Err(unsupported())
+    }
+
+    pub(super) fn relieve(_squeeze: &MemorySqueeze) -> Result<(), SqueezeError> {
+        Err(unsupported())
     }
 }

@@ -58,14 +58,26 @@ impl CollectorKind {
     /// tables for `network`, one level of the collector's working directory (the
     /// cluster directory) for `filesystem`.
     pub fn payload(self, task_id: &str) -> String {
-        let value = match self {
+        self.payload_value(task_id).to_string()
+    }
+
+    /// [`payload`](Self::payload) asking for `scratch_bytes` of working memory,
+    /// which the collector reserves (or sheds the task when it cannot) and
+    /// holds while the task runs.
+    pub fn payload_with_scratch(self, task_id: &str, scratch_bytes: u64) -> String {
+        let mut value = self.payload_value(task_id);
+        value["scratch_bytes"] = scratch_bytes.into();
+        value.to_string()
+    }
+
+    fn payload_value(self, task_id: &str) -> serde_json::Value {
+        match self {
             Self::Process => serde_json::json!({"task_id": task_id, "pid": std::process::id()}),
             Self::Network => serde_json::json!({"task_id": task_id}),
             Self::Filesystem => serde_json::json!({
                 "task_id": task_id, "path": ".", "max_depth": 1, "max_entries": 100
             }),
-        };
-        value.to_string()
+        }
     }
 }
 
@@ -172,6 +184,16 @@ mod tests {
         for kind in CollectorKind::ALL {
             let payload: serde_json::Value = serde_json::from_str(&kind.payload("t-1")).unwrap();
             assert_eq!(payload["task_id"], "t-1");
+            assert!(payload.get("scratch_bytes").is_none());
+            let scratch = kind.payload_with_scratch("t-2", 1 << 20);
+            let scratch: serde_json::Value = serde_json::from_str(&scratch).unwrap();
+            assert_eq!(
+                (
+                    scratch["task_id"].as_str(),
+                    scratch["scratch_bytes"].as_u64()
+                ),
+                (Some("t-2"), Some(1 << 20))
+            );
         }
     }
 }
