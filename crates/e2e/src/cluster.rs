@@ -1,20 +1,22 @@
 //! A cluster: one broker process on a socket in a fresh temporary directory,
 //! and the collectors a scenario adds to it.
 //!
-//! The directory is short (`/tmp/e2e*/`) so the socket path, `<dir>/b.sock`,
-//! stays far below the ~100-byte `sun_path` limit. It holds the broker's
-//! config file and every process's logs. When the cluster is dropped the broker
-//! is killed and reaped and the socket file removed; then the directory is
-//! removed, unless the test is panicking: then it is kept and its path printed,
-//! with the logs in it.
+//! The directory is short (`/tmp/e2e*/`) so the socket paths, `<dir>/b.sock`
+//! for the broker and `<dir>/p<n>.sock` for fault proxies, stay far below the
+//! ~100-byte `sun_path` limit. It holds the broker's config file and every
+//! process's logs. When the cluster is dropped the broker is killed and reaped
+//! and the socket file removed; then the directory is removed, unless the test
+//! is panicking: then it is kept and its path printed, with the logs in it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tempfile::TempDir;
 
 use crate::broker::{BrokerBuilder, BrokerProcess};
 use crate::collector::{CollectorBuilder, CollectorProcess};
 use crate::driver::Driver;
+use crate::proxy::FaultProxy;
 
 /// A broker and its directory. Collectors are owned by the scenario.
 ///
@@ -37,6 +39,8 @@ pub struct Cluster {
     path: PathBuf,
     socket: PathBuf,
     broker: BrokerProcess,
+    /// Fault proxies started so far, for their socket names.
+    proxies: AtomicU32,
 }
 
 impl Cluster {
@@ -59,6 +63,7 @@ impl Cluster {
             path,
             socket,
             broker,
+            proxies: AtomicU32::new(0),
         }
     }
 
@@ -86,6 +91,32 @@ impl Cluster {
     /// its ready line (it has joined its queue group by then).
     pub async fn add_collector(&self, collector: CollectorBuilder) -> CollectorProcess {
         collector.start(&self.path, &self.socket).await
+    }
+
+    /// A [`FaultProxy`] in front of the broker, listening on
+    /// `<dir>/p<n>.sock`, its random choices seeded by `seed`. It forwards to
+    /// the broker's socket, so it outlives broker restarts. Panics if it cannot
+    /// bind.
+    ///
+    /// A driver behind it is `Driver::connect(proxy.socket())`; a collector,
+    /// [`add_collector_behind`](Self::add_collector_behind).
+    pub async fn fault_proxy(&self, seed: u64) -> FaultProxy {
+        let n = self.proxies.fetch_add(1, Ordering::Relaxed) + 1;
+        let listen = self.path.join(format!("p{n}.sock"));
+        FaultProxy::start(&listen, &self.socket, seed)
+            .await
+            .unwrap_or_else(|e| panic!("fault proxy cannot listen on {}: {e}", listen.display()))
+    }
+
+    /// Starts a collector that connects through `proxy` instead of straight to
+    /// the broker, and waits for its ready line (so it needs the proxy to let
+    /// its handshake and subscription through).
+    pub async fn add_collector_behind(
+        &self,
+        proxy: &FaultProxy,
+        collector: CollectorBuilder,
+    ) -> CollectorProcess {
+        collector.start(&self.path, proxy.socket()).await
     }
 
     /// A new driver connected to the broker. Panics if it cannot connect.

@@ -12,6 +12,8 @@
 //!   ([`BrokerBuilder`], [`CollectorBuilder`]) and faults: kill, terminate,
 //!   pause, resume, restart.
 //! - [`tasks`]: the collectors' task protocol: kinds, topics, payloads, replies.
+//! - [`proxy`]: a [`FaultProxy`] between clients and the broker that delays,
+//!   paces, drops, duplicates, holds (partitions) or tears whole frames.
 //! - [`driver`]: a [`Driver`] client that sends tasks, collects replies with
 //!   bounded concurrency, measures latency and reads the broker's stats.
 //! - [`history`]: what happened to every task, and the checker that turns it
@@ -26,7 +28,8 @@
 //! conditions are polled with a deadline. Harness operations panic on failure,
 //! with the process logs: they run inside tests, where that is the best report.
 //!
-//! The process harness needs Unix (signals); the other modules are portable.
+//! The process harness needs Unix (signals), the proxy Unix sockets; the other
+//! modules are portable.
 #![forbid(unsafe_code)]
 
 pub mod binaries;
@@ -40,6 +43,8 @@ pub mod driver;
 pub mod history;
 #[cfg(unix)]
 pub mod process;
+#[cfg(unix)]
+pub mod proxy;
 pub mod rng;
 pub mod tasks;
 pub mod wait;
@@ -52,5 +57,7 @@ pub use cluster::Cluster;
 pub use collector::{CollectorBuilder, CollectorProcess};
 pub use driver::{Driver, RunOptions, RunReport};
 pub use history::{Event, History, Order, Verdict};
+#[cfg(unix)]
+pub use proxy::{Direction, FaultProxy, ProxyStats};
 pub use tasks::{CollectorKind, TaskReply, task_ids};
 pub use wait::{DEADLINE, WaitTimeout, wait_until};
