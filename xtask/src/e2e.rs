@@ -9,7 +9,11 @@
 //! - `nextest.log`: everything nextest printed, with every test's output
 //!   (`--success-output final`), so passing scenarios' figures are kept too;
 //! - `summary.md`: pass/fail and duration per scenario, from the JUnit XML,
-//!   and the key figures: the lines of test output that start with `figure:`.
+//!   the key figures (the lines of test output that start with `figure:`),
+//!   and the criteria table of every chaos scenario that ran;
+//! - `chaos/<scenario>.{md,json}`: each chaos scenario's report (seed,
+//!   criteria, what the nemesis did, per-second metrics), written by the
+//!   scenario itself into `$EVENTBUS_CHAOS_REPORT_DIR`, which is set here.
 //!
 //! A failing scenario prints the directory its cluster kept, with every
 //! process's log (see `e2e::Cluster`); that line is in `nextest.log`.
@@ -53,35 +57,31 @@ pub enum ScenarioType {
     /// The collectors' emit tests (real workloads, real rows) and the tripwire
     /// that every collector type has one.
     Collectors,
-    /// Randomised fault injection (none yet).
+    /// Seeded fault schedules (the nemesis, fault proxies) under load, judged
+    /// by success criteria.
     Chaos,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
     All,
 }
 
 impl ScenarioType {
-    /// The nextest filter expression selecting this type, or `None` when the
-    /// type has no scenario yet.
-    pub fn filter(self) -> Option<&'static str> {
+    /// The nextest filter expression selecting this type.
+    pub fn filter(self) -> &'static str {
         match self {
-            Self::Integration => {
-                Some("binary(scenarios) & test(/^(routing|harness|backpressure)::/)")
-            }
-            Self::Fault => Some("binary(scenarios) & test(/^(faults|failover|broker_restart)::/)"),
-            Self::Fifo => Some("binary(scenarios) & test(/^fifo::/)"),
-            Self::Load => Some("binary(scenarios) & test(/^load::/)"),
-            Self::Collectors => Some("package(mock-collector) & binary(emit)"),
-            Self::Chaos => None,
-            Self::All => Some("binary(scenarios) | (package(mock-collector) & binary(emit))"),
+            Self::Integration => "binary(scenarios) & test(/^(routing|harness|backpressure)::/)",
+            Self::Fault => "binary(scenarios) & test(/^(faults|failover|broker_restart)::/)",
+            Self::Fifo => "binary(scenarios) & test(/^fifo::/)",
+            Self::Load => "binary(scenarios) & test(/^load::/)",
+            Self::Collectors => "package(mock-collector) & binary(emit)",
+            Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
+            Self::All => "binary(scenarios) | (package(mock-collector) & binary(emit))",
         }
     }
 }
 
 /// Runs the scenarios of `args.kind` and writes the report.
 pub fn run(root: &Path, args: &Args) -> Result<()> {
-    let Some(type_filter) = args.kind.filter() else {
-        bail!("no chaos scenarios yet");
-    };
+    let type_filter = args.kind.filter();
     let filter = match &args.filter {
         Some(extra) => format!("({type_filter}) & ({extra})"),
         None => type_filter.to_owned(),
@@ -99,14 +99,16 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     // A stale report from an earlier run must not pass for this one.
     let _ = std::fs::remove_file(&junit);
     let log_path = report.join("nextest.log");
-    let passed = run_nextest(&filter, &log_path)?;
+    let chaos_dir = report.join("chaos");
+    let passed = run_nextest(&filter, &log_path, &chaos_dir)?;
 
     let junit_xml = std::fs::read_to_string(&junit)
         .with_context(|| format!("nextest wrote no JUnit report at {}", junit.display()))?;
     std::fs::write(report.join("junit.xml"), &junit_xml)?;
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let cases = parse_junit(&junit_xml);
-    let summary = summary_markdown(&filter, &cases, &figures_in_log(&log));
+    let mut summary = summary_markdown(&filter, &cases, &figures_in_log(&log));
+    summary.push_str(&chaos_section(&chaos_dir));
     std::fs::write(report.join("summary.md"), &summary)?;
     let failed = cases.iter().filter(|c| c.status != Status::Passed).count();
     println!(
@@ -124,7 +126,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
 }
 
 /// Runs nextest, echoing its output and writing it to `log_path`; true when it passed.
-fn run_nextest(filter: &str, log_path: &Path) -> Result<bool> {
+fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> {
     let nextest = cargo();
     // nextest prints progress and the tests' output on stderr and its summary
     // on stdout: `sh` merges them into one pipe, so the log keeps their order.
@@ -143,6 +145,7 @@ fn run_nextest(filter: &str, log_path: &Path) -> Result<bool> {
         ])
         .args(["--success-output", "final", "--failure-output", "final"])
         .args(["-E", filter])
+        .env("EVENTBUS_CHAOS_REPORT_DIR", chaos_dir)
         .stdout(Stdio::piped());
     eprintln!(
         "$ cargo nextest run -p e2e --profile ci --success-output final --failure-output final -E '{filter}'"
@@ -157,6 +160,29 @@ fn run_nextest(filter: &str, log_path: &Path) -> Result<bool> {
         writeln!(log, "{line}")?;
     }
     Ok(child.wait()?.success())
+}
+
+/// Every chaos report the scenarios wrote (`<scenario>.md`), in name order,
+/// under one heading; empty when none ran.
+fn chaos_section(dir: &Path) -> String {
+    let mut reports: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "md"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if reports.is_empty() {
+        return String::new();
+    }
+    reports.sort();
+    let mut out = String::from("\n## Chaos criteria\n\n");
+    for path in reports {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = writeln!(out, "{}\n", text.trim_end());
+    }
+    out
 }
 
 /// `$CARGO_TARGET_DIR`, else `<root>/target`.
@@ -419,16 +445,31 @@ mod tests {
     }
 
     #[test]
-    fn every_type_but_chaos_has_a_filter_over_the_scenarios() {
+    fn every_type_has_a_filter_over_the_scenarios() {
         for kind in ScenarioType::value_variants() {
-            match kind.filter() {
-                Some(filter) => assert!(
-                    filter.starts_with("binary(scenarios)") || filter.contains("binary(emit)"),
-                    "{filter}"
-                ),
-                None => assert_eq!(*kind, ScenarioType::Chaos),
-            }
+            let filter = kind.filter();
+            assert!(
+                filter.starts_with("binary(scenarios)") || filter.contains("binary(emit)"),
+                "{filter}"
+            );
         }
+        assert!(ScenarioType::Chaos.filter().contains("chaos::"));
+    }
+
+    #[test]
+    fn chaos_reports_are_gathered_under_one_heading() {
+        let dir = std::env::temp_dir().join(format!("xtask-chaos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(chaos_section(&dir), "");
+        std::fs::write(dir.join("b.md"), "### chaos: b\n").unwrap();
+        std::fs::write(dir.join("a.md"), "### chaos: a\n").unwrap();
+        std::fs::write(dir.join("a.json"), "{}").unwrap();
+        let section = chaos_section(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(section.starts_with("\n## Chaos criteria"), "{section}");
+        let (a, b) = (section.find("chaos: a"), section.find("chaos: b"));
+        assert!(a.is_some() && a < b, "{section}");
+        assert!(!section.contains("{}"), "{section}");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`history`]: what happened to every task, and the checker that turns it
 //!   into a [`Verdict`].
 //! - [`wait`]: [`wait_until`] a condition, with a deadline.
+//! - [`chaos`]: fault schedules, the nemesis, workloads, per-second metrics
+//!   and success criteria for the chaos scenarios.
 //! - [`rng`]: the seeded random numbers behind every fault choice, so a run
 //!   replays from its printed seed.
 //!
@@ -35,6 +37,8 @@
 pub mod binaries;
 #[cfg(unix)]
 pub mod broker;
+#[cfg(unix)]
+pub mod chaos;
 #[cfg(unix)]
 pub mod cluster;
 #[cfg(unix)]

@@ -9,6 +9,7 @@
 
 mod backpressure;
 mod broker_restart;
+mod chaos;
 mod failover;
 mod faults;
 mod fifo;
