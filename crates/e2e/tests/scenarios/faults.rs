@@ -129,6 +129,109 @@ async fn a_frozen_collectors_tasks_are_redelivered_and_service_continues_after_r
     assert_clean(&history.check(Order::Any));
 }
 
+/// Proves that a zombie consumer does not run work the broker took back: a
+/// collector (prefetch 2, 1.5 s per task) busy with 2 direct tasks is sent 4
+/// more direct tasks, which wait in its client's inbox for a free slot; it is
+/// then frozen (SIGSTOP). The broker declares it dead (heartbeat 300 ms x 3)
+/// and hands all 6 to its capability group: the survivor answers them. When
+/// the frozen collector resumes, its running tasks end and slots free up, but
+/// the 4 waiting deliveries came on a connection the broker has dropped: its
+/// client skips them, so the collector never starts them (no `task started`
+/// in its log). It then registers again and serves new tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_collector_does_not_run_tasks_the_broker_took_back() {
+    let cluster = Cluster::start().await;
+    let kind = CollectorKind::Process;
+    let zombie = cluster
+        .add_collector(
+            CollectorBuilder::new(kind, 1)
+                .prefetch(2)
+                .delay_ms(1500)
+                .heartbeat_interval(Duration::from_millis(300)),
+        )
+        .await;
+    let survivor = cluster
+        .add_collector(CollectorBuilder::new(kind, 2).prefetch(8))
+        .await;
+    let driver = cluster.driver().await;
+    let zombie_id = ClientId::new(zombie.id()).unwrap();
+    let send = |task_id: String| {
+        let (driver, target) = (driver.clone(), zombie_id.clone());
+        tokio::spawn(async move {
+            driver
+                .client()
+                .request_direct(
+                    &target,
+                    &kind.task_topic(),
+                    kind.payload(&task_id),
+                    DEADLINE,
+                )
+                .await
+        })
+    };
+    let started = |task_id: &str| {
+        e2e::chaos::executions::read_log(&zombie.logs().stderr, zombie.id())
+            .iter()
+            .any(|e| e.task_id == task_id)
+    };
+    let busy: Vec<_> = ["busy-0", "busy-1"].map(|id| send(id.to_owned())).into();
+    wait_until("the collector runs both busy tasks", DEADLINE, || {
+        let done = started("busy-0") && started("busy-1");
+        async move { done }
+    })
+    .await
+    .unwrap();
+    let waiting = task_ids("waiting", 4);
+    let held: Vec<_> = waiting.iter().cloned().map(send).collect();
+    wait_until("the broker handed it all 6 tasks", DEADLINE, || {
+        let (driver, id) = (driver.clone(), zombie.id().to_owned());
+        async move {
+            driver
+                .stats()
+                .await
+                .connections
+                .iter()
+                .any(|c| c.id == id && c.delivered >= 6)
+        }
+    })
+    .await
+    .unwrap();
+    zombie.pause();
+    for task in busy.into_iter().chain(held) {
+        let reply = task.await.unwrap().expect("the group answers");
+        assert_eq!(reply.source(), survivor.id(), "taken over by the survivor");
+    }
+
+    zombie.resume();
+    wait_until("the resumed collector registers again", DEADLINE, || {
+        let (driver, id) = (driver.clone(), zombie.id().to_owned());
+        async move {
+            driver
+                .queue_stats(kind)
+                .await
+                .is_some_and(|q| q.members.iter().any(|m| m.client_id == id))
+        }
+    })
+    .await
+    .unwrap();
+    let reply = driver
+        .client()
+        .request_direct(
+            &zombie_id,
+            &kind.task_topic(),
+            kind.payload("after"),
+            DEADLINE,
+        )
+        .await
+        .expect("the resumed collector serves");
+    assert_eq!(reply.source(), zombie.id());
+    let ran: Vec<&String> = waiting.iter().filter(|id| started(id)).collect();
+    assert!(
+        ran.is_empty(),
+        "the zombie ran tasks it no longer held: {ran:?}"
+    );
+}
+
 /// Proves that a collector killed and started again under the same id
 /// registers again (the broker lists the id with the new pid), answers tasks
 /// sent directly to it, and takes its turn in the queue group again.

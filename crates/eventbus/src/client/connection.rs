@@ -64,6 +64,7 @@ impl Client {
             pending: Mutex::new(HashMap::new()),
             accepts: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(Default::default()),
+            session: super::session::Session::new(),
             subs: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
@@ -251,15 +252,14 @@ async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> S
     let liveness = Liveness::new();
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
     let misses = welcome.heartbeat_misses.max(1);
+    inner.session.begin(interval * misses);
     let reason = tokio::select! {
         result = write_loop(inner.out.clone(), stream, codec) => match result {
             Ok(()) => "client closed".to_owned(),
             Err(e) => format!("write failed: {e}"),
         },
         reason = read_loop(reader, inner, &liveness) => reason,
-        () = heartbeat_loop(inner, &liveness, interval, misses) => {
-            format!("broker missed {misses} heartbeats of {interval:?}")
-        }
+        reason = heartbeat_loop(inner, &liveness, interval, misses) => reason,
         () = async {
             match reconnected {
                 Some(attempts) => restore_subscriptions(inner, attempts).await,
@@ -267,7 +267,8 @@ async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> S
             }
         } => unreachable!("restoring subscriptions never completes"),
     };
-    // The next link brings its own stream.
+    // The next link brings its own stream; this one's deliveries are void.
+    inner.session.end();
     inner.out.detach_inline();
     reason
 }
@@ -349,6 +350,7 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
             match mailbox {
                 Some(mb) => mb.push(Incoming {
                     delivery_id: d.delivery_id,
+                    epoch: inner.session.current(),
                     message,
                 }),
                 None if d.delivery_id != 0 => {
@@ -400,17 +402,28 @@ fn shut(inner: &Inner) {
     let _ = inner.events.send(ConnectionEvent::Closed);
 }
 
-/// Sends heartbeats; returns when the broker has been silent for too long.
-async fn heartbeat_loop(inner: &Inner, liveness: &Liveness, interval: Duration, misses: u32) {
+/// Sends heartbeats; returns why the link is dead: the broker has been silent
+/// for too long, or this client has (it was frozen or starved past the
+/// broker's patience, so the broker has dropped the connection).
+async fn heartbeat_loop(
+    inner: &Inner,
+    liveness: &Liveness,
+    interval: Duration,
+    misses: u32,
+) -> String {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if inner.session.stalled() {
+            return format!("this client sent no heartbeat for over {misses} × {interval:?}");
+        }
         if liveness.silent_for() > interval * misses {
-            return;
+            return format!("broker missed {misses} heartbeats of {interval:?}");
         }
         let _ = inner.out.push(Frame {
             kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
         });
+        inner.session.beat();
     }
 }

@@ -20,6 +20,7 @@ mod mailbox;
 mod message;
 mod options;
 mod request;
+mod session;
 mod subscription;
 
 use std::collections::HashMap;
@@ -84,6 +85,8 @@ struct Inner {
     /// Ids of held messages the broker cancelled, newest last, at most
     /// `CANCELLED_MEMORY` of them.
     cancelled: Mutex<std::collections::VecDeque<u64>>,
+    /// The current connection's epoch, which queue deliveries are tied to.
+    session: session::Session,
     /// Cancelled once the client is closed for good (not on a reconnectable loss).
     closed: CancellationToken,
     events: broadcast::Sender<ConnectionEvent>,
@@ -266,6 +269,11 @@ impl Client {
     /// Whether the broker cancelled the message with this id while this client held it.
     fn was_cancelled(&self, message_id: u64) -> bool {
         lock(&self.inner().cancelled).contains(&message_id)
+    }
+
+    /// Whether a delivery that came on connection `epoch` can still be settled.
+    fn holds(&self, epoch: u64) -> bool {
+        self.inner().session.holds(epoch)
     }
 
     /// Publishes and waits until the broker has accepted the message; returns its id.

@@ -17,6 +17,8 @@ use crate::proto::{self, Frame, frame::Kind};
 #[derive(Debug)]
 pub(crate) struct Incoming {
     pub delivery_id: u64,
+    /// The connection it came on (see `session`).
+    pub epoch: u64,
     pub message: Message,
 }
 
@@ -71,15 +73,30 @@ pub struct QueueSubscription {
 impl Stream for QueueSubscription {
     type Item = Delivery;
 
+    /// Skips deliveries whose connection is gone or stalled: the broker has
+    /// taken them back (see `session`), so running them could duplicate work.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let client = &self.client;
-        self.mailbox.poll_next(cx).map(|o| {
-            o.map(|i| Delivery {
-                delivery_id: i.delivery_id,
-                message: i.message,
-                client: client.clone(),
-            })
-        })
+        loop {
+            match self.mailbox.poll_next(cx) {
+                Poll::Ready(Some(i)) if !client.holds(i.epoch) => {
+                    tracing::debug!(
+                        delivery_id = i.delivery_id,
+                        "skipping a delivery of a connection the broker has dropped"
+                    );
+                }
+                other => {
+                    return other.map(|o| {
+                        o.map(|i| Delivery {
+                            delivery_id: i.delivery_id,
+                            epoch: i.epoch,
+                            message: i.message,
+                            client: client.clone(),
+                        })
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -97,6 +114,7 @@ impl Drop for QueueSubscription {
 #[derive(Debug)]
 pub struct Delivery {
     delivery_id: u64,
+    epoch: u64,
     message: Message,
     client: Client,
 }
@@ -107,10 +125,12 @@ impl Delivery {
         &self.message
     }
 
-    /// Whether the broker cancelled this message (or took it back after its ack
-    /// timeout): its result will be discarded, so the work may stop.
+    /// Whether the broker cancelled this message, took it back after its ack
+    /// timeout, or took it back because the connection it came on ended (or
+    /// this client went silent past the heartbeat limit): its result will be
+    /// discarded, so the work may stop.
     pub fn is_cancelled(&self) -> bool {
-        self.client.was_cancelled(self.message.id())
+        !self.client.holds(self.epoch) || self.client.was_cancelled(self.message.id())
     }
 
     /// The broker's id for this delivery.
