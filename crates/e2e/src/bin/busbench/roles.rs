@@ -159,14 +159,10 @@ pub async fn publish(socket: &Path, count: u64, size: usize, topic: &str) -> any
     // COUNT - 1 fire-and-forget, then one confirmed: once it is confirmed, the
     // broker has accepted everything before it.
     while sent + 1 < count {
-        match client.publish(&topic, payload.clone()) {
-            Ok(()) => sent += 1,
-            // The outbound buffer is full: let the writer drain it.
-            Err(eventbus::client::PublishError::BufferFull { .. }) => {
-                tokio::task::yield_now().await
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // Waits for the writer to drain a full outbound buffer rather than
+        // spinning: a spinning publisher takes the CPU the broker needs.
+        client.publish_wait(&topic, payload.clone()).await?;
+        sent += 1;
     }
     client.publish_confirmed(&topic, payload).await?;
     sent += 1;

@@ -13,6 +13,10 @@ mod subscribe;
 use settle::Settle;
 
 use std::collections::HashMap;
+
+/// The router's maps: keyed by small ids and topics it hashes several times
+/// per message, so a fast (per-map randomly seeded) hasher instead of SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +67,7 @@ struct Conn {
     capabilities: Vec<String>,
     out: Arc<Outbound>,
     cancel: CancellationToken,
-    subs: HashMap<u64, Sub>,
+    subs: Map<u64, Sub>,
     last_seen: Instant,
     next_heartbeat: Instant,
     heartbeat: Duration,
@@ -147,15 +151,15 @@ impl Refusal {
 #[derive(Debug)]
 pub(crate) struct Router {
     pub(super) config: Arc<BrokerConfig>,
-    conns: HashMap<ConnId, Conn>,
-    by_client: HashMap<ClientId, ConnId>,
+    conns: Map<ConnId, Conn>,
+    by_client: Map<ClientId, ConnId>,
     index: SubscriptionIndex<Target>,
-    pub(super) groups: HashMap<u64, QueueGroup>,
-    group_ids: HashMap<(TopicFilter, GroupName), u64>,
-    in_flight: HashMap<u64, InFlight>,
-    requests: HashMap<u64, PendingRequest>,
+    pub(super) groups: Map<u64, QueueGroup>,
+    group_ids: Map<(TopicFilter, GroupName), u64>,
+    in_flight: Map<u64, InFlight>,
+    requests: Map<u64, PendingRequest>,
     pub(super) totals: Totals,
-    pub(super) topics: HashMap<Topic, (u64, u64)>,
+    pub(super) topics: Map<Topic, (u64, u64)>,
     next_conn: ConnId,
     next_id: u64,
     draining: bool,
@@ -216,15 +220,15 @@ impl Router {
     pub fn new(config: Arc<BrokerConfig>) -> Self {
         Self {
             config,
-            conns: HashMap::new(),
-            by_client: HashMap::new(),
+            conns: Map::default(),
+            by_client: Map::default(),
             index: SubscriptionIndex::new(),
-            groups: HashMap::new(),
-            group_ids: HashMap::new(),
-            in_flight: HashMap::new(),
-            requests: HashMap::new(),
+            groups: Map::default(),
+            group_ids: Map::default(),
+            in_flight: Map::default(),
+            requests: Map::default(),
             totals: Totals::default(),
-            topics: HashMap::new(),
+            topics: Map::default(),
             next_conn: 1,
             next_id: 1,
             draining: false,
@@ -310,7 +314,7 @@ impl Router {
                 capabilities: hello.capabilities,
                 out,
                 cancel,
-                subs: HashMap::new(),
+                subs: Map::default(),
                 last_seen: now,
                 next_heartbeat: now + heartbeat,
                 heartbeat,

@@ -44,10 +44,6 @@ impl Router {
         msg.timestamp_us = now_us();
         msg.attempt = 1;
         self.totals.published += 1;
-        let tracked = self.topics.len() < MAX_TRACKED_TOPICS || self.topics.contains_key(&topic);
-        if tracked {
-            self.topics.entry(topic.clone()).or_default().0 += 1;
-        }
         let request = matches!(mode, PublishMode::Request | PublishMode::RequestConfirmed);
         if request {
             if self.requests.len() >= self.config.max_pending_requests {
@@ -61,10 +57,14 @@ impl Router {
         }
         let message_id = msg.id;
         if !p.target_client.is_empty() {
-            self.direct(&p.target_client, msg).map_err(|r| (seq, r))?;
+            let routed = self.direct(&p.target_client, msg);
+            self.count_topic(topic, 0);
+            routed.map_err(|r| (seq, r))?;
         } else {
-            let delivered = self.route(&topic, msg).map_err(|r| (seq, r))?;
+            let routed = self.route(&topic, msg);
+            let delivered = *routed.as_ref().unwrap_or(&0);
             if delivered == 0 && request {
+                self.count_topic(topic.clone(), 0);
                 return fail(
                     Refusal::new(
                         ErrorCode::NoResponders,
@@ -73,9 +73,8 @@ impl Router {
                     .detail("topic", &topic),
                 );
             }
-            if tracked {
-                self.topics.entry(topic).or_default().1 += delivered;
-            }
+            self.count_topic(topic, delivered);
+            routed.map_err(|r| (seq, r))?;
         }
         if request {
             let timeout = match p.timeout_ms {
@@ -97,6 +96,17 @@ impl Router {
             self.send(conn, ok(seq, message_id));
         }
         Ok(None)
+    }
+
+    /// Counts one publish on `topic` and its deliveries: one hash lookup, and a
+    /// new entry only while fewer than `MAX_TRACKED_TOPICS` are tracked.
+    fn count_topic(&mut self, topic: Topic, delivered: u64) {
+        if let Some(counts) = self.topics.get_mut(&topic) {
+            counts.0 += 1;
+            counts.1 += delivered;
+        } else if self.topics.len() < MAX_TRACKED_TOPICS {
+            self.topics.insert(topic, (1, delivered));
+        }
     }
 
     /// A full queue group with the `block` policy that `topic` would go to, with
@@ -208,7 +218,11 @@ impl Router {
             self.touched.push(conn);
         }
         match pushed {
-            Ok(Pushed::Queued) => {}
+            Ok(Pushed::Queued) => {
+                c.counters.delivered += 1;
+                self.totals.delivered += 1;
+                return Ok(true);
+            }
             Ok(Pushed::EvictedOldest) => self.note_slow_consumer(conn),
             Ok(Pushed::DroppedIncoming) => {
                 self.note_slow_consumer(conn);
