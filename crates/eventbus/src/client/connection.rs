@@ -252,7 +252,9 @@ async fn run_link(inner: &Arc<Inner>, link: Link, reconnected: Option<u32>) -> S
     let liveness = Liveness::new();
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)));
     let misses = welcome.heartbeat_misses.max(1);
-    inner.session.begin(interval * misses);
+    // Half an interval of slack over the broker's limit: ticks run a little
+    // late on a busy machine, and only a real freeze should void deliveries.
+    inner.session.begin(interval * misses + interval / 2);
     let reason = tokio::select! {
         result = write_loop(inner.out.clone(), stream, codec) => match result {
             Ok(()) => "client closed".to_owned(),
@@ -416,7 +418,9 @@ async fn heartbeat_loop(
     loop {
         tick.tick().await;
         if inner.session.stalled() {
-            return format!("this client sent no heartbeat for over {misses} × {interval:?}");
+            return format!(
+                "this client sent no heartbeat for over {misses} × {interval:?} (it was frozen or starved)"
+            );
         }
         if liveness.silent_for() > interval * misses {
             return format!("broker missed {misses} heartbeats of {interval:?}");

@@ -26,7 +26,7 @@ pub(crate) struct Session {
     epoch: AtomicU64,
     /// When this client last queued a heartbeat, in ms since `start`.
     last_beat_ms: AtomicU64,
-    /// `misses × interval` of the current connection, in ms.
+    /// The current connection's `misses × interval` (plus a little slack), in ms.
     dead_after_ms: AtomicU64,
 }
 
@@ -44,8 +44,8 @@ impl Session {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A connection is up, which the broker drops after `dead_after` of
-    /// silence; returns its epoch.
+    /// A connection is up, which the broker drops after about `dead_after`
+    /// of silence; returns its epoch.
     pub fn begin(&self, dead_after: Duration) -> u64 {
         let ms = u64::try_from(dead_after.as_millis()).unwrap_or(u64::MAX);
         self.dead_after_ms.store(ms, Ordering::Relaxed);
