@@ -264,6 +264,52 @@ async fn reject_fails_the_101st_publish_naming_the_queue_and_its_limit() {
     assert_eq!(got.len(), 100);
 }
 
+/// Found by `chaos::slow_consumer_under_a_burst`: a plain subscriber on the
+/// same topic used to make a publish the queue refused look accepted.
+#[tokio::test]
+async fn a_publish_a_full_queue_refuses_reaches_no_plain_subscriber_either() {
+    let broker = TestBroker::start_with(|c| {
+        c.queue.max_len = 1;
+        c.queue.overflow = OverflowPolicy::Reject;
+    })
+    .await;
+    let worker = broker.client("worker").await;
+    let mut q = worker
+        .queue_subscribe(&f("jobs"), &g("w"), 1)
+        .await
+        .unwrap();
+    let watcher = broker.client("watcher").await;
+    let mut all = watcher.subscribe(&f("jobs")).await.unwrap();
+    let publisher = broker.client("pub").await;
+    for body in ["held", "queued"] {
+        publisher.publish_confirmed(&t("jobs"), body).await.unwrap();
+        assert_eq!(next(&mut all).await.unwrap().payload(), body.as_bytes());
+    }
+    let _held = next(&mut q).await.unwrap();
+    let refused = publisher.publish_confirmed(&t("jobs"), "refused").await;
+    assert!(
+        matches!(refused, Err(PublishError::QueueFull { max_len: 1, .. })),
+        "{refused:?}"
+    );
+    publisher
+        .publish_confirmed(&t("other"), "marker")
+        .await
+        .unwrap();
+    let mut marker = watcher.subscribe(&f("other")).await.unwrap();
+    publisher
+        .publish_confirmed(&t("other"), "marker")
+        .await
+        .unwrap();
+    next(&mut marker).await.unwrap();
+    assert!(
+        common::next_within(&mut all, Duration::from_millis(50))
+            .await
+            .is_none(),
+        "the refused message reached the plain subscriber"
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn block_waits_for_room_without_stalling_others_then_times_out() {
     let broker = TestBroker::start_with(|c| {

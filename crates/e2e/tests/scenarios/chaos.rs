@@ -304,17 +304,17 @@ async fn count_until_quiet(subscription: &mut eventbus::Subscription, quiet: Dur
 /// limited to 1 MiB/s. The broker's RSS stays within 16 MiB of its idle
 /// size, the slow subscriber's drops are counted (received + dropped =
 /// published), the overflow was announced on `_sys.slow-consumer`, and the
-/// fast subscriber loses nothing.
+/// fast subscriber loses nothing. Then the queue policy: see [`queue_burst`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_under_a_burst() {
     use eventbus::{ClientId, ClientOptions, Topic, TopicFilter};
 
     const BURST: u64 = 20_000;
     let seed = seed_from_env();
-    let cluster = Cluster::start_with(
-        BrokerBuilder::new()
-            .config_toml("[subscriber]\nmax_len = 1000\noverflow = \"drop-oldest\"\n"),
-    )
+    let cluster = Cluster::start_with(BrokerBuilder::new().config_toml(
+        "[subscriber]\nmax_len = 1000\noverflow = \"drop-oldest\"\n\
+                 [queue]\nmax_len = 500\noverflow = \"reject\"\n",
+    ))
     .await;
     let link = cluster.fault_proxy(seed).await;
     link.set_bandwidth(e2e::Direction::ToClient, Some(1024 * 1024));
@@ -401,6 +401,32 @@ async fn slow_consumer_under_a_burst() {
         "",
     );
     report.at_least("slow-consumer announcements", 1.0, announced as f64, "");
+    let queue = queue_burst(&cluster, seed).await;
+    report.at_least(
+        "queue: accepted + refused with QueueFull (of 3,000 confirmed publishes)",
+        QUEUE_BURST as f64,
+        (queue.accepted + queue.refused) as f64,
+        "",
+    );
+    report.at_least(
+        "queue: publishes refused at max_len = 500",
+        1.0,
+        queue.refused as f64,
+        "",
+    );
+    report.at_least(
+        "queue: broker's rejected count = refusals seen (1 = yes)",
+        1.0,
+        f64::from(u8::from(queue.broker_rejected == queue.refused)),
+        "",
+    );
+    report.at_least(
+        "queue: accepted tasks delivered to the slow consumer (of accepted)",
+        queue.accepted as f64,
+        queue.delivered as f64,
+        "",
+    );
+    report.note(format!("queue burst: {queue:?}"));
     report.note(format!(
         "broker RSS idle {:.1} MiB, peak {:.1} MiB; slow subscriber received {slow_n}, dropped {slow_dropped}; proxy {:?}",
         idle_rss as f64 / 1048576.0,
@@ -408,6 +434,76 @@ async fn slow_consumer_under_a_burst() {
         link.stats()
     ));
     report.finish();
+}
+
+/// Confirmed publishes in the queue part of [`slow_consumer_under_a_burst`].
+const QUEUE_BURST: u64 = 3_000;
+
+/// What the queue part of the burst did.
+#[derive(Debug)]
+struct QueueBurst {
+    accepted: u64,
+    refused: u64,
+    broker_rejected: u64,
+    delivered: u64,
+}
+
+/// 3,000 confirmed publishes as fast as they are confirmed into a queue
+/// (`max_len = 500`, `reject`) whose only consumer sits behind a link of
+/// 64 KiB/s: the queue fills, the rest are refused with `QueueFull`, and the
+/// consumer then receives every accepted task.
+async fn queue_burst(cluster: &Cluster, seed: u64) -> QueueBurst {
+    use eventbus::client::PublishError;
+    use eventbus::{Client, ClientOptions, GroupName, Topic, TopicFilter};
+    use futures_core::Stream;
+
+    let link = cluster.fault_proxy(seed ^ 1).await;
+    link.set_bandwidth(e2e::Direction::ToClient, Some(64 * 1024));
+    let consumer = Client::connect(ClientOptions::new(link.socket()))
+        .await
+        .unwrap();
+    let filter = TopicFilter::new("burst.work").unwrap();
+    let mut deliveries = consumer
+        .queue_subscribe(&filter, &GroupName::new("burst").unwrap(), 100)
+        .await
+        .unwrap();
+    let publisher = Client::connect(ClientOptions::new(cluster.socket()))
+        .await
+        .unwrap();
+    let topic = Topic::new("burst.work").unwrap();
+    let (mut accepted, mut refused) = (0, 0);
+    for n in 0..QUEUE_BURST {
+        match publisher.publish_confirmed(&topic, n.to_string()).await {
+            Ok(_) => accepted += 1,
+            Err(PublishError::QueueFull { max_len: 500, .. }) => refused += 1,
+            Err(e) => panic!("publish {n}: {e}"),
+        }
+    }
+    let mut delivered = 0;
+    while delivered < accepted {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut deliveries).poll_next(cx));
+        match tokio::time::timeout(e2e::DEADLINE, next).await {
+            Ok(Some(delivery)) => {
+                delivery.ack().unwrap();
+                delivered += 1;
+            }
+            _ => break,
+        }
+    }
+    let broker_rejected = publisher
+        .stats()
+        .await
+        .unwrap()
+        .queues
+        .iter()
+        .find(|q| q.group == "burst")
+        .map_or(0, |q| q.rejected);
+    QueueBurst {
+        accepted,
+        refused,
+        broker_rejected,
+        delivered,
+    }
 }
 
 /// Proves that memory pressure on one collector stays with it: procmond-1's

@@ -158,6 +158,11 @@ impl Router {
     }
 
     /// Delivers `msg` to every matching target; returns how many took it.
+    ///
+    /// A message one of its queue groups would refuse (full, `reject` or a
+    /// timed-out `block`) goes nowhere and is refused as a whole: a publisher
+    /// told `QueueFull` knows no copy went out, and one told `Ok` knows every
+    /// matching group holds its task.
     pub(super) fn route(
         &mut self,
         topic: &Topic,
@@ -165,6 +170,22 @@ impl Router {
     ) -> Result<u64, Refusal> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
+        let refusing = targets.iter().find_map(|t| match *t {
+            Target::Group(gid) => self.groups.get(&gid).and_then(|g| {
+                let refuses = matches!(
+                    g.policy().overflow,
+                    OverflowPolicy::Reject | OverflowPolicy::Block
+                );
+                (refuses && g.is_full()).then_some(gid)
+            }),
+            Target::Plain { .. } => None,
+        });
+        if let Some(gid) = refusing {
+            targets.clear();
+            self.scratch = targets;
+            // `enqueue` decides as checked above: this counts and returns the refusal.
+            return self.enqueue(gid, topic, msg).map(|()| 1);
+        }
         let mut delivered = 0;
         let mut refusal = None;
         let mut msg = Some(msg);
