@@ -10,7 +10,7 @@
 //! buffered; the length is checked before the body is awaited, so an oversized
 //! length prefix costs the reader nothing.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 
 use crate::proto::Frame;
@@ -117,6 +117,19 @@ impl FrameCodec {
     /// in `src` and the next call, after more bytes arrive, picks up where this one left.
     /// After an error the stream is out of sync and the connection should be closed.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.decode_body(src)?.map(decode_body).transpose()
+    }
+
+    /// Like [`decode`](Self::decode), for when the stream has ended: leftover bytes
+    /// that do not make a whole frame are a [`FrameError::Truncated`].
+    pub fn decode_eof(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.decode_body_eof(src)?.map(decode_body).transpose()
+    }
+
+    /// Takes one complete frame off the front of `src` and returns its
+    /// protobuf body (after the version byte), undecoded; see
+    /// [`decode`](Self::decode) and [`decode_body`].
+    pub fn decode_body(&self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         let Some(len) = self.peek_len(src)? else {
             return Ok(None);
         };
@@ -130,22 +143,13 @@ impl FrameCodec {
         if version != WIRE_VERSION {
             return Err(FrameError::UnknownVersion { version });
         }
-        let frame = Frame::decode(body).map_err(|e| FrameError::Malformed {
-            reason: e.to_string(),
-        })?;
-        if frame.kind.is_none() {
-            return Err(FrameError::Malformed {
-                reason: "frame carries no known kind".to_owned(),
-            });
-        }
-        Ok(Some(frame))
+        Ok(Some(body))
     }
 
-    /// Like [`decode`](Self::decode), for when the stream has ended: leftover bytes
-    /// that do not make a whole frame are a [`FrameError::Truncated`].
-    pub fn decode_eof(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        match self.decode(src)? {
-            Some(frame) => Ok(Some(frame)),
+    /// [`decode_body`](Self::decode_body) at the end of the stream.
+    pub fn decode_body_eof(&self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        match self.decode_body(src)? {
+            Some(body) => Ok(Some(body)),
             None if src.is_empty() => Ok(None),
             None => Err(FrameError::Truncated {
                 have: src.len(),
@@ -172,6 +176,21 @@ impl FrameCodec {
         Ok(Some(len))
     }
 }
+
+/// Decodes a frame body taken off the stream by [`FrameCodec::decode_body`].
+pub fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
+    let frame = Frame::decode(body).map_err(|e| FrameError::Malformed {
+        reason: e.to_string(),
+    })?;
+    if frame.kind.is_none() {
+        return Err(FrameError::Malformed {
+            reason: "frame carries no known kind".to_owned(),
+        });
+    }
+    Ok(frame)
+}
+
+pub(crate) mod raw;
 
 #[cfg(test)]
 mod tests;

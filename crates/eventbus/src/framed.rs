@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -87,10 +87,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// Returns `Ok(false)` at a clean end of stream (between frames).
     pub async fn read_batch(&mut self, out: &mut Vec<Frame>) -> Result<bool, ReadError> {
+        self.read_batch_with(out, crate::codec::decode_body).await
+    }
+
+    /// Like [`read_batch`](Self::read_batch), handing each frame's body (after
+    /// the version byte) to `take`, which decodes it, or keeps it encoded.
+    pub async fn read_batch_with<T>(
+        &mut self,
+        out: &mut Vec<T>,
+        mut take: impl FnMut(Bytes) -> Result<T, FrameError>,
+    ) -> Result<bool, ReadError> {
         let before = out.len();
         loop {
-            while let Some(frame) = self.codec.decode(&mut self.buf)? {
-                out.push(frame);
+            while let Some(body) = self.codec.decode_body(&mut self.buf)? {
+                out.push(take(body)?);
             }
             if out.len() > before {
                 return Ok(true);
@@ -99,9 +109,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(READ_BUFFER_BYTES);
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
-                return match self.codec.decode_eof(&mut self.buf)? {
-                    Some(frame) => {
-                        out.push(frame);
+                return match self.codec.decode_body_eof(&mut self.buf)? {
+                    Some(body) => {
+                        out.push(take(body)?);
                         Ok(true)
                     }
                     None => Ok(false),
@@ -138,6 +148,52 @@ pub struct OutboundLimits {
     pub hard_cap: usize,
     /// Most bytes of frames of any kind buffered before the peer counts as too slow.
     pub hard_cap_bytes: usize,
+}
+
+/// What an outbound queue holds: a frame, encoded when it is written, or a
+/// frame already encoded (length prefix included), as the broker's fan-out
+/// fast path builds them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A frame to encode.
+    Frame(Frame),
+    /// An encoded frame: `[u32 length][version][body]`.
+    Encoded(Bytes),
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        Self::Frame(frame)
+    }
+}
+
+impl Outgoing {
+    /// Bytes it is counted as against the queue's byte bounds.
+    pub fn weight(&self) -> usize {
+        match self {
+            Self::Frame(frame) => frame_weight(frame),
+            Self::Encoded(bytes) => bytes.len(),
+        }
+    }
+
+    /// Appends its encoding to `dst`; on error (over the codec's limit) `dst`
+    /// is left as it was.
+    pub fn encode(&self, codec: &FrameCodec, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self {
+            Self::Frame(frame) => codec.encode(frame, dst),
+            Self::Encoded(bytes) => {
+                let len = bytes.len().saturating_sub(4);
+                if len > codec.max_frame_bytes() {
+                    return Err(FrameError::TooLarge {
+                        len,
+                        max: codec.max_frame_bytes(),
+                    });
+                }
+                dst.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Bytes a queued frame is counted as: its payload and topic plus a fixed
@@ -187,7 +243,7 @@ pub enum Pushed {
 
 #[derive(Debug)]
 struct Entry {
-    frame: Frame,
+    item: Outgoing,
     weight: usize,
     droppable: bool,
 }
@@ -237,14 +293,14 @@ impl State {
         self.frames.len() >= limits.hard_cap || self.bytes + weight > limits.hard_cap_bytes
     }
 
-    fn enqueue(&mut self, frame: Frame, weight: usize, droppable: bool) {
+    fn enqueue(&mut self, item: Outgoing, weight: usize, droppable: bool) {
         self.bytes += weight;
         if droppable {
             self.droppable += 1;
             self.droppable_bytes += weight;
         }
         self.frames.push_back(Entry {
-            frame,
+            item,
             weight,
             droppable,
         });
@@ -317,7 +373,7 @@ impl Outbound {
             });
         }
         let was_empty = st.frames.is_empty();
-        st.enqueue(frame, weight, false);
+        st.enqueue(Outgoing::Frame(frame), weight, false);
         drop(st);
         if was_empty && wake {
             self.notify.notify_one();
@@ -328,13 +384,14 @@ impl Outbound {
     /// Queues a fan-out delivery, applying the overflow policy at `max_len`.
     /// Like [`push_quiet`](Self::push_quiet), it leaves waking the writer to the
     /// caller's [`try_flush`](Self::try_flush).
-    pub fn push_droppable(&self, frame: Frame) -> Result<Pushed, PushError> {
+    pub fn push_droppable(&self, item: impl Into<Outgoing>) -> Result<Pushed, PushError> {
+        let item = item.into();
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
         }
         let mut outcome = Pushed::Queued;
-        let weight = frame_weight(&frame);
+        let weight = item.weight();
         let limits = &self.limits;
         let full = |st: &State| {
             st.droppable >= limits.max_len || st.droppable_bytes + weight > limits.max_bytes
@@ -365,7 +422,7 @@ impl Outbound {
                 hard_cap: self.limits.hard_cap,
             });
         }
-        st.enqueue(frame, weight, true);
+        st.enqueue(item, weight, true);
         Ok(outcome)
     }
 
@@ -442,7 +499,7 @@ impl Outbound {
         let mut buf = std::mem::take(&mut st.spare_buf);
         drop(st);
         for entry in batch.drain(..) {
-            if let Err(e) = codec.encode(&entry.frame, &mut buf) {
+            if let Err(e) = entry.item.encode(&codec, &mut buf) {
                 tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
             }
         }
@@ -531,7 +588,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             pending.clear();
         }
         for entry in batch.drain(..) {
-            if let Err(e) = codec.encode(&entry.frame, &mut buf) {
+            if let Err(e) = entry.item.encode(&codec, &mut buf) {
                 tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
             }
             if buf.len() >= WRITE_CHUNK_BYTES {

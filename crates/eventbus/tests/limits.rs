@@ -377,3 +377,53 @@ async fn peers_of_another_user_are_refused() {
     assert_eq!(error_codes(&[frame]), [ErrorCode::PermissionDenied]);
     broker.shutdown().await;
 }
+
+/// The broker stamps id, source, timestamp and attempt: what a publisher
+/// writes in those envelope fields is overwritten, on the fan-out fast path
+/// (fire-and-forget, kept encoded) as on the decoding path (confirmed).
+#[tokio::test]
+async fn a_publisher_cannot_forge_the_fields_the_broker_stamps() {
+    let broker = TestBroker::start().await;
+    let watcher = broker.client("watcher").await;
+    let mut sub = watcher
+        .subscribe(&TopicFilter::new("forged").unwrap())
+        .await
+        .unwrap();
+    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    send(&mut raw, &hello("honest", 0, 0)).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    for mode in [proto::PublishMode::FireAndForget, proto::PublishMode::Confirmed] {
+        let forged = proto::Envelope {
+            topic: "forged".into(),
+            payload: "x".into(),
+            id: 999_999,
+            source: "admin".into(),
+            timestamp_us: 1,
+            attempt: 7,
+            ..Default::default()
+        };
+        let publish = proto::Publish {
+            seq: 1,
+            mode: mode as i32,
+            message: Some(Box::new(forged)),
+            ..Default::default()
+        };
+        send(
+            &mut raw,
+            &Frame {
+                kind: Some(Kind::Publish(publish)),
+            },
+        )
+        .await;
+        let m = next(&mut sub).await.unwrap();
+        assert_eq!(m.source(), "honest", "{mode:?}");
+        assert_ne!(m.id(), 999_999, "{mode:?}");
+        assert_eq!(m.attempt(), 1, "{mode:?}");
+        assert!(m.timestamp_us() >= before, "{mode:?}");
+        assert_eq!(&m.payload()[..], b"x");
+    }
+    broker.shutdown().await;
+}

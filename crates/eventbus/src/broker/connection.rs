@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::router::{Handled, Refusal};
-use crate::codec::FrameCodec;
+use crate::codec::raw::{RawPublish, scan_publish};
+use crate::codec::{FrameCodec, FrameError, decode_body};
 use crate::framed::{FrameReader, Outbound, ReadError, write_loop};
 use crate::proto::{self, ErrorCode, Frame, frame::Kind};
 
@@ -82,6 +83,22 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     shared.router().disconnect(conn, reason);
 }
 
+/// A frame as the reader hands it to the router.
+enum Inbound {
+    /// Decoded.
+    Frame(Frame),
+    /// A fire-and-forget publish kept encoded, for the fan-out fast path.
+    Publish(RawPublish),
+}
+
+/// Keeps fire-and-forget publishes encoded, decodes everything else.
+fn classify(body: bytes::Bytes) -> Result<Inbound, FrameError> {
+    match scan_publish(&body) {
+        Some(publish) => Ok(Inbound::Publish(publish)),
+        None => decode_body(body).map(Inbound::Frame),
+    }
+}
+
 async fn read_loop(
     reader: &mut FrameReader<SharedStream>,
     shared: &Shared,
@@ -94,7 +111,7 @@ async fn read_loop(
         let read = tokio::select! {
             biased;
             () = cancel.cancelled() => return "closed by the broker",
-            read = reader.read_batch(&mut frames) => read,
+            read = reader.read_batch_with(&mut frames, classify) => read,
         };
         match read {
             Ok(true) => {
@@ -122,7 +139,7 @@ async fn read_loop(
 /// the queue makes room, until the block timeout refuses it. Its liveness is
 /// refreshed meanwhile, since not reading is the broker's choice.
 async fn handle_batch(
-    frames: &mut Vec<Frame>,
+    frames: &mut Vec<Inbound>,
     shared: &Shared,
     conn: super::ConnId,
     cancel: &CancellationToken,
@@ -135,9 +152,14 @@ async fn handle_batch(
             router.touch(conn, Instant::now());
             let mut blocked = None;
             while next < frames.len() {
-                let frame = std::mem::take(&mut frames[next]);
+                let inbound =
+                    std::mem::replace(&mut frames[next], Inbound::Frame(Frame::default()));
                 next += 1;
-                if let Handled::Blocked { publish, timeout } = router.handle(conn, frame) {
+                let handled = match inbound {
+                    Inbound::Frame(frame) => router.handle(conn, frame),
+                    Inbound::Publish(publish) => router.handle_raw(conn, publish),
+                };
+                if let Handled::Blocked { publish, timeout } = handled {
                     blocked = Some((publish, timeout, router.space.clone()));
                     break;
                 }

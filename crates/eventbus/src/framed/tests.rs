@@ -11,8 +11,10 @@ fn nonces(out: &Outbound) -> Vec<u64> {
     out.lock()
         .frames
         .iter()
-        .map(|e| match &e.frame.kind {
-            Some(Kind::Heartbeat(h)) => h.nonce,
+        .map(|e| match &e.item {
+            Outgoing::Frame(Frame {
+                kind: Some(Kind::Heartbeat(h)),
+            }) => h.nonce,
             _ => unreachable!("tests queue heartbeats only"),
         })
         .collect()
@@ -105,4 +107,25 @@ async fn reader_reports_truncation_at_eof() {
         err,
         ReadError::Frame(FrameError::Truncated { .. })
     ));
+}
+
+#[test]
+fn encoded_frames_are_written_as_they_are_and_checked_against_the_limit() {
+    let codec = FrameCodec::new(crate::codec::MIN_MAX_FRAME_BYTES);
+    let mut dst = BytesMut::new();
+    let mut frame = BytesMut::new();
+    codec.encode(&hb(7), &mut frame).unwrap();
+    let encoded = Outgoing::Encoded(frame.clone().freeze());
+    assert_eq!(encoded.weight(), frame.len());
+    encoded.encode(&codec, &mut dst).unwrap();
+    assert_eq!(dst, frame);
+    let huge = Outgoing::Encoded(Bytes::from(vec![
+        0u8;
+        4 + crate::codec::MIN_MAX_FRAME_BYTES + 1
+    ]));
+    assert!(matches!(
+        huge.encode(&codec, &mut dst),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert_eq!(dst, frame, "a refused frame leaves the buffer as it was");
 }

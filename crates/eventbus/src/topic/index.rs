@@ -2,6 +2,10 @@
 
 use std::collections::HashMap;
 
+/// Children by literal segment: hashed once per segment of every routed
+/// topic, so a fast (randomly seeded) hasher rather than SipHash.
+type Children<T> = HashMap<Box<str>, Node<T>, foldhash::fast::RandomState>;
+
 use super::grammar::{HASH, PLUS};
 use super::{Topic, TopicFilter};
 
@@ -64,7 +68,7 @@ struct Node<T> {
     /// Values of filters that end with `#` right after this node.
     hash: Vec<T>,
     /// Children for literal segments.
-    literal: HashMap<Box<str>, Node<T>>,
+    literal: Children<T>,
     /// Child for a `+` segment.
     plus: Option<Box<Node<T>>>,
 }
@@ -74,7 +78,7 @@ impl<T> Default for Node<T> {
         Self {
             values: Vec::new(),
             hash: Vec::new(),
-            literal: HashMap::new(),
+            literal: Children::default(),
             plus: None,
         }
     }
@@ -143,7 +147,7 @@ impl<T: PartialEq> Node<T> {
                     self.literal.remove(segment);
                     if self.literal.is_empty() {
                         // Give back the table a burst of children grew.
-                        self.literal = HashMap::new();
+                        self.literal = Children::default();
                     }
                 }
                 removed

@@ -5,6 +5,7 @@
 //! batch of frames. The router never awaits: it only pushes frames into the
 //! bounded [`Outbound`] queues that each connection's writer drains.
 
+mod fanout;
 mod lifecycle;
 mod publish;
 mod settle;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::ConnId;
 use super::config::BrokerConfig;
 use super::queue::{Enqueued, Member, QueueGroup};
-use crate::framed::{Outbound, OverflowPolicy, PushError, Pushed};
+use crate::framed::{Outbound, Outgoing, OverflowPolicy, PushError, Pushed};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::{SubscriptionIndex, Topic, TopicFilter};
@@ -162,6 +163,9 @@ pub(crate) struct Router {
     pub(super) topics: Map<Topic, (u64, u64)>,
     next_conn: ConnId,
     next_id: u64,
+    /// Wall clock read once per batch of frames (µs since the Unix epoch):
+    /// what publishes in the batch are stamped with.
+    clock_us: u64,
     draining: bool,
     scratch: Vec<Target>,
     doomed: Vec<(ConnId, &'static str)>,
@@ -231,6 +235,7 @@ impl Router {
             topics: Map::default(),
             next_conn: 1,
             next_id: 1,
+            clock_us: now_us(),
             draining: false,
             scratch: Vec::new(),
             doomed: Vec::new(),
@@ -338,8 +343,10 @@ impl Router {
         Ok((id, welcome))
     }
 
-    /// Records that `conn` was heard from.
+    /// Records that `conn` was heard from, at the start of a batch of its
+    /// frames, and reads the wall clock the batch's publishes are stamped with.
     pub fn touch(&mut self, conn: ConnId, now: Instant) {
+        self.clock_us = now_us();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.last_seen = now;
         }

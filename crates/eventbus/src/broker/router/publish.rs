@@ -41,7 +41,7 @@ impl Router {
         msg.id = self.next_id;
         self.next_id += 1;
         msg.source = c.client_id.as_str().to_owned();
-        msg.timestamp_us = now_us();
+        msg.timestamp_us = self.clock_us;
         msg.attempt = 1;
         self.totals.published += 1;
         let request = matches!(mode, PublishMode::Request | PublishMode::RequestConfirmed);
@@ -100,7 +100,7 @@ impl Router {
 
     /// Counts one publish on `topic` and its deliveries: one hash lookup, and a
     /// new entry only while fewer than `MAX_TRACKED_TOPICS` are tracked.
-    fn count_topic(&mut self, topic: Topic, delivered: u64) {
+    pub(super) fn count_topic(&mut self, topic: Topic, delivered: u64) {
         if let Some(counts) = self.topics.get_mut(&topic) {
             counts.0 += 1;
             counts.1 += delivered;
@@ -197,11 +197,13 @@ impl Router {
                 msg.clone().expect("present until the last target")
             };
             match target {
-                Target::Plain { conn, sid } => match self.deliver_plain(conn, sid, topic, m) {
-                    Ok(true) => delivered += 1,
-                    Ok(false) => {}
-                    Err(r) => refusal = Some(r),
-                },
+                Target::Plain { conn, sid } => {
+                    match self.deliver_plain(conn, topic, deliver(sid, m)) {
+                        Ok(true) => delivered += 1,
+                        Ok(false) => {}
+                        Err(r) => refusal = Some(r),
+                    }
+                }
                 Target::Group(gid) => match self.enqueue(gid, topic, m) {
                     Ok(()) => delivered += 1,
                     Err(r) => refusal = Some(r),
@@ -215,25 +217,18 @@ impl Router {
         }
     }
 
+    /// Queues a fan-out delivery (`item`: the `Deliver` frame, maybe already
+    /// encoded) for `conn`, under its overflow policy.
     pub(super) fn deliver_plain(
         &mut self,
         conn: ConnId,
-        sid: u64,
         topic: &Topic,
-        message: Box<proto::Envelope>,
+        item: Outgoing,
     ) -> Result<bool, Refusal> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(false);
         };
-
-        let frame = Frame {
-            kind: Some(Kind::Deliver(proto::Deliver {
-                sid,
-                delivery_id: 0,
-                message: Some(message),
-            })),
-        };
-        let pushed = c.out.push_droppable(frame);
+        let pushed = c.out.push_droppable(item);
         if matches!(pushed, Ok(Pushed::Queued | Pushed::EvictedOldest)) && !c.touched {
             c.touched = true;
             self.touched.push(conn);
@@ -404,4 +399,15 @@ impl Router {
             }
         }
     }
+}
+
+/// The `Deliver` frame of a fan-out delivery on plain subscription `sid`.
+fn deliver(sid: u64, message: Box<proto::Envelope>) -> Outgoing {
+    Outgoing::Frame(Frame {
+        kind: Some(Kind::Deliver(proto::Deliver {
+            sid,
+            delivery_id: 0,
+            message: Some(message),
+        })),
+    })
 }

@@ -1,0 +1,257 @@
+//! The broker's fast path for fan-out: a fire-and-forget publish is routed
+//! without decoding its envelope, and delivered by copying the envelope's
+//! bytes into each subscriber's `Deliver` frame, followed by the fields the
+//! broker stamps.
+//!
+//! Protobuf merges a field that appears twice by keeping the last value, so
+//! appending `id`, `source`, `timestamp_us` and `attempt` after the
+//! publisher's envelope bytes gives every subscriber exactly the envelope the
+//! decoding path would have built. [`scan_publish`] accepts only what that
+//! path would accept and handle the same way (well-formed fields of known
+//! numbers, valid UTF-8 strings, no headers, a plain fire-and-forget mode, no
+//! direct target); anything else returns `None` and takes the decoding path.
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::WIRE_VERSION;
+
+/// Wire type of varint fields.
+const VARINT: u8 = 0;
+/// Wire type of length-delimited fields.
+const LEN: u8 = 2;
+
+/// A fire-and-forget publish kept encoded.
+#[derive(Debug, Clone)]
+pub(crate) struct RawPublish {
+    /// The whole frame body, to decode after all if the fast path does not apply.
+    pub body: Bytes,
+    /// The envelope's encoded bytes, as the publisher sent them.
+    pub envelope: Bytes,
+    /// Where the topic is within `envelope` (checked UTF-8).
+    topic: Range<usize>,
+}
+
+impl RawPublish {
+    /// The topic as published (not yet validated as a `Topic`).
+    pub fn topic(&self) -> &str {
+        // Checked by `scan_publish`; a failure here cannot happen, and would
+        // only route nowhere.
+        std::str::from_utf8(&self.envelope[self.topic.clone()]).unwrap_or_default()
+    }
+}
+
+/// What the broker stamps on a message it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp<'a> {
+    /// The broker-assigned message id.
+    pub id: u64,
+    /// The publisher's client id.
+    pub source: &'a str,
+    /// When the broker accepted it, µs since the Unix epoch.
+    pub timestamp_us: u64,
+}
+
+/// A reader over protobuf fields that refuses anything malformed.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let byte = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            // The tenth byte may only carry the top bit of a u64.
+            if i == 9 && byte > 1 {
+                return None;
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The next `(field number, wire type)`, or `None` at the end.
+    fn key(&mut self) -> Option<Option<(u64, u8)>> {
+        if self.pos == self.buf.len() {
+            return Some(None);
+        }
+        let key = self.varint()?;
+        let field = key >> 3;
+        if field == 0 {
+            return None;
+        }
+        Some(Some((field, (key & 7) as u8)))
+    }
+
+    /// The range of a length-delimited value.
+    fn bytes(&mut self) -> Option<Range<usize>> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        let end = self.pos.checked_add(len)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        let range = self.pos..end;
+        self.pos = end;
+        Some(range)
+    }
+
+    fn string(&mut self) -> Option<Range<usize>> {
+        let range = self.bytes()?;
+        std::str::from_utf8(&self.buf[range.clone()]).ok()?;
+        Some(range)
+    }
+}
+
+/// A frame body that is a fire-and-forget publish the fast path can forward.
+pub(crate) fn scan_publish(body: &Bytes) -> Option<RawPublish> {
+    let mut frame = Fields::new(body);
+    // `Frame.publish` (3) must be the body's only field.
+    if frame.key()? != Some((3, LEN)) {
+        return None;
+    }
+    let publish = frame.bytes()?;
+    if frame.key()?.is_some() {
+        return None;
+    }
+    let mut fields = Fields::new(&body[publish.clone()]);
+    let mut envelope = None;
+    while let Some((field, wire)) = fields.key()? {
+        match (field, wire) {
+            // seq, timeout_ms: any value.
+            (1 | 5, VARINT) => {
+                fields.varint()?;
+            }
+            // mode: only fire-and-forget (0).
+            (2, VARINT) => {
+                if fields.varint()? != 0 {
+                    return None;
+                }
+            }
+            // message: exactly once.
+            (3, LEN) if envelope.is_none() => envelope = Some(fields.bytes()?),
+            // target_client: only empty.
+            (4, LEN) => {
+                if !fields.bytes()?.is_empty() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    let envelope = envelope?;
+    let start = publish.start + envelope.start;
+    let envelope = body.slice(start..publish.start + envelope.end);
+    let topic = scan_envelope(&envelope)?;
+    Some(RawPublish {
+        body: body.clone(),
+        envelope,
+        topic,
+    })
+}
+
+/// Checks an envelope field by field; returns where its topic is.
+fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
+    let mut fields = Fields::new(envelope);
+    let mut topic = None;
+    while let Some((field, wire)) = fields.key()? {
+        match (field, wire) {
+            // id, correlation_id, timestamp_us, attempt.
+            (1 | 5 | 8 | 9, VARINT) => {
+                fields.varint()?;
+            }
+            // topic: once (a repeated one would be merged by the decoder).
+            (2, LEN) if topic.is_none() => topic = Some(fields.string()?),
+            // payload.
+            (3, LEN) => {
+                fields.bytes()?;
+            }
+            // reply_to, source.
+            (6 | 7, LEN) => {
+                fields.string()?;
+            }
+            // Headers (4) and anything unknown take the decoding path.
+            _ => return None,
+        }
+    }
+    topic
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// The stamp's encoded fields: `id` (1), `source` (7), `timestamp_us` (8),
+/// `attempt` (9) = 1.
+fn stamp_len(stamp: &Stamp<'_>) -> usize {
+    1 + varint_len(stamp.id)
+        + 1
+        + varint_len(stamp.source.len() as u64)
+        + stamp.source.len()
+        + 1
+        + varint_len(stamp.timestamp_us)
+        + 2
+}
+
+/// The whole encoded frame (length prefix, version, `Frame.deliver`) that
+/// delivers `envelope` with `stamp` on subscription `sid`. Its length counts
+/// the prefix.
+pub(crate) fn deliver_frame(sid: u64, envelope: &[u8], stamp: &Stamp<'_>) -> Bytes {
+    let message_len = envelope.len() + stamp_len(stamp);
+    let sid_len = if sid == 0 { 0 } else { 1 + varint_len(sid) };
+    let deliver_len = sid_len + 1 + varint_len(message_len as u64) + message_len;
+    let body_len = 1 + varint_len(deliver_len as u64) + deliver_len;
+    let mut out = BytesMut::with_capacity(4 + 1 + body_len);
+    // Frame sizes are bounded far below u32::MAX by the codec's limit.
+    out.put_u32((1 + body_len) as u32);
+    out.put_u8(WIRE_VERSION);
+    put_key(&mut out, 6, LEN);
+    put_varint(&mut out, deliver_len as u64);
+    if sid != 0 {
+        put_key(&mut out, 1, VARINT);
+        put_varint(&mut out, sid);
+    }
+    put_key(&mut out, 3, LEN);
+    put_varint(&mut out, message_len as u64);
+    out.put_slice(envelope);
+    put_key(&mut out, 1, VARINT);
+    put_varint(&mut out, stamp.id);
+    put_key(&mut out, 7, LEN);
+    put_varint(&mut out, stamp.source.len() as u64);
+    out.put_slice(stamp.source.as_bytes());
+    put_key(&mut out, 8, VARINT);
+    put_varint(&mut out, stamp.timestamp_us);
+    put_key(&mut out, 9, VARINT);
+    put_varint(&mut out, 1);
+    out.freeze()
+}
+
+fn put_key(out: &mut BytesMut, field: u64, wire: u8) {
+    put_varint(out, (field << 3) | u64::from(wire));
+}
+
+fn put_varint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+#[cfg(test)]
+mod tests;

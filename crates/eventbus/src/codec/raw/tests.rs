@@ -1,0 +1,157 @@
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use prost::Message as _;
+
+use super::*;
+use crate::codec::{FrameCodec, decode_body};
+use crate::proto::{self, Frame, frame::Kind};
+
+fn envelope() -> impl Strategy<Value = proto::Envelope> {
+    (
+        any::<u64>(),
+        "[a-z0-9_.-]{0,40}",
+        proptest::collection::vec(any::<u8>(), 0..300),
+        proptest::collection::hash_map("[a-z-]{1,8}", ".{0,16}", 0..2),
+        (any::<u64>(), "[a-z0-9-]{0,12}", ".{0,12}"),
+        (any::<u64>(), any::<u32>()),
+    )
+        .prop_map(
+            |(id, topic, payload, headers, (correlation_id, reply_to, source), (ts, attempt))| {
+                proto::Envelope {
+                    id,
+                    topic,
+                    payload: Bytes::from(payload),
+                    headers,
+                    correlation_id,
+                    reply_to,
+                    source,
+                    timestamp_us: ts,
+                    attempt,
+                }
+            },
+        )
+}
+
+fn publish() -> impl Strategy<Value = proto::Publish> {
+    (
+        any::<u64>(),
+        prop_oneof![Just(0), 0..4i32],
+        envelope(),
+        prop_oneof![Just(String::new()), "[a-z0-9-]{1,12}"],
+        any::<u32>(),
+    )
+        .prop_map(
+            |(seq, mode, message, target_client, timeout_ms)| proto::Publish {
+                seq,
+                mode,
+                message: Some(Box::new(message)),
+                target_client,
+                timeout_ms,
+            },
+        )
+}
+
+fn body(publish: &proto::Publish) -> Bytes {
+    Frame {
+        kind: Some(Kind::Publish(publish.clone())),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+proptest! {
+    /// The fast path takes exactly the fire-and-forget, headerless, untargeted
+    /// publishes, and delivers what the decoding path would: the publisher's
+    /// envelope with the broker's id, source, timestamp and attempt 1.
+    #[test]
+    fn fast_deliveries_decode_to_what_the_slow_path_builds(
+        publish in publish(),
+        sid in any::<u64>(),
+        (id, source, ts) in (any::<u64>(), "[a-z0-9-]{1,20}", any::<u64>()),
+    ) {
+        let scanned = scan_publish(&body(&publish));
+        let message = publish.message.as_deref().unwrap();
+        // An empty topic is not encoded at all: the decoding path refuses it.
+        let eligible = publish.mode == 0
+            && publish.target_client.is_empty()
+            && message.headers.is_empty()
+            && !message.topic.is_empty();
+        prop_assert_eq!(scanned.is_some(), eligible);
+        let Some(raw) = scanned else { return Ok(()) };
+        prop_assert_eq!(raw.topic(), message.topic.as_str());
+        let stamp = Stamp { id, source: &source, timestamp_us: ts };
+        let mut wire = BytesMut::from(&deliver_frame(sid, &raw.envelope, &stamp)[..]);
+        let decoded = FrameCodec::default().decode(&mut wire).unwrap().unwrap();
+        prop_assert!(wire.is_empty(), "the prefix counts the whole frame");
+        let mut expected = message.clone();
+        expected.id = id;
+        expected.source = source.clone();
+        expected.timestamp_us = ts;
+        expected.attempt = 1;
+        let expected = Frame {
+            kind: Some(Kind::Deliver(proto::Deliver {
+                sid,
+                delivery_id: 0,
+                message: Some(Box::new(expected)),
+            })),
+        };
+        prop_assert_eq!(decoded, expected);
+    }
+
+    /// Whatever the bytes, scanning never panics, and it never accepts a body
+    /// the decoder refuses or reads differently.
+    #[test]
+    fn corrupted_bodies_are_refused_or_read_as_the_decoder_reads_them(
+        publish in publish(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = body(&publish).to_vec();
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let bytes = Bytes::from(bytes);
+        if let Some(raw) = scan_publish(&bytes) {
+            let frame = decode_body(bytes.clone());
+            prop_assert!(frame.is_ok(), "accepted what the decoder refuses: {frame:?}");
+            let Some(Kind::Publish(p)) = frame.unwrap().kind else {
+                return Err(TestCaseError::fail("accepted a frame that is not a publish"));
+            };
+            prop_assert_eq!(p.mode, 0);
+            prop_assert!(p.target_client.is_empty());
+            let message = p.message.unwrap();
+            prop_assert_eq!(message.topic.as_str(), raw.topic());
+            prop_assert!(message.headers.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_confirmed_publish_or_other_frames_take_the_decoding_path() {
+    let confirmed = proto::Publish {
+        mode: proto::PublishMode::Confirmed as i32,
+        message: Some(Box::new(proto::Envelope {
+            topic: "a.b".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    assert!(scan_publish(&body(&confirmed)).is_none());
+    let ack: Bytes = Frame {
+        kind: Some(Kind::Ack(proto::Ack {
+            delivery_id: 1,
+            seq: 0,
+        })),
+    }
+    .encode_to_vec()
+    .into();
+    assert!(scan_publish(&ack).is_none());
+    assert!(scan_publish(&Bytes::new()).is_none());
+    let no_message = proto::Publish::default();
+    assert!(scan_publish(&body(&no_message)).is_none());
+}
