@@ -190,7 +190,7 @@ pub fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
     Ok(frame)
 }
 
-pub(crate) mod raw;
+pub mod raw;
 
 #[cfg(test)]
 mod tests;

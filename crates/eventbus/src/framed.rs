@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::raw::RawDeliver;
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::{Frame, frame::Kind};
 
@@ -159,6 +160,8 @@ pub enum Outgoing {
     Frame(Frame),
     /// An encoded frame: `[u32 length][version][body]`.
     Encoded(Bytes),
+    /// A fan-out delivery whose envelope stayed encoded.
+    Deliver(RawDeliver),
 }
 
 impl From<Frame> for Outgoing {
@@ -173,6 +176,7 @@ impl Outgoing {
         match self {
             Self::Frame(frame) => frame_weight(frame),
             Self::Encoded(bytes) => bytes.len(),
+            Self::Deliver(deliver) => 4 + deliver.frame_len(),
         }
     }
 
@@ -190,6 +194,17 @@ impl Outgoing {
                     });
                 }
                 dst.extend_from_slice(bytes);
+                Ok(())
+            }
+            Self::Deliver(deliver) => {
+                let len = deliver.frame_len();
+                if len > codec.max_frame_bytes() {
+                    return Err(FrameError::TooLarge {
+                        len,
+                        max: codec.max_frame_bytes(),
+                    });
+                }
+                deliver.encode(dst);
                 Ok(())
             }
         }
@@ -350,30 +365,30 @@ impl Outbound {
 
     /// Queues a frame that must not be dropped (a reply, control, or credit-bounded
     /// queue delivery), and wakes the writer task.
-    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
-        self.push_inner(frame, true)
+    pub fn push(&self, item: impl Into<Outgoing>) -> Result<(), PushError> {
+        self.push_inner(item.into(), true)
     }
 
     /// Like [`push`](Self::push), without waking the writer task: the caller
     /// promises a [`try_flush`](Self::try_flush), which writes the frame or wakes
     /// the writer itself.
-    pub fn push_quiet(&self, frame: Frame) -> Result<(), PushError> {
-        self.push_inner(frame, false)
+    pub fn push_quiet(&self, item: impl Into<Outgoing>) -> Result<(), PushError> {
+        self.push_inner(item.into(), false)
     }
 
-    fn push_inner(&self, frame: Frame, wake: bool) -> Result<(), PushError> {
+    fn push_inner(&self, item: Outgoing, wake: bool) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
         }
-        let weight = frame_weight(&frame);
+        let weight = item.weight();
         if st.over_hard_cap(&self.limits, weight) {
             return Err(PushError::TooSlow {
                 hard_cap: self.limits.hard_cap,
             });
         }
         let was_empty = st.frames.is_empty();
-        st.enqueue(Outgoing::Frame(frame), weight, false);
+        st.enqueue(item, weight, false);
         drop(st);
         if was_empty && wake {
             self.notify.notify_one();

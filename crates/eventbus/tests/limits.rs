@@ -395,7 +395,10 @@ async fn a_publisher_cannot_forge_the_fields_the_broker_stamps() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64;
-    for mode in [proto::PublishMode::FireAndForget, proto::PublishMode::Confirmed] {
+    for mode in [
+        proto::PublishMode::FireAndForget,
+        proto::PublishMode::Confirmed,
+    ] {
         let forged = proto::Envelope {
             topic: "forged".into(),
             payload: "x".into(),

@@ -102,6 +102,11 @@ pub fn markdown(report: &Value) -> String {
     latency(&mut md, &process["latency"]);
     throughput(&mut md, "unpinned", &process["throughput"]);
     throughput(&mut md, "pinned to CPU 0", &process["throughput_pinned"]);
+    throughput(
+        &mut md,
+        "unpinned, buffers sized to the whole run (nothing dropped: the rate delivered without loss)",
+        &process["throughput_lossless"],
+    );
     work_queue(&mut md, &process["work_queue_5_workers"]);
     memory(&mut md, &process["memory"]);
     queue(&mut md, &process["queue"]);

@@ -1,7 +1,8 @@
-//! The broker's fast path for fan-out: a fire-and-forget publish is routed
-//! without decoding its envelope, and delivered by copying the envelope's
-//! bytes into each subscriber's `Deliver` frame, followed by the fields the
-//! broker stamps.
+//! The fast path for fan-out, encoded by hand: a client encodes a
+//! fire-and-forget publish straight into bytes ([`publish_frame`]); the
+//! broker routes it without decoding its envelope and delivers it by copying
+//! the envelope's bytes into each subscriber's `Deliver` frame, followed by
+//! the fields the broker stamps.
 //!
 //! Protobuf merges a field that appears twice by keeping the last value, so
 //! appending `id`, `source`, `timestamp_us` and `attempt` after the
@@ -16,6 +17,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::WIRE_VERSION;
+use crate::names::ClientId;
 
 /// Wire type of varint fields.
 const VARINT: u8 = 0;
@@ -42,15 +44,22 @@ impl RawPublish {
     }
 }
 
-/// What the broker stamps on a message it accepts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Stamp<'a> {
+/// A fan-out delivery kept encoded: the publisher's envelope bytes and what
+/// the broker stamps on them, written as a `Deliver` frame when the
+/// subscriber's connection is flushed (one copy, straight into the write
+/// buffer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDeliver {
+    /// The subscription it matched.
+    pub(crate) sid: u64,
+    /// The envelope as the publisher encoded it.
+    pub(crate) envelope: Bytes,
     /// The broker-assigned message id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// The publisher's client id.
-    pub source: &'a str,
+    pub(crate) source: ClientId,
     /// When the broker accepted it, µs since the Unix epoch.
-    pub timestamp_us: u64,
+    pub(crate) timestamp_us: u64,
 }
 
 /// A reader over protobuf fields that refuses anything malformed.
@@ -196,48 +205,99 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-/// The stamp's encoded fields: `id` (1), `source` (7), `timestamp_us` (8),
-/// `attempt` (9) = 1.
-fn stamp_len(stamp: &Stamp<'_>) -> usize {
-    1 + varint_len(stamp.id)
-        + 1
-        + varint_len(stamp.source.len() as u64)
-        + stamp.source.len()
-        + 1
-        + varint_len(stamp.timestamp_us)
-        + 2
+impl RawDeliver {
+    /// The stamp's encoded fields: `id` (1), `source` (7), `timestamp_us`
+    /// (8), `attempt` (9) = 1.
+    fn stamp_len(&self) -> usize {
+        let source = self.source.as_str().len();
+        1 + varint_len(self.id)
+            + 1
+            + varint_len(source as u64)
+            + source
+            + 1
+            + varint_len(self.timestamp_us)
+            + 2
+    }
+
+    fn message_len(&self) -> usize {
+        self.envelope.len() + self.stamp_len()
+    }
+
+    fn deliver_len(&self) -> usize {
+        let sid_len = if self.sid == 0 {
+            0
+        } else {
+            1 + varint_len(self.sid)
+        };
+        let message_len = self.message_len();
+        sid_len + 1 + varint_len(message_len as u64) + message_len
+    }
+
+    /// The frame's length as its prefix states it: version byte and body.
+    pub fn frame_len(&self) -> usize {
+        let deliver_len = self.deliver_len();
+        1 + 1 + varint_len(deliver_len as u64) + deliver_len
+    }
+
+    /// Appends the whole frame (length prefix, version, `Frame.deliver`).
+    pub fn encode(&self, out: &mut BytesMut) {
+        let frame_len = self.frame_len();
+        out.reserve(4 + frame_len);
+        // Frame sizes are bounded far below u32::MAX by the codec's limit.
+        out.put_u32(frame_len as u32);
+        out.put_u8(WIRE_VERSION);
+        put_key(out, 6, LEN);
+        put_varint(out, self.deliver_len() as u64);
+        if self.sid != 0 {
+            put_key(out, 1, VARINT);
+            put_varint(out, self.sid);
+        }
+        put_key(out, 3, LEN);
+        put_varint(out, self.message_len() as u64);
+        out.put_slice(&self.envelope);
+        put_key(out, 1, VARINT);
+        put_varint(out, self.id);
+        let source = self.source.as_str();
+        put_key(out, 7, LEN);
+        put_varint(out, source.len() as u64);
+        out.put_slice(source.as_bytes());
+        put_key(out, 8, VARINT);
+        put_varint(out, self.timestamp_us);
+        put_key(out, 9, VARINT);
+        put_varint(out, 1);
+    }
 }
 
-/// The whole encoded frame (length prefix, version, `Frame.deliver`) that
-/// delivers `envelope` with `stamp` on subscription `sid`. Its length counts
-/// the prefix.
-pub(crate) fn deliver_frame(sid: u64, envelope: &[u8], stamp: &Stamp<'_>) -> Bytes {
-    let message_len = envelope.len() + stamp_len(stamp);
-    let sid_len = if sid == 0 { 0 } else { 1 + varint_len(sid) };
-    let deliver_len = sid_len + 1 + varint_len(message_len as u64) + message_len;
-    let body_len = 1 + varint_len(deliver_len as u64) + deliver_len;
+/// The whole encoded frame (length prefix, version, `Frame.publish`) of a
+/// fire-and-forget publish of `payload` on `topic`: what the client's
+/// `publish` queues, without building and encoding a `Frame`.
+pub(crate) fn publish_frame(topic: &str, payload: &[u8]) -> Bytes {
+    let envelope_len = 1
+        + varint_len(topic.len() as u64)
+        + topic.len()
+        + if payload.is_empty() {
+            0
+        } else {
+            1 + varint_len(payload.len() as u64) + payload.len()
+        };
+    let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
+    let body_len = 1 + varint_len(publish_len as u64) + publish_len;
     let mut out = BytesMut::with_capacity(4 + 1 + body_len);
-    // Frame sizes are bounded far below u32::MAX by the codec's limit.
+    // Callers check the size against the frame limit first.
     out.put_u32((1 + body_len) as u32);
     out.put_u8(WIRE_VERSION);
-    put_key(&mut out, 6, LEN);
-    put_varint(&mut out, deliver_len as u64);
-    if sid != 0 {
-        put_key(&mut out, 1, VARINT);
-        put_varint(&mut out, sid);
-    }
     put_key(&mut out, 3, LEN);
-    put_varint(&mut out, message_len as u64);
-    out.put_slice(envelope);
-    put_key(&mut out, 1, VARINT);
-    put_varint(&mut out, stamp.id);
-    put_key(&mut out, 7, LEN);
-    put_varint(&mut out, stamp.source.len() as u64);
-    out.put_slice(stamp.source.as_bytes());
-    put_key(&mut out, 8, VARINT);
-    put_varint(&mut out, stamp.timestamp_us);
-    put_key(&mut out, 9, VARINT);
-    put_varint(&mut out, 1);
+    put_varint(&mut out, publish_len as u64);
+    put_key(&mut out, 3, LEN);
+    put_varint(&mut out, envelope_len as u64);
+    put_key(&mut out, 2, LEN);
+    put_varint(&mut out, topic.len() as u64);
+    out.put_slice(topic.as_bytes());
+    if !payload.is_empty() {
+        put_key(&mut out, 3, LEN);
+        put_varint(&mut out, payload.len() as u64);
+        out.put_slice(payload);
+    }
     out.freeze()
 }
 

@@ -59,6 +59,7 @@ use super::{Topic, TopicFilter};
 pub struct SubscriptionIndex<T> {
     root: Node<T>,
     len: usize,
+    generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -180,7 +181,14 @@ impl<T> SubscriptionIndex<T> {
         Self {
             root: Node::default(),
             len: 0,
+            generation: 0,
         }
+    }
+
+    /// Changes with every insert, removal or clear: a cached match result is
+    /// current while the generation it was computed at is.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The number of `(filter, value)` pairs stored, duplicates included.
@@ -196,6 +204,7 @@ impl<T> SubscriptionIndex<T> {
     /// Stores `value` under `filter`. Storing the same pair again keeps both
     /// copies.
     pub fn insert(&mut self, filter: &TopicFilter, value: T) {
+        self.generation += 1;
         let mut node = &mut self.root;
         for segment in filter.segments() {
             node = match segment {
@@ -221,6 +230,7 @@ impl<T> SubscriptionIndex<T> {
 
     /// Removes every pair, keeping no nodes.
     pub fn clear(&mut self) {
+        self.generation += 1;
         self.root = Node::default();
         self.len = 0;
     }
@@ -240,6 +250,7 @@ impl<T: PartialEq> SubscriptionIndex<T> {
     pub fn remove(&mut self, filter: &TopicFilter, value: &T) -> bool {
         let removed = self.root.remove(filter.segments(), value);
         if removed {
+            self.generation += 1;
             self.len -= 1;
         }
         removed

@@ -62,6 +62,9 @@ enum Command {
         socket: PathBuf,
         #[arg(long)]
         count: u64,
+        /// The subscription's buffer in the client, in messages (default: the client's).
+        #[arg(long)]
+        buffer: Option<usize>,
     },
     /// Publish COUNT messages of SIZE bytes on `bench.stream`.
     Pub {
@@ -136,7 +139,11 @@ fn main() -> anyhow::Result<()> {
                 Command::RawRtt(args) => floor::raw_rtt(&args).await,
                 Command::Responder { socket } => roles::responder(&socket).await,
                 Command::Rtt(args) => roles::rtt(&args).await,
-                Command::Sub { socket, count } => roles::sub(&socket, count).await,
+                Command::Sub {
+                    socket,
+                    count,
+                    buffer,
+                } => roles::sub(&socket, count, buffer).await,
                 Command::Pub {
                     socket,
                     count,

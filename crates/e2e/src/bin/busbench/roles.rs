@@ -55,17 +55,18 @@ pub fn report_histogram(h: &Histogram<u64>) {
 }
 
 pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    Ok(Client::connect(options(socket)).await?)
+}
+
+fn options(socket: &Path) -> ClientOptions {
     // The same reconnect cap as the mock collectors, so restart figures match theirs.
     let reconnect = eventbus::ReconnectPolicy {
         max: Duration::from_millis(250),
         ..eventbus::ReconnectPolicy::default()
     };
-    Ok(Client::connect(
-        ClientOptions::new(socket)
-            .kind("bench")
-            .reconnect(reconnect),
-    )
-    .await?)
+    ClientOptions::new(socket)
+        .kind("bench")
+        .reconnect(reconnect)
 }
 
 pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
@@ -108,8 +109,16 @@ pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
-    let client = connect(socket).await?;
+/// Counts messages on `bench.stream`; `buffer` sizes the subscription's
+/// buffer in the client (messages, and 256 bytes each).
+pub async fn sub(socket: &Path, count: u64, buffer: Option<usize>) -> anyhow::Result<()> {
+    let options = match buffer {
+        Some(n) => options(socket)
+            .subscription_capacity(n)
+            .subscription_bytes(n.saturating_mul(256)),
+        None => options(socket),
+    };
+    let client = Client::connect(options).await?;
     let mut stream = client.subscribe(&TopicFilter::new("bench.stream")?).await?;
     ready();
     let mut first = None;

@@ -139,13 +139,47 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
     }))
 }
 
-fn throughput(args: &SuiteArgs, dir: &Path, pinned: bool) -> anyhow::Result<Value> {
+/// How the pub/sub throughput run treats a subscriber that falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buffers {
+    /// The broker's and the client's default bounds: a publisher that runs
+    /// ahead makes the broker drop (and count) the oldest messages.
+    Default,
+    /// Bounds sized to hold the whole run: nothing is dropped, so the
+    /// subscriber's rate is the rate delivered without loss.
+    WholeRun,
+}
+
+fn throughput(
+    args: &SuiteArgs,
+    dir: &Path,
+    pinned: bool,
+    buffers: Buffers,
+) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let sock = dir.join("t.sock").to_string_lossy().into_owned();
-    let (broker, ready) = start(pinned, &args.broker, &["--socket", &sock])?;
-    let broker_pid = ready["pid"].as_u64().context("pid")?;
     let n = args.messages.to_string();
-    let mut sub_cmd = command(pinned, &me, &["sub", "--socket", &sock, "--count", &n]);
+    let config = dir.join("whole-run.toml");
+    let mut broker_args = vec!["--socket", &sock];
+    let mut sub_args = vec!["sub", "--socket", &sock, "--count", &n];
+    let config_path = config.to_string_lossy().into_owned();
+    if buffers == Buffers::WholeRun {
+        let m = args.messages + 1;
+        std::fs::write(
+            &config,
+            format!(
+                "[subscriber]\nmax_len = {m}\nmax_bytes = {}\nhard_cap = {}\nhard_cap_bytes = {}\n",
+                m * 256,
+                m * 2,
+                m * 512
+            ),
+        )?;
+        broker_args.extend(["--config", &config_path]);
+        sub_args.extend(["--buffer", &n]);
+    }
+    let (broker, ready) = start(pinned, &args.broker, &broker_args)?;
+    let broker_pid = ready["pid"].as_u64().context("pid")?;
+    let mut sub_cmd = command(pinned, &me, &sub_args);
     let mut sub = sub_cmd.stdout(Stdio::piped()).spawn()?;
     let mut lines = BufReader::new(sub.stdout.take().context("stdout")?).lines();
     lines.next().context("sub ready")??;
@@ -246,8 +280,18 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         );
     }
     if wants("throughput") {
-        report.insert("throughput".into(), throughput(args, &dir, false)?);
-        report.insert("throughput_pinned".into(), throughput(args, &dir, true)?);
+        report.insert(
+            "throughput".into(),
+            throughput(args, &dir, false, Buffers::Default)?,
+        );
+        report.insert(
+            "throughput_pinned".into(),
+            throughput(args, &dir, true, Buffers::Default)?,
+        );
+        report.insert(
+            "throughput_lossless".into(),
+            throughput(args, &dir, false, Buffers::WholeRun)?,
+        );
     }
     if wants("memory") {
         report.insert("memory".into(), memory(args, &dir)?);

@@ -6,7 +6,7 @@
 //! takes that path.
 
 use super::*;
-use crate::codec::raw::{RawPublish, Stamp, deliver_frame};
+use crate::codec::raw::{RawDeliver, RawPublish};
 
 impl Router {
     /// Handles a publish the reader kept encoded.
@@ -30,41 +30,32 @@ impl Router {
         if self.draining || !self.conns.contains_key(&conn) {
             return false;
         }
-        let Ok(topic) = Topic::new(raw.topic()) else {
+        let Some(route) = self.route_for(raw.topic()) else {
             return false;
         };
-        let mut targets = std::mem::take(&mut self.scratch);
-        self.index.extend_matches(&topic, &mut targets);
-        if targets.iter().any(|t| matches!(t, Target::Group(_))) {
-            targets.clear();
-            self.scratch = targets;
-            return false;
-        }
         let id = self.next_id();
         let c = self.conns.get_mut(&conn).expect("checked above");
         c.counters.published += 1;
         let source = c.client_id.clone();
         self.totals.published += 1;
-        let stamp = Stamp {
-            id,
-            source: source.as_str(),
-            timestamp_us: self.clock_us,
-        };
         let mut delivered = 0;
         let mut refusal = None;
-        for target in targets.drain(..) {
-            let Target::Plain { conn: to, sid } = target else {
-                continue;
+        for &(to, sid) in &route.plain {
+            let deliver = RawDeliver {
+                sid,
+                envelope: raw.envelope.clone(),
+                id,
+                source: source.clone(),
+                timestamp_us: self.clock_us,
             };
-            let frame = deliver_frame(sid, &raw.envelope, &stamp);
-            match self.deliver_plain(to, &topic, Outgoing::Encoded(frame)) {
+            match self.deliver_plain(to, &route.topic, Outgoing::Deliver(deliver)) {
                 Ok(true) => delivered += 1,
                 Ok(false) => {}
                 Err(r) => refusal = Some(r),
             }
         }
-        self.scratch = targets;
-        self.count_topic(topic, delivered);
+        self.count_topic(route.topic.clone(), delivered);
+        self.fanout_route = Some(route);
         // As on the decoding path: refused everywhere (`reject` policy), the
         // publisher hears why, under the fire-and-forget `seq` 0.
         if let (0, Some(r)) = (delivered, refusal) {
@@ -72,4 +63,44 @@ impl Router {
         }
         true
     }
+
+    /// The plain subscriptions `topic` goes to, or `None` when it is not a
+    /// valid topic or a queue group matches it (the decoding path's job).
+    /// Publishers repeat topics, so the last route is kept while the topic
+    /// and the subscription index stay the same.
+    fn route_for(&mut self, topic: &str) -> Option<Route> {
+        let generation = self.index.generation();
+        if let Some(route) = self.fanout_route.take()
+            && route.generation == generation
+            && route.topic.as_str() == topic
+        {
+            return Some(route);
+        }
+        let topic = Topic::new(topic).ok()?;
+        let mut targets = std::mem::take(&mut self.scratch);
+        self.index.extend_matches(&topic, &mut targets);
+        let mut plain = Vec::with_capacity(targets.len());
+        let mut grouped = false;
+        for target in targets.drain(..) {
+            match target {
+                Target::Plain { conn, sid } => plain.push((conn, sid)),
+                Target::Group(_) => grouped = true,
+            }
+        }
+        self.scratch = targets;
+        (!grouped).then_some(Route {
+            topic,
+            generation,
+            plain,
+        })
+    }
+}
+
+/// Where publishes on one topic go, as of one generation of the index.
+#[derive(Debug)]
+pub(super) struct Route {
+    topic: Topic,
+    generation: u64,
+    /// `(connection, subscription id)` of every matching plain subscription.
+    plain: Vec<(ConnId, u64)>,
 }

@@ -166,6 +166,9 @@ pub(crate) struct Router {
     /// Wall clock read once per batch of frames (µs since the Unix epoch):
     /// what publishes in the batch are stamped with.
     clock_us: u64,
+    /// Where the last publish kept encoded went, reused while its topic
+    /// repeats and the subscription index is unchanged.
+    fanout_route: Option<fanout::Route>,
     draining: bool,
     scratch: Vec<Target>,
     doomed: Vec<(ConnId, &'static str)>,
@@ -236,6 +239,7 @@ impl Router {
             next_conn: 1,
             next_id: 1,
             clock_us: now_us(),
+            fanout_route: None,
             draining: false,
             scratch: Vec::new(),
             doomed: Vec::new(),

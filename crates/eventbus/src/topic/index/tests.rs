@@ -254,3 +254,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_generation_changes_with_every_change_and_only_then() {
+    let mut index = SubscriptionIndex::new();
+    let filter = TopicFilter::new("a.+").unwrap();
+    let g0 = index.generation();
+    index.insert(&filter, 1);
+    let g1 = index.generation();
+    assert_ne!(g0, g1);
+    let _ = index.matches(&Topic::new("a.b").unwrap());
+    assert!(!index.remove(&filter, &2), "nothing removed");
+    assert_eq!(index.generation(), g1, "reads and no-op removals keep it");
+    assert!(index.remove(&filter, &1));
+    let g2 = index.generation();
+    assert_ne!(g1, g2);
+    index.clear();
+    assert_ne!(index.generation(), g2);
+}
