@@ -8,7 +8,8 @@ use crate::proto;
 
 impl Router {
     /// A snapshot of every counter, answering request `seq`.
-    pub(crate) fn stats(&self, seq: u64) -> proto::StatsResponse {
+    pub(crate) fn stats(&mut self, seq: u64) -> proto::StatsResponse {
+        self.settle_fanout_counts();
         let mut connections = self.connection_stats();
         connections.sort_by(|a, b| a.id.cmp(&b.id));
         let mut topics: Vec<proto::TopicStats> = self

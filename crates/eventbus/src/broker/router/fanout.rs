@@ -27,16 +27,20 @@ impl Router {
     /// Delivers `raw` to the plain subscriptions its topic matches; returns
     /// `false`, having done nothing, when the fast path does not apply.
     fn fan_out(&mut self, conn: ConnId, raw: &RawPublish) -> bool {
-        if self.draining || !self.conns.contains_key(&conn) {
+        if self.draining {
             return false;
         }
-        let Some(route) = self.route_for(raw.topic()) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let source = c.client_id.clone();
+        let Some(mut route) = self.route_for(raw.topic()) else {
             return false;
         };
         let id = self.next_id();
-        let c = self.conns.get_mut(&conn).expect("checked above");
-        c.counters.published += 1;
-        let source = c.client_id.clone();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.counters.published += 1;
+        }
         self.totals.published += 1;
         let mut delivered = 0;
         let mut refusal = None;
@@ -54,7 +58,8 @@ impl Router {
                 Err(r) => refusal = Some(r),
             }
         }
-        self.count_topic(route.topic.clone(), delivered);
+        route.published += 1;
+        route.delivered += delivered;
         self.fanout_route = Some(route);
         // As on the decoding path: refused everywhere (`reject` policy), the
         // publisher hears why, under the fire-and-forget `seq` 0.
@@ -70,11 +75,11 @@ impl Router {
     /// and the subscription index stay the same.
     fn route_for(&mut self, topic: &str) -> Option<Route> {
         let generation = self.index.generation();
-        if let Some(route) = self.fanout_route.take()
-            && route.generation == generation
-            && route.topic.as_str() == topic
-        {
-            return Some(route);
+        if let Some(route) = self.fanout_route.take() {
+            if route.generation == generation && route.topic.as_str() == topic {
+                return Some(route);
+            }
+            self.count_topic_n(route.topic, route.published, route.delivered);
         }
         let topic = Topic::new(topic).ok()?;
         let mut targets = std::mem::take(&mut self.scratch);
@@ -92,7 +97,21 @@ impl Router {
             topic,
             generation,
             plain,
+            published: 0,
+            delivered: 0,
         })
+    }
+
+    /// Adds what the cached route counted to the per-topic stats.
+    pub(crate) fn settle_fanout_counts(&mut self) {
+        if let Some(route) = &mut self.fanout_route
+            && route.published > 0
+        {
+            let (published, delivered) = (route.published, route.delivered);
+            (route.published, route.delivered) = (0, 0);
+            let topic = route.topic.clone();
+            self.count_topic_n(topic, published, delivered);
+        }
     }
 }
 
@@ -103,4 +122,8 @@ pub(super) struct Route {
     generation: u64,
     /// `(connection, subscription id)` of every matching plain subscription.
     plain: Vec<(ConnId, u64)>,
+    /// Publishes and deliveries on this route not yet in the topic stats
+    /// (added when the route is replaced or stats are read).
+    published: u64,
+    delivered: u64,
 }

@@ -101,11 +101,16 @@ impl Router {
     /// Counts one publish on `topic` and its deliveries: one hash lookup, and a
     /// new entry only while fewer than `MAX_TRACKED_TOPICS` are tracked.
     pub(super) fn count_topic(&mut self, topic: Topic, delivered: u64) {
+        self.count_topic_n(topic, 1, delivered);
+    }
+
+    /// Counts `published` publishes on `topic` and their `delivered` deliveries.
+    pub(super) fn count_topic_n(&mut self, topic: Topic, published: u64, delivered: u64) {
         if let Some(counts) = self.topics.get_mut(&topic) {
-            counts.0 += 1;
+            counts.0 += published;
             counts.1 += delivered;
         } else if self.topics.len() < MAX_TRACKED_TOPICS {
-            self.topics.insert(topic, (1, delivered));
+            self.topics.insert(topic, (published, delivered));
         }
     }
 
