@@ -45,6 +45,36 @@ async fn two_of_each(cluster: &Cluster, links: &[FaultProxy]) -> Vec<CollectorPr
     collectors
 }
 
+/// The run's seed ([`seed_from_env`]), printed first so a failure can be replayed.
+fn chaos_seed() -> u64 {
+    let seed = seed_from_env();
+    println!("chaos seed {seed}");
+    seed
+}
+
+/// Derives the schedule of `plan` from `seed`, prints it, then runs it and
+/// `workload` together on the cluster (see [`chaos::run`]).
+async fn run_plan(
+    seed: u64,
+    plan: &Plan,
+    workload: &Workload,
+    cluster: &mut Cluster,
+    collectors: &mut [CollectorProcess],
+    links: &[FaultProxy],
+) -> (Schedule, ChaosRun) {
+    let schedule = Schedule::progressive(seed, plan);
+    println!("{schedule}");
+    let broker_pid = PidCell::new(cluster.broker().pid());
+    let targets = Targets {
+        cluster,
+        collectors,
+        links,
+        broker_pid: &broker_pid,
+    };
+    let chaos = chaos::run(workload, &schedule, targets).await;
+    (schedule, chaos)
+}
+
 /// Tasks of every kind, a direct request to procmond-1 now and then, events.
 fn mixed_load(duration: Duration) -> Workload {
     Workload {
@@ -122,8 +152,7 @@ fn judge_load(
 /// from 2 s, and heals everything at 8 s; the load runs 14 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progressive_collector_failures_under_load() {
-    let seed = seed_from_env();
-    println!("chaos seed {seed}");
+    let seed = chaos_seed();
     let mut cluster = Cluster::start().await;
     let mut collectors = two_of_each(&cluster, &[]).await;
     let plan = Plan {
@@ -139,21 +168,9 @@ async fn progressive_collector_failures_under_load() {
         collectors: collectors.len(),
         links: 0,
     };
-    let schedule = Schedule::progressive(seed, &plan);
-    println!("{schedule}");
-    let broker_pid = PidCell::new(cluster.broker().pid());
     let workload = mixed_load(Duration::from_secs(14));
-    let chaos = chaos::run(
-        &workload,
-        &schedule,
-        Targets {
-            cluster: &mut cluster,
-            collectors: &mut collectors,
-            links: &[],
-            broker_pid: &broker_pid,
-        },
-    )
-    .await;
+    let (schedule, chaos) =
+        run_plan(seed, &plan, &workload, &mut cluster, &mut collectors, &[]).await;
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |_| false);
     let mut report = Report::new("progressive_collector_failures_under_load", seed);
     judge_load(&mut report, &chaos, &schedule, &consistency);
@@ -166,8 +183,7 @@ async fn progressive_collector_failures_under_load() {
 /// 50 ms each way), until all heal at 8 s; the load runs 14 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_partitions_on_a_share_of_links() {
-    let seed = seed_from_env();
-    println!("chaos seed {seed}");
+    let seed = chaos_seed();
     let mut cluster = Cluster::start().await;
     let mut links = Vec::new();
     for n in 0..6 {
@@ -189,19 +205,14 @@ async fn latency_and_partitions_on_a_share_of_links() {
         collectors: 0,
         links: links.len(),
     };
-    let schedule = Schedule::progressive(seed, &plan);
-    println!("{schedule}");
-    let broker_pid = PidCell::new(cluster.broker().pid());
     let workload = mixed_load(Duration::from_secs(14));
-    let chaos = chaos::run(
+    let (schedule, chaos) = run_plan(
+        seed,
+        &plan,
         &workload,
-        &schedule,
-        Targets {
-            cluster: &mut cluster,
-            collectors: &mut collectors,
-            links: &links,
-            broker_pid: &broker_pid,
-        },
+        &mut cluster,
+        &mut collectors,
+        &links,
     )
     .await;
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |_| false);
@@ -222,8 +233,7 @@ async fn latency_and_partitions_on_a_share_of_links() {
 /// restarted at 3 s and 6 s of a 12 s load of task requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_under_load() {
-    let seed = seed_from_env();
-    println!("chaos seed {seed}");
+    let seed = chaos_seed();
     let mut cluster = Cluster::start().await;
     let mut collectors = Vec::new();
     for kind in CollectorKind::ALL {
@@ -238,24 +248,12 @@ async fn broker_restart_under_load() {
         collectors: collectors.len(),
         links: 0,
     };
-    let schedule = Schedule::progressive(seed, &plan);
-    println!("{schedule}");
-    let broker_pid = PidCell::new(cluster.broker().pid());
     let workload = Workload {
         mix: CollectorKind::ALL.map(|k| (Op::Task(k), 1)).to_vec(),
         ..mixed_load(Duration::from_secs(12))
     };
-    let chaos = chaos::run(
-        &workload,
-        &schedule,
-        Targets {
-            cluster: &mut cluster,
-            collectors: &mut collectors,
-            links: &[],
-            broker_pid: &broker_pid,
-        },
-    )
-    .await;
+    let (schedule, chaos) =
+        run_plan(seed, &plan, &workload, &mut cluster, &mut collectors, &[]).await;
     let closed = "connection closed";
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |e| e == closed);
     let mut report = Report::new("broker_restart_under_load", seed);
@@ -310,7 +308,7 @@ async fn slow_consumer_under_a_burst() {
     use eventbus::{ClientId, ClientOptions, Topic, TopicFilter};
 
     const BURST: u64 = 20_000;
-    let seed = seed_from_env();
+    let seed = chaos_seed();
     let cluster = Cluster::start_with(BrokerBuilder::new().config_toml(
         "[subscriber]\nmax_len = 1000\noverflow = \"drop-oldest\"\n\
                  [queue]\nmax_len = 500\noverflow = \"reject\"\n",
@@ -518,8 +516,7 @@ async fn queue_burst(cluster: &Cluster, seed: u64) -> QueueBurst {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_pressure_on_a_collector() {
     const SCRATCH: u64 = 48 << 20;
-    let seed = seed_from_env();
-    println!("chaos seed {seed}");
+    let seed = chaos_seed();
     let mut cluster = Cluster::start().await;
     let mut collectors = two_of_each(&cluster, &[]).await;
     let plan = Plan {
@@ -531,9 +528,6 @@ async fn memory_pressure_on_a_collector() {
         collectors: 1,
         links: 0,
     };
-    let schedule = Schedule::progressive(seed, &plan);
-    println!("{schedule}");
-    let broker_pid = PidCell::new(cluster.broker().pid());
     let driver = cluster.driver().await;
     for kind in CollectorKind::ALL {
         // One plain task per collector, so the baseline of the squeeze is a
@@ -550,17 +544,8 @@ async fn memory_pressure_on_a_collector() {
         rate_per_s: 30.0,
         ..mixed_load(Duration::from_secs(12))
     };
-    let chaos = chaos::run(
-        &workload,
-        &schedule,
-        Targets {
-            cluster: &mut cluster,
-            collectors: &mut collectors,
-            links: &[],
-            broker_pid: &broker_pid,
-        },
-    )
-    .await;
+    let (schedule, chaos) =
+        run_plan(seed, &plan, &workload, &mut cluster, &mut collectors, &[]).await;
     let mut report = Report::new("memory_pressure_on_a_collector", seed);
     if let Some(skip) = chaos.applied.iter().find(|a| a.what.starts_with("SKIPPED")) {
         println!("chaos: memory_pressure_on_a_collector {}", skip.what);

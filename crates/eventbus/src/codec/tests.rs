@@ -4,7 +4,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::proto::{self, frame::Kind};
 
-fn envelope() -> impl Strategy<Value = proto::Envelope> {
+/// Envelopes with arbitrary field values (shared with `raw`'s tests).
+pub(super) fn envelope() -> impl Strategy<Value = proto::Envelope> {
     (
         any::<u64>(),
         "[a-z0-9_.-]{0,40}",

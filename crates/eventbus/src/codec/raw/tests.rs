@@ -3,34 +3,9 @@ use proptest::prelude::*;
 use prost::Message as _;
 
 use super::*;
+use crate::codec::tests::envelope;
 use crate::codec::{FrameCodec, decode_body};
 use crate::proto::{self, Frame, frame::Kind};
-
-fn envelope() -> impl Strategy<Value = proto::Envelope> {
-    (
-        any::<u64>(),
-        "[a-z0-9_.-]{0,40}",
-        proptest::collection::vec(any::<u8>(), 0..300),
-        proptest::collection::hash_map("[a-z-]{1,8}", ".{0,16}", 0..2),
-        (any::<u64>(), "[a-z0-9-]{0,12}", ".{0,12}"),
-        (any::<u64>(), any::<u32>()),
-    )
-        .prop_map(
-            |(id, topic, payload, headers, (correlation_id, reply_to, source), (ts, attempt))| {
-                proto::Envelope {
-                    id,
-                    topic,
-                    payload: Bytes::from(payload),
-                    headers,
-                    correlation_id,
-                    reply_to,
-                    source,
-                    timestamp_us: ts,
-                    attempt,
-                }
-            },
-        )
-}
 
 fn publish() -> impl Strategy<Value = proto::Publish> {
     (
