@@ -1,5 +1,5 @@
 //! The fast path for fan-out, encoded by hand: a client encodes a
-//! fire-and-forget publish straight into bytes ([`publish_frame`]); the
+//! fire-and-forget publish straight into bytes (`publish_frame`); the
 //! broker routes it without decoding its envelope and delivers it by copying
 //! the envelope's bytes into each subscriber's `Deliver` frame, followed by
 //! the fields the broker stamps.
@@ -7,7 +7,7 @@
 //! Protobuf merges a field that appears twice by keeping the last value, so
 //! appending `id`, `source`, `timestamp_us` and `attempt` after the
 //! publisher's envelope bytes gives every subscriber exactly the envelope the
-//! decoding path would have built. [`scan_publish`] accepts only what that
+//! decoding path would have built. `scan_publish` accepts only what that
 //! path would accept and handle the same way (well-formed fields of known
 //! numbers, valid UTF-8 strings, no headers, a plain fire-and-forget mode, no
 //! direct target); anything else returns `None` and takes the decoding path.
