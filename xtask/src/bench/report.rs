@@ -102,11 +102,7 @@ pub fn markdown(report: &Value) -> String {
     latency(&mut md, &process["latency"]);
     throughput(&mut md, "unpinned", &process["throughput"]);
     throughput(&mut md, "pinned to CPU 0", &process["throughput_pinned"]);
-    throughput(
-        &mut md,
-        "unpinned, buffers sized to the whole run (nothing dropped: the rate delivered without loss)",
-        &process["throughput_lossless"],
-    );
+    lossless(&mut md, &process["throughput_lossless"]);
     work_queue(&mut md, &process["work_queue_5_workers"]);
     memory(&mut md, &process["memory"]);
     queue(&mut md, &process["queue"]);
@@ -211,6 +207,35 @@ fn throughput(md: &mut String, mode: &str, t: &Value) {
         md,
         "| broker RSS after the stream | {} |\n",
         kib(&t["broker_rss_kib_after"])
+    );
+}
+
+/// The paced runs: the highest publish rate every message was delivered at.
+fn lossless(md: &mut String, l: &Value) {
+    let Some(tries) = l["tries"].as_array() else {
+        return;
+    };
+    md.push_str(
+        "## Pub/sub delivered without loss, 1 → 1, 64 B, unpinned\n\n\
+         The publisher paced at each rate in turn, default broker bounds, \
+         until a run loses messages.\n\n\
+         | publish rate | received | subscriber |\n|---|---|---|\n",
+    );
+    for t in tries {
+        let run = &t["run"];
+        let _ = writeln!(
+            md,
+            "| {} | {} of {} | {} |",
+            rate(&t["rate"]),
+            count(&run["subscriber"]["received"]),
+            count(&run["publisher"]["sent"]),
+            rate(&run["subscriber"]["per_s"])
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nHighest rate without loss: {}.\n",
+        rate(&l["max_lossless_per_s"])
     );
 }
 

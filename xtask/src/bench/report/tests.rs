@@ -26,6 +26,7 @@ fn markdown_has_every_section_with_floor_and_ratio() {
         "## Micro-benchmarks",
         "## Round-trip latency",
         "## Pub/sub throughput",
+        "## Pub/sub delivered without loss",
         "## Memory",
         "## Work queues",
     ] {
@@ -55,6 +56,14 @@ fn markdown_has_every_section_with_floor_and_ratio() {
     );
     assert!(
         md.contains("| publisher | 1.03 M msg/s (500000 sent) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 1.40 M msg/s | 470000 of 500000 | 1.25 M msg/s |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Highest rate without loss: 1.20 M msg/s."),
         "{md}"
     );
     assert!(

@@ -62,9 +62,6 @@ enum Command {
         socket: PathBuf,
         #[arg(long)]
         count: u64,
-        /// The subscription's buffer in the client, in messages (default: the client's).
-        #[arg(long)]
-        buffer: Option<usize>,
     },
     /// Publish COUNT messages of SIZE bytes on `bench.stream`.
     Pub {
@@ -77,6 +74,10 @@ enum Command {
         /// Topic to publish on.
         #[arg(long, default_value = "bench.stream")]
         topic: String,
+        /// Messages per second, paced every millisecond (default: as fast as
+        /// the broker takes them).
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Join queue group `bench` on TOPIC with prefetch 1 and report each delivery
     /// as a JSON line; settle nothing unless `--ack`.
@@ -139,17 +140,14 @@ fn main() -> anyhow::Result<()> {
                 Command::RawRtt(args) => floor::raw_rtt(&args).await,
                 Command::Responder { socket } => roles::responder(&socket).await,
                 Command::Rtt(args) => roles::rtt(&args).await,
-                Command::Sub {
-                    socket,
-                    count,
-                    buffer,
-                } => roles::sub(&socket, count, buffer).await,
+                Command::Sub { socket, count } => roles::sub(&socket, count).await,
                 Command::Pub {
                     socket,
                     count,
                     size,
                     topic,
-                } => roles::publish(&socket, count, size, &topic).await,
+                    rate,
+                } => roles::publish(&socket, count, size, &topic, rate).await,
                 Command::Hold(args) => queue::hold(&args).await,
                 Command::CancelRtt { socket, count } => queue::cancel_rtt(&socket, count).await,
                 Command::RawSink {

@@ -55,18 +55,17 @@ pub fn report_histogram(h: &Histogram<u64>) {
 }
 
 pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
-    Ok(Client::connect(options(socket)).await?)
-}
-
-fn options(socket: &Path) -> ClientOptions {
     // The same reconnect cap as the mock collectors, so restart figures match theirs.
     let reconnect = eventbus::ReconnectPolicy {
         max: Duration::from_millis(250),
         ..eventbus::ReconnectPolicy::default()
     };
-    ClientOptions::new(socket)
-        .kind("bench")
-        .reconnect(reconnect)
+    Ok(Client::connect(
+        ClientOptions::new(socket)
+            .kind("bench")
+            .reconnect(reconnect),
+    )
+    .await?)
 }
 
 pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
@@ -109,16 +108,9 @@ pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts messages on `bench.stream`; `buffer` sizes the subscription's
-/// buffer in the client (messages, and 256 bytes each).
-pub async fn sub(socket: &Path, count: u64, buffer: Option<usize>) -> anyhow::Result<()> {
-    let options = match buffer {
-        Some(n) => options(socket)
-            .subscription_capacity(n)
-            .subscription_bytes(n.saturating_mul(256)),
-        None => options(socket),
-    };
-    let client = Client::connect(options).await?;
+/// Counts messages on `bench.stream` until COUNT, or a second of silence.
+pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
+    let client = connect(socket).await?;
     let mut stream = client.subscribe(&TopicFilter::new("bench.stream")?).await?;
     ready();
     let mut first = None;
@@ -159,19 +151,35 @@ pub async fn sub(socket: &Path, count: u64, buffer: Option<usize>) -> anyhow::Re
     Ok(())
 }
 
-pub async fn publish(socket: &Path, count: u64, size: usize, topic: &str) -> anyhow::Result<()> {
+/// Publishes COUNT messages; with `rate`, paced in millisecond steps.
+pub async fn publish(
+    socket: &Path,
+    count: u64,
+    size: usize,
+    topic: &str,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
     let client = connect(socket).await?;
     let topic = Topic::new(topic)?;
     let payload = bytes::Bytes::from(vec![7u8; size]);
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let per_tick = rate.map_or(u64::MAX, |r| (r / 1000).max(1));
     let start = Instant::now();
     let mut sent = 0;
     // COUNT - 1 fire-and-forget, then one confirmed: once it is confirmed, the
     // broker has accepted everything before it.
     while sent + 1 < count {
-        // Waits for the writer to drain a full outbound buffer rather than
-        // spinning: a spinning publisher takes the CPU the broker needs.
-        client.publish_wait(&topic, payload.clone()).await?;
-        sent += 1;
+        if rate.is_some() {
+            pace.tick().await;
+        }
+        let step = per_tick.min(count - 1 - sent);
+        for _ in 0..step {
+            // Waits for the writer to drain a full outbound buffer rather
+            // than spinning: a spinning publisher takes the CPU the broker needs.
+            client.publish_wait(&topic, payload.clone()).await?;
+        }
+        sent += step;
     }
     client.publish_confirmed(&topic, payload).await?;
     sent += 1;
