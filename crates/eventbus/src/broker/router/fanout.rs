@@ -30,13 +30,13 @@ impl Router {
         if self.draining {
             return false;
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(source) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
             return false;
         };
-        let source = c.client_id.clone();
         let Some(mut route) = self.route_for(raw.topic()) else {
             return false;
         };
+        // Counted once the fast path is sure to apply: the decoding path counts its own.
         let id = self.next_id();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.counters.published += 1;
