@@ -65,7 +65,7 @@ impl Client {
             accepts: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(Default::default()),
             session: super::session::Session::new(),
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::default()),
             closed: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
         });
@@ -309,7 +309,7 @@ async fn read_loop(
 ) -> String {
     let mut frames = Vec::with_capacity(64);
     loop {
-        match reader.read_batch(&mut frames).await {
+        match reader.read_batch_with(&mut frames, decode).await {
             Ok(true) => {
                 liveness.touch();
                 for frame in frames.drain(..) {
@@ -321,6 +321,15 @@ async fn read_loop(
             Ok(false) => return "broker closed the connection".to_owned(),
             Err(e) => return format!("read failed: {e}"),
         }
+    }
+}
+
+/// Decodes a frame body: deliveries, the bulk of what a subscriber reads, by
+/// hand (`codec::raw::decode_deliver`), the rest with prost.
+fn decode(body: bytes::Bytes) -> Result<Frame, crate::codec::FrameError> {
+    match crate::codec::raw::decode_deliver(&body) {
+        Some(frame) => Ok(frame),
+        None => crate::codec::decode_body(body),
     }
 }
 

@@ -81,7 +81,8 @@ struct Inner {
     /// Submitted requests waiting for the broker's acceptance (their final
     /// answer waits in `pending` under the same `seq`).
     accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    subs: Mutex<HashMap<u64, SubEntry>>,
+    /// Looked up for every delivery: a fast, seeded hasher.
+    subs: Mutex<HashMap<u64, SubEntry, foldhash::fast::RandomState>>,
     /// Ids of held messages the broker cancelled, newest last, at most
     /// `CANCELLED_MEMORY` of them.
     cancelled: Mutex<std::collections::VecDeque<u64>>,

@@ -164,3 +164,63 @@ fn a_confirmed_publish_or_other_frames_take_the_decoding_path() {
     let no_message = proto::Publish::default();
     assert!(scan_publish(&body(&no_message)).is_none());
 }
+
+fn deliver_body(deliver: proto::Deliver) -> Bytes {
+    Frame {
+        kind: Some(Kind::Deliver(deliver)),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+proptest! {
+    /// The client's hand decoder reads every `Deliver` it accepts exactly as
+    /// prost does, and accepts every headerless one.
+    #[test]
+    fn hand_decoded_deliveries_match_prost(
+        sid in any::<u64>(),
+        delivery_id in any::<u64>(),
+        message in envelope(),
+    ) {
+        let headers = !message.headers.is_empty();
+        let body = deliver_body(proto::Deliver { sid, delivery_id, message: Some(Box::new(message)) });
+        let fast = decode_deliver(&body);
+        prop_assert_eq!(fast.is_some(), !headers);
+        if let Some(fast) = fast {
+            prop_assert_eq!(fast, decode_body(body).unwrap());
+        }
+    }
+
+    /// Deliveries the broker's fast path writes (stamped fields appended)
+    /// decode by hand as prost decodes them, and corrupted bodies are
+    /// refused or read exactly as prost reads them.
+    #[test]
+    fn hand_decoding_agrees_with_prost_on_raw_and_corrupted_deliveries(
+        publish in publish(),
+        sid in any::<u64>(),
+        id in any::<u64>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let Some(raw) = scan_publish(&body(&publish)) else { return Ok(()) };
+        let deliver = RawDeliver {
+            sid,
+            envelope: raw.envelope.clone(),
+            id,
+            source: crate::names::ClientId::new("p-1").unwrap(),
+            timestamp_us: 7,
+        };
+        let mut wire = BytesMut::new();
+        deliver.encode(&mut wire);
+        let mut bytes = wire[5..].to_vec();
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        let bytes = Bytes::from(bytes);
+        if let Some(fast) = decode_deliver(&bytes) {
+            let slow = decode_body(bytes.clone());
+            prop_assert!(slow.is_ok(), "accepted what prost refuses: {slow:?}");
+            prop_assert_eq!(fast, slow.unwrap());
+        }
+    }
+}
