@@ -75,6 +75,12 @@ impl<'a> Fields<'a> {
     }
 
     fn varint(&mut self) -> Option<u64> {
+        // Keys and short lengths are one byte: the common case first.
+        let first = *self.buf.get(self.pos)?;
+        if first < 0x80 {
+            self.pos += 1;
+            return Some(u64::from(first));
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let byte = *self.buf.get(self.pos)?;
