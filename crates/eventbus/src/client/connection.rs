@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ConnectError, Refused};
+use super::mailbox::Mailbox;
 use super::subscription::Incoming;
 use super::{Answer, Client, ClientOptions, ConnectionEvent, Handle, Inner, Message, lock};
 use crate::codec::FrameCodec;
@@ -308,15 +309,24 @@ async fn read_loop(
     liveness: &Liveness,
 ) -> String {
     let mut frames = Vec::with_capacity(64);
+    let mut deliveries = Deliveries::default();
     loop {
         match reader.read_batch_with(&mut frames, decode).await {
             Ok(true) => {
                 liveness.touch();
                 for frame in frames.drain(..) {
-                    if let Some(goodbye) = dispatch(inner, frame) {
-                        return format!("broker said goodbye: {goodbye}");
+                    match frame.kind {
+                        Some(Kind::Deliver(d)) => deliveries.add(inner, d),
+                        kind => {
+                            // Keeps the order of everything this link reads.
+                            deliveries.flush();
+                            if let Some(goodbye) = dispatch(inner, Frame { kind }) {
+                                return format!("broker said goodbye: {goodbye}");
+                            }
+                        }
                     }
                 }
+                deliveries.flush();
             }
             Ok(false) => return "broker closed the connection".to_owned(),
             Err(e) => return format!("read failed: {e}"),
@@ -356,26 +366,9 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
     };
     match frame.kind {
         Some(Kind::Deliver(d)) => {
-            let mailbox = lock(&inner.subs).get(&d.sid).map(|e| e.mailbox.clone());
-            let message = Message::new(d.message.unwrap_or_default());
-            match mailbox {
-                Some(mb) => mb.push(Incoming {
-                    delivery_id: d.delivery_id,
-                    epoch: inner.session.current(),
-                    message,
-                }),
-                None if d.delivery_id != 0 => {
-                    // Nobody here takes it any more: hand it back at once.
-                    let _ = inner.out.push(Frame {
-                        kind: Some(Kind::Nack(proto::Nack {
-                            delivery_id: d.delivery_id,
-                            requeue: true,
-                            seq: 0,
-                        })),
-                    });
-                }
-                None => {}
-            }
+            let mut one = Deliveries::default();
+            one.add(inner, d);
+            one.flush();
         }
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         Some(Kind::Error(e)) if e.seq != 0 => answer(e.seq, Answer::Error(e)),
@@ -399,6 +392,52 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         _ => {}
     }
     None
+}
+
+/// Deliveries read in one batch, handed to their subscription's mailbox a
+/// run at a time: one lookup and one lock per run of the same subscription,
+/// not per message.
+#[derive(Default)]
+struct Deliveries {
+    sid: u64,
+    mailbox: Option<Arc<Mailbox<Incoming>>>,
+    run: Vec<Incoming>,
+}
+
+impl Deliveries {
+    fn add(&mut self, inner: &Inner, d: proto::Deliver) {
+        if self.mailbox.is_none() || self.sid != d.sid {
+            self.flush();
+            self.sid = d.sid;
+            self.mailbox = lock(&inner.subs).get(&d.sid).map(|e| e.mailbox.clone());
+        }
+        if self.mailbox.is_none() {
+            if d.delivery_id != 0 {
+                // Nobody here takes it any more: hand it back at once.
+                let _ = inner.out.push(Frame {
+                    kind: Some(Kind::Nack(proto::Nack {
+                        delivery_id: d.delivery_id,
+                        requeue: true,
+                        seq: 0,
+                    })),
+                });
+            }
+            return;
+        }
+        self.run.push(Incoming {
+            delivery_id: d.delivery_id,
+            epoch: inner.session.current(),
+            message: Message::new(d.message.unwrap_or_default()),
+        });
+    }
+
+    /// Hands the run to its mailbox and forgets the mailbox (a subscription
+    /// may go away between batches).
+    fn flush(&mut self) {
+        if let Some(mailbox) = self.mailbox.take() {
+            mailbox.push_all(self.run.drain(..));
+        }
+    }
 }
 
 /// Closes the client for good: pending calls fail, streams end.

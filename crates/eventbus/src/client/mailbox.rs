@@ -52,23 +52,26 @@ impl<T: Weigh> Mailbox<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an item, evicting the oldest at the bound. Ignored once closed.
-    pub fn push(&self, item: T) {
+    /// Adds items in order under one lock and one wake-up, evicting the
+    /// oldest at the bound. Ignored once closed.
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
         let waker = {
             let mut st = self.lock();
             if st.closed {
                 return;
             }
-            let weight = item.weight();
-            while !st.items.is_empty()
-                && (st.items.len() >= self.capacity || st.bytes + weight > self.max_bytes)
-            {
-                let old = st.items.pop_front().expect("not empty");
-                st.bytes -= old.weight();
-                st.dropped += 1;
+            for item in items {
+                let weight = item.weight();
+                while !st.items.is_empty()
+                    && (st.items.len() >= self.capacity || st.bytes + weight > self.max_bytes)
+                {
+                    let old = st.items.pop_front().expect("not empty");
+                    st.bytes -= old.weight();
+                    st.dropped += 1;
+                }
+                st.bytes += weight;
+                st.items.push_back(item);
             }
-            st.bytes += weight;
-            st.items.push_back(item);
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -122,7 +125,7 @@ mod tests {
     fn evicts_oldest_at_the_byte_budget() {
         let mb = Mailbox::new(100, 25);
         for i in 0..3 {
-            mb.push(i);
+            mb.push_all([i]);
         }
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
@@ -133,14 +136,26 @@ mod tests {
     fn evicts_oldest_at_the_bound_and_ends_after_close() {
         let mb = Mailbox::new(2, usize::MAX);
         for i in 0..3 {
-            mb.push(i);
+            mb.push_all([i]);
         }
         mb.close();
-        mb.push(9);
+        mb.push_all([9]);
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
         assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(2)));
         assert_eq!(mb.poll_next(&mut cx), Poll::Ready(None));
         assert_eq!(mb.dropped(), 1);
+    }
+
+    #[test]
+    fn push_all_keeps_order_and_the_bound() {
+        let mb = Mailbox::new(3, usize::MAX);
+        mb.push_all([1, 2]);
+        mb.push_all([3, 4, 5]);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(3)));
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(4)));
+        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(5)));
+        assert_eq!(mb.dropped(), 2);
     }
 }
