@@ -343,7 +343,8 @@ fn decode(body: bytes::Bytes) -> Result<Frame, crate::codec::FrameError> {
     }
 }
 
-/// Routes one frame; returns the reason if it was a `Goodbye`.
+/// Routes one frame other than a delivery (those go through
+/// [`Deliveries`]); returns the reason if it was a `Goodbye`.
 fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
     let answer = |seq: u64, answer: Answer| {
         // A submitted request hears `Ok` on acceptance, then its reply; an error
@@ -365,11 +366,6 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         }
     };
     match frame.kind {
-        Some(Kind::Deliver(d)) => {
-            let mut one = Deliveries::default();
-            one.add(inner, d);
-            one.flush();
-        }
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         Some(Kind::Error(e)) if e.seq != 0 => answer(e.seq, Answer::Error(e)),
         Some(Kind::Error(e)) => {
