@@ -87,12 +87,9 @@ pub fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Val
 }
 
 pub fn rss_kib(pid: u64) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+    let pid = u32::try_from(pid).context("pid")?;
+    let bytes = e2e::chaos::metrics::rss_bytes(pid).context("VmRSS")?;
+    Ok(bytes / 1024)
 }
 
 fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> {
