@@ -23,6 +23,7 @@ use super::mailbox::Mailbox;
 use super::subscription::Incoming;
 use super::{Answer, Client, ClientOptions, ConnectionEvent, Handle, Inner, Message, lock};
 use crate::codec::FrameCodec;
+use crate::codec::raw::RawDelivery;
 use crate::framed::{FrameReader, Outbound, OutboundLimits, OverflowPolicy, write_loop};
 use crate::names::ClientId;
 use crate::proto::{self, Frame, frame::Kind};
@@ -315,12 +316,25 @@ async fn read_loop(
             Ok(true) => {
                 liveness.touch();
                 for frame in frames.drain(..) {
-                    match frame.kind {
-                        Some(Kind::Deliver(d)) => deliveries.add(inner, d),
-                        kind => {
+                    match frame {
+                        Inbound::Deliver(d) => deliveries.add(
+                            inner,
+                            d.sid,
+                            d.delivery_id,
+                            Message::from_wire(d.envelope),
+                        ),
+                        Inbound::Frame(Frame {
+                            kind: Some(Kind::Deliver(d)),
+                        }) => deliveries.add(
+                            inner,
+                            d.sid,
+                            d.delivery_id,
+                            Message::new(d.message.unwrap_or_default()),
+                        ),
+                        Inbound::Frame(frame) => {
                             // Keeps the order of everything this link reads.
                             deliveries.flush();
-                            if let Some(goodbye) = dispatch(inner, Frame { kind }) {
+                            if let Some(goodbye) = dispatch(inner, frame) {
                                 return format!("broker said goodbye: {goodbye}");
                             }
                         }
@@ -334,12 +348,20 @@ async fn read_loop(
     }
 }
 
+/// A frame as the reader hands it on.
+enum Inbound {
+    /// A delivery read by hand, its message left in the frame's bytes.
+    Deliver(RawDelivery),
+    /// Anything else, decoded by prost.
+    Frame(Frame),
+}
+
 /// Decodes a frame body: deliveries, the bulk of what a subscriber reads, by
 /// hand (`codec::raw::decode_deliver`), the rest with prost.
-fn decode(body: bytes::Bytes) -> Result<Frame, crate::codec::FrameError> {
+fn decode(body: bytes::Bytes) -> Result<Inbound, crate::codec::FrameError> {
     match crate::codec::raw::decode_deliver(&body) {
-        Some(frame) => Ok(frame),
-        None => crate::codec::decode_body(body),
+        Some(delivery) => Ok(Inbound::Deliver(delivery)),
+        None => crate::codec::decode_body(body).map(Inbound::Frame),
     }
 }
 
@@ -401,18 +423,18 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    fn add(&mut self, inner: &Inner, d: proto::Deliver) {
-        if self.mailbox.is_none() || self.sid != d.sid {
+    fn add(&mut self, inner: &Inner, sid: u64, delivery_id: u64, message: Message) {
+        if self.mailbox.is_none() || self.sid != sid {
             self.flush();
-            self.sid = d.sid;
-            self.mailbox = lock(&inner.subs).get(&d.sid).map(|e| e.mailbox.clone());
+            self.sid = sid;
+            self.mailbox = lock(&inner.subs).get(&sid).map(|e| e.mailbox.clone());
         }
         if self.mailbox.is_none() {
-            if d.delivery_id != 0 {
+            if delivery_id != 0 {
                 // Nobody here takes it any more: hand it back at once.
                 let _ = inner.out.push(Frame {
                     kind: Some(Kind::Nack(proto::Nack {
-                        delivery_id: d.delivery_id,
+                        delivery_id,
                         requeue: true,
                         seq: 0,
                     })),
@@ -421,9 +443,9 @@ impl Deliveries {
             return;
         }
         self.run.push(Incoming {
-            delivery_id: d.delivery_id,
+            delivery_id,
             epoch: inner.session.current(),
-            message: Message::new(d.message.unwrap_or_default()),
+            message,
         });
     }
 

@@ -1,69 +1,200 @@
 //! Messages as the application sees them, and queue deliveries that must be settled.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 
+use crate::codec::raw::WireEnvelope;
 use crate::proto::Envelope;
 
 /// A message received from the bus.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Cheap to clone: the payload and strings are shared with the bytes the
+/// message was read from.
+#[derive(Clone)]
 pub struct Message {
-    pub(crate) envelope: Box<Envelope>,
+    repr: Repr,
 }
+
+/// A delivery without headers (the common case) stays in its frame's bytes;
+/// anything else was decoded into an owned envelope.
+#[derive(Clone)]
+enum Repr {
+    Wire(WireEnvelope),
+    Decoded(Box<Envelope>),
+}
+
+/// What [`Message::headers`] returns for a message that carries none.
+static NO_HEADERS: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
 
 impl Message {
     pub(crate) fn new(envelope: Box<Envelope>) -> Self {
-        Self { envelope }
+        Self {
+            repr: Repr::Decoded(envelope),
+        }
+    }
+
+    pub(crate) fn from_wire(envelope: WireEnvelope) -> Self {
+        Self {
+            repr: Repr::Wire(envelope),
+        }
     }
 
     /// Broker-assigned id, unique within one broker run.
     pub fn id(&self) -> u64 {
-        self.envelope.id
+        match &self.repr {
+            Repr::Wire(w) => w.id(),
+            Repr::Decoded(e) => e.id,
+        }
     }
 
     /// The topic it was published on.
     pub fn topic(&self) -> &str {
-        &self.envelope.topic
+        match &self.repr {
+            Repr::Wire(w) => w.topic(),
+            Repr::Decoded(e) => &e.topic,
+        }
     }
 
     /// The payload.
     pub fn payload(&self) -> &Bytes {
-        &self.envelope.payload
+        match &self.repr {
+            Repr::Wire(w) => w.payload(),
+            Repr::Decoded(e) => &e.payload,
+        }
     }
 
     /// Headers set by the publisher or the broker.
     pub fn headers(&self) -> &HashMap<String, String> {
-        &self.envelope.headers
+        match &self.repr {
+            Repr::Wire(_) => &NO_HEADERS,
+            Repr::Decoded(e) => &e.headers,
+        }
     }
 
     /// Client id of the sender (for a reply: the responder).
     pub fn source(&self) -> &str {
-        &self.envelope.source
+        match &self.repr {
+            Repr::Wire(w) => w.source(),
+            Repr::Decoded(e) => &e.source,
+        }
     }
 
     /// Delivery attempt, 1 for the first.
     pub fn attempt(&self) -> u32 {
-        self.envelope.attempt
+        match &self.repr {
+            Repr::Wire(w) => w.attempt(),
+            Repr::Decoded(e) => e.attempt,
+        }
     }
 
     /// When the broker accepted it, in microseconds since the Unix epoch.
     pub fn timestamp_us(&self) -> u64 {
-        self.envelope.timestamp_us
+        match &self.repr {
+            Repr::Wire(w) => w.timestamp_us(),
+            Repr::Decoded(e) => e.timestamp_us,
+        }
     }
 
     /// Whether the sender waits for a reply.
     pub fn is_request(&self) -> bool {
-        !self.envelope.reply_to.is_empty()
+        !self.reply_to().is_empty()
     }
 
-    /// The underlying wire envelope.
-    pub fn envelope(&self) -> &Envelope {
-        &self.envelope
+    /// Correlates a reply with its request; 0 when unused.
+    pub(crate) fn correlation_id(&self) -> u64 {
+        match &self.repr {
+            Repr::Wire(w) => w.correlation_id(),
+            Repr::Decoded(e) => e.correlation_id,
+        }
     }
 
-    /// Takes the wire envelope.
+    fn reply_to(&self) -> &str {
+        match &self.repr {
+            Repr::Wire(w) => w.reply_to(),
+            Repr::Decoded(e) => &e.reply_to,
+        }
+    }
+
+    /// The message as its wire envelope (an owned copy of its strings).
     pub fn into_envelope(self) -> Envelope {
-        *self.envelope
+        match self.repr {
+            Repr::Wire(w) => w.to_envelope(),
+            Repr::Decoded(e) => *e,
+        }
+    }
+}
+
+impl PartialEq for Message {
+    /// Equal when every field is, however each was read.
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+            && self.topic() == other.topic()
+            && self.payload() == other.payload()
+            && self.headers() == other.headers()
+            && self.correlation_id() == other.correlation_id()
+            && self.reply_to() == other.reply_to()
+            && self.source() == other.source()
+            && self.timestamp_us() == other.timestamp_us()
+            && self.attempt() == other.attempt()
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.id())
+            .field("topic", &self.topic())
+            .field("payload", self.payload())
+            .field("headers", self.headers())
+            .field("correlation_id", &self.correlation_id())
+            .field("reply_to", &self.reply_to())
+            .field("source", &self.source())
+            .field("timestamp_us", &self.timestamp_us())
+            .field("attempt", &self.attempt())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::raw::decode_deliver;
+    use crate::proto::{self, Frame, frame::Kind};
+    use prost::Message as _;
+
+    /// A message read by hand and the same message decoded by prost look
+    /// and compare the same.
+    #[test]
+    fn a_wire_message_equals_its_decoded_twin() {
+        let envelope = Envelope {
+            id: 9,
+            topic: "proc.start".into(),
+            payload: Bytes::from_static(b"pid=1"),
+            correlation_id: 4,
+            reply_to: "req-1".into(),
+            source: "collector-1".into(),
+            timestamp_us: 77,
+            attempt: 2,
+            ..Default::default()
+        };
+        let body: Bytes = Frame {
+            kind: Some(Kind::Deliver(proto::Deliver {
+                sid: 1,
+                delivery_id: 0,
+                message: Some(Box::new(envelope.clone())),
+            })),
+        }
+        .encode_to_vec()
+        .into();
+        let wire = Message::from_wire(decode_deliver(&body).unwrap().envelope);
+        let decoded = Message::new(Box::new(envelope.clone()));
+        assert_eq!(wire, decoded);
+        assert_eq!(format!("{wire:?}"), format!("{decoded:?}"));
+        assert!(wire.is_request());
+        assert!(wire.headers().is_empty());
+        assert_eq!(wire.clone().into_envelope(), envelope);
     }
 }

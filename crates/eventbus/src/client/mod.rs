@@ -345,7 +345,7 @@ impl Client {
         }
         self.push_now(Frame {
             kind: Some(Kind::Reply(proto::Reply {
-                correlation_id: request.envelope.correlation_id,
+                correlation_id: request.correlation_id(),
                 delivery_id: 0,
                 message: Some(Box::new(proto::Envelope {
                     topic: request.topic().to_owned(),

@@ -184,7 +184,7 @@ impl Delivery {
         self.client
             .push_now(Frame {
                 kind: Some(Kind::Reply(proto::Reply {
-                    correlation_id: self.message.envelope.correlation_id,
+                    correlation_id: self.message.correlation_id(),
                     delivery_id: self.delivery_id,
                     message: Some(Box::new(proto::Envelope {
                         topic: self.message.topic().to_owned(),

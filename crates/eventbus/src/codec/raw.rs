@@ -18,7 +18,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::WIRE_VERSION;
 use crate::names::ClientId;
-use crate::proto::{self, Frame, frame::Kind};
+
+mod deliver;
+
+pub(crate) use deliver::{RawDelivery, WireEnvelope, decode_deliver};
 
 /// Wire type of varint fields.
 const VARINT: u8 = 0;
@@ -201,65 +204,6 @@ fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
         }
     }
     topic
-}
-
-/// A `Deliver` frame body decoded by hand into the frame prost would build,
-/// for the client's hot path; `None` (then decode with prost) for anything
-/// this does not handle: headers, unknown fields, a repeated message.
-pub(crate) fn decode_deliver(body: &Bytes) -> Option<Frame> {
-    let mut frame = Fields::new(body);
-    if frame.key()? != Some((6, LEN)) {
-        return None;
-    }
-    let deliver = frame.bytes()?;
-    if frame.key()?.is_some() {
-        return None;
-    }
-    let mut fields = Fields::new(&body[deliver.clone()]);
-    let (mut sid, mut delivery_id, mut message) = (0, 0, None);
-    while let Some((field, wire)) = fields.key()? {
-        match (field, wire) {
-            (1, VARINT) => sid = fields.varint()?,
-            (2, VARINT) => delivery_id = fields.varint()?,
-            (3, LEN) if message.is_none() => message = Some(fields.bytes()?),
-            _ => return None,
-        }
-    }
-    let message = message?;
-    let start = deliver.start + message.start;
-    let envelope = decode_envelope(&body.slice(start..deliver.start + message.end))?;
-    Some(Frame {
-        kind: Some(Kind::Deliver(proto::Deliver {
-            sid,
-            delivery_id,
-            message: Some(Box::new(envelope)),
-        })),
-    })
-}
-
-/// An envelope without headers; a field that appears twice keeps its last
-/// value, as protobuf decoders do.
-fn decode_envelope(bytes: &Bytes) -> Option<proto::Envelope> {
-    let mut fields = Fields::new(bytes);
-    let mut envelope = proto::Envelope::default();
-    let text = |range: Range<usize>| -> Option<String> {
-        std::str::from_utf8(&bytes[range]).ok().map(str::to_owned)
-    };
-    while let Some((field, wire)) = fields.key()? {
-        match (field, wire) {
-            (1, VARINT) => envelope.id = fields.varint()?,
-            (2, LEN) => envelope.topic = text(fields.bytes()?)?,
-            (3, LEN) => envelope.payload = bytes.slice(fields.bytes()?),
-            (5, VARINT) => envelope.correlation_id = fields.varint()?,
-            (6, LEN) => envelope.reply_to = text(fields.bytes()?)?,
-            (7, LEN) => envelope.source = text(fields.bytes()?)?,
-            (8, VARINT) => envelope.timestamp_us = fields.varint()?,
-            // A uint32 keeps the low 32 bits of its varint, as prost does.
-            (9, VARINT) => envelope.attempt = fields.varint()? as u32,
-            _ => return None,
-        }
-    }
-    Some(envelope)
 }
 
 fn varint_len(mut v: u64) -> usize {

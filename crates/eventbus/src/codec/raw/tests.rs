@@ -165,6 +165,17 @@ fn a_confirmed_publish_or_other_frames_take_the_decoding_path() {
     assert!(scan_publish(&body(&no_message)).is_none());
 }
 
+/// The frame prost would build for a delivery read by hand.
+fn as_frame(delivery: &RawDelivery) -> Frame {
+    Frame {
+        kind: Some(Kind::Deliver(proto::Deliver {
+            sid: delivery.sid,
+            delivery_id: delivery.delivery_id,
+            message: Some(Box::new(delivery.envelope.to_envelope())),
+        })),
+    }
+}
+
 fn deliver_body(deliver: proto::Deliver) -> Bytes {
     Frame {
         kind: Some(Kind::Deliver(deliver)),
@@ -187,7 +198,7 @@ proptest! {
         let fast = decode_deliver(&body);
         prop_assert_eq!(fast.is_some(), !headers);
         if let Some(fast) = fast {
-            prop_assert_eq!(fast, decode_body(body).unwrap());
+            prop_assert_eq!(as_frame(&fast), decode_body(body).unwrap());
         }
     }
 
@@ -220,7 +231,7 @@ proptest! {
         if let Some(fast) = decode_deliver(&bytes) {
             let slow = decode_body(bytes.clone());
             prop_assert!(slow.is_ok(), "accepted what prost refuses: {slow:?}");
-            prop_assert_eq!(fast, slow.unwrap());
+            prop_assert_eq!(as_frame(&fast), slow.unwrap());
         }
     }
 }

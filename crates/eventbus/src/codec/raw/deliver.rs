@@ -1,0 +1,174 @@
+//! The client's hot path: a `Deliver` frame read by hand into a
+//! [`WireEnvelope`] that borrows its strings and payload from the frame's
+//! bytes, so a delivered message costs no allocation and no copy.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::{Fields, LEN, VARINT};
+use crate::proto;
+
+/// A `Deliver` frame read by hand.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawDelivery {
+    /// The subscription it is for.
+    pub sid: u64,
+    /// Non-zero for a queue delivery that must be settled.
+    pub delivery_id: u64,
+    /// The message.
+    pub envelope: WireEnvelope,
+}
+
+/// An envelope without headers whose strings and payload stay in the bytes
+/// it was read from. Every string was checked as UTF-8 when it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WireEnvelope {
+    /// The envelope's encoded bytes.
+    bytes: Bytes,
+    payload: Bytes,
+    topic: Range<u32>,
+    reply_to: Range<u32>,
+    source: Range<u32>,
+    id: u64,
+    correlation_id: u64,
+    timestamp_us: u64,
+    attempt: u32,
+}
+
+impl WireEnvelope {
+    /// Broker-assigned id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The topic it was published on.
+    pub fn topic(&self) -> &str {
+        self.text(&self.topic)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Correlates a reply with its request; 0 when unused.
+    pub fn correlation_id(&self) -> u64 {
+        self.correlation_id
+    }
+
+    /// Client id a reply should go to; empty when none is expected.
+    pub fn reply_to(&self) -> &str {
+        self.text(&self.reply_to)
+    }
+
+    /// Client id of the sender.
+    pub fn source(&self) -> &str {
+        self.text(&self.source)
+    }
+
+    /// When the broker accepted it, µs since the Unix epoch.
+    pub fn timestamp_us(&self) -> u64 {
+        self.timestamp_us
+    }
+
+    /// Delivery attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The owned envelope prost would have decoded.
+    pub fn to_envelope(&self) -> proto::Envelope {
+        proto::Envelope {
+            id: self.id,
+            topic: self.topic().to_owned(),
+            payload: self.payload.clone(),
+            headers: Default::default(),
+            correlation_id: self.correlation_id,
+            reply_to: self.reply_to().to_owned(),
+            source: self.source().to_owned(),
+            timestamp_us: self.timestamp_us,
+            attempt: self.attempt,
+        }
+    }
+
+    fn text(&self, range: &Range<u32>) -> &str {
+        // Checked when read; a failure here cannot happen, and would only
+        // show an empty string.
+        std::str::from_utf8(&self.bytes[range.start as usize..range.end as usize])
+            .unwrap_or_default()
+    }
+}
+
+/// A `Deliver` frame body read by hand, exactly as prost would decode it;
+/// `None` (then decode with prost) for anything this does not handle:
+/// headers, unknown fields, a repeated message.
+pub(crate) fn decode_deliver(body: &Bytes) -> Option<RawDelivery> {
+    let mut frame = Fields::new(body);
+    if frame.key()? != Some((6, LEN)) {
+        return None;
+    }
+    let deliver = frame.bytes()?;
+    if frame.key()?.is_some() {
+        return None;
+    }
+    let mut fields = Fields::new(&body[deliver.clone()]);
+    let (mut sid, mut delivery_id, mut message) = (0, 0, None);
+    while let Some((field, wire)) = fields.key()? {
+        match (field, wire) {
+            (1, VARINT) => sid = fields.varint()?,
+            (2, VARINT) => delivery_id = fields.varint()?,
+            (3, LEN) if message.is_none() => message = Some(fields.bytes()?),
+            _ => return None,
+        }
+    }
+    let message = message?;
+    let start = deliver.start + message.start;
+    let envelope = decode_envelope(body.slice(start..deliver.start + message.end))?;
+    Some(RawDelivery {
+        sid,
+        delivery_id,
+        envelope,
+    })
+}
+
+/// An envelope without headers; a field that appears twice keeps its last
+/// value, as protobuf decoders do.
+fn decode_envelope(bytes: Bytes) -> Option<WireEnvelope> {
+    // Ranges are kept as u32: frames are bounded far below 4 GiB.
+    u32::try_from(bytes.len()).ok()?;
+    let narrow = |r: Range<usize>| r.start as u32..r.end as u32;
+    let mut fields = Fields::new(&bytes);
+    let (mut id, mut correlation_id, mut timestamp_us, mut attempt) = (0, 0, 0, 0);
+    let (mut topic, mut payload, mut reply_to, mut source) = (0..0, 0..0, 0..0, 0..0);
+    while let Some((field, wire)) = fields.key()? {
+        match (field, wire) {
+            (1, VARINT) => id = fields.varint()?,
+            (2, LEN) => topic = narrow(fields.string()?),
+            (3, LEN) => payload = fields.bytes()?,
+            (5, VARINT) => correlation_id = fields.varint()?,
+            (6, LEN) => reply_to = narrow(fields.string()?),
+            (7, LEN) => source = narrow(fields.string()?),
+            (8, VARINT) => timestamp_us = fields.varint()?,
+            // A uint32 keeps the low 32 bits of its varint, as prost does.
+            (9, VARINT) => attempt = fields.varint()? as u32,
+            _ => return None,
+        }
+    }
+    let payload = if payload.is_empty() {
+        Bytes::new()
+    } else {
+        bytes.slice(payload)
+    };
+    Some(WireEnvelope {
+        bytes,
+        payload,
+        topic,
+        reply_to,
+        source,
+        id,
+        correlation_id,
+        timestamp_us,
+        attempt,
+    })
+}
