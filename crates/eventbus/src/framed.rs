@@ -98,12 +98,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         out: &mut Vec<T>,
         mut take: impl FnMut(Bytes) -> Result<T, FrameError>,
     ) -> Result<bool, ReadError> {
-        let before = out.len();
+        self.read_each(|body| {
+            out.push(take(body)?);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Hands the body (after the version byte) of every frame that is
+    /// complete after one read to `take`, as it is cut from the buffer;
+    /// returns `Ok(false)` at a clean end of stream (between frames).
+    ///
+    /// Cancel-safe like [`read_batch`](Self::read_batch): `take` runs only
+    /// between reads, never across an await.
+    pub async fn read_each(
+        &mut self,
+        mut take: impl FnMut(Bytes) -> Result<(), FrameError>,
+    ) -> Result<bool, ReadError> {
+        let mut any = false;
         loop {
             while let Some(body) = self.codec.decode_body(&mut self.buf)? {
-                out.push(take(body)?);
+                take(body)?;
+                any = true;
             }
-            if out.len() > before {
+            if any {
                 return Ok(true);
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
@@ -112,7 +130,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return match self.codec.decode_body_eof(&mut self.buf)? {
                     Some(body) => {
-                        out.push(take(body)?);
+                        take(body)?;
                         Ok(true)
                     }
                     None => Ok(false),

@@ -23,7 +23,6 @@ use super::mailbox::Mailbox;
 use super::subscription::Incoming;
 use super::{Answer, Client, ClientOptions, ConnectionEvent, Handle, Inner, Message, lock};
 use crate::codec::FrameCodec;
-use crate::codec::raw::RawDelivery;
 use crate::framed::{FrameReader, Outbound, OutboundLimits, OverflowPolicy, write_loop};
 use crate::names::ClientId;
 use crate::proto::{self, Frame, frame::Kind};
@@ -309,59 +308,50 @@ async fn read_loop(
     inner: &Inner,
     liveness: &Liveness,
 ) -> String {
-    let mut frames = Vec::with_capacity(64);
     let mut deliveries = Deliveries::default();
+    let mut goodbye = None;
     loop {
-        match reader.read_batch_with(&mut frames, decode).await {
-            Ok(true) => {
-                liveness.touch();
-                for frame in frames.drain(..) {
-                    match frame {
-                        Inbound::Deliver(d) => deliveries.add(
-                            inner,
-                            d.sid,
-                            d.delivery_id,
-                            Message::from_wire(d.envelope),
-                        ),
-                        Inbound::Frame(Frame {
+        // Each frame is routed as it is cut from the read buffer: deliveries
+        // gather into runs, anything else first hands on the run before it.
+        let read = reader
+            .read_each(|body| {
+                if goodbye.is_some() {
+                    // The broker is going away; nothing after its goodbye counts.
+                    return Ok(());
+                }
+                match crate::codec::raw::decode_deliver(&body) {
+                    Some(d) => {
+                        deliveries.add(inner, d.sid, d.delivery_id, Message::from_wire(d.envelope));
+                    }
+                    None => match crate::codec::decode_body(body)? {
+                        Frame {
                             kind: Some(Kind::Deliver(d)),
-                        }) => deliveries.add(
+                        } => deliveries.add(
                             inner,
                             d.sid,
                             d.delivery_id,
                             Message::new(d.message.unwrap_or_default()),
                         ),
-                        Inbound::Frame(frame) => {
-                            // Keeps the order of everything this link reads.
+                        frame => {
                             deliveries.flush();
-                            if let Some(goodbye) = dispatch(inner, frame) {
-                                return format!("broker said goodbye: {goodbye}");
-                            }
+                            goodbye = dispatch(inner, frame);
                         }
-                    }
+                    },
                 }
-                deliveries.flush();
+                Ok(())
+            })
+            .await;
+        deliveries.flush();
+        match read {
+            Ok(true) => {
+                liveness.touch();
+                if let Some(goodbye) = goodbye {
+                    return format!("broker said goodbye: {goodbye}");
+                }
             }
             Ok(false) => return "broker closed the connection".to_owned(),
             Err(e) => return format!("read failed: {e}"),
         }
-    }
-}
-
-/// A frame as the reader hands it on.
-enum Inbound {
-    /// A delivery read by hand, its message left in the frame's bytes.
-    Deliver(RawDelivery),
-    /// Anything else, decoded by prost.
-    Frame(Frame),
-}
-
-/// Decodes a frame body: deliveries, the bulk of what a subscriber reads, by
-/// hand (`codec::raw::decode_deliver`), the rest with prost.
-fn decode(body: bytes::Bytes) -> Result<Inbound, crate::codec::FrameError> {
-    match crate::codec::raw::decode_deliver(&body) {
-        Some(delivery) => Ok(Inbound::Deliver(delivery)),
-        None => crate::codec::decode_body(body).map(Inbound::Frame),
     }
 }
 

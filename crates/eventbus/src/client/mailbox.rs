@@ -6,9 +6,13 @@
 //! [`Weigh`]) the oldest message is evicted and counted.
 //! Queue-group and direct deliveries never reach the bound: the broker sends no
 //! more than the subscription's prefetch.
+//!
+//! The consuming stream ([`Inbox`]) takes everything buffered under one lock
+//! and hands it out from its own queue, so a stream holds at most twice the
+//! bound: one batch being consumed, one being filled.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 /// How many bytes an item is counted as against the mailbox's byte budget.
@@ -96,17 +100,55 @@ impl<T: Weigh> Mailbox<T> {
         self.lock().dropped
     }
 
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// Moves every buffered item into `batch` (which must be empty) under one
+    /// lock: `Ready(true)` if there were any, `Ready(false)` once closed and
+    /// empty; otherwise remembers the waker.
+    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<T>) -> Poll<bool> {
         let mut st = self.lock();
-        if let Some(item) = st.items.pop_front() {
-            st.bytes -= item.weight();
-            return Poll::Ready(Some(item));
+        if !st.items.is_empty() {
+            // The emptied batch's allocation goes back to the producer.
+            std::mem::swap(&mut st.items, batch);
+            st.bytes = 0;
+            return Poll::Ready(true);
         }
         if st.closed {
-            return Poll::Ready(None);
+            return Poll::Ready(false);
         }
         st.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// The consuming end of a [`Mailbox`]: takes what is buffered a batch at a
+/// time, then hands it out without locking.
+#[derive(Debug)]
+pub(crate) struct Inbox<T> {
+    mailbox: Arc<Mailbox<T>>,
+    batch: VecDeque<T>,
+}
+
+impl<T: Weigh> Inbox<T> {
+    pub fn new(mailbox: Arc<Mailbox<T>>) -> Self {
+        Self {
+            mailbox,
+            batch: VecDeque::new(),
+        }
+    }
+
+    /// Items evicted at the mailbox's bound so far.
+    pub fn dropped(&self) -> u64 {
+        self.mailbox.dropped()
+    }
+
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if self.batch.is_empty() {
+            match self.mailbox.poll_take(cx, &mut self.batch) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(self.batch.pop_front())
     }
 }
 
@@ -121,41 +163,64 @@ mod tests {
         }
     }
 
+    fn inbox(mb: Mailbox<i32>) -> (Arc<Mailbox<i32>>, Inbox<i32>) {
+        let mb = Arc::new(mb);
+        (mb.clone(), Inbox::new(mb))
+    }
+
     #[test]
     fn evicts_oldest_at_the_byte_budget() {
-        let mb = Mailbox::new(100, 25);
+        let (mb, mut inbox) = inbox(Mailbox::new(100, 25));
         for i in 0..3 {
             mb.push_all([i]);
         }
         let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
-        assert_eq!(mb.dropped(), 1);
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(inbox.dropped(), 1);
     }
 
     #[test]
     fn evicts_oldest_at_the_bound_and_ends_after_close() {
-        let mb = Mailbox::new(2, usize::MAX);
+        let (mb, mut inbox) = inbox(Mailbox::new(2, usize::MAX));
         for i in 0..3 {
             mb.push_all([i]);
         }
         mb.close();
         mb.push_all([9]);
         let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(1)));
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(2)));
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(None));
-        assert_eq!(mb.dropped(), 1);
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(None));
+        assert_eq!(inbox.dropped(), 1);
+    }
+
+    #[test]
+    fn the_inbox_takes_a_batch_and_waits_when_empty() {
+        let (mb, mut inbox) = inbox(Mailbox::new(3, usize::MAX));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Pending);
+        mb.push_all([1, 2]);
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(1)));
+        // Taken with 1: the mailbox has room for a full bound again.
+        mb.push_all([3, 4, 5]);
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(3)));
+        assert_eq!(inbox.dropped(), 0);
+        mb.close();
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(4)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(5)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(None));
     }
 
     #[test]
     fn push_all_keeps_order_and_the_bound() {
-        let mb = Mailbox::new(3, usize::MAX);
+        let (mb, mut inbox) = inbox(Mailbox::new(3, usize::MAX));
         mb.push_all([1, 2]);
         mb.push_all([3, 4, 5]);
         let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(3)));
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(4)));
-        assert_eq!(mb.poll_next(&mut cx), Poll::Ready(Some(5)));
-        assert_eq!(mb.dropped(), 2);
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(3)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(4)));
+        assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(5)));
+        assert_eq!(inbox.dropped(), 2);
     }
 }

@@ -111,6 +111,14 @@ impl Message {
         }
     }
 
+    /// Bytes of the topic, without checking them again.
+    pub(crate) fn topic_len(&self) -> usize {
+        match &self.repr {
+            Repr::Wire(w) => w.topic_len(),
+            Repr::Decoded(e) => e.topic.len(),
+        }
+    }
+
     fn reply_to(&self) -> &str {
         match &self.repr {
             Repr::Wire(w) => w.reply_to(),

@@ -44,7 +44,7 @@ use crate::framed::{Outbound, Outgoing, PushError};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, StatsResponse, frame::Kind};
 use crate::topic::{Topic, TopicFilter};
-use mailbox::Mailbox;
+use mailbox::{Inbox, Mailbox};
 use subscription::Incoming;
 
 /// Cancelled message ids remembered for [`Delivery::is_cancelled`].
@@ -364,7 +364,7 @@ impl Client {
         let (sid, mailbox) = self.open_subscription(filter, None, 0).await?;
         Ok(Subscription {
             sid,
-            mailbox,
+            inbox: Inbox::new(mailbox),
             client: self.clone(),
         })
     }
@@ -382,7 +382,7 @@ impl Client {
             .await?;
         Ok(QueueSubscription {
             sid,
-            mailbox,
+            inbox: Inbox::new(mailbox),
             client: self.clone(),
         })
     }
@@ -403,7 +403,7 @@ impl Client {
         }
         QueueSubscription {
             sid: 0,
-            mailbox,
+            inbox: Inbox::new(mailbox),
             client: self.clone(),
         }
     }

@@ -1,14 +1,13 @@
 //! Subscription streams, and deliveries that must be settled.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
 
 use super::error::AckError;
-use super::mailbox::Mailbox;
+use super::mailbox::Inbox;
 use super::{Client, Message};
 use crate::proto::{self, Frame, frame::Kind};
 
@@ -24,7 +23,7 @@ pub(crate) struct Incoming {
 
 impl super::mailbox::Weigh for Incoming {
     fn weight(&self) -> usize {
-        64 + self.message.payload().len() + self.message.topic().len()
+        64 + self.message.payload().len() + self.message.topic_len()
     }
 }
 
@@ -34,22 +33,22 @@ impl super::mailbox::Weigh for Incoming {
 #[derive(Debug)]
 pub struct Subscription {
     pub(crate) sid: u64,
-    pub(crate) mailbox: Arc<Mailbox<Incoming>>,
+    pub(crate) inbox: Inbox<Incoming>,
     pub(crate) client: Client,
 }
 
 impl Subscription {
     /// Messages evicted because this subscription fell too far behind.
     pub fn dropped(&self) -> u64 {
-        self.mailbox.dropped()
+        self.inbox.dropped()
     }
 }
 
 impl Stream for Subscription {
     type Item = Message;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.mailbox.poll_next(cx).map(|o| o.map(|i| i.message))
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.inbox.poll_next(cx).map(|o| o.map(|i| i.message))
     }
 }
 
@@ -66,7 +65,7 @@ impl Drop for Subscription {
 #[derive(Debug)]
 pub struct QueueSubscription {
     pub(crate) sid: u64,
-    pub(crate) mailbox: Arc<Mailbox<Incoming>>,
+    pub(crate) inbox: Inbox<Incoming>,
     pub(crate) client: Client,
 }
 
@@ -76,9 +75,10 @@ impl Stream for QueueSubscription {
     /// Skips deliveries whose connection is gone or stalled: the broker has
     /// taken them back (see `session`), so running them could duplicate work.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        let client = &self.client;
+        let this = self.get_mut();
+        let client = &this.client;
         loop {
-            match self.mailbox.poll_next(cx) {
+            match this.inbox.poll_next(cx) {
                 Poll::Ready(Some(i)) if !client.holds(i.epoch) => {
                     tracing::debug!(
                         delivery_id = i.delivery_id,

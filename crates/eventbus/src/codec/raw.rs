@@ -21,7 +21,7 @@ use crate::names::ClientId;
 
 mod deliver;
 
-pub(crate) use deliver::{RawDelivery, WireEnvelope, decode_deliver};
+pub(crate) use deliver::{WireEnvelope, decode_deliver};
 
 /// Wire type of varint fields.
 const VARINT: u8 = 0;
@@ -77,6 +77,7 @@ impl<'a> Fields<'a> {
         Self { buf, pos: 0 }
     }
 
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
         // Keys and short lengths are one byte: the common case first.
         let first = *self.buf.get(self.pos)?;
@@ -101,6 +102,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next `(field number, wire type)`, or `None` at the end.
+    #[inline]
     fn key(&mut self) -> Option<Option<(u64, u8)>> {
         if self.pos == self.buf.len() {
             return Some(None);
@@ -114,6 +116,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The range of a length-delimited value.
+    #[inline]
     fn bytes(&mut self) -> Option<Range<usize>> {
         let len = usize::try_from(self.varint()?).ok()?;
         let end = self.pos.checked_add(len)?;
@@ -125,9 +128,14 @@ impl<'a> Fields<'a> {
         Some(range)
     }
 
+    #[inline]
     fn string(&mut self) -> Option<Range<usize>> {
         let range = self.bytes()?;
-        std::str::from_utf8(&self.buf[range.clone()]).ok()?;
+        let text = &self.buf[range.clone()];
+        // Topics and client ids are ASCII: check that inline first.
+        if !text.is_ascii() {
+            std::str::from_utf8(text).ok()?;
+        }
         Some(range)
     }
 }

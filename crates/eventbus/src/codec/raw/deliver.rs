@@ -47,6 +47,11 @@ impl WireEnvelope {
         self.text(&self.topic)
     }
 
+    /// Bytes of the topic.
+    pub fn topic_len(&self) -> usize {
+        self.topic.len()
+    }
+
     /// The payload.
     pub fn payload(&self) -> &Bytes {
         &self.payload

@@ -2,6 +2,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use prost::Message as _;
 
+use super::deliver::RawDelivery;
 use super::*;
 use crate::codec::tests::envelope;
 use crate::codec::{FrameCodec, decode_body};
