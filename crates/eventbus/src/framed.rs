@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::raw::RawDeliver;
+use crate::codec::raw::{RawDeliver, RawPublishOut};
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::{Frame, frame::Kind};
 
@@ -169,17 +169,18 @@ pub struct OutboundLimits {
     pub hard_cap_bytes: usize,
 }
 
-/// What an outbound queue holds: a frame, encoded when it is written, or a
-/// frame already encoded (length prefix included), as the broker's fan-out
-/// fast path builds them.
+/// What an outbound queue holds: a frame, encoded when it is written, or
+/// one of the two hot frames kept as their parts and encoded by hand straight
+/// into the write buffer (the broker's fan-out delivery, a client's
+/// fire-and-forget publish).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     /// A frame to encode.
     Frame(Frame),
-    /// An encoded frame: `[u32 length][version][body]`.
-    Encoded(Bytes),
     /// A fan-out delivery whose envelope stayed encoded.
     Deliver(RawDeliver),
+    /// A fire-and-forget publish, encoded straight into the write buffer.
+    Publish(RawPublishOut),
 }
 
 impl From<Frame> for Outgoing {
@@ -193,36 +194,31 @@ impl Outgoing {
     pub fn weight(&self) -> usize {
         match self {
             Self::Frame(frame) => frame_weight(frame),
-            Self::Encoded(bytes) => bytes.len(),
             Self::Deliver(deliver) => 4 + deliver.frame_len(),
+            Self::Publish(publish) => 4 + publish.frame_len(),
         }
     }
 
     /// Appends its encoding to `dst`; on error (over the codec's limit) `dst`
     /// is left as it was.
     pub fn encode(&self, codec: &FrameCodec, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let max = codec.max_frame_bytes();
+        let check = |len: usize| {
+            if len > max {
+                return Err(FrameError::TooLarge { len, max });
+            }
+            Ok(())
+        };
         match self {
             Self::Frame(frame) => codec.encode(frame, dst),
-            Self::Encoded(bytes) => {
-                let len = bytes.len().saturating_sub(4);
-                if len > codec.max_frame_bytes() {
-                    return Err(FrameError::TooLarge {
-                        len,
-                        max: codec.max_frame_bytes(),
-                    });
-                }
-                dst.extend_from_slice(bytes);
+            Self::Deliver(deliver) => {
+                check(deliver.frame_len())?;
+                deliver.encode(dst);
                 Ok(())
             }
-            Self::Deliver(deliver) => {
-                let len = deliver.frame_len();
-                if len > codec.max_frame_bytes() {
-                    return Err(FrameError::TooLarge {
-                        len,
-                        max: codec.max_frame_bytes(),
-                    });
-                }
-                deliver.encode(dst);
+            Self::Publish(publish) => {
+                check(publish.frame_len())?;
+                publish.encode(dst);
                 Ok(())
             }
         }

@@ -40,6 +40,7 @@ pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
 pub use subscription::{Delivery, QueueSubscription, Subscription};
 
+use crate::codec::raw::RawPublishOut;
 use crate::framed::{Outbound, Outgoing, PushError};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, StatsResponse, frame::Kind};
@@ -234,11 +235,15 @@ impl Client {
         if len > max {
             return Err(PublishError::TooLarge { len, max });
         }
-        // Encoded by hand: the hottest call of a publisher builds no `Frame`.
-        let frame = crate::codec::raw::publish_frame(topic.as_str(), &payload);
+        // Encoded by hand into the write buffer: the hottest call of a
+        // publisher builds no `Frame` and no buffer of its own.
+        let publish = RawPublishOut {
+            topic: topic.clone(),
+            payload,
+        };
         self.inner()
             .out
-            .push(Outgoing::Encoded(frame))
+            .push(Outgoing::Publish(publish))
             .map_err(|e| self.push_error(e))
     }
 

@@ -1,5 +1,5 @@
 //! The fast path for fan-out, encoded by hand: a client encodes a
-//! fire-and-forget publish straight into bytes (`publish_frame`); the
+//! fire-and-forget publish straight into its write buffer (`RawPublishOut`); the
 //! broker routes it without decoding its envelope and delivers it by copying
 //! the envelope's bytes into each subscriber's `Deliver` frame, followed by
 //! the fields the broker stamps.
@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::WIRE_VERSION;
 use crate::names::ClientId;
+use crate::topic::Topic;
 
 mod deliver;
 
@@ -340,39 +341,61 @@ impl Head {
     }
 }
 
-/// The whole encoded frame (length prefix, version, `Frame.publish`) of a
-/// fire-and-forget publish of `payload` on `topic`: what the client's
-/// `publish` queues, without building and encoding a `Frame`.
-pub(crate) fn publish_frame(topic: &str, payload: &[u8]) -> Bytes {
-    let payload_field = if payload.is_empty() {
-        0
-    } else {
-        1 + varint_len(payload.len() as u64) + payload.len()
-    };
-    let envelope_len = 1 + varint_len(topic.len() as u64) + topic.len() + payload_field;
-    let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
-    let body_len = 1 + varint_len(publish_len as u64) + publish_len;
-    let mut head = Head::default();
-    // Callers check the size against the frame limit first.
-    head.bytes(&((1 + body_len) as u32).to_be_bytes());
-    head.bytes(&[WIRE_VERSION]);
-    head.key(3, LEN);
-    head.varint(publish_len as u64);
-    head.key(3, LEN);
-    head.varint(envelope_len as u64);
-    head.key(2, LEN);
-    head.varint(topic.len() as u64);
-    let mut out = BytesMut::with_capacity(4 + 1 + body_len);
-    out.extend_from_slice(head.as_slice());
-    out.extend_from_slice(topic.as_bytes());
-    if !payload.is_empty() {
-        let mut field = Head::default();
-        field.key(3, LEN);
-        field.varint(payload.len() as u64);
-        out.extend_from_slice(field.as_slice());
-        out.extend_from_slice(payload);
+/// A fire-and-forget publish queued as its topic and payload, encoded
+/// straight into the write buffer when the connection is flushed: what the
+/// client's `publish` queues, without building a `Frame` or a buffer of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPublishOut {
+    pub(crate) topic: Topic,
+    pub(crate) payload: Bytes,
+}
+
+impl RawPublishOut {
+    /// Bytes of the `Publish` envelope: the topic and, if any, the payload.
+    fn envelope_len(&self) -> usize {
+        let (topic, payload) = (self.topic.as_str().len(), self.payload.len());
+        let payload_field = if payload == 0 {
+            0
+        } else {
+            1 + varint_len(payload as u64) + payload
+        };
+        1 + varint_len(topic as u64) + topic + payload_field
     }
-    out.freeze()
+
+    /// The frame's length as its prefix states it: version byte and body.
+    pub fn frame_len(&self) -> usize {
+        let envelope_len = self.envelope_len();
+        let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
+        1 + 1 + varint_len(publish_len as u64) + publish_len
+    }
+
+    /// Appends the whole frame (length prefix, version, `Frame.publish`).
+    pub fn encode(&self, out: &mut BytesMut) {
+        let topic = self.topic.as_str().as_bytes();
+        let envelope_len = self.envelope_len();
+        let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
+        let frame_len = 1 + 1 + varint_len(publish_len as u64) + publish_len;
+        let mut head = Head::default();
+        // Frame sizes are bounded far below u32::MAX by the codec's limit.
+        head.bytes(&(frame_len as u32).to_be_bytes());
+        head.bytes(&[WIRE_VERSION]);
+        head.key(3, LEN);
+        head.varint(publish_len as u64);
+        head.key(3, LEN);
+        head.varint(envelope_len as u64);
+        head.key(2, LEN);
+        head.varint(topic.len() as u64);
+        out.reserve(4 + frame_len);
+        out.extend_from_slice(head.as_slice());
+        out.extend_from_slice(topic);
+        if !self.payload.is_empty() {
+            let mut field = Head::default();
+            field.key(3, LEN);
+            field.varint(self.payload.len() as u64);
+            out.extend_from_slice(field.as_slice());
+            out.extend_from_slice(&self.payload);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -110,22 +110,30 @@ async fn reader_reports_truncation_at_eof() {
 }
 
 #[test]
-fn encoded_frames_are_written_as_they_are_and_checked_against_the_limit() {
+fn publishes_are_encoded_as_frames_and_checked_against_the_limit() {
+    use crate::codec::raw::RawPublishOut;
+    use crate::topic::Topic;
     let codec = FrameCodec::new(crate::codec::MIN_MAX_FRAME_BYTES);
+    let publish = |payload: Vec<u8>| {
+        Outgoing::Publish(RawPublishOut {
+            topic: Topic::new("proc.start").unwrap(),
+            payload: Bytes::from(payload),
+        })
+    };
+    let small = publish(b"pid=1".to_vec());
     let mut dst = BytesMut::new();
-    let mut frame = BytesMut::new();
-    codec.encode(&hb(7), &mut frame).unwrap();
-    let encoded = Outgoing::Encoded(frame.clone().freeze());
-    assert_eq!(encoded.weight(), frame.len());
-    encoded.encode(&codec, &mut dst).unwrap();
-    assert_eq!(dst, frame);
-    let huge = Outgoing::Encoded(Bytes::from(vec![
-        0u8;
-        4 + crate::codec::MIN_MAX_FRAME_BYTES + 1
-    ]));
+    small.encode(&codec, &mut dst).unwrap();
+    assert_eq!(small.weight(), dst.len());
+    let frame = codec.decode(&mut dst.clone()).unwrap().unwrap();
+    let Some(Kind::Publish(p)) = frame.kind else {
+        panic!("not a publish: {frame:?}")
+    };
+    assert_eq!(p.message.unwrap().payload, Bytes::from_static(b"pid=1"));
+    let huge = publish(vec![0u8; crate::codec::MIN_MAX_FRAME_BYTES]);
+    let before = dst.clone();
     assert!(matches!(
         huge.encode(&codec, &mut dst),
         Err(FrameError::TooLarge { .. })
     ));
-    assert_eq!(dst, frame, "a refused frame leaves the buffer as it was");
+    assert_eq!(dst, before, "a refused frame leaves the buffer as it was");
 }

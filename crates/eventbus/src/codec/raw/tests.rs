@@ -43,8 +43,14 @@ proptest! {
         topic in "[a-z0-9_-]{1,20}(\\.[a-z0-9_-]{1,20}){0,4}",
         payload in proptest::collection::vec(any::<u8>(), 0..400),
     ) {
-        let wire = publish_frame(&topic, &payload);
-        let mut buf = BytesMut::from(&wire[..]);
+        let out = RawPublishOut {
+            topic: crate::topic::Topic::new(topic.as_str()).unwrap(),
+            payload: Bytes::from(payload.clone()),
+        };
+        let mut buf = BytesMut::new();
+        out.encode(&mut buf);
+        prop_assert_eq!(buf.len(), 4 + out.frame_len());
+        let wire = Bytes::copy_from_slice(&buf);
         let decoded = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
         prop_assert!(buf.is_empty());
         let expected = Frame {
