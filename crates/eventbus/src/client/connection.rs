@@ -319,11 +319,11 @@ async fn read_loop(
                     // The broker is going away; nothing after its goodbye counts.
                     return Ok(());
                 }
-                match crate::codec::raw::decode_deliver(&body) {
-                    Some(d) => {
+                match crate::codec::raw::decode_deliver(body) {
+                    Ok(d) => {
                         deliveries.add(inner, d.sid, d.delivery_id, Message::from_wire(d.envelope));
                     }
-                    None => match crate::codec::decode_body(body)? {
+                    Err(body) => match crate::codec::decode_body(body)? {
                         Frame {
                             kind: Some(Kind::Deliver(d)),
                         } => deliveries.add(

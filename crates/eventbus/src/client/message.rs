@@ -197,7 +197,7 @@ mod tests {
         }
         .encode_to_vec()
         .into();
-        let wire = Message::from_wire(decode_deliver(&body).unwrap().envelope);
+        let wire = Message::from_wire(decode_deliver(body).unwrap().envelope);
         let decoded = Message::new(Box::new(envelope.clone()));
         assert_eq!(wire, decoded);
         assert_eq!(format!("{wire:?}"), format!("{decoded:?}"));

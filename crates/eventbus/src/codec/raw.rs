@@ -78,14 +78,20 @@ impl<'a> Fields<'a> {
         Self { buf, pos: 0 }
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
-        // Keys and short lengths are one byte: the common case first.
+        // Keys and short lengths are one byte: that case inline, the rest
+        // out of line.
         let first = *self.buf.get(self.pos)?;
         if first < 0x80 {
             self.pos += 1;
             return Some(u64::from(first));
         }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let byte = *self.buf.get(self.pos)?;

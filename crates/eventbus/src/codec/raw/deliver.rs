@@ -24,7 +24,7 @@ pub(crate) struct RawDelivery {
 /// it was read from. Every string was checked as UTF-8 when it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WireEnvelope {
-    /// The envelope's encoded bytes.
+    /// The bytes the envelope was read from (its frame's body).
     bytes: Bytes,
     payload: Bytes,
     topic: Range<u32>,
@@ -106,9 +106,26 @@ impl WireEnvelope {
 }
 
 /// A `Deliver` frame body read by hand, exactly as prost would decode it;
-/// `None` (then decode with prost) for anything this does not handle:
-/// headers, unknown fields, a repeated message.
-pub(crate) fn decode_deliver(body: &Bytes) -> Option<RawDelivery> {
+/// the body back (then decode it with prost) for anything this does not
+/// handle: headers, unknown fields, a repeated message.
+pub(crate) fn decode_deliver(body: Bytes) -> Result<RawDelivery, Bytes> {
+    let Some((sid, delivery_id, mut envelope, payload)) = scan_deliver(&body) else {
+        return Err(body);
+    };
+    if !payload.is_empty() {
+        envelope.payload = body.slice(payload);
+    }
+    envelope.bytes = body;
+    Ok(RawDelivery {
+        sid,
+        delivery_id,
+        envelope,
+    })
+}
+
+/// A `Deliver` body's `sid`, `delivery_id`, and its message without its
+/// bytes yet, with where the payload is.
+fn scan_deliver(body: &[u8]) -> Option<(u64, u64, WireEnvelope, Range<usize>)> {
     let mut frame = Fields::new(body);
     if frame.key()? != Some((6, LEN)) {
         return None;
@@ -129,28 +146,27 @@ pub(crate) fn decode_deliver(body: &Bytes) -> Option<RawDelivery> {
     }
     let message = message?;
     let start = deliver.start + message.start;
-    let envelope = decode_envelope(body.slice(start..deliver.start + message.end))?;
-    Some(RawDelivery {
-        sid,
-        delivery_id,
-        envelope,
-    })
+    let (envelope, payload) = scan_envelope(body, start..deliver.start + message.end)?;
+    Some((sid, delivery_id, envelope, payload))
 }
 
-/// An envelope without headers; a field that appears twice keeps its last
-/// value, as protobuf decoders do.
-fn decode_envelope(bytes: Bytes) -> Option<WireEnvelope> {
+/// The envelope at `at` within `body`, without headers, its bytes and
+/// payload left empty, and where its payload is; a field that appears twice
+/// keeps its last value, as protobuf decoders do.
+fn scan_envelope(body: &[u8], at: Range<usize>) -> Option<(WireEnvelope, Range<usize>)> {
     // Ranges are kept as u32: frames are bounded far below 4 GiB.
-    u32::try_from(bytes.len()).ok()?;
-    let narrow = |r: Range<usize>| r.start as u32..r.end as u32;
-    let mut fields = Fields::new(&bytes);
+    u32::try_from(body.len()).ok()?;
+    let base = at.start;
+    let shift = |r: Range<usize>| base + r.start..base + r.end;
+    let narrow = |r: Range<usize>| (base + r.start) as u32..(base + r.end) as u32;
+    let mut fields = Fields::new(&body[at]);
     let (mut id, mut correlation_id, mut timestamp_us, mut attempt) = (0, 0, 0, 0);
     let (mut topic, mut payload, mut reply_to, mut source) = (0..0, 0..0, 0..0, 0..0);
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
             (1, VARINT) => id = fields.varint()?,
             (2, LEN) => topic = narrow(fields.string()?),
-            (3, LEN) => payload = fields.bytes()?,
+            (3, LEN) => payload = shift(fields.bytes()?),
             (5, VARINT) => correlation_id = fields.varint()?,
             (6, LEN) => reply_to = narrow(fields.string()?),
             (7, LEN) => source = narrow(fields.string()?),
@@ -160,14 +176,9 @@ fn decode_envelope(bytes: Bytes) -> Option<WireEnvelope> {
             _ => return None,
         }
     }
-    let payload = if payload.is_empty() {
-        Bytes::new()
-    } else {
-        bytes.slice(payload)
-    };
-    Some(WireEnvelope {
-        bytes,
-        payload,
+    let envelope = WireEnvelope {
+        bytes: Bytes::new(),
+        payload: Bytes::new(),
         topic,
         reply_to,
         source,
@@ -175,5 +186,6 @@ fn decode_envelope(bytes: Bytes) -> Option<WireEnvelope> {
         correlation_id,
         timestamp_us,
         attempt,
-    })
+    };
+    Some((envelope, payload))
 }
