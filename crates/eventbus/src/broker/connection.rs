@@ -93,9 +93,9 @@ enum Inbound {
 
 /// Keeps fire-and-forget publishes encoded, decodes everything else.
 fn classify(body: bytes::Bytes) -> Result<Inbound, FrameError> {
-    match scan_publish(&body) {
-        Some(publish) => Ok(Inbound::Publish(publish)),
-        None => decode_body(body).map(Inbound::Frame),
+    match scan_publish(body) {
+        Ok(publish) => Ok(Inbound::Publish(publish)),
+        Err(body) => decode_body(body).map(Inbound::Frame),
     }
 }
 

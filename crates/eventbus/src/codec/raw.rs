@@ -34,9 +34,9 @@ const LEN: u8 = 2;
 pub(crate) struct RawPublish {
     /// The whole frame body, to decode after all if the fast path does not apply.
     pub body: Bytes,
-    /// The envelope's encoded bytes, as the publisher sent them.
-    pub envelope: Bytes,
-    /// Where the topic is within `envelope` (checked UTF-8).
+    /// Where the envelope is within `body`, as the publisher encoded it.
+    envelope: Range<usize>,
+    /// Where the topic is within `body` (checked UTF-8).
     topic: Range<usize>,
 }
 
@@ -45,7 +45,12 @@ impl RawPublish {
     pub fn topic(&self) -> &str {
         // Checked by `scan_publish`; a failure here cannot happen, and would
         // only route nowhere.
-        std::str::from_utf8(&self.envelope[self.topic.clone()]).unwrap_or_default()
+        std::str::from_utf8(&self.body[self.topic.clone()]).unwrap_or_default()
+    }
+
+    /// The envelope's encoded bytes, shared with the frame.
+    pub fn envelope(&self) -> Bytes {
+        self.body.slice(self.envelope.clone())
     }
 }
 
@@ -147,8 +152,21 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A frame body that is a fire-and-forget publish the fast path can forward.
-pub(crate) fn scan_publish(body: &Bytes) -> Option<RawPublish> {
+/// A frame body that is a fire-and-forget publish the fast path can forward;
+/// anything else comes back to be decoded.
+pub(crate) fn scan_publish(body: Bytes) -> Result<RawPublish, Bytes> {
+    match scan_publish_at(&body) {
+        Some((envelope, topic)) => Ok(RawPublish {
+            body,
+            envelope,
+            topic,
+        }),
+        None => Err(body),
+    }
+}
+
+/// Where a fire-and-forget publish body's envelope and topic are.
+fn scan_publish_at(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     let mut frame = Fields::new(body);
     // `Frame.publish` (3) must be the body's only field.
     if frame.key()? != Some((3, LEN)) {
@@ -184,14 +202,10 @@ pub(crate) fn scan_publish(body: &Bytes) -> Option<RawPublish> {
         }
     }
     let envelope = envelope?;
-    let start = publish.start + envelope.start;
-    let envelope = body.slice(start..publish.start + envelope.end);
-    let topic = scan_envelope(&envelope)?;
-    Some(RawPublish {
-        body: body.clone(),
-        envelope,
-        topic,
-    })
+    let envelope = publish.start + envelope.start..publish.start + envelope.end;
+    let topic = scan_envelope(&body[envelope.clone()])?;
+    let topic = envelope.start + topic.start..envelope.start + topic.end;
+    Some((envelope, topic))
 }
 
 /// Checks an envelope field by field; returns where its topic is.

@@ -30,24 +30,24 @@ impl Router {
         if self.draining {
             return false;
         }
-        let Some(source) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
-            return false;
-        };
         let Some(mut route) = self.route_for(raw.topic()) else {
             return false;
         };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.fanout_route = Some(route);
+            return false;
+        };
         // Counted once the fast path is sure to apply: the decoding path counts its own.
+        c.counters.published += 1;
+        let source = c.client_id.clone();
         let id = self.next_id();
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.counters.published += 1;
-        }
         self.totals.published += 1;
         let mut delivered = 0;
         let mut refusal = None;
         for &(to, sid) in &route.plain {
             let deliver = RawDeliver {
                 sid,
-                envelope: raw.envelope.clone(),
+                envelope: raw.envelope(),
                 id,
                 source: source.clone(),
                 timestamp_us: self.clock_us,
