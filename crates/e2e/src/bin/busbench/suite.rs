@@ -176,8 +176,9 @@ fn throughput(
 }
 
 /// Publish rates tried for the lossless figure, in messages a second.
-const PACED_RATES: [u64; 8] = [
+const PACED_RATES: [u64; 11] = [
     1_000_000, 1_200_000, 1_400_000, 1_600_000, 1_800_000, 2_000_000, 2_200_000, 2_400_000,
+    2_600_000, 2_800_000, 3_000_000,
 ];
 
 /// The highest publish rate (of [`PACED_RATES`], unpinned) at which the
