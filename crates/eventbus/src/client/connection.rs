@@ -7,7 +7,7 @@
 //! client id and restores every subscription. The outbound queue, the
 //! subscriptions and their streams outlive links: only closing the client ends them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -409,7 +409,7 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
 struct Deliveries {
     sid: u64,
     mailbox: Option<Arc<Mailbox<Incoming>>>,
-    run: Vec<Incoming>,
+    run: VecDeque<Incoming>,
 }
 
 impl Deliveries {
@@ -432,7 +432,7 @@ impl Deliveries {
             }
             return;
         }
-        self.run.push(Incoming {
+        self.run.push_back(Incoming {
             delivery_id,
             epoch: inner.session.current(),
             message,
@@ -443,7 +443,7 @@ impl Deliveries {
     /// may go away between batches).
     fn flush(&mut self) {
         if let Some(mailbox) = self.mailbox.take() {
-            mailbox.push_all(self.run.drain(..));
+            mailbox.push_run(&mut self.run);
         }
     }
 }

@@ -56,25 +56,30 @@ impl<T: Weigh> Mailbox<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds items in order under one lock and one wake-up, evicting the
-    /// oldest at the bound. Ignored once closed.
-    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+    /// Adds the items of `run` in order (leaving it empty) under one lock and
+    /// one wake-up, evicting the oldest at the bound (the newest item always
+    /// stays). Dropped once closed. An empty mailbox takes the run's
+    /// allocation as it is, without moving an item.
+    pub fn push_run(&self, run: &mut VecDeque<T>) {
+        let added: usize = run.iter().map(Weigh::weight).sum();
         let waker = {
             let mut st = self.lock();
             if st.closed {
+                run.clear();
                 return;
             }
-            for item in items {
-                let weight = item.weight();
-                while !st.items.is_empty()
-                    && (st.items.len() >= self.capacity || st.bytes + weight > self.max_bytes)
-                {
-                    let old = st.items.pop_front().expect("not empty");
-                    st.bytes -= old.weight();
-                    st.dropped += 1;
-                }
-                st.bytes += weight;
-                st.items.push_back(item);
+            if st.items.is_empty() {
+                std::mem::swap(&mut st.items, run);
+            } else {
+                st.items.append(run);
+            }
+            st.bytes += added;
+            while st.items.len() > 1
+                && (st.items.len() > self.capacity || st.bytes > self.max_bytes)
+            {
+                let old = st.items.pop_front().expect("not empty");
+                st.bytes -= old.weight();
+                st.dropped += 1;
             }
             st.waker.take()
         };
@@ -163,6 +168,12 @@ mod tests {
         }
     }
 
+    impl Mailbox<i32> {
+        fn push_all<const N: usize>(&self, items: [i32; N]) {
+            self.push_run(&mut VecDeque::from(items));
+        }
+    }
+
     fn inbox(mb: Mailbox<i32>) -> (Arc<Mailbox<i32>>, Inbox<i32>) {
         let mb = Arc::new(mb);
         (mb.clone(), Inbox::new(mb))
@@ -222,5 +233,49 @@ mod tests {
         assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(4)));
         assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(5)));
         assert_eq!(inbox.dropped(), 2);
+    }
+
+    /// An item that weighs what it says.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Weighted(u16);
+
+    impl Weigh for Weighted {
+        fn weight(&self) -> usize {
+            usize::from(self.0)
+        }
+    }
+
+    proptest::proptest! {
+        /// Runs handed over at once keep exactly what pushing their items one
+        /// by one would keep: the newest items within both bounds (the
+        /// newest always), in order, the rest counted as dropped.
+        #[test]
+        fn runs_keep_what_item_by_item_pushes_keep(
+            capacity in 1usize..8,
+            max_bytes in 1usize..400,
+            runs in proptest::collection::vec(proptest::collection::vec(0u16..100, 0..10), 0..8),
+        ) {
+            let mb = Mailbox::new(capacity, max_bytes);
+            let mut model: VecDeque<Weighted> = VecDeque::new();
+            let mut model_dropped = 0u64;
+            for run in &runs {
+                for &w in run {
+                    let item = Weighted(w);
+                    let weight = |m: &VecDeque<Weighted>| m.iter().map(Weigh::weight).sum::<usize>();
+                    while !model.is_empty()
+                        && (model.len() >= capacity || weight(&model) + item.weight() > max_bytes)
+                    {
+                        model.pop_front();
+                        model_dropped += 1;
+                    }
+                    model.push_back(item);
+                }
+                mb.push_run(&mut run.iter().copied().map(Weighted).collect());
+            }
+            let st = mb.lock();
+            proptest::prop_assert_eq!(&st.items, &model);
+            proptest::prop_assert_eq!(st.dropped, model_dropped);
+            proptest::prop_assert_eq!(st.bytes, model.iter().map(Weigh::weight).sum::<usize>());
+        }
     }
 }
