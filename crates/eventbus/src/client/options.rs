@@ -133,7 +133,8 @@ impl ClientOptions {
     }
 
     /// Most messages buffered per plain subscription before the oldest is dropped
-    /// (default 65,536).
+    /// (default 65,536), besides the batch the stream has taken and is
+    /// handing out.
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity.max(1);
         self
