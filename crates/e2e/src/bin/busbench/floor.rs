@@ -7,7 +7,7 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::roles::{RttArgs, ready, report_histogram};
+use crate::roles::{Recorder, RttArgs, ready};
 
 /// Accepts clients on `listen`; each gets its own connection to `upstream`.
 pub async fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
@@ -44,15 +44,15 @@ pub async fn raw_rtt(args: &RttArgs) -> anyhow::Result<()> {
     let mut conn = UnixStream::connect(&args.socket).await?;
     let payload = vec![7u8; args.size];
     let mut back = vec![0u8; args.size];
-    let mut hist = crate::roles::histogram();
+    let mut recorder = Recorder::new(args);
     for i in 0..args.warmup + args.count {
         let start = std::time::Instant::now();
         conn.write_all(&payload).await?;
         conn.read_exact(&mut back).await?;
         if i >= args.warmup {
-            hist.record(start.elapsed().as_nanos() as u64)?;
+            recorder.record(start.elapsed())?;
         }
     }
-    report_histogram(&hist);
+    recorder.report();
     Ok(())
 }

@@ -92,14 +92,29 @@ pub fn rss_kib(pid: u64) -> anyhow::Result<u64> {
     Ok(bytes / 1024)
 }
 
+/// Latency runs alternate between the floor and the bus in this many
+/// blocks (each a fresh requester with the full warm-up), so both see the
+/// same drift of a noisy machine.
+const LATENCY_BLOCKS: u64 = 4;
+
 fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let s = |p: &str| dir.join(p).to_string_lossy().into_owned();
-    let (count, warmup) = (args.count.to_string(), args.warmup.to_string());
-    let rtt_args = |sock: &str| -> Vec<String> {
-        ["--socket", sock, "--count", &count, "--warmup", &warmup]
-            .map(String::from)
-            .to_vec()
+    let block = args.count.div_ceil(LATENCY_BLOCKS);
+    let (count, warmup) = (block.to_string(), args.warmup.to_string());
+    let run = |role: &str, sock: &str| -> anyhow::Result<Vec<u64>> {
+        let role_args = [
+            role,
+            "--socket",
+            sock,
+            "--count",
+            &count,
+            "--warmup",
+            &warmup,
+            "--samples",
+        ];
+        let out = finish(pinned, &me, &role_args)?;
+        serde_json::from_value(out["samples_ns"].clone()).context("samples_ns")
     };
 
     let (echo_sock, relay_sock, bus_sock) = (s("e.sock"), s("r.sock"), s("b.sock"));
@@ -109,29 +124,24 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
         &me,
         &["relay", "--listen", &relay_sock, "--upstream", &echo_sock],
     )?;
-    let mut raw = vec!["raw-rtt".to_owned()];
-    raw.extend(rtt_args(&relay_sock));
-    let floor = finish(
-        pinned,
-        &me,
-        &raw.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
-
     let (_broker, _) = start(pinned, &args.broker, &["--socket", &bus_sock])?;
     let _responder = start(pinned, &me, &["responder", "--socket", &bus_sock])?;
-    let mut bus = vec!["rtt".to_owned()];
-    bus.extend(rtt_args(&bus_sock));
-    let bus = finish(
-        pinned,
-        &me,
-        &bus.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
+    let (mut floor, mut bus) = (crate::roles::histogram(), crate::roles::histogram());
+    for _ in 0..LATENCY_BLOCKS {
+        for ns in run("raw-rtt", &relay_sock)? {
+            floor.record(ns)?;
+        }
+        for ns in run("rtt", &bus_sock)? {
+            bus.record(ns)?;
+        }
+    }
     for f in [&relay_sock, &echo_sock] {
         let _ = std::fs::remove_file(f);
     }
+    let (floor, bus) = (crate::roles::summary(&floor), crate::roles::summary(&bus));
     let ratio = |k: &str| bus[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
-        "pinned": pinned, "floor": floor, "bus": bus,
+        "pinned": pinned, "floor": floor, "bus": bus, "blocks": LATENCY_BLOCKS,
         "ratio_p50": ratio("p50_us"), "ratio_p99": ratio("p99_us"),
     }))
 }
