@@ -165,17 +165,21 @@ pub(crate) fn scan_publish(body: Bytes) -> Result<RawPublish, Bytes> {
     }
 }
 
+/// Where the message of a frame body is, if `field` (length-delimited) is
+/// the body's only field.
+fn only_field(body: &[u8], field: u64) -> Option<Range<usize>> {
+    let mut frame = Fields::new(body);
+    if frame.key()? != Some((field, LEN)) {
+        return None;
+    }
+    let range = frame.bytes()?;
+    frame.key()?.is_none().then_some(range)
+}
+
 /// Where a fire-and-forget publish body's envelope and topic are.
 fn scan_publish_at(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
-    let mut frame = Fields::new(body);
     // `Frame.publish` (3) must be the body's only field.
-    if frame.key()? != Some((3, LEN)) {
-        return None;
-    }
-    let publish = frame.bytes()?;
-    if frame.key()?.is_some() {
-        return None;
-    }
+    let publish = only_field(body, 3)?;
     let mut fields = Fields::new(&body[publish.clone()]);
     let mut envelope = None;
     while let Some((field, wire)) = fields.key()? {
@@ -382,19 +386,24 @@ impl RawPublishOut {
         1 + varint_len(topic as u64) + topic + payload_field
     }
 
-    /// The frame's length as its prefix states it: version byte and body.
-    pub fn frame_len(&self) -> usize {
+    /// Bytes of the envelope, of `Publish` and of the frame (as its prefix
+    /// states it: version byte and body).
+    fn lens(&self) -> (usize, usize, usize) {
         let envelope_len = self.envelope_len();
         let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
-        1 + 1 + varint_len(publish_len as u64) + publish_len
+        let frame_len = 1 + 1 + varint_len(publish_len as u64) + publish_len;
+        (envelope_len, publish_len, frame_len)
+    }
+
+    /// The frame's length as its prefix states it: version byte and body.
+    pub fn frame_len(&self) -> usize {
+        self.lens().2
     }
 
     /// Appends the whole frame (length prefix, version, `Frame.publish`).
     pub fn encode(&self, out: &mut BytesMut) {
         let topic = self.topic.as_str().as_bytes();
-        let envelope_len = self.envelope_len();
-        let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
-        let frame_len = 1 + 1 + varint_len(publish_len as u64) + publish_len;
+        let (envelope_len, publish_len, frame_len) = self.lens();
         let mut head = Head::default();
         // Frame sizes are bounded far below u32::MAX by the codec's limit.
         head.bytes(&(frame_len as u32).to_be_bytes());

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::{Fields, LEN, VARINT};
+use super::{Fields, LEN, VARINT, only_field};
 use crate::proto;
 
 /// A `Deliver` frame read by hand.
@@ -126,14 +126,8 @@ pub(crate) fn decode_deliver(body: Bytes) -> Result<RawDelivery, Bytes> {
 /// A `Deliver` body's `sid`, `delivery_id`, and its message without its
 /// bytes yet, with where the payload is.
 fn scan_deliver(body: &[u8]) -> Option<(u64, u64, WireEnvelope, Range<usize>)> {
-    let mut frame = Fields::new(body);
-    if frame.key()? != Some((6, LEN)) {
-        return None;
-    }
-    let deliver = frame.bytes()?;
-    if frame.key()?.is_some() {
-        return None;
-    }
+    // `Frame.deliver` (6) must be the body's only field.
+    let deliver = only_field(body, 6)?;
     let mut fields = Fields::new(&body[deliver.clone()]);
     let (mut sid, mut delivery_id, mut message) = (0, 0, None);
     while let Some((field, wire)) = fields.key()? {
