@@ -37,8 +37,8 @@ use router::Router;
 /// Identifies a connection inside one broker; never reused.
 pub(crate) type ConnId = u64;
 
-/// How often the ticker checks heartbeats and deadlines.
-const TICK: Duration = Duration::from_millis(10);
+/// How often a draining broker checks whether deliveries are still in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// State shared by the listener, the connection tasks and the ticker.
 #[derive(Debug)]
@@ -161,7 +161,7 @@ impl Broker {
 async fn drain(shared: &Shared) {
     shared.router().begin_drain();
     let deadline = Instant::now() + Duration::from_millis(shared.config.drain_timeout_ms);
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(DRAIN_POLL);
     loop {
         let in_flight = shared.router().in_flight_count();
         if in_flight == 0 {
@@ -178,19 +178,25 @@ async fn drain(shared: &Shared) {
     }
 }
 
+/// Runs the router's periodic work when it is due: the next heartbeat or
+/// deadline, or sooner when the router schedules something earlier.
 async fn tick(shared: Arc<Shared>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = shared.router().ticker.clone();
     let mut touched = Vec::new();
     loop {
-        interval.tick().await;
-        {
+        let due = {
             let mut router = shared.router();
-            router.tick(Instant::now());
+            let due = router.tick(Instant::now());
             router.take_touched(&mut touched);
-        }
+            due
+        };
         // Heartbeats and redeliveries queued by the tick.
         touched.drain(..).for_each(|out| out.try_flush());
+        tokio::select! {
+            () = tokio::time::sleep_until(due.into()) => {}
+            // A permit stored since the tick above is not lost.
+            () = wake.notified() => {}
+        }
     }
 }
 

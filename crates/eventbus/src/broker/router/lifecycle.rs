@@ -4,6 +4,11 @@
 
 use super::*;
 
+/// The longest the ticker sleeps, whatever is due.
+pub(super) const MAX_TICK: Duration = Duration::from_secs(1);
+/// The shortest: a deadline met exactly is handled on the next tick, not in a spin.
+const MIN_TICK: Duration = Duration::from_millis(1);
+
 impl Router {
     /// Closes connections that were found too slow or dead while handling frames.
     pub fn reap(&mut self) {
@@ -95,11 +100,18 @@ impl Router {
     }
 
     /// Periodic work: heartbeats out, dead peers and expired requests out.
-    pub fn tick(&mut self, now: Instant) {
+    /// Returns when it is due again: the earliest heartbeat, heartbeat limit,
+    /// request or ack deadline (at most [`MAX_TICK`] away), so an idle broker
+    /// sleeps instead of waking on a fixed beat.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        let mut next = now + MAX_TICK;
         for (&id, c) in &mut self.conns {
-            if now.duration_since(c.last_seen) > c.heartbeat * c.misses {
+            let limit = c.last_seen + c.heartbeat * c.misses;
+            if now > limit {
                 self.doomed.push((id, "heartbeats missed"));
-            } else if now >= c.next_heartbeat {
+                continue;
+            }
+            if now >= c.next_heartbeat {
                 c.next_heartbeat = now + c.heartbeat;
                 if let Err(PushError::TooSlow { .. }) = c.out.push(Frame {
                     kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
@@ -108,10 +120,31 @@ impl Router {
                         .push((id, "too slow: outbound buffer at its hard cap"));
                 }
             }
+            next = next.min(c.next_heartbeat).min(limit);
         }
-        self.requests.retain(|_, p| p.deadline > now);
+        self.requests.retain(|_, p| {
+            let pending = p.deadline > now;
+            if pending {
+                next = next.min(p.deadline);
+            }
+            pending
+        });
         self.expire_deliveries(now);
+        if let Some(d) = self.next_ack_deadline {
+            next = next.min(d);
+        }
         self.reap();
+        self.next_tick = next.max(now + MIN_TICK);
+        self.next_tick
+    }
+
+    /// Makes sure the ticker runs by `at`, waking it if it planned to sleep
+    /// longer.
+    pub(super) fn due_by(&mut self, at: Instant) {
+        if at < self.next_tick {
+            self.next_tick = at;
+            self.ticker.notify_one();
+        }
     }
 
     /// A direct message whose holder went away goes to a queue group named after

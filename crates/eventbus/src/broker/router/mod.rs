@@ -10,6 +10,8 @@ mod lifecycle;
 mod publish;
 mod settle;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use settle::Settle;
 
@@ -179,6 +181,10 @@ pub(crate) struct Router {
     pub(super) space: Arc<tokio::sync::Notify>,
     /// The earliest ack deadline in flight, so the ticker scans only when due.
     next_ack_deadline: Option<Instant>,
+    /// When the ticker runs next (see `tick` and `due_by`).
+    next_tick: Instant,
+    /// Wakes the ticker when something falls due before `next_tick`.
+    pub(super) ticker: Arc<tokio::sync::Notify>,
     /// Connections with frames pushed since the last `take_touched`.
     touched: Vec<ConnId>,
     /// Slow-consumer events waiting to be published, as JSON payloads.
@@ -246,6 +252,8 @@ impl Router {
             blocking_groups: 0,
             space: Arc::new(tokio::sync::Notify::new()),
             next_ack_deadline: None,
+            next_tick: Instant::now(),
+            ticker: Arc::new(tokio::sync::Notify::new()),
             slow_announcements: Vec::new(),
             touched: Vec::new(),
             started: Instant::now(),
@@ -344,6 +352,8 @@ impl Router {
             max_subscriptions: config.max_subscriptions_per_client as u32,
             broker_pid: std::process::id(),
         };
+        // Its first heartbeat comes before its first limit (misses ≥ 1).
+        self.due_by(now + heartbeat);
         Ok((id, welcome))
     }
 

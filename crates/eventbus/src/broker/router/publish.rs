@@ -81,14 +81,16 @@ impl Router {
                 0 => Duration::from_secs(30),
                 ms => Duration::from_millis(u64::from(ms)),
             };
+            let deadline = Instant::now() + timeout;
             self.requests.insert(
                 message_id,
                 PendingRequest {
                     conn,
                     seq,
-                    deadline: Instant::now() + timeout,
+                    deadline,
                 },
             );
+            self.due_by(deadline);
             if mode == PublishMode::RequestConfirmed {
                 self.send(conn, ok(seq, message_id));
             }
@@ -350,6 +352,7 @@ impl Router {
             .map(|t| Instant::now() + t);
         if let Some(d) = deadline {
             self.next_ack_deadline = Some(self.next_ack_deadline.map_or(d, |n| n.min(d)));
+            self.due_by(d);
         }
         self.in_flight.insert(
             delivery_id,
