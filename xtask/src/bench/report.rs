@@ -147,7 +147,9 @@ fn latency(md: &mut String, runs: &Value) {
     let Some(runs) = runs.as_array() else {
         return;
     };
-    md.push_str("## Round-trip latency, 64 B (floor and bus in alternating blocks of the same run)\n\n");
+    md.push_str(
+        "## Round-trip latency, 64 B (floor and bus in alternating blocks of the same run)\n\n",
+    );
     md.push_str("| measurement | floor | eventbus | ratio |\n|---|---|---|---|\n");
     for run in runs {
         let pinned = if run["pinned"].as_bool() == Some(true) {

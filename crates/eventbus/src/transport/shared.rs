@@ -136,6 +136,15 @@ mod imp {
                 match guard.try_io(|s| s.get_ref().read(into)) {
                     Ok(Ok(n)) => {
                         buf.put_slice(&scratch[..n]);
+                        // Epoll is edge-triggered: a read that filled less
+                        // than it asked for drained the socket, so wait for
+                        // the next edge instead of making a read that can
+                        // only say `WouldBlock` (tokio's own streams do the
+                        // same). A hang-up is never cleared.
+                        #[cfg(any(target_os = "linux", target_os = "android"))]
+                        if n > 0 && n < want {
+                            guard.clear_ready();
+                        }
                         return Poll::Ready(Ok(()));
                     }
                     Ok(Err(e)) => return Poll::Ready(Err(e)),
@@ -230,5 +239,48 @@ mod imp {
         pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut &self.0), cx)
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    use interprocess::local_socket::traits::tokio::Listener as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Reads once, failing the test if nothing comes within five seconds.
+    async fn read(reader: &mut SharedStream, buf: &mut [u8]) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), reader.read(buf))
+            .await
+            .expect("the read completes")
+            .unwrap()
+    }
+
+    /// A peer that writes and hangs up before the reader wakes: the short
+    /// read that drains the data must not lose the end of the stream, and
+    /// data written after a short read still wakes the reader.
+    #[tokio::test]
+    async fn short_reads_neither_miss_the_end_nor_later_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = super::super::bind(&path).unwrap();
+        let client = super::super::connect(&path).await.unwrap();
+        let mut reader = SharedStream::new(listener.accept().await.unwrap()).unwrap();
+        let mut writer = SharedStream::new(client).unwrap();
+        let mut buf = vec![0u8; 4096];
+
+        writer.write_all(b"first").await.unwrap();
+        assert_eq!(read(&mut reader, &mut buf).await, 5);
+        writer.write_all(b"second").await.unwrap();
+        assert_eq!(read(&mut reader, &mut buf).await, 6);
+
+        writer.write_all(b"last").await.unwrap();
+        writer.shutdown().await.unwrap();
+        drop(writer);
+        assert_eq!(read(&mut reader, &mut buf).await, 4);
+        assert_eq!(read(&mut reader, &mut buf).await, 0, "the end is seen");
     }
 }
