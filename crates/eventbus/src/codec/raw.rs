@@ -48,6 +48,11 @@ impl RawPublish {
         std::str::from_utf8(&self.body[self.topic.clone()]).unwrap_or_default()
     }
 
+    /// The topic's bytes (checked UTF-8), for comparing without checking again.
+    pub fn topic_bytes(&self) -> &[u8] {
+        &self.body[self.topic.clone()]
+    }
+
     /// The envelope's encoded bytes, shared with the frame.
     pub fn envelope(&self) -> Bytes {
         self.body.slice(self.envelope.clone())
@@ -97,6 +102,27 @@ impl<'a> Fields<'a> {
 
     #[inline(never)]
     fn long_varint(&mut self) -> Option<u64> {
+        // Up to eight bytes at once when eight are there (ids, timestamps):
+        // find the last byte, the first without its top bit, and gather
+        // the 7-bit groups without a loop.
+        if let Some(chunk) = self.buf.get(self.pos..self.pos + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = ends.trailing_zeros() as usize / 8 + 1;
+                let x = if len == 8 {
+                    word
+                } else {
+                    word & ((1u64 << (8 * len)) - 1)
+                };
+                let x = x & 0x7f7f_7f7f_7f7f_7f7f;
+                let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+                let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+                let x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+                self.pos += len;
+                return Some(x);
+            }
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let byte = *self.buf.get(self.pos)?;
@@ -140,7 +166,7 @@ impl<'a> Fields<'a> {
         Some(range)
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<Range<usize>> {
         let range = self.bytes()?;
         let text = &self.buf[range.clone()];

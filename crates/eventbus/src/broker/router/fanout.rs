@@ -30,7 +30,7 @@ impl Router {
         if self.draining {
             return false;
         }
-        let Some(mut route) = self.route_for(raw.topic()) else {
+        let Some(mut route) = self.route_for(raw) else {
             return false;
         };
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -69,19 +69,21 @@ impl Router {
         true
     }
 
-    /// The plain subscriptions `topic` goes to, or `None` when it is not a
+    /// The plain subscriptions `raw`'s topic goes to, or `None` when it is not a
     /// valid topic or a queue group matches it (the decoding path's job).
     /// Publishers repeat topics, so the last route is kept while the topic
     /// and the subscription index stay the same.
-    fn route_for(&mut self, topic: &str) -> Option<Route> {
+    fn route_for(&mut self, raw: &RawPublish) -> Option<Route> {
         let generation = self.index.generation();
         if let Some(route) = self.fanout_route.take() {
-            if route.generation == generation && route.topic.as_str() == topic {
+            if route.generation == generation
+                && route.topic.as_str().as_bytes() == raw.topic_bytes()
+            {
                 return Some(route);
             }
             self.count_topic_n(route.topic, route.published, route.delivered);
         }
-        let topic = Topic::new(topic).ok()?;
+        let topic = Topic::new(raw.topic()).ok()?;
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(&topic, &mut targets);
         let mut plain = Vec::with_capacity(targets.len());

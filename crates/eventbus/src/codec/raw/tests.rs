@@ -242,3 +242,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Varints read as prost writes them, at any length and with anything
+    /// after them, and no further than their last byte.
+    #[test]
+    fn varints_read_as_prost_writes_them(
+        value in prop_oneof![any::<u64>(), 0u64..1 << 14, 1u64 << 49..1u64 << 56],
+        tail in proptest::collection::vec(any::<u8>(), 0..10),
+    ) {
+        let mut buf = Vec::new();
+        prost::encoding::encode_varint(value, &mut buf);
+        let len = buf.len();
+        buf.extend_from_slice(&tail);
+        let mut fields = Fields::new(&buf);
+        prop_assert_eq!(fields.varint(), Some(value));
+        prop_assert_eq!(fields.pos, len);
+    }
+
+    /// A varint that does not end within ten bytes, or whose tenth byte
+    /// carries more than the top bit of a u64, is refused as prost refuses it.
+    #[test]
+    fn overlong_varints_are_refused_as_prost_refuses_them(
+        bytes in proptest::collection::vec(any::<u8>(), 1..14),
+    ) {
+        let ours = Fields::new(&bytes).varint();
+        let theirs = prost::encoding::decode_varint(&mut &bytes[..]).ok();
+        prop_assert_eq!(ours, theirs);
+    }
+}
