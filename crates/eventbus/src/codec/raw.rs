@@ -139,6 +139,17 @@ impl<'a> Fields<'a> {
         None
     }
 
+    /// Takes the next key if it is `(field, wire)` written in one byte (as
+    /// every field below 16 is).
+    #[inline(always)]
+    fn next_key_is(&mut self, field: u8, wire: u8) -> bool {
+        if self.buf.get(self.pos) == Some(&((field << 3) | wire)) {
+            self.pos += 1;
+            return true;
+        }
+        false
+    }
+
     /// The next `(field number, wire type)`, or `None` at the end.
     #[inline]
     fn key(&mut self) -> Option<Option<(u64, u8)>> {
@@ -208,6 +219,11 @@ fn scan_publish_at(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     let publish = only_field(body, 3)?;
     let mut fields = Fields::new(&body[publish.clone()]);
     let mut envelope = None;
+    // A client's `publish` writes only the message: take it by a compare,
+    // then check whatever else there is field by field.
+    if fields.next_key_is(3, LEN) {
+        envelope = Some(fields.bytes()?);
+    }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
             // seq, timeout_ms: any value.
@@ -242,6 +258,14 @@ fn scan_publish_at(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
 fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
     let mut fields = Fields::new(envelope);
     let mut topic = None;
+    // Topic and payload, as a client's `publish` writes them, by a compare
+    // each; then anything else field by field.
+    if fields.next_key_is(2, LEN) {
+        topic = Some(fields.string()?);
+    }
+    if fields.next_key_is(3, LEN) {
+        fields.bytes()?;
+    }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
             // id, correlation_id, timestamp_us, attempt.

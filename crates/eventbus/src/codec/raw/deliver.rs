@@ -130,6 +130,16 @@ fn scan_deliver(body: &[u8]) -> Option<(u64, u64, WireEnvelope, Range<usize>)> {
     let deliver = only_field(body, 6)?;
     let mut fields = Fields::new(&body[deliver.clone()]);
     let (mut sid, mut delivery_id, mut message) = (0, 0, None);
+    // In the order they are written, then anything else (see `scan_envelope`).
+    if fields.next_key_is(1, VARINT) {
+        sid = fields.varint()?;
+    }
+    if fields.next_key_is(2, VARINT) {
+        delivery_id = fields.varint()?;
+    }
+    if fields.next_key_is(3, LEN) {
+        message = Some(fields.bytes()?);
+    }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
             (1, VARINT) => sid = fields.varint()?,
@@ -156,6 +166,28 @@ fn scan_envelope(body: &[u8], at: Range<usize>) -> Option<(WireEnvelope, Range<u
     let mut fields = Fields::new(&body[at]);
     let (mut id, mut correlation_id, mut timestamp_us, mut attempt) = (0, 0, 0, 0);
     let (mut topic, mut payload, mut reply_to, mut source) = (0..0, 0..0, 0..0, 0..0);
+    // The fields in the order the broker's fast path writes them, each
+    // taken only if its key is next (a compare, where the loop below
+    // dispatches on every key); whatever else follows, in any order, the
+    // loop reads, and a later value of a field replaces an earlier one.
+    if fields.next_key_is(2, LEN) {
+        topic = narrow(fields.string()?);
+    }
+    if fields.next_key_is(3, LEN) {
+        payload = shift(fields.bytes()?);
+    }
+    if fields.next_key_is(1, VARINT) {
+        id = fields.varint()?;
+    }
+    if fields.next_key_is(7, LEN) {
+        source = narrow(fields.string()?);
+    }
+    if fields.next_key_is(8, VARINT) {
+        timestamp_us = fields.varint()?;
+    }
+    if fields.next_key_is(9, VARINT) {
+        attempt = fields.varint()? as u32;
+    }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
             (1, VARINT) => id = fields.varint()?,
