@@ -404,14 +404,17 @@ async fn clients_reconnect_through_the_proxy_after_a_broker_restart() {
     cluster.broker_mut().restart().await;
     event(&mut connection, reconnected).await;
 
-    let direct = connect(cluster.socket(), "direct").await;
+    let direct = connect(cluster.socket(), "direct-1").await;
     direct.publish(&topic("ev.after"), "1").unwrap();
     assert_eq!(number(&next(&mut messages).await), 1);
+    // Gone before the next restart: a client reconnecting under the same id
+    // as the next one would take the id over and close the other's link.
+    direct.close().await;
 
     // Then a graceful restart, with the subscription restored again.
     cluster.broker_mut().restart().await;
     event(&mut connection, reconnected).await;
-    let direct = connect(cluster.socket(), "direct").await;
+    let direct = connect(cluster.socket(), "direct-2").await;
     direct.publish(&topic("ev.after"), "2").unwrap();
     assert_eq!(number(&next(&mut messages).await), 2);
     wait_until("only the new connection is open", DEADLINE, || async {
