@@ -311,32 +311,12 @@ async fn read_loop(
     let mut deliveries = Deliveries::default();
     let mut goodbye = None;
     loop {
-        // Each frame is routed as it is cut from the read buffer: deliveries
-        // gather into runs, anything else first hands on the run before it.
+        // Each frame is routed as it is cut from the read buffer; nothing
+        // after the broker's goodbye counts.
         let read = reader
             .read_each(|body| {
-                if goodbye.is_some() {
-                    // The broker is going away; nothing after its goodbye counts.
-                    return Ok(());
-                }
-                match crate::codec::raw::decode_deliver(body) {
-                    Ok(d) => {
-                        deliveries.add(inner, d.sid, d.delivery_id, Message::from_wire(d.envelope));
-                    }
-                    Err(body) => match crate::codec::decode_body(body)? {
-                        Frame {
-                            kind: Some(Kind::Deliver(d)),
-                        } => deliveries.add(
-                            inner,
-                            d.sid,
-                            d.delivery_id,
-                            Message::new(d.message.unwrap_or_default()),
-                        ),
-                        frame => {
-                            deliveries.flush();
-                            goodbye = dispatch(inner, frame);
-                        }
-                    },
+                if goodbye.is_none() {
+                    goodbye = route(inner, &mut deliveries, body)?;
                 }
                 Ok(())
             })
@@ -351,6 +331,38 @@ async fn read_loop(
             }
             Ok(false) => return "broker closed the connection".to_owned(),
             Err(e) => return format!("read failed: {e}"),
+        }
+    }
+}
+
+/// Routes one frame body: deliveries, the bulk of what a subscriber reads,
+/// are decoded by hand (`codec::raw::decode_deliver`) and gather into runs;
+/// anything else, decoded by prost, first hands on the run before it.
+/// Returns the reason if the frame was a `Goodbye`.
+fn route(
+    inner: &Inner,
+    deliveries: &mut Deliveries,
+    body: bytes::Bytes,
+) -> Result<Option<String>, crate::codec::FrameError> {
+    let body = match crate::codec::raw::decode_deliver(body) {
+        Ok(d) => {
+            let message = Message::from_wire(d.envelope);
+            deliveries.add(inner, d.sid, d.delivery_id, message);
+            return Ok(None);
+        }
+        Err(body) => body,
+    };
+    match crate::codec::decode_body(body)? {
+        Frame {
+            kind: Some(Kind::Deliver(d)),
+        } => {
+            let message = Message::new(d.message.unwrap_or_default());
+            deliveries.add(inner, d.sid, d.delivery_id, message);
+            Ok(None)
+        }
+        frame => {
+            deliveries.flush();
+            Ok(dispatch(inner, frame))
         }
     }
 }

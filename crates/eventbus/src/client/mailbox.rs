@@ -124,6 +124,10 @@ impl<T: Weigh> Mailbox<T> {
     }
 }
 
+/// Items of room an emptied queue keeps when it goes back to the reader;
+/// more is given back to the allocator.
+const RETAINED_CAPACITY: usize = 1024;
+
 /// The consuming end of a [`Mailbox`]: takes what is buffered a batch at a
 /// time, then hands it out without locking.
 #[derive(Debug)]
@@ -147,6 +151,9 @@ impl<T: Weigh> Inbox<T> {
 
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if self.batch.is_empty() {
+            // The queues go round (reader, mailbox, stream): one grown by a
+            // burst is trimmed here before it goes round again.
+            self.batch.shrink_to(RETAINED_CAPACITY);
             match self.mailbox.poll_take(cx, &mut self.batch) {
                 Poll::Ready(true) => {}
                 Poll::Ready(false) => return Poll::Ready(None),
