@@ -35,6 +35,19 @@ async fn connect(socket: &Path, id: &str) -> Client {
         .unwrap_or_else(|e| panic!("{id} cannot connect to {}: {e}", socket.display()))
 }
 
+/// A client behind `proxy` subscribed to `ev.#`, and a publisher connected
+/// to the broker directly: the setup of the tests that watch events cross
+/// the proxy.
+async fn watched_link(
+    cluster: &Cluster,
+    proxy: &FaultProxy,
+) -> (Client, Client, eventbus::Subscription) {
+    let behind = connect(proxy.socket(), "behind").await;
+    let direct = connect(cluster.socket(), "direct").await;
+    let events = subscribe(&behind, "ev.#").await;
+    (behind, direct, events)
+}
+
 fn topic(name: &str) -> Topic {
     Topic::new(name).unwrap()
 }
@@ -162,9 +175,7 @@ async fn latency_delays_every_frame_and_keeps_their_order() {
     let cluster = Cluster::start().await;
     let proxy = cluster.fault_proxy(2).await;
     let _echo = echo_service(&cluster, "svc.echo").await;
-    let behind = connect(proxy.socket(), "behind").await;
-    let direct = connect(cluster.socket(), "direct").await;
-    let mut events = subscribe(&behind, "ev.#").await;
+    let (behind, direct, mut events) = watched_link(&cluster, &proxy).await;
 
     let latency = Duration::from_millis(50);
     proxy.set_latency(Direction::Both, latency, Duration::ZERO);
@@ -220,9 +231,7 @@ async fn dropped_frames_time_a_request_out_until_cleared() {
 async fn duplicated_frames_arrive_twice() {
     let cluster = Cluster::start().await;
     let proxy = cluster.fault_proxy(4).await;
-    let behind = connect(proxy.socket(), "behind").await;
-    let direct = connect(cluster.socket(), "direct").await;
-    let mut events = subscribe(&behind, "ev.#").await;
+    let (_behind, direct, mut events) = watched_link(&cluster, &proxy).await;
 
     proxy.set_duplicate(Direction::ToClient, 1.0);
     for i in 0..10 {
@@ -244,9 +253,7 @@ async fn duplicated_frames_arrive_twice() {
 async fn a_partition_holds_frames_and_heal_releases_them_in_order() {
     let cluster = Cluster::start().await;
     let proxy = cluster.fault_proxy(5).await;
-    let behind = connect(proxy.socket(), "behind").await;
-    let direct = connect(cluster.socket(), "direct").await;
-    let mut events = subscribe(&behind, "ev.#").await;
+    let (_behind, direct, mut events) = watched_link(&cluster, &proxy).await;
 
     proxy.partition();
     assert!(proxy.is_partitioned());
@@ -361,9 +368,7 @@ async fn a_torn_frame_makes_the_broker_drop_the_connection_and_the_client_reconn
 async fn bandwidth_paces_the_bytes() {
     let cluster = Cluster::start().await;
     let proxy = cluster.fault_proxy(8).await;
-    let behind = connect(proxy.socket(), "behind").await;
-    let direct = connect(cluster.socket(), "direct").await;
-    let mut events = subscribe(&behind, "ev.#").await;
+    let (_behind, direct, mut events) = watched_link(&cluster, &proxy).await;
 
     let rate = 256 * 1024;
     proxy.set_bandwidth(Direction::ToClient, Some(rate));
