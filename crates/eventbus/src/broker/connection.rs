@@ -1,8 +1,10 @@
-//! One accepted connection: the handshake, then a read loop feeding the router.
+//! One accepted connection: admission, the handshake, then a read loop
+//! that turns each frame into a [`Command`](super::command::Command) and
+//! hands each batch to the router.
 //!
 //! Each connection has two tasks: this reader, and a writer draining the
-//! connection's [`Outbound`] queue. The reader takes the router lock once per
-//! batch of frames read, never across an await.
+//! connection's [`Outbound`] queue. The reader runs the router once per batch
+//! of frames read ([`RouterCell::with`]), never across an await.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,15 +12,19 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::router::{Handled, Refusal};
-use crate::codec::raw::{RawPublish, scan_publish};
-use crate::codec::{FrameCodec, FrameError, decode_body};
-use crate::framed::{FrameReader, Outbound, ReadError, write_loop};
-use crate::proto::{self, ErrorCode, Frame, frame::Kind};
+use super::command::{self, Inbound};
+use super::ids::{ConnId, Seq};
+use super::refusal::{DisconnectReason, HandshakeRefusal, Refusal};
+use super::router::{Applied, Parked, Registration};
+use crate::codec::FrameCodec;
+use crate::framed::{FrameReader, Outbound, OutboundLimits, OverflowPolicy, write_loop};
+use crate::proto::{Frame, frame::Kind};
+use crate::transport::{SharedStream, Stream};
 
 /// A blocked publish is retried at least this often, so its timeout is noticed.
 const BLOCK_RECHECK: Duration = Duration::from_millis(20);
-use crate::transport::{SharedStream, Stream};
+/// How long a refused connection gets to read why before it is closed.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one connection until it closes, fails, or the broker stops.
 pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
@@ -36,7 +42,7 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     let mut reader = FrameReader::new(stream.clone(), codec);
 
     if let Err(refusal) = admitted {
-        return refuse(stream, codec, refusal).await;
+        return refuse(stream, codec, refusal.into()).await;
     }
     let handshake = Duration::from_millis(config.handshake_timeout_ms);
     // Abandoning the read on timeout is safe: the connection is dropped with it,
@@ -47,12 +53,11 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
         }))) => hello,
         Ok(Ok(None)) => return,
         Ok(Ok(Some(_))) => {
-            let refusal = Refusal::new(ErrorCode::Protocol, "the first frame must be hello");
-            return refuse(stream, codec, refusal).await;
+            return refuse(stream, codec, HandshakeRefusal::NotHello.into()).await;
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "closing connection: bad handshake");
-            return refuse(stream, codec, read_refusal(&e)).await;
+            return refuse(stream, codec, Refusal::unreadable(&e)).await;
         }
         Err(_) => {
             tracing::warn!(?handshake, "closing connection: no hello in time");
@@ -62,12 +67,18 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
 
     let out = Outbound::new(config.outbound_limits());
     let cancel = CancellationToken::new();
+    let registration = Registration {
+        hello,
+        out: out.clone(),
+        cancel: cancel.clone(),
+        peer_pid,
+    };
     let registered = shared
-        .router()
-        .register(hello, out.clone(), cancel.clone(), peer_pid);
+        .router
+        .with(|router| router.register(registration, Instant::now()));
     let (conn, welcome) = match registered {
         Ok(ok) => ok,
-        Err(refusal) => return refuse(stream, codec, refusal).await,
+        Err(refusal) => return refuse(stream, codec, refusal.into()).await,
     };
     let codec = FrameCodec::new(welcome.max_frame_bytes as usize);
     reader.set_codec(codec);
@@ -80,155 +91,109 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
         .spawn(write_loop(out.clone(), stream.clone(), codec));
 
     let reason = read_loop(&mut reader, &shared, conn, &cancel, &out).await;
-    shared.router().disconnect(conn, reason);
-}
-
-/// A frame as the reader hands it to the router.
-enum Inbound {
-    /// Decoded.
-    Frame(Frame),
-    /// A fire-and-forget publish kept encoded, for the fan-out fast path.
-    Publish(RawPublish),
-}
-
-/// Keeps fire-and-forget publishes encoded, decodes everything else.
-fn classify(body: bytes::Bytes) -> Result<Inbound, FrameError> {
-    match scan_publish(body) {
-        Ok(publish) => Ok(Inbound::Publish(publish)),
-        Err(body) => decode_body(body).map(Inbound::Frame),
-    }
+    shared.router.with(|router| router.disconnect(conn, reason));
 }
 
 async fn read_loop(
     reader: &mut FrameReader<SharedStream>,
     shared: &Shared,
-    conn: super::ConnId,
+    conn: ConnId,
     cancel: &CancellationToken,
     out: &Outbound,
-) -> &'static str {
-    let mut frames = Vec::with_capacity(64);
+) -> DisconnectReason {
+    let mut batch = Vec::with_capacity(64);
     loop {
         let read = tokio::select! {
             biased;
-            () = cancel.cancelled() => return "closed by the broker",
-            read = reader.read_batch_with(&mut frames, classify) => read,
+            () = cancel.cancelled() => return DisconnectReason::ClosedByBroker,
+            read = reader.read_batch_with(&mut batch, command::decode) => read,
         };
         match read {
             Ok(true) => {
-                if handle_batch(&mut frames, shared, conn, cancel)
+                if handle_batch(&mut batch, shared, conn, cancel)
                     .await
                     .is_err()
                 {
-                    return "closed by the broker";
+                    return DisconnectReason::ClosedByBroker;
                 }
             }
-            Ok(false) => return "client closed the connection",
+            Ok(false) => return DisconnectReason::ClientClosed,
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: unreadable input");
-                let _ = out.push(read_refusal(&e).into_frame(0));
-                return "unreadable input";
+                let _ = out.push(Refusal::unreadable(&e).into_frame(Seq::NONE));
+                return DisconnectReason::Unreadable;
             }
         }
     }
 }
 
-/// Hands a batch of frames to the router, in order.
+/// The connection was closed by the broker while it waited.
+struct Closed;
+
+/// Hands a batch of commands to the router, in order.
 ///
-/// A publish held back by a full queue with the `block` policy stops the batch:
+/// A publish parked by a full queue with the `block` policy stops the batch:
 /// this connection waits (the rest of the broker carries on), retrying whenever
 /// the queue makes room, until the block timeout refuses it. Its liveness is
 /// refreshed meanwhile, since not reading is the broker's choice.
 async fn handle_batch(
-    frames: &mut Vec<Inbound>,
+    batch: &mut Vec<Inbound>,
     shared: &Shared,
-    conn: super::ConnId,
+    conn: ConnId,
     cancel: &CancellationToken,
-) -> Result<(), ()> {
-    let mut next = 0;
-    let mut touched = Vec::new();
-    while next < frames.len() {
-        let blocked = {
-            let mut router = shared.router();
-            router.touch(conn, Instant::now());
-            let mut blocked = None;
-            while next < frames.len() {
-                let inbound =
-                    std::mem::replace(&mut frames[next], Inbound::Frame(Frame::default()));
-                next += 1;
-                let handled = match inbound {
-                    Inbound::Frame(frame) => router.handle(conn, frame),
-                    Inbound::Publish(publish) => router.handle_raw(conn, publish),
-                };
-                if let Handled::Blocked { publish, timeout } = handled {
-                    blocked = Some((publish, timeout, router.space.clone()));
-                    break;
-                }
-            }
-            router.reap();
-            router.take_touched(&mut touched);
-            blocked
-        };
-        // Write from here what the batch queued: saves waking each writer task.
-        for out in touched.drain(..) {
-            out.try_flush();
-        }
-        if let Some((publish, timeout, space)) = blocked {
-            wait_for_room(publish, timeout, &space, shared, conn, cancel).await?;
+) -> Result<(), Closed> {
+    let mut commands = batch.drain(..);
+    loop {
+        let parked = shared.router.with(|router| {
+            router.begin(conn, Instant::now());
+            commands
+                .by_ref()
+                .find_map(|inbound| match router.apply(conn, inbound) {
+                    Applied::Done => None,
+                    Applied::Parked(parked) => Some(parked),
+                })
+        });
+        match parked {
+            Some(parked) => wait_for_room(parked, shared, conn, cancel).await?,
+            None => return Ok(()),
         }
     }
-    frames.clear();
-    Ok(())
 }
 
-/// Retries a blocked publish each time a queue makes room (and at least every
-/// `BLOCK_RECHECK`), refusing it once `timeout` has passed.
+/// Retries a parked publish each time a queue makes room (and at least every
+/// `BLOCK_RECHECK`) until it is published or refused.
 async fn wait_for_room(
-    mut publish: proto::Publish,
-    timeout: Duration,
-    space: &tokio::sync::Notify,
+    mut parked: Parked,
     shared: &Shared,
-    conn: super::ConnId,
+    conn: ConnId,
     cancel: &CancellationToken,
-) -> Result<(), ()> {
+) -> Result<(), Closed> {
     let started = Instant::now();
     loop {
+        let space = parked.space.clone();
         tokio::select! {
-            () = cancel.cancelled() => return Err(()),
+            () = cancel.cancelled() => return Err(Closed),
             () = space.notified() => {}
             () = tokio::time::sleep(BLOCK_RECHECK) => {}
         }
-        let mut router = shared.router();
-        router.touch(conn, Instant::now());
-        let outcome = if started.elapsed() >= timeout {
-            router.refuse_blocked(conn, publish, started.elapsed());
-            Handled::Done
-        } else {
-            let frame = Frame {
-                kind: Some(Kind::Publish(publish)),
-            };
-            router.handle(conn, frame)
-        };
-        router.reap();
-        let mut touched = Vec::new();
-        router.take_touched(&mut touched);
-        drop(router);
-        touched.iter().for_each(|out| out.try_flush());
-        match outcome {
-            Handled::Done => return Ok(()),
-            Handled::Blocked { publish: again, .. } => publish = again,
+        let applied = shared.router.with(|router| {
+            let now = Instant::now();
+            router.begin(conn, now);
+            router.retry_parked(conn, parked, now - started)
+        });
+        match applied {
+            Applied::Done => return Ok(()),
+            Applied::Parked(again) => parked = again,
         }
     }
 }
 
-/// Checks connection limits and the peer's user id before any frame is read.
-fn admit(stream: &Stream, shared: &Shared) -> Result<(), Refusal> {
+/// Checks the connection limit and the peer's user id before any frame is read.
+fn admit(stream: &Stream, shared: &Shared) -> Result<(), HandshakeRefusal> {
     let max = shared.config.max_connections;
-    if shared.router().connection_count() >= max {
+    if shared.router.with(|router| router.connection_count()) >= max {
         tracing::warn!(max, "refusing connection: connection limit reached");
-        return Err(Refusal::new(
-            ErrorCode::ConnectionLimit,
-            format!("connection limit of {max} reached"),
-        ));
+        return Err(HandshakeRefusal::ConnectionLimit { max });
     }
     #[cfg(unix)]
     {
@@ -237,10 +202,7 @@ fn admit(stream: &Stream, shared: &Shared) -> Result<(), Refusal> {
             Some(uid) if uid == own || shared.config.allowed_uids.contains(&uid) => {}
             other => {
                 tracing::warn!(peer_uid = ?other, "refusing connection from another user");
-                return Err(Refusal::new(
-                    ErrorCode::PermissionDenied,
-                    format!("user id {other:?} may not connect"),
-                ));
+                return Err(HandshakeRefusal::PermissionDenied { uid: other });
             }
         }
     }
@@ -249,24 +211,16 @@ fn admit(stream: &Stream, shared: &Shared) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn read_refusal(e: &ReadError) -> Refusal {
-    let code = match e {
-        ReadError::Frame(crate::codec::FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
-        _ => ErrorCode::Protocol,
-    };
-    Refusal::new(code, e.to_string())
-}
-
 /// Tells the peer why it is refused, then closes.
 async fn refuse(stream: SharedStream, codec: FrameCodec, refusal: Refusal) {
-    let out = Outbound::new(crate::framed::OutboundLimits {
+    let out = Outbound::new(OutboundLimits {
         max_len: 1,
         max_bytes: usize::MAX,
-        policy: crate::framed::OverflowPolicy::DropIncoming,
+        policy: OverflowPolicy::DropIncoming,
         hard_cap: 2,
         hard_cap_bytes: usize::MAX,
     });
-    let _ = out.push(refusal.into_frame(0));
+    let _ = out.push(refusal.into_frame(Seq::NONE));
     out.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), write_loop(out, stream, codec)).await;
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write_loop(out, stream, codec)).await;
 }

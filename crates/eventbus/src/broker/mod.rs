@@ -14,15 +14,19 @@
 //! # Ok(()) }
 //! ```
 
+mod command;
 mod config;
 mod connection;
+mod effects;
+mod ids;
 mod queue;
+mod refusal;
 mod router;
 mod stats;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::traits::tokio::Listener as _;
@@ -32,29 +36,22 @@ pub use config::{BrokerConfig, ConfigError, QueueConfig, QueueOverride, Subscrib
 pub use stats::rss_bytes;
 
 use crate::transport::{BindError, Listener};
+use effects::RouterCell;
+use refusal::DisconnectReason;
 use router::Router;
-
-/// Identifies a connection inside one broker; never reused.
-pub(crate) type ConnId = u64;
 
 /// How often a draining broker checks whether deliveries are still in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// How long the listener waits after an accept error that may pass (a file
+/// descriptor shortage), so it does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// State shared by the listener, the connection tasks and the ticker.
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: Arc<BrokerConfig>,
-    router: Mutex<Router>,
+    router: RouterCell,
     tracker: TaskTracker,
-}
-
-impl Shared {
-    /// Locks the router. Held for one batch of frames at most, never across an await.
-    fn router(&self) -> MutexGuard<'_, Router> {
-        // A panic inside the router is a bug; continuing with its state is still
-        // better than taking every other client down with it.
-        self.router.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Why the broker stopped with an error.
@@ -99,7 +96,7 @@ impl Broker {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
-                router: Mutex::new(Router::new(config.clone())),
+                router: RouterCell::new(Router::new(config.clone(), Instant::now())),
                 config,
                 tracker: TaskTracker::new(),
             }),
@@ -133,7 +130,7 @@ impl Broker {
                     }
                     Err(e) if is_transient(&e) => {
                         tracing::warn!(error = %e, "accept failed; continuing");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                     Err(e) => break Err(RunError::Accept(e)),
                 },
@@ -144,7 +141,9 @@ impl Broker {
         tracing::info!(socket = %socket.display(), "shutting down");
         drain(&shared).await;
         ticker.abort();
-        shared.router().close_all("broker shutting down");
+        shared
+            .router
+            .with(|router| router.close_all(DisconnectReason::ShuttingDown));
         shared.tracker.close();
         let drain_timeout = Duration::from_millis(shared.config.drain_timeout_ms);
         if tokio::time::timeout(drain_timeout, shared.tracker.wait())
@@ -159,11 +158,11 @@ impl Broker {
 
 /// Waits, up to the drain timeout, for deliveries in flight to be acknowledged.
 async fn drain(shared: &Shared) {
-    shared.router().begin_drain();
+    shared.router.with(Router::begin_drain);
     let deadline = Instant::now() + Duration::from_millis(shared.config.drain_timeout_ms);
     let mut tick = tokio::time::interval(DRAIN_POLL);
     loop {
-        let in_flight = shared.router().in_flight_count();
+        let in_flight = shared.router.with(|router| router.in_flight_count());
         if in_flight == 0 {
             return;
         }
@@ -181,17 +180,9 @@ async fn drain(shared: &Shared) {
 /// Runs the router's periodic work when it is due: the next heartbeat or
 /// deadline, or sooner when the router schedules something earlier.
 async fn tick(shared: Arc<Shared>) {
-    let wake = shared.router().ticker.clone();
-    let mut touched = Vec::new();
+    let wake = shared.router.with(|router| router.ticker());
     loop {
-        let due = {
-            let mut router = shared.router();
-            let due = router.tick(Instant::now());
-            router.take_touched(&mut touched);
-            due
-        };
-        // Heartbeats and redeliveries queued by the tick.
-        touched.drain(..).for_each(|out| out.try_flush());
+        let due = shared.router.with(|router| router.tick(Instant::now()));
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
             // A permit stored since the tick above is not lost.

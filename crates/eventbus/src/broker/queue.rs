@@ -12,18 +12,17 @@
 use std::collections::VecDeque;
 
 use super::config::QueuePolicy;
+use super::ids::{ConnId, MessageId, SubscriptionId};
 use crate::framed::OverflowPolicy;
 use crate::names::{ClientId, GroupName};
 use crate::proto::{Envelope, MemberStats, QueueStats};
 use crate::topic::TopicFilter;
 
-use super::ConnId;
-
 /// One member of a group: a subscription of one connection.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub conn: ConnId,
-    pub sid: u64,
+    pub sid: SubscriptionId,
     pub client_id: ClientId,
     pub prefetch: u32,
     pub in_flight: u32,
@@ -45,8 +44,17 @@ pub(crate) enum Enqueued {
 }
 
 /// Counters reported in stats.
+///
+/// **Invariant:** every message the group accepted is in exactly one place:
+/// `accepted` = waiting + in flight + `acked` + `dead_lettered` + `evicted` +
+/// `cancelled`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
+    /// Messages that entered the queue: published into it, or a direct
+    /// message handed over to it when its holder left.
+    pub accepted: u64,
+    /// Waiting messages evicted under `drop-oldest` (also in `dropped`).
+    pub evicted: u64,
     pub delivered: u64,
     pub acked: u64,
     pub nacked: u64,
@@ -99,7 +107,7 @@ impl QueueGroup {
     }
 
     /// Removes a member; returns whether it was one.
-    pub fn leave(&mut self, conn: ConnId, sid: u64) -> bool {
+    pub fn leave(&mut self, conn: ConnId, sid: SubscriptionId) -> bool {
         let Some(pos) = self
             .members
             .iter()
@@ -137,10 +145,12 @@ impl QueueGroup {
                 OverflowPolicy::DropOldest => {
                     self.queue.pop_front();
                     self.counters.dropped += 1;
+                    self.counters.evicted += 1;
                     outcome = Enqueued::EvictedOldest;
                 }
             }
         }
+        self.counters.accepted += 1;
         self.queue.push_back(message);
         outcome
     }
@@ -152,10 +162,23 @@ impl QueueGroup {
         self.queue.push_front(message);
     }
 
+    /// Takes over a message that was in flight elsewhere (a direct send whose
+    /// holder left): accepted, and first in line for redelivery.
+    pub fn adopt(&mut self, message: Box<Envelope>) {
+        self.counters.accepted += 1;
+        self.requeue_front(message);
+    }
+
+    /// Counts a message that was in flight to a member and is now settled
+    /// for good by dead-lettering (the caller publishes it elsewhere).
+    pub fn count_dead_lettered(&mut self) {
+        self.counters.dead_lettered += 1;
+    }
+
     /// The next (member, message) to deliver, if any member has credit.
     ///
     /// Marks the delivery in flight; the caller sends it.
-    pub fn next_dispatch(&mut self) -> Option<(ConnId, u64, Box<Envelope>)> {
+    pub fn next_dispatch(&mut self) -> Option<(ConnId, SubscriptionId, Box<Envelope>)> {
         let limit = self.policy.concurrency as usize;
         if self.queue.is_empty()
             || self.members.is_empty()
@@ -179,7 +202,7 @@ impl QueueGroup {
     }
 
     /// A delivery to (`conn`, `sid`) is finished; returns whether the member exists.
-    pub fn settle(&mut self, conn: ConnId, sid: u64, acked: bool) -> bool {
+    pub fn settle(&mut self, conn: ConnId, sid: SubscriptionId, acked: bool) -> bool {
         let Some(m) = self.release(conn, sid) else {
             return false;
         };
@@ -195,7 +218,7 @@ impl QueueGroup {
     }
 
     /// Frees the credit a delivery to (`conn`, `sid`) held, counting nothing.
-    pub fn release(&mut self, conn: ConnId, sid: u64) -> Option<&mut Member> {
+    pub fn release(&mut self, conn: ConnId, sid: SubscriptionId) -> Option<&mut Member> {
         let m = self
             .members
             .iter_mut()
@@ -206,14 +229,32 @@ impl QueueGroup {
     }
 
     /// Removes a waiting message by id; returns it if it was waiting.
-    pub fn remove_waiting(&mut self, message_id: u64) -> Option<Box<Envelope>> {
-        let pos = self.queue.iter().position(|m| m.id == message_id)?;
+    pub fn remove_waiting(&mut self, message_id: MessageId) -> Option<Box<Envelope>> {
+        let pos = self.queue.iter().position(|m| m.id == message_id.get())?;
         self.queue.remove(pos)
     }
 
+    /// Messages waiting.
     #[cfg(test)]
     pub fn depth(&self) -> usize {
         self.queue.len()
+    }
+
+    #[cfg(test)]
+    /// Deliveries in flight to members.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    #[cfg(test)]
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    #[cfg(test)]
+    /// The waiting messages, first in line first.
+    pub fn waiting(&self) -> impl Iterator<Item = &Envelope> {
+        self.queue.iter().map(|m| &**m)
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -250,6 +291,8 @@ impl QueueGroup {
 mod tests {
     use super::*;
 
+    const SID: SubscriptionId = SubscriptionId::new(1);
+
     fn group(max_len: usize, overflow: OverflowPolicy) -> QueueGroup {
         let mut policy =
             crate::broker::QueueConfig::default().policy_for(&TopicFilter::new("x").unwrap());
@@ -262,10 +305,10 @@ mod tests {
         )
     }
 
-    fn member(conn: ConnId, prefetch: u32) -> Member {
+    fn member(conn: u64, prefetch: u32) -> Member {
         Member {
-            conn,
-            sid: 1,
+            conn: ConnId::new(conn),
+            sid: SID,
             client_id: ClientId::new(format!("c{conn}")).unwrap(),
             prefetch,
             in_flight: 0,
@@ -292,7 +335,7 @@ mod tests {
         }
         let mut counts = [0; 4];
         while let Some((conn, _, _)) = g.next_dispatch() {
-            counts[conn as usize] += 1;
+            counts[conn.get() as usize] += 1;
         }
         assert_eq!(counts[1..], [3, 3, 3]);
     }
@@ -306,12 +349,15 @@ mod tests {
             g.enqueue(msg(id));
         }
         let got: Vec<_> = std::iter::from_fn(|| g.next_dispatch())
-            .map(|(c, _, m)| (c, m.id))
+            .map(|(c, _, m)| (c.get(), m.id))
             .collect();
         assert_eq!(got, [(1, 0), (2, 1), (2, 2)]);
         assert_eq!(g.depth(), 2);
-        assert!(g.settle(1, 1, true));
-        assert_eq!(g.next_dispatch().map(|(c, _, m)| (c, m.id)), Some((1, 3)));
+        assert!(g.settle(ConnId::new(1), SID, true));
+        assert_eq!(
+            g.next_dispatch().map(|(c, _, m)| (c.get(), m.id)),
+            Some((1, 3))
+        );
     }
 
     #[test]
@@ -321,7 +367,8 @@ mod tests {
             g.enqueue(msg(id));
         }
         assert_eq!(g.counters.dropped, 2);
-        assert_eq!(g.remove_waiting(2).map(|m| m.id), Some(2));
+        assert_eq!((g.counters.accepted, g.counters.evicted), (4, 2));
+        assert_eq!(g.remove_waiting(MessageId::new(2)).map(|m| m.id), Some(2));
 
         let mut g = group(1, OverflowPolicy::DropIncoming);
         assert_eq!(g.enqueue(msg(0)), Enqueued::Queued);
@@ -340,10 +387,10 @@ mod tests {
         g.enqueue(msg(0));
         g.enqueue(msg(1));
         let (_, _, first) = g.next_dispatch().unwrap();
-        assert!(g.leave(1, 1));
+        assert!(g.leave(ConnId::new(1), SID));
         g.requeue_front(first);
         g.join(member(2, 5));
         let (conn, _, m) = g.next_dispatch().unwrap();
-        assert_eq!((conn, m.id, m.attempt), (2, 0, 1));
+        assert_eq!((conn.get(), m.id, m.attempt), (2, 0, 1));
     }
 }

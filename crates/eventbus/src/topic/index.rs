@@ -243,6 +243,26 @@ impl<T> SubscriptionIndex<T> {
 }
 
 impl<T: PartialEq> SubscriptionIndex<T> {
+    /// Whether `value` is stored under exactly `filter` (the filter string it
+    /// was inserted with, not any matching one).
+    pub fn contains(&self, filter: &TopicFilter, value: &T) -> bool {
+        let mut node = &self.root;
+        for segment in filter.segments() {
+            node = match segment {
+                HASH => return node.hash.contains(value),
+                PLUS => match node.plus.as_deref() {
+                    Some(child) => child,
+                    None => return false,
+                },
+                literal => match node.literal.get(literal) {
+                    Some(child) => child,
+                    None => return false,
+                },
+            };
+        }
+        node.values.contains(value)
+    }
+
     /// Removes one copy of `value` stored under exactly `filter` (the same
     /// filter string it was inserted with, not any matching one).
     ///

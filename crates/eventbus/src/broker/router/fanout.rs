@@ -1,56 +1,58 @@
 //! The fan-out fast path: a fire-and-forget publish whose topic only plain
 //! subscriptions match is delivered without decoding its envelope (see
 //! `codec::raw`). It counts, stamps and applies every subscriber's overflow
-//! policy exactly as [`publish`](Router::publish) does; anything else —
-//! queue groups, a draining broker, an invalid topic — decodes the frame and
-//! takes that path.
+//! policy exactly as the decoding path does; anything else — queue groups, a
+//! draining broker, an invalid topic — decodes the frame into a
+//! [`Command`] and takes that path.
 
-use super::*;
+use super::counters::TopicCount;
+use super::{Applied, Router, Target};
+use crate::broker::command::Command;
+use crate::broker::ids::{ConnId, Seq, SubscriptionId};
 use crate::codec::raw::{RawDeliver, RawPublish};
+use crate::framed::Outgoing;
+use crate::topic::Topic;
 
 impl Router {
     /// Handles a publish the reader kept encoded.
-    pub fn handle_raw(&mut self, conn: ConnId, raw: RawPublish) -> Handled {
-        if self.fan_out(conn, &raw) {
-            return Handled::Done;
+    pub(super) fn fan_out(&mut self, conn: ConnId, raw: RawPublish) -> Applied {
+        if self.fan_out_fast(conn, &raw) {
+            return Applied::Done;
         }
         match crate::codec::decode_body(raw.body) {
-            Ok(frame) => self.handle(conn, frame),
+            Ok(frame) => self.apply(conn, Command::from_frame(frame)),
             Err(e) => {
                 // `scan_publish` only keeps what decodes; never expected.
                 tracing::error!(error = %e, "a publish kept encoded does not decode");
-                Handled::Done
+                Applied::Done
             }
         }
     }
 
     /// Delivers `raw` to the plain subscriptions its topic matches; returns
     /// `false`, having done nothing, when the fast path does not apply.
-    fn fan_out(&mut self, conn: ConnId, raw: &RawPublish) -> bool {
+    fn fan_out_fast(&mut self, conn: ConnId, raw: &RawPublish) -> bool {
         if self.draining {
             return false;
         }
         let Some(mut route) = self.route_for(raw) else {
             return false;
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get(conn) else {
             self.fanout_route = Some(route);
             return false;
         };
-        // Counted once the fast path is sure to apply: the decoding path counts its own.
-        c.counters.published += 1;
         let source = c.client_id.clone();
-        let id = self.next_id();
-        self.totals.published += 1;
+        let id = self.ids.message().get();
         let mut delivered = 0;
         let mut refusal = None;
         for &(to, sid) in &route.plain {
             let deliver = RawDeliver {
-                sid,
+                sid: sid.get(),
                 envelope: raw.envelope(),
                 id,
                 source: source.clone(),
-                timestamp_us: self.clock_us,
+                timestamp_us: self.clock.wall_us,
             };
             match self.deliver_plain(to, &route.topic, Outgoing::Deliver(deliver)) {
                 Ok(true) => delivered += 1,
@@ -58,14 +60,21 @@ impl Router {
                 Err(r) => refusal = Some(r),
             }
         }
-        route.published += 1;
-        route.delivered += delivered;
-        self.fanout_route = Some(route);
         // As on the decoding path: refused everywhere (`reject` policy), the
-        // publisher hears why, under the fire-and-forget `seq` 0.
-        if let (0, Some(r)) = (delivered, refusal) {
-            self.send(conn, r.into_frame(0));
+        // publisher hears why, under the fire-and-forget `seq` 0, and the
+        // publish does not count as accepted.
+        match (delivered, refusal) {
+            (0, Some(r)) => self.refuse(conn, Seq::NONE, r.into()),
+            _ => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.counters.published += 1;
+                }
+                self.totals.published += 1;
+                route.pending.published += 1;
+                route.pending.delivered += delivered;
+            }
         }
+        self.fanout_route = Some(route);
         true
     }
 
@@ -81,7 +90,9 @@ impl Router {
             {
                 return Some(route);
             }
-            self.count_topic_n(route.topic, route.published, route.delivered);
+            if route.pending.published > 0 {
+                self.topics.add(&route.topic, route.pending);
+            }
         }
         let topic = Topic::new(raw.topic()).ok()?;
         let mut targets = std::mem::take(&mut self.scratch);
@@ -99,20 +110,17 @@ impl Router {
             topic,
             generation,
             plain,
-            published: 0,
-            delivered: 0,
+            pending: TopicCount::default(),
         })
     }
 
     /// Adds what the cached route counted to the per-topic stats.
-    pub(crate) fn settle_fanout_counts(&mut self) {
+    pub(super) fn settle_fanout_counts(&mut self) {
         if let Some(route) = &mut self.fanout_route
-            && route.published > 0
+            && route.pending.published > 0
         {
-            let (published, delivered) = (route.published, route.delivered);
-            (route.published, route.delivered) = (0, 0);
-            let topic = route.topic.clone();
-            self.count_topic_n(topic, published, delivered);
+            let pending = std::mem::take(&mut route.pending);
+            self.topics.add(&route.topic, pending);
         }
     }
 }
@@ -123,9 +131,8 @@ pub(super) struct Route {
     topic: Topic,
     generation: u64,
     /// `(connection, subscription id)` of every matching plain subscription.
-    plain: Vec<(ConnId, u64)>,
+    plain: Vec<(ConnId, SubscriptionId)>,
     /// Publishes and deliveries on this route not yet in the topic stats
     /// (added when the route is replaced or stats are read).
-    published: u64,
-    delivered: u64,
+    pending: TopicCount,
 }

@@ -1,31 +1,155 @@
-//! Connection life cycle: reaping doomed connections, slow-consumer
-//! announcements, disconnects and the periodic tick (heartbeats, dead peers,
-//! expiries).
+//! Connection life cycle: registration, disconnects, reaping doomed
+//! connections, slow-consumer announcements, and the periodic tick
+//! (heartbeats, dead peers, expiries).
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// The longest the ticker sleeps, whatever is due.
-pub(super) const MAX_TICK: Duration = Duration::from_secs(1);
-/// The shortest: a deadline met exactly is handled on the next tick, not in a spin.
-const MIN_TICK: Duration = Duration::from_millis(1);
+use tokio_util::sync::CancellationToken;
+
+use super::connections::{Liveness, NewConn};
+use super::schedule::MAX_TICK;
+use super::{Clock, Router, SLOW_CONSUMER_TOPIC};
+use crate::broker::ids::{ConnId, MessageId};
+use crate::broker::refusal::{DisconnectReason, HandshakeRefusal, RequestFailure};
+use crate::framed::Outbound;
+use crate::names::ClientId;
+use crate::proto::{self, Frame, frame::Kind};
+use crate::topic::Topic;
+
+/// The shortest heartbeat interval a client may ask for.
+pub(crate) const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// The longest heartbeat interval a client may ask for.
+pub(crate) const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+/// The most missed heartbeats a client may ask for before it counts as dead.
+pub(crate) const MAX_HEARTBEAT_MISSES: u32 = 100;
+/// A slow consumer is announced at most this often.
+const SLOW_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A connection that said `Hello`, ready to register.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub hello: proto::Hello,
+    pub out: Arc<Outbound>,
+    pub cancel: CancellationToken,
+    /// The peer's process id as the socket tells it, if it does.
+    pub peer_pid: Option<u32>,
+}
 
 impl Router {
-    /// Closes connections that were found too slow or dead while handling frames.
-    pub fn reap(&mut self) {
-        while let Some((conn, reason)) = self.doomed.pop() {
+    /// Registers a connection after its `Hello`; returns its id and the
+    /// `Welcome`.
+    ///
+    /// A client id that is already connected is taken over: the older
+    /// connection is closed, so a client that reconnects before its old link
+    /// timed out wins.
+    pub fn register(
+        &mut self,
+        r: Registration,
+        now: Instant,
+    ) -> Result<(ConnId, proto::Welcome), HandshakeRefusal> {
+        let hello = r.hello;
+        if hello.protocol_version != proto::PROTOCOL_VERSION {
+            return Err(HandshakeRefusal::UnsupportedVersion {
+                got: hello.protocol_version,
+            });
+        }
+        let client_id =
+            ClientId::new(&hello.client_id).map_err(HandshakeRefusal::InvalidClientId)?;
+        if self.draining {
+            return Err(HandshakeRefusal::ShuttingDown);
+        }
+        if let Some(old) = self.conns.by_client(&client_id) {
+            self.disconnect(old, DisconnectReason::Replaced);
+        }
+        let config = &self.config;
+        let interval = match hello.heartbeat_interval_ms {
+            0 => config.heartbeat_interval(),
+            ms => Duration::from_millis(u64::from(ms)).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
+        };
+        let misses = match hello.heartbeat_misses {
+            0 => config.heartbeat_misses,
+            n => n.min(MAX_HEARTBEAT_MISSES),
+        };
+        let max_frame = match hello.max_frame_bytes {
+            0 => config.max_frame_bytes,
+            n => (n as usize).min(config.max_frame_bytes),
+        };
+        let welcome = proto::Welcome {
+            protocol_version: proto::PROTOCOL_VERSION,
+            broker_version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_frame_bytes: max_frame as u32,
+            heartbeat_interval_ms: interval.as_millis() as u32,
+            heartbeat_misses: misses,
+            max_subscriptions: config.max_subscriptions_per_client as u32,
+            broker_pid: std::process::id(),
+        };
+        let id = self.conns.insert(NewConn {
+            client_id,
+            kind: hello.kind,
+            pid: r.peer_pid.unwrap_or(hello.pid),
+            capabilities: hello.capabilities,
+            out: r.out,
+            cancel: r.cancel,
+            liveness: Liveness {
+                last_seen: now,
+                next_heartbeat: now + interval,
+                interval,
+                misses,
+            },
+        });
+        // Its first heartbeat comes before its first limit (misses ≥ 1).
+        self.schedule.due_by(now + interval);
+        Ok((id, welcome))
+    }
+
+    /// Removes a connection and everything it held, telling it why.
+    /// Idempotent.
+    ///
+    /// Its queue deliveries in flight go back to the front of their queues at
+    /// once; its direct deliveries go to a capability group, if one can take
+    /// them; its pending requests are forgotten.
+    pub fn disconnect(&mut self, conn: ConnId, reason: DisconnectReason) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        tracing::debug!(client = %c.client_id, %reason, "closing connection");
+        let sids: Vec<_> = c.subs.keys().copied().collect();
+        let capabilities = std::mem::take(&mut c.capabilities);
+        for sid in sids {
+            self.drop_sub(conn, sid);
+        }
+        for f in self.in_flight.take_held(conn, None) {
+            self.hand_over_direct(&capabilities, f.message, reason);
+        }
+        self.requests.forget_requester(conn);
+        let c = self.conns.remove(conn).expect("checked above");
+        let _ = c.out.push(Frame {
+            kind: Some(Kind::Goodbye(proto::Goodbye {
+                reason: reason.to_string(),
+            })),
+        });
+        c.out.close();
+        c.cancel.cancel();
+    }
+
+    /// Closes connections that were found too slow or dead, and publishes
+    /// the slow-consumer announcements queued meanwhile.
+    pub(super) fn reap(&mut self) {
+        while let Some((conn, reason)) = self.conns.take_doomed() {
             self.disconnect(conn, reason);
         }
+        let topic = Topic::new(SLOW_CONSUMER_TOPIC).expect("a valid topic");
         for payload in std::mem::take(&mut self.slow_announcements) {
             let message = Box::new(proto::Envelope {
-                id: self.next_id(),
+                id: self.ids.message().get(),
                 topic: SLOW_CONSUMER_TOPIC.to_owned(),
                 payload: payload.into(),
                 source: "broker".to_owned(),
-                timestamp_us: now_us(),
+                timestamp_us: self.clock.wall_us,
                 attempt: 1,
                 ..Default::default()
             });
-            let topic = Topic::new(SLOW_CONSUMER_TOPIC).expect("a valid topic");
             let _ = self.route(&topic, message);
         }
     }
@@ -34,14 +158,14 @@ impl Router {
     /// announcement if this client was not announced in the last second.
     pub(super) fn note_slow_consumer(&mut self, conn: ConnId) {
         let max_len = self.config.subscriber.max_len;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let now = self.clock.now;
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.counters.dropped += 1;
         self.totals.dropped += 1;
-        let now = Instant::now();
         if c.last_slow_announce
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(t) < SLOW_ANNOUNCE_INTERVAL)
         {
             return;
         }
@@ -56,130 +180,82 @@ impl Router {
         ));
     }
 
-    /// Removes a connection and everything it held. Idempotent.
-    ///
-    /// Its queue deliveries in flight go back to the front of their queues at once.
-    pub fn disconnect(&mut self, conn: ConnId, reason: &str) {
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        tracing::debug!(client = %c.client_id, reason, "closing connection");
-        let sids: Vec<u64> = c.subs.keys().copied().collect();
-        for sid in sids {
-            self.drop_sub(conn, sid);
-        }
-        let direct: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.conn == conn)
-            .map(|(&id, _)| id)
-            .collect();
-        let capabilities = std::mem::take(
-            &mut self
-                .conns
-                .get_mut(&conn)
-                .expect("checked above")
-                .capabilities,
-        );
-        for id in direct {
-            let f = self.in_flight.remove(&id).expect("collected above");
-            self.hand_over_direct(&capabilities, f.message, reason);
-        }
-        self.requests.retain(|_, p| p.conn != conn);
-        let c = self.conns.remove(&conn).expect("checked above");
-        if self.by_client.get(&c.client_id) == Some(&conn) {
-            self.by_client.remove(&c.client_id);
-        }
-        let _ = c.out.push(Frame {
-            kind: Some(Kind::Goodbye(proto::Goodbye {
-                reason: reason.to_owned(),
-            })),
-        });
-        c.out.close();
-        c.cancel.cancel();
-    }
-
-    /// Periodic work: heartbeats out, dead peers and expired requests out.
-    /// Returns when it is due again: the earliest heartbeat, heartbeat limit,
-    /// request or ack deadline (at most [`MAX_TICK`] away), so an idle broker
-    /// sleeps instead of waking on a fixed beat.
+    /// Periodic work at `now`: heartbeats out, dead peers, expired requests
+    /// and ack timeouts. Returns when it is due again: the earliest heartbeat,
+    /// heartbeat limit, request or ack deadline (at most [`MAX_TICK`] away),
+    /// so an idle broker sleeps instead of waking on a fixed beat.
     pub fn tick(&mut self, now: Instant) -> Instant {
+        self.clock = Clock::at(now);
         let mut next = now + MAX_TICK;
-        for (&id, c) in &mut self.conns {
-            let limit = c.last_seen + c.heartbeat * c.misses;
+        let mut dead = Vec::new();
+        let mut beat = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            let limit = c.liveness.limit();
             if now > limit {
-                self.doomed.push((id, "heartbeats missed"));
+                dead.push(id);
                 continue;
             }
-            if now >= c.next_heartbeat {
-                c.next_heartbeat = now + c.heartbeat;
-                if let Err(PushError::TooSlow { .. }) = c.out.push(Frame {
-                    kind: Some(Kind::Heartbeat(proto::Heartbeat { nonce: 0 })),
-                }) {
-                    self.doomed
-                        .push((id, "too slow: outbound buffer at its hard cap"));
-                }
+            if now >= c.liveness.next_heartbeat {
+                c.liveness.next_heartbeat = now + c.liveness.interval;
+                beat.push(id);
             }
-            next = next.min(c.next_heartbeat).min(limit);
+            next = next.min(c.liveness.next_heartbeat).min(limit);
         }
-        self.requests.retain(|_, p| {
-            let pending = p.deadline > now;
-            if pending {
-                next = next.min(p.deadline);
-            }
-            pending
-        });
-        self.expire_deliveries(now);
-        if let Some(d) = self.next_ack_deadline {
+        for id in dead {
+            self.conns.doom(id, DisconnectReason::HeartbeatsMissed);
+        }
+        for id in beat {
+            self.conns.heartbeat(id);
+        }
+        if let Some(deadline) = self.requests.expire(now) {
+            next = next.min(deadline);
+        }
+        self.expire_deliveries();
+        if let Some(d) = self.in_flight.next_deadline() {
             next = next.min(d);
         }
         self.reap();
-        self.next_tick = next.max(now + MIN_TICK);
-        self.next_tick
-    }
-
-    /// Makes sure the ticker runs by `at`, waking it if it planned to sleep
-    /// longer.
-    pub(super) fn due_by(&mut self, at: Instant) {
-        if at < self.next_tick {
-            self.next_tick = at;
-            self.ticker.notify_one();
-        }
+        self.schedule.planned(now, next)
     }
 
     /// A direct message whose holder went away goes to a queue group named after
     /// one of the holder's capabilities whose filter matches its topic; with none,
     /// a waiting requester learns at once that nobody will answer.
-    pub(super) fn hand_over_direct(
+    fn hand_over_direct(
         &mut self,
         capabilities: &[String],
         message: Box<proto::Envelope>,
-        reason: &str,
+        reason: DisconnectReason,
     ) {
         let topic = Topic::new(&message.topic).ok();
         let gid = self
-            .groups
+            .queues
             .iter()
             .find(|(_, g)| {
                 capabilities.iter().any(|c| c == g.name.as_str())
                     && topic.as_ref().is_some_and(|t| g.filter.matches(t))
             })
-            .map(|(&gid, _)| gid);
+            .map(|(gid, _)| gid);
         if let Some(gid) = gid {
-            self.redeliver(gid, message, reason);
+            let group = self.queues.get_mut(gid).expect("found above");
+            let max = group.policy().max_attempts;
+            if max > 0 && message.attempt >= max {
+                group.counters.accepted += 1;
+                let reason = format!("{reason}; {max} attempts used");
+                self.dead_letter(gid, message, &reason);
+            } else {
+                group.adopt(message);
+            }
             self.pump(gid);
-        } else if let Some(pending) = self.requests.remove(&message.id) {
-            self.send(
-                pending.conn,
-                Refusal::new(
-                    ErrorCode::NoResponders,
-                    format!(
-                        "the holder of direct message {} left ({reason}) and no group can take it",
-                        message.id
-                    ),
-                )
-                .detail("topic", &message.topic)
-                .into_frame(pending.seq),
+        } else {
+            let id = MessageId::new(message.id);
+            self.fail_request(
+                id,
+                RequestFailure::HolderLeft {
+                    id,
+                    reason: reason.to_string(),
+                    topic: message.topic.clone(),
+                },
             );
         }
     }

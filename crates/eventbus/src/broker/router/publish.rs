@@ -1,128 +1,173 @@
-//! Publishing: routing a message to plain subscribers, queue groups or one client.
+//! Publishing: a validated publish is checked against the broker's state,
+//! stamped, routed (to plain subscribers, queue groups or one client),
+//! counted, and confirmed — one step per function below.
 
-use super::*;
+use std::time::Duration;
+
+use super::in_flight::InFlight;
+use super::requests::PendingRequest;
+use super::{Applied, Parked, Router, Target, ok};
+use crate::broker::command::{Mode, Publish};
+use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
+use crate::broker::queue::Enqueued;
+use crate::broker::refusal::PublishRefusal;
+use crate::framed::{Outgoing, OverflowPolicy, PushError, Pushed};
+use crate::names::ClientId;
+use crate::proto::{self, Frame, frame::Kind};
+use crate::topic::Topic;
+
+use super::counters::TopicCount;
 
 impl Router {
-    /// Publishes, or hands the frame back with the wait allowed when a full queue
-    /// with the `block` policy must make room first.
-    pub(super) fn publish(
-        &mut self,
-        conn: ConnId,
-        p: proto::Publish,
-    ) -> Result<Option<(proto::Publish, Duration)>, (u64, Refusal)> {
+    /// Publishes, telling the publisher if it is refused; a publish that must
+    /// wait for room in a blocking queue is handed back to park.
+    pub(super) fn publish_or_refuse(&mut self, conn: ConnId, p: Publish) -> Applied {
         let seq = p.seq;
-        let fail = |r: Refusal| Err((seq, r));
-        if self.draining {
-            return fail(Refusal::new(
-                ErrorCode::ShuttingDown,
-                "broker is shutting down",
-            ));
+        match self.publish(conn, p) {
+            Ok(None) => Applied::Done,
+            Ok(Some(parked)) => Applied::Parked(parked),
+            Err(refusal) => {
+                self.refuse(conn, seq, refusal.into());
+                Applied::Done
+            }
         }
-        let Some(raw_topic) = p.message.as_ref().map(|m| m.topic.as_str()) else {
-            return fail(Refusal::new(
-                ErrorCode::InvalidArgument,
-                "publish without a message",
-            ));
-        };
-        let topic = match Topic::new(raw_topic) {
-            Ok(t) => t,
-            Err(e) => return fail(Refusal::new(ErrorCode::InvalidTopic, e.to_string())),
-        };
-        if self.blocking_groups > 0
-            && p.target_client.is_empty()
-            && let Some((_, timeout)) = self.blocking_group(&topic)
+    }
+
+    /// A parked publish, after waiting `waited`: published if there is room
+    /// now, refused with `BlockTimeout` once its timeout has passed, or
+    /// parked again.
+    pub fn retry_parked(&mut self, conn: ConnId, parked: Parked, waited: Duration) -> Applied {
+        if waited < parked.timeout {
+            return self.apply(
+                conn,
+                Ok(crate::broker::command::Command::Publish(parked.publish)),
+            );
+        }
+        let p = parked.publish;
+        let (group, max_len) = match self
+            .blocking_group(&p.topic)
+            .and_then(|(gid, _)| self.queues.get_mut(gid))
         {
-            return Ok(Some((p, timeout)));
-        }
-        let mode = PublishMode::try_from(p.mode).unwrap_or(PublishMode::FireAndForget);
-        let mut msg = p.message.expect("checked above");
-        let c = self.conns.get_mut(&conn).expect("checked by handle");
-        c.counters.published += 1;
-        msg.id = self.next_id;
-        self.next_id += 1;
-        msg.source = c.client_id.as_str().to_owned();
-        msg.timestamp_us = self.clock_us;
-        msg.attempt = 1;
-        self.totals.published += 1;
-        let request = matches!(mode, PublishMode::Request | PublishMode::RequestConfirmed);
-        if request {
-            if self.requests.len() >= self.config.max_pending_requests {
-                return fail(
-                    Refusal::new(ErrorCode::QueueFull, "too many requests awaiting replies")
-                        .detail("max_len", self.config.max_pending_requests),
-                );
+            Some(g) => {
+                g.counters.rejected += 1;
+                (g.name.to_string(), g.policy().max_len)
             }
-            msg.correlation_id = msg.id;
-            msg.reply_to = msg.source.clone();
+            None => (String::new(), 0),
+        };
+        let refusal = PublishRefusal::BlockTimeout {
+            topic: p.topic,
+            group,
+            max_len,
+            waited,
+        };
+        self.refuse(conn, p.seq, refusal.into());
+        Applied::Done
+    }
+
+    /// The steps of a publish; `Ok(Some)` when it must wait for room.
+    fn publish(&mut self, conn: ConnId, p: Publish) -> Result<Option<Parked>, PublishRefusal> {
+        if self.draining {
+            return Err(PublishRefusal::ShuttingDown);
         }
-        let message_id = msg.id;
-        if !p.target_client.is_empty() {
-            let routed = self.direct(&p.target_client, msg);
-            self.count_topic(topic, 0);
-            routed.map_err(|r| (seq, r))?;
-        } else {
-            let routed = self.route(&topic, msg);
-            let delivered = *routed.as_ref().unwrap_or(&0);
-            if delivered == 0 && request {
-                self.count_topic(topic.clone(), 0);
-                return fail(
-                    Refusal::new(
-                        ErrorCode::NoResponders,
-                        format!("no subscriber for topic {topic}"),
-                    )
-                    .detail("topic", &topic),
-                );
+        if p.target.is_none()
+            && self.queues.any_blocking()
+            && let Some((_, timeout)) = self.blocking_group(&p.topic)
+        {
+            return Ok(Some(Parked {
+                publish: p,
+                timeout,
+                space: self.queues.space(),
+            }));
+        }
+        let max_requests = self.config.max_pending_requests;
+        if p.mode.is_request() && self.requests.len() >= max_requests {
+            return Err(PublishRefusal::TooManyRequests { max: max_requests });
+        }
+        let Publish {
+            seq,
+            mode,
+            target,
+            topic,
+            message,
+        } = p;
+        let message = self.stamp(conn, message, mode);
+        let id = MessageId::new(message.id);
+        let delivered = match &target {
+            Some(client) => self.direct(client, &topic, message).map(|()| 0),
+            None => self.route(&topic, message),
+        };
+        let delivered = match delivered {
+            Err(refusal) => return Err(refusal),
+            Ok(0) if target.is_none() && mode.is_request() => {
+                return Err(PublishRefusal::NoResponders { topic });
             }
-            self.count_topic(topic, delivered);
-            routed.map_err(|r| (seq, r))?;
-        }
-        if request {
-            let timeout = match p.timeout_ms {
-                0 => Duration::from_secs(30),
-                ms => Duration::from_millis(u64::from(ms)),
-            };
-            let deadline = Instant::now() + timeout;
+            Ok(n) => n,
+        };
+        self.count_published(conn, &topic, delivered);
+        if let Mode::Request { timeout, .. } = mode {
+            let deadline = self.clock.now + timeout;
             self.requests.insert(
-                message_id,
+                id,
                 PendingRequest {
                     conn,
                     seq,
                     deadline,
                 },
             );
-            self.due_by(deadline);
-            if mode == PublishMode::RequestConfirmed {
-                self.send(conn, ok(seq, message_id));
-            }
-        } else if mode == PublishMode::Confirmed {
-            self.send(conn, ok(seq, message_id));
+            self.schedule.due_by(deadline);
+        }
+        if mode.is_confirmed() {
+            self.conns.send(conn, ok(seq, id.get()));
         }
         Ok(None)
     }
 
-    /// Counts one publish on `topic` and its deliveries: one hash lookup, and a
-    /// new entry only while fewer than `MAX_TRACKED_TOPICS` are tracked.
-    pub(super) fn count_topic(&mut self, topic: Topic, delivered: u64) {
-        self.count_topic_n(topic, 1, delivered);
+    /// Stamps what the broker vouches for: a new id, the publisher's client
+    /// id, the time, the first attempt; a request's correlation id and
+    /// reply-to.
+    fn stamp(
+        &mut self,
+        conn: ConnId,
+        mut message: Box<proto::Envelope>,
+        mode: Mode,
+    ) -> Box<proto::Envelope> {
+        message.id = self.ids.message().get();
+        message.source = self
+            .conns
+            .get(conn)
+            .map(|c| c.client_id.as_str().to_owned())
+            .unwrap_or_default();
+        message.timestamp_us = self.clock.wall_us;
+        message.attempt = 1;
+        if mode.is_request() {
+            message.correlation_id = message.id;
+            message.reply_to = message.source.clone();
+        }
+        message
     }
 
-    /// Counts `published` publishes on `topic` and their `delivered` deliveries.
-    pub(super) fn count_topic_n(&mut self, topic: Topic, published: u64, delivered: u64) {
-        if let Some(counts) = self.topics.get_mut(&topic) {
-            counts.0 += published;
-            counts.1 += delivered;
-        } else if self.topics.len() < MAX_TRACKED_TOPICS {
-            self.topics.insert(topic, (published, delivered));
+    /// Counts an accepted publish on `topic` that made `delivered` deliveries.
+    pub(super) fn count_published(&mut self, conn: ConnId, topic: &Topic, delivered: u64) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.counters.published += 1;
         }
+        self.totals.published += 1;
+        self.topics.add(
+            topic,
+            TopicCount {
+                published: 1,
+                delivered,
+            },
+        );
     }
 
     /// A full queue group with the `block` policy that `topic` would go to, with
     /// its block timeout.
-    pub(super) fn blocking_group(&mut self, topic: &Topic) -> Option<(u64, Duration)> {
+    pub(super) fn blocking_group(&mut self, topic: &Topic) -> Option<(GroupId, Duration)> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
         let found = targets.drain(..).find_map(|t| match t {
-            Target::Group(gid) => self.groups.get(&gid).and_then(|g| {
+            Target::Group(gid) => self.queues.get(gid).and_then(|g| {
                 let p = g.policy();
                 (p.overflow == OverflowPolicy::Block && g.is_full())
                     .then_some((gid, p.block_timeout))
@@ -132,36 +177,6 @@ impl Router {
         targets.clear();
         self.scratch = targets;
         found
-    }
-
-    /// Refuses a publish whose blocking wait ran out.
-    pub(crate) fn refuse_blocked(&mut self, conn: ConnId, p: proto::Publish, waited: Duration) {
-        let topic = p
-            .message
-            .as_ref()
-            .map(|m| m.topic.clone())
-            .unwrap_or_default();
-        let blocked = Topic::new(&topic)
-            .ok()
-            .and_then(|t| self.blocking_group(&t));
-        let (group, max_len) = match blocked.and_then(|(gid, _)| self.groups.get_mut(&gid)) {
-            Some(g) => {
-                g.counters.rejected += 1;
-                (g.name.to_string(), g.policy().max_len)
-            }
-            None => (String::new(), 0),
-        };
-        let refusal = Refusal::new(
-            ErrorCode::BlockTimeout,
-            format!(
-                "queue for {topic} (group {group}) stayed full ({max_len} messages) for {waited:?}"
-            ),
-        )
-        .detail("topic", topic)
-        .detail("group", group)
-        .detail("max_len", max_len)
-        .detail("waited_ms", waited.as_millis());
-        self.send(conn, refusal.into_frame(p.seq));
     }
 
     /// Delivers `msg` to every matching target; returns how many took it.
@@ -174,11 +189,11 @@ impl Router {
         &mut self,
         topic: &Topic,
         msg: Box<proto::Envelope>,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<u64, PublishRefusal> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
         let refusing = targets.iter().find_map(|t| match *t {
-            Target::Group(gid) => self.groups.get(&gid).and_then(|g| {
+            Target::Group(gid) => self.queues.get(gid).and_then(|g| {
                 let refuses = matches!(
                     g.policy().overflow,
                     OverflowPolicy::Reject | OverflowPolicy::Block
@@ -225,64 +240,57 @@ impl Router {
     }
 
     /// Queues a fan-out delivery (`item`: the `Deliver` frame, maybe already
-    /// encoded) for `conn`, under its overflow policy.
+    /// encoded) for `conn`, under its overflow policy; returns whether it was
+    /// queued.
     pub(super) fn deliver_plain(
         &mut self,
         conn: ConnId,
         topic: &Topic,
         item: Outgoing,
-    ) -> Result<bool, Refusal> {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return Ok(false);
-        };
-        let pushed = c.out.push_droppable(item);
-        if matches!(pushed, Ok(Pushed::Queued | Pushed::EvictedOldest)) && !c.touched {
-            c.touched = true;
-            self.touched.push(conn);
-        }
-        match pushed {
-            Ok(Pushed::Queued) => {
-                c.counters.delivered += 1;
-                self.totals.delivered += 1;
-                return Ok(true);
-            }
-            Ok(Pushed::EvictedOldest) => self.note_slow_consumer(conn),
-            Ok(Pushed::DroppedIncoming) => {
+    ) -> Result<bool, PublishRefusal> {
+        let queued = match self.conns.push_droppable(conn, item) {
+            Ok(None) | Err(PushError::Closed | PushError::TooSlow { .. }) => false,
+            Ok(Some(Pushed::Queued)) => true,
+            Ok(Some(Pushed::EvictedOldest)) => {
                 self.note_slow_consumer(conn);
-                return Ok(false);
+                true
+            }
+            Ok(Some(Pushed::DroppedIncoming)) => {
+                self.note_slow_consumer(conn);
+                false
             }
             Err(PushError::Full { max_len }) => {
-                let client = c.client_id.clone();
                 self.note_slow_consumer(conn);
-                return Err(Refusal::new(
-                    ErrorCode::QueueFull,
-                    format!("outbound buffer of subscriber {client} is full: {max_len} messages; topic {topic}"),
-                )
-                .detail("topic", topic)
-                .detail("group", format!("subscriber:{client}"))
-                .detail("max_len", max_len));
+                let client = self
+                    .conns
+                    .get(conn)
+                    .map(|c| c.client_id.to_string())
+                    .unwrap_or_default();
+                return Err(PublishRefusal::SubscriberFull {
+                    topic: topic.clone(),
+                    client,
+                    max_len,
+                });
             }
-            Err(PushError::Closed) => return Ok(false),
-            Err(PushError::TooSlow { .. }) => {
-                self.doomed
-                    .push((conn, "too slow: outbound buffer at its hard cap"));
-                return Ok(false);
+        };
+        if queued {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.counters.delivered += 1;
             }
+            self.totals.delivered += 1;
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.counters.delivered += 1;
-        }
-        self.totals.delivered += 1;
-        Ok(true)
+        Ok(queued)
     }
 
+    /// Offers `message` to group `gid` under its overflow policy, and hands
+    /// out what members can take.
     pub(super) fn enqueue(
         &mut self,
-        gid: u64,
+        gid: GroupId,
         topic: &Topic,
         message: Box<proto::Envelope>,
-    ) -> Result<(), Refusal> {
-        let group = self.groups.get_mut(&gid).expect("indexed groups exist");
+    ) -> Result<(), PublishRefusal> {
+        let group = self.queues.get_mut(gid).expect("indexed groups exist");
         match group.enqueue(message) {
             Enqueued::Queued | Enqueued::EvictedOldest => {}
             Enqueued::DroppedIncoming => {
@@ -290,17 +298,12 @@ impl Router {
                 return Ok(());
             }
             Enqueued::Rejected => {
-                let max_len = group.policy().max_len;
-                return Err(Refusal::new(
-                    ErrorCode::QueueFull,
-                    format!(
-                        "queue {} (group {}) is full: {max_len} messages waiting; topic {topic}",
-                        group.filter, group.name
-                    ),
-                )
-                .detail("topic", topic)
-                .detail("group", &group.name)
-                .detail("max_len", max_len));
+                return Err(PublishRefusal::QueueFull {
+                    topic: topic.clone(),
+                    filter: group.filter.to_string(),
+                    group: group.name.to_string(),
+                    max_len: group.policy().max_len,
+                });
             }
         }
         self.pump(gid);
@@ -308,38 +311,40 @@ impl Router {
     }
 
     /// Hands waiting messages of a group to members with credit.
-    pub(super) fn pump(&mut self, gid: u64) {
+    pub(super) fn pump(&mut self, gid: GroupId) {
         let mut dispatched = false;
-        while let Some(group) = self.groups.get_mut(&gid) {
+        while let Some(group) = self.queues.get_mut(gid) {
             let Some((conn, sid, message)) = group.next_dispatch() else {
                 break;
             };
             dispatched = true;
-            let delivery_id = self.next_id();
-            self.totals.delivered += 1;
-            self.send_delivery(conn, sid, delivery_id, Some(gid), message);
+            let delivery = self.ids.delivery();
+            self.send_delivery(conn, sid, delivery, Some(gid), message);
         }
-        if dispatched && self.blocking_groups > 0 {
-            self.space.notify_waiters();
+        if dispatched {
+            self.queues.made_room();
         }
     }
 
+    /// Hands a delivery that must be settled to `conn` and records it in
+    /// flight (with its group's ack deadline).
     pub(super) fn send_delivery(
         &mut self,
         conn: ConnId,
-        sid: u64,
-        delivery_id: u64,
-        group: Option<u64>,
+        sid: SubscriptionId,
+        delivery: DeliveryId,
+        group: Option<GroupId>,
         message: Box<proto::Envelope>,
     ) {
+        self.totals.delivered += 1;
         let frame = Frame {
             kind: Some(Kind::Deliver(proto::Deliver {
-                sid,
-                delivery_id,
+                sid: sid.get(),
+                delivery_id: delivery.get(),
                 message: Some(message.clone()),
             })),
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.counters.delivered += 1;
             c.in_flight += 1;
             if group.is_none() {
@@ -347,15 +352,14 @@ impl Router {
             }
         }
         let deadline = group
-            .and_then(|gid| self.groups.get(&gid))
+            .and_then(|gid| self.queues.get(gid))
             .and_then(|g| g.policy().ack_timeout)
-            .map(|t| Instant::now() + t);
+            .map(|t| self.clock.now + t);
         if let Some(d) = deadline {
-            self.next_ack_deadline = Some(self.next_ack_deadline.map_or(d, |n| n.min(d)));
-            self.due_by(d);
+            self.schedule.due_by(d);
         }
         self.in_flight.insert(
-            delivery_id,
+            delivery,
             InFlight {
                 conn,
                 sid,
@@ -364,43 +368,42 @@ impl Router {
                 deadline,
             },
         );
-        self.send(conn, frame);
+        self.conns.send(conn, frame);
     }
 
-    pub(super) fn direct(
+    /// A direct send to `target`'s inbox, within its bound of unsettled
+    /// direct messages.
+    fn direct(
         &mut self,
-        target: &str,
+        target: &ClientId,
+        topic: &Topic,
         msg: Box<proto::Envelope>,
-    ) -> Result<(), Refusal> {
-        let conn = ClientId::new(target)
-            .ok()
-            .and_then(|id| self.by_client.get(&id).copied())
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::NoSuchClient,
-                    format!("no connected client {target:?}"),
-                )
-                .detail("client_id", target)
-            })?;
+    ) -> Result<(), PublishRefusal> {
+        let Some(conn) = self.conns.by_client(target) else {
+            return Err(PublishRefusal::NoSuchClient {
+                client: target.to_string(),
+            });
+        };
         let max = self.config.max_direct_in_flight;
-        if self.conns[&conn].direct_in_flight >= max {
-            return Err(Refusal::new(
-                ErrorCode::QueueFull,
-                format!("direct inbox of {target} is full: {max} messages unsettled"),
-            )
-            .detail("topic", &msg.topic)
-            .detail("group", format!("direct:{target}"))
-            .detail("max_len", max));
+        if self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.direct_in_flight >= max)
+        {
+            return Err(PublishRefusal::DirectInboxFull {
+                client: target.to_string(),
+                topic: topic.to_string(),
+                max,
+            });
         }
-        let delivery_id = self.next_id();
-        self.totals.delivered += 1;
-        self.send_delivery(conn, 0, delivery_id, None, msg);
+        let delivery = self.ids.delivery();
+        self.send_delivery(conn, SubscriptionId::DIRECT, delivery, None, msg);
         Ok(())
     }
 
     /// Returns the credit a settled or withdrawn delivery held on its connection.
     pub(super) fn release(&mut self, f: &InFlight) {
-        if let Some(c) = self.conns.get_mut(&f.conn) {
+        if let Some(c) = self.conns.get_mut(f.conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
             if f.group.is_none() {
                 c.direct_in_flight = c.direct_in_flight.saturating_sub(1);
@@ -410,10 +413,10 @@ impl Router {
 }
 
 /// The `Deliver` frame of a fan-out delivery on plain subscription `sid`.
-fn deliver(sid: u64, message: Box<proto::Envelope>) -> Outgoing {
+fn deliver(sid: SubscriptionId, message: Box<proto::Envelope>) -> Outgoing {
     Outgoing::Frame(Frame {
         kind: Some(Kind::Deliver(proto::Deliver {
-            sid,
+            sid: sid.get(),
             delivery_id: 0,
             message: Some(message),
         })),

@@ -1,13 +1,143 @@
-//! Settling deliveries: acks, nacks, replies and cancellation.
+//! Settling deliveries: acks, nacks, replies, cancellation, ack timeouts,
+//! redelivery and dead letters.
 
-use super::*;
+use super::in_flight::InFlight;
+use super::{DEAD_LETTER_PREFIX, Router, ok};
+use crate::broker::command::{Reply, Settlement};
+use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
+use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
+use crate::proto::{self, Frame, frame::Kind};
+use crate::topic::Topic;
 
 impl Router {
+    /// Settles delivery `delivery`, which `conn` must hold.
+    pub(super) fn settle(
+        &mut self,
+        conn: ConnId,
+        delivery: DeliveryId,
+        how: Settlement,
+    ) -> Result<(), SettleRefusal> {
+        let f = self
+            .in_flight
+            .remove_held(delivery, conn)
+            .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
+        self.release(&f);
+        if how == Settlement::Ack
+            && let Some(c) = self.conns.get_mut(conn)
+        {
+            c.counters.acked += 1;
+        }
+        let Some(gid) = f.group else {
+            if how != Settlement::Ack {
+                // A direct message handed back has nowhere else to go: its
+                // requester, if any, learns it at once instead of waiting for
+                // a timeout.
+                let holder = self
+                    .conns
+                    .get(conn)
+                    .map(|c| c.client_id.to_string())
+                    .unwrap_or_default();
+                self.fail_request(f.message_id(), RequestFailure::HandedBack { holder });
+            }
+            return Ok(());
+        };
+        if let Some(group) = self.queues.get_mut(gid) {
+            group.settle(conn, f.sid, how == Settlement::Ack);
+            match how {
+                Settlement::Ack => {}
+                Settlement::Requeue => self.redeliver(gid, f.message, "nacked"),
+                Settlement::Reject => self.dead_letter(gid, f.message, "rejected by the consumer"),
+            }
+            self.pump(gid);
+        }
+        Ok(())
+    }
+
+    /// Forwards a reply to its requester (settling the delivery it answers,
+    /// if any); the first reply wins.
+    pub(super) fn reply(&mut self, conn: ConnId, r: Reply) -> Result<(), ReplyRefusal> {
+        if let Some(delivery) = r.delivery {
+            self.settle(conn, delivery, Settlement::Ack)?;
+        }
+        let pending = self
+            .requests
+            .take(r.correlation)
+            .ok_or(ReplyRefusal::NotAwaited(r.correlation))?;
+        let mut message = r.message;
+        message.source = self
+            .conns
+            .get(conn)
+            .map(|c| c.client_id.as_str().to_owned())
+            .unwrap_or_default();
+        message.correlation_id = pending.seq.get();
+        message.timestamp_us = self.clock.wall_us;
+        self.conns.send(
+            pending.conn,
+            Frame {
+                kind: Some(Kind::Reply(proto::Reply {
+                    correlation_id: pending.seq.get(),
+                    delivery_id: 0,
+                    message: Some(Box::new(message)),
+                    seq: 0,
+                })),
+            },
+        );
+        self.confirm(conn, r.seq);
+        Ok(())
+    }
+
+    /// Removes a message wherever it is, waiting or in flight (its holder is
+    /// told), in every group it went to; its requester gets `Cancelled`.
+    pub(super) fn cancel(
+        &mut self,
+        conn: ConnId,
+        id: MessageId,
+        seq: Seq,
+    ) -> Result<(), CancelRefusal> {
+        let mut found = false;
+        while let Some(gid) = self.queues.remove_waiting(id) {
+            found = true;
+            if let Some(group) = self.queues.get_mut(gid) {
+                group.counters.cancelled += 1;
+            }
+        }
+        while let Some(delivery) = self.in_flight.find_message(id) {
+            found = true;
+            let f = self.in_flight.remove(delivery).expect("found above");
+            if let Some(gid) = f.group
+                && let Some(group) = self.queues.get_mut(gid)
+            {
+                group.settle(f.conn, f.sid, false);
+                group.counters.cancelled += 1;
+            }
+            self.withdraw(&f);
+            if let Some(gid) = f.group {
+                self.pump(gid);
+            }
+        }
+        if !found {
+            return Err(CancelRefusal::UnknownMessage(id));
+        }
+        self.fail_request(id, RequestFailure::Cancelled(id));
+        if seq.wants_answer() {
+            self.conns.send(conn, ok(seq, id.get()));
+        }
+        Ok(())
+    }
+
+    /// Tells the requester of `id`, if one waits, that no reply will come.
+    pub(super) fn fail_request(&mut self, id: MessageId, failure: RequestFailure) {
+        if let Some(pending) = self.requests.take(id) {
+            let frame = Refusal::from(failure).into_frame(pending.seq);
+            self.conns.send(pending.conn, frame);
+        }
+    }
+
     /// Takes a delivery back from its holder: its credit is returned and the
     /// holder is told (`Cancel`), so its late ack or reply will be refused.
     fn withdraw(&mut self, f: &InFlight) {
         self.release(f);
-        self.send(
+        self.conns.send(
             f.conn,
             Frame {
                 kind: Some(Kind::Cancel(proto::Cancel {
@@ -21,8 +151,8 @@ impl Router {
     /// Puts a message taken back from its holder at the front of its group's queue
     /// with the attempt count raised, or dead-letters it after `max_attempts`.
     /// The caller pumps the group.
-    pub(super) fn redeliver(&mut self, gid: u64, message: Box<proto::Envelope>, reason: &str) {
-        let Some(group) = self.groups.get_mut(&gid) else {
+    pub(super) fn redeliver(&mut self, gid: GroupId, message: Box<proto::Envelope>, reason: &str) {
+        let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         let max = group.policy().max_attempts;
@@ -38,30 +168,25 @@ impl Router {
     /// gets `DeadLettered` at once.
     pub(super) fn dead_letter(
         &mut self,
-        gid: u64,
+        gid: GroupId,
         mut message: Box<proto::Envelope>,
         reason: &str,
     ) {
-        let Some(group) = self.groups.get_mut(&gid) else {
+        let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
-        group.counters.dead_lettered += 1;
+        group.count_dead_lettered();
         let group_name = group.name.to_string();
-        let id = message.id;
-        if let Some(pending) = self.requests.remove(&id) {
-            self.send(
-                pending.conn,
-                Refusal::new(
-                    ErrorCode::DeadLettered,
-                    format!("message {id} dead-lettered: {reason}"),
-                )
-                .detail("message_id", id)
-                .detail("reason", reason)
-                .detail("attempts", message.attempt)
-                .into_frame(pending.seq),
-            );
-        }
-        tracing::info!(message_id = id, group = %group_name, reason, "dead-lettering");
+        let id = MessageId::new(message.id);
+        self.fail_request(
+            id,
+            RequestFailure::DeadLettered {
+                id,
+                reason: reason.to_owned(),
+                attempts: message.attempt,
+            },
+        );
+        tracing::info!(message_id = %id, group = %group_name, reason, "dead-lettering");
         let headers = &mut message.headers;
         headers.insert("x-dead-letter-reason".to_owned(), reason.to_owned());
         headers.insert("x-attempts".to_owned(), message.attempt.to_string());
@@ -77,29 +202,11 @@ impl Router {
 
     /// Takes back every group delivery whose ack timeout has passed, tells its
     /// holder, and redelivers it.
-    pub(super) fn expire_deliveries(&mut self, now: Instant) {
-        if self.next_ack_deadline.is_none_or(|d| d > now) {
-            return;
-        }
-        let mut next = None;
-        let expired: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter_map(|(&id, f)| match f.deadline {
-                Some(d) if d <= now => Some(id),
-                Some(d) => {
-                    next = Some(next.map_or(d, |n: Instant| n.min(d)));
-                    None
-                }
-                None => None,
-            })
-            .collect();
-        self.next_ack_deadline = next;
-        for id in expired {
-            let f = self.in_flight.remove(&id).expect("collected above");
+    pub(super) fn expire_deliveries(&mut self) {
+        for f in self.in_flight.take_expired(self.clock.now) {
             self.withdraw(&f);
             if let Some(gid) = f.group {
-                if let Some(group) = self.groups.get_mut(&gid) {
+                if let Some(group) = self.queues.get_mut(gid) {
                     group.release(f.conn, f.sid);
                 }
                 self.redeliver(gid, f.message, "ack timeout");
@@ -107,161 +214,4 @@ impl Router {
             }
         }
     }
-
-    pub(super) fn settle(
-        &mut self,
-        conn: ConnId,
-        delivery_id: u64,
-        seq: u64,
-        how: Settle,
-    ) -> Result<(), (u64, Refusal)> {
-        let owned = self
-            .in_flight
-            .get(&delivery_id)
-            .is_some_and(|f| f.conn == conn);
-        if !owned {
-            return Err((
-                seq,
-                Refusal::new(
-                    ErrorCode::UnknownDelivery,
-                    format!("delivery {delivery_id} is not in flight to this client"),
-                )
-                .detail("delivery_id", delivery_id),
-            ));
-        }
-        let f = self.in_flight.remove(&delivery_id).expect("checked");
-        self.release(&f);
-        if how == Settle::Ack
-            && let Some(c) = self.conns.get_mut(&conn)
-        {
-            c.counters.acked += 1;
-        }
-        if f.group.is_none() && how != Settle::Ack {
-            // A direct message handed back has nowhere else to go: its requester,
-            // if any, learns it at once instead of waiting for a timeout.
-            if let Some(pending) = self.requests.remove(&f.message.id) {
-                let holder = self
-                    .conns
-                    .get(&conn)
-                    .map(|c| c.client_id.to_string())
-                    .unwrap_or_default();
-                self.send(
-                    pending.conn,
-                    Refusal::new(
-                        ErrorCode::NoResponders,
-                        format!("client {holder} handed the direct message back"),
-                    )
-                    .detail("client_id", holder)
-                    .into_frame(pending.seq),
-                );
-            }
-        }
-        if let Some(gid) = f.group
-            && let Some(group) = self.groups.get_mut(&gid)
-        {
-            group.settle(conn, f.sid, how == Settle::Ack);
-            match how {
-                Settle::Ack => {}
-                Settle::Requeue => self.redeliver(gid, f.message, "nacked"),
-                Settle::Drop => self.dead_letter(gid, f.message, "rejected by the consumer"),
-            }
-            self.pump(gid);
-        }
-        if seq != 0 {
-            self.send(conn, ok(seq, 0));
-        }
-        Ok(())
-    }
-
-    pub(super) fn reply(&mut self, conn: ConnId, r: proto::Reply) -> Result<(), (u64, Refusal)> {
-        if r.delivery_id != 0 {
-            self.settle(conn, r.delivery_id, 0, Settle::Ack)?;
-        }
-        let Some(pending) = self.requests.remove(&r.correlation_id) else {
-            return Err((
-                r.seq,
-                Refusal::new(
-                    ErrorCode::UnknownMessage,
-                    format!("request {} is not awaiting a reply", r.correlation_id),
-                ),
-            ));
-        };
-        let source = self.conns[&conn].client_id.as_str().to_owned();
-        let mut message = r.message.unwrap_or_default();
-        message.source = source;
-        message.correlation_id = pending.seq;
-        message.timestamp_us = now_us();
-        self.send(
-            pending.conn,
-            Frame {
-                kind: Some(Kind::Reply(proto::Reply {
-                    correlation_id: pending.seq,
-                    delivery_id: 0,
-                    message: Some(message),
-                    seq: 0,
-                })),
-            },
-        );
-        if r.seq != 0 {
-            self.send(conn, ok(r.seq, 0));
-        }
-        Ok(())
-    }
-
-    pub(super) fn cancel(&mut self, conn: ConnId, c: proto::Cancel) -> Result<(), (u64, Refusal)> {
-        let id = c.message_id;
-        let waiting = self
-            .groups
-            .values_mut()
-            .find_map(|g| g.remove_waiting(id).map(|_| g));
-        let found = if let Some(group) = waiting {
-            group.counters.cancelled += 1;
-            true
-        } else if let Some((&delivery_id, _)) =
-            self.in_flight.iter().find(|(_, f)| f.message.id == id)
-        {
-            let f = self.in_flight.remove(&delivery_id).expect("found above");
-            if let Some(gid) = f.group
-                && let Some(group) = self.groups.get_mut(&gid)
-            {
-                group.settle(f.conn, f.sid, false);
-                group.counters.cancelled += 1;
-            }
-            self.withdraw(&f);
-            if let Some(gid) = f.group {
-                self.pump(gid);
-            }
-            true
-        } else {
-            false
-        };
-        if !found {
-            return Err((
-                c.seq,
-                Refusal::new(
-                    ErrorCode::UnknownMessage,
-                    format!("message {id} is neither queued nor in flight"),
-                )
-                .detail("message_id", id),
-            ));
-        }
-        if let Some(pending) = self.requests.remove(&id) {
-            self.send(
-                pending.conn,
-                Refusal::new(ErrorCode::Cancelled, format!("request {id} was cancelled"))
-                    .detail("message_id", id)
-                    .into_frame(pending.seq),
-            );
-        }
-        self.send(conn, ok(c.seq, id));
-        Ok(())
-    }
-}
-
-/// How a delivery is finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settle {
-    Ack,
-    Requeue,
-    Drop,
 }

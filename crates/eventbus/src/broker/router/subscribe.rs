@@ -1,119 +1,118 @@
 //! Subscriptions and queue-group membership.
 
-use super::*;
+use super::connections::Sub;
+use super::queues::GroupKey;
+use super::{Router, Target};
+use crate::broker::command::Subscribe;
+use crate::broker::ids::{ConnId, GroupId, Seq, SubscriptionId};
+use crate::broker::queue::Member;
+use crate::broker::refusal::{Refusal, SubscribeRefusal};
+use crate::names::GroupName;
+use crate::topic::TopicFilter;
 
 impl Router {
-    pub(super) fn subscribe(
-        &mut self,
-        conn: ConnId,
-        s: proto::Subscribe,
-    ) -> Result<(), (u64, Refusal)> {
-        let seq = s.seq;
-        let filter = TopicFilter::new(&s.filter)
-            .map_err(|e| (seq, Refusal::new(ErrorCode::InvalidFilter, e.to_string())))?;
-        let group = match s.group.as_str() {
-            "" => None,
-            name => Some(
-                GroupName::new(name)
-                    .map_err(|e| (seq, Refusal::new(ErrorCode::InvalidArgument, e.to_string())))?,
-            ),
+    /// Adds a plain subscription or a queue-group membership, confirmed with
+    /// `Ok`; a new member is handed what waits at once.
+    pub(super) fn subscribe(&mut self, conn: ConnId, s: Subscribe) -> Result<(), SubscribeRefusal> {
+        let max = self.config.max_subscriptions_per_client;
+        let Some(c) = self.conns.get(conn) else {
+            return Ok(());
         };
-        let max_subs = self.config.max_subscriptions_per_client;
-        let queue = self.config.queue.clone();
-        let c = self.conns.get_mut(&conn).expect("checked by handle");
         if c.subs.contains_key(&s.sid) {
-            return Err((
-                seq,
-                Refusal::new(
-                    ErrorCode::InvalidArgument,
-                    format!("subscription id {} in use", s.sid),
-                ),
-            ));
+            return Err(SubscribeRefusal::SidInUse(s.sid));
         }
-        if c.subs.len() >= max_subs {
-            return Err((
-                seq,
-                Refusal::new(
-                    ErrorCode::SubscriptionLimit,
-                    format!("subscription limit of {max_subs} reached"),
-                )
-                .detail("max_subscriptions", max_subs),
-            ));
+        if c.subs.len() >= max {
+            return Err(SubscribeRefusal::Limit { max });
         }
-        let client_id = c.client_id.clone();
-        let gid = match group {
-            None => {
-                self.index
-                    .insert(&filter, Target::Plain { conn, sid: s.sid });
-                None
-            }
-            Some(name) => {
-                let key = (filter.clone(), name.clone());
-                let gid = match self.group_ids.get(&key) {
-                    Some(&gid) => gid,
-                    None => {
-                        let gid = self.next_id();
-                        self.group_ids.insert(key, gid);
-                        let policy = queue.policy_for(&filter);
-                        if policy.overflow == OverflowPolicy::Block {
-                            self.blocking_groups += 1;
-                        }
-                        self.groups
-                            .insert(gid, QueueGroup::new(filter.clone(), name, policy));
-                        self.index.insert(&filter, Target::Group(gid));
-                        gid
-                    }
-                };
-                let prefetch = match s.prefetch {
-                    0 => queue.default_prefetch,
-                    n => n.min(queue.max_prefetch),
-                };
-                self.groups
-                    .get_mut(&gid)
-                    .expect("just ensured")
-                    .join(Member {
-                        conn,
-                        sid: s.sid,
-                        client_id,
-                        prefetch,
-                        in_flight: 0,
-                        delivered: 0,
-                        acked: 0,
-                    });
-                Some(gid)
-            }
-        };
-        let c = self.conns.get_mut(&conn).expect("checked by handle");
-        c.subs.insert(s.sid, Sub { filter, group: gid });
-        self.send(conn, ok(seq, 0));
-        if let Some(gid) = gid {
+        let group = s
+            .group
+            .map(|(name, prefetch)| self.join(conn, s.sid, &s.filter, name, prefetch));
+        if group.is_none() {
+            self.index
+                .insert(&s.filter, Target::Plain { conn, sid: s.sid });
+        }
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.subs.insert(
+                s.sid,
+                Sub {
+                    filter: s.filter,
+                    group,
+                },
+            );
+        }
+        self.confirm(conn, s.seq);
+        if let Some(gid) = group {
             self.pump(gid);
         }
         Ok(())
     }
 
+    /// Makes subscription `sid` of `conn` a member of the group `name` on
+    /// `filter`, creating the group with the settings for its filter.
+    fn join(
+        &mut self,
+        conn: ConnId,
+        sid: SubscriptionId,
+        filter: &TopicFilter,
+        name: GroupName,
+        prefetch: u32,
+    ) -> GroupId {
+        let key = GroupKey {
+            filter: filter.clone(),
+            name,
+        };
+        let gid = match self.queues.find(&key) {
+            Some(gid) => gid,
+            None => {
+                let gid = self.ids.group();
+                let policy = self.config.queue.policy_for(filter);
+                self.queues.create(gid, key, policy);
+                self.index.insert(filter, Target::Group(gid));
+                gid
+            }
+        };
+        let queue = &self.config.queue;
+        let prefetch = match prefetch {
+            0 => queue.default_prefetch,
+            n => n.min(queue.max_prefetch),
+        };
+        let client_id = self
+            .conns
+            .get(conn)
+            .map(|c| c.client_id.clone())
+            .expect("the caller checked the connection");
+        self.queues
+            .get_mut(gid)
+            .expect("just ensured")
+            .join(Member {
+                conn,
+                sid,
+                client_id,
+                prefetch,
+                in_flight: 0,
+                delivered: 0,
+                acked: 0,
+            });
+        gid
+    }
+
     pub(super) fn unsubscribe(
         &mut self,
         conn: ConnId,
-        u: proto::Unsubscribe,
-    ) -> Result<(), (u64, Refusal)> {
-        if self.drop_sub(conn, u.sid) {
-            self.send(conn, ok(u.seq, 0));
-            Ok(())
-        } else {
-            Err((
-                u.seq,
-                Refusal::new(
-                    ErrorCode::UnknownSubscription,
-                    format!("no subscription {}", u.sid),
-                ),
-            ))
+        seq: Seq,
+        sid: SubscriptionId,
+    ) -> Result<(), Refusal> {
+        if !self.drop_sub(conn, sid) {
+            return Err(SubscribeRefusal::UnknownSubscription(sid).into());
         }
+        self.confirm(conn, seq);
+        Ok(())
     }
 
-    /// Removes one subscription; its queue deliveries in flight go back to the queue.
-    pub(super) fn drop_sub(&mut self, conn: ConnId, sid: u64) -> bool {
-        let Some(sub) = self.conns.get_mut(&conn).and_then(|c| c.subs.remove(&sid)) else {
+    /// Removes one subscription; its queue deliveries in flight go back to
+    /// the front of the queue.
+    pub(super) fn drop_sub(&mut self, conn: ConnId, sid: SubscriptionId) -> bool {
+        let Some(sub) = self.conns.get_mut(conn).and_then(|c| c.subs.remove(&sid)) else {
             return false;
         };
         match sub.group {
@@ -121,36 +120,20 @@ impl Router {
                 self.index.remove(&sub.filter, &Target::Plain { conn, sid });
             }
             Some(gid) => {
-                let returned: Vec<u64> = self
-                    .in_flight
-                    .iter()
-                    .filter(|(_, f)| f.conn == conn && f.sid == sid)
-                    .map(|(&id, _)| id)
-                    .collect();
-                if let Some(group) = self.groups.get_mut(&gid) {
+                let returned = self.in_flight.take_held(conn, Some(sid));
+                if let Some(group) = self.queues.get_mut(gid) {
                     group.leave(conn, sid);
                 }
-                for id in returned {
-                    let f = self.in_flight.remove(&id).expect("collected above");
+                for f in returned {
                     self.release(&f);
                     self.redeliver(gid, f.message, "consumer left");
                 }
                 self.pump(gid);
-                self.forget_group_if_idle(gid);
+                if let Some(group) = self.queues.remove_if_idle(gid) {
+                    self.index.remove(&group.filter, &Target::Group(gid));
+                }
             }
         }
         true
-    }
-
-    pub(super) fn forget_group_if_idle(&mut self, gid: u64) {
-        if self.groups.get(&gid).is_some_and(QueueGroup::is_idle) {
-            let group = self.groups.remove(&gid).expect("checked");
-            if group.policy().overflow == OverflowPolicy::Block {
-                self.blocking_groups -= 1;
-                self.space.notify_waiters();
-            }
-            self.index.remove(&group.filter, &Target::Group(gid));
-            self.group_ids.remove(&(group.filter, group.name));
-        }
     }
 }

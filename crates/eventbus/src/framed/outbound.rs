@@ -1,158 +1,25 @@
-//! Frames over a stream: a reader that batches decoded frames, and a bounded
-//! outbound queue drained by one writer task per connection.
-//!
-//! Both broker and client use these. The writer takes everything queued at each
-//! wake-up, encodes it into one buffer and issues one write, so a burst of small
-//! messages costs one system call, not one per message.
-//!
-//! **Invariant:** the outbound queue is bounded. Frames marked droppable (fan-out
-//! deliveries) obey the configured [`OverflowPolicy`]; the rest (replies, control,
-//! credit-bounded queue deliveries) may exceed it only up to a hard cap, past which
-//! the peer is too slow to keep and the push fails so the caller can close it.
+//! The write side: a bounded queue of frames per connection, the writer
+//! task that drains it, and the inline flush that lets the task that queued a
+//! frame write it when the writer is idle (one "pen": only its holder writes,
+//! which keeps frames in order).
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::{OverflowPolicy, READ_BUFFER_BYTES};
 use crate::codec::raw::{RawDeliver, RawPublishOut};
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::{Frame, frame::Kind};
 
-/// Read buffer start size; it grows to hold the largest frame seen.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-
 /// The writer issues a write once this many bytes are encoded, so a large batch
 /// is written in chunks from one bounded buffer instead of growing it.
 const WRITE_CHUNK_BYTES: usize = 256 * 1024;
-
-/// What happens when a bounded buffer is full and one more message arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum OverflowPolicy {
-    /// Evict the oldest buffered message to make room; counted as dropped.
-    #[default]
-    DropOldest,
-    /// Discard the new message; counted as dropped.
-    DropIncoming,
-    /// Refuse the new message; a confirmed publish fails with `QueueFull`.
-    Reject,
-    /// Queue groups only: the publisher waits for space, up to the queue's
-    /// `block_timeout_ms`, while every other client carries on.
-    Block,
-}
-
-/// Why a frame could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReadError {
-    /// The bytes did not make a valid frame.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    /// The stream failed.
-    #[error("read failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Reads frames from a stream, keeping partial frames between reads.
-///
-/// `read_batch` is cancel-safe: bytes read before a cancellation stay in the buffer.
-#[derive(Debug)]
-pub struct FrameReader<R> {
-    io: R,
-    buf: BytesMut,
-    codec: FrameCodec,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps `io`, refusing frames larger than `codec` allows.
-    pub fn new(io: R, codec: FrameCodec) -> Self {
-        Self {
-            io,
-            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            codec,
-        }
-    }
-
-    /// Replaces the codec, e.g. once the frame limit has been negotiated.
-    pub fn set_codec(&mut self, codec: FrameCodec) {
-        self.codec = codec;
-    }
-
-    /// Appends every frame that is complete after one read to `out`.
-    ///
-    /// Returns `Ok(false)` at a clean end of stream (between frames).
-    pub async fn read_batch(&mut self, out: &mut Vec<Frame>) -> Result<bool, ReadError> {
-        self.read_batch_with(out, crate::codec::decode_body).await
-    }
-
-    /// Like [`read_batch`](Self::read_batch), handing each frame's body (after
-    /// the version byte) to `take`, which decodes it, or keeps it encoded.
-    pub async fn read_batch_with<T>(
-        &mut self,
-        out: &mut Vec<T>,
-        mut take: impl FnMut(Bytes) -> Result<T, FrameError>,
-    ) -> Result<bool, ReadError> {
-        self.read_each(|body| {
-            out.push(take(body)?);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Hands the body (after the version byte) of every frame that is
-    /// complete after one read to `take`, as it is cut from the buffer;
-    /// returns `Ok(false)` at a clean end of stream (between frames).
-    ///
-    /// Cancel-safe like [`read_batch`](Self::read_batch): `take` runs only
-    /// between reads, never across an await.
-    pub async fn read_each(
-        &mut self,
-        mut take: impl FnMut(Bytes) -> Result<(), FrameError>,
-    ) -> Result<bool, ReadError> {
-        let mut any = false;
-        loop {
-            while let Some(body) = self.codec.decode_body(&mut self.buf)? {
-                take(body)?;
-                any = true;
-            }
-            if any {
-                return Ok(true);
-            }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(READ_BUFFER_BYTES);
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return match self.codec.decode_body_eof(&mut self.buf)? {
-                    Some(body) => {
-                        take(body)?;
-                        Ok(true)
-                    }
-                    None => Ok(false),
-                };
-            }
-        }
-    }
-
-    /// Reads exactly one frame; `Ok(None)` at a clean end of stream.
-    ///
-    /// Used for the handshake, where nothing may follow before the answer.
-    pub async fn read_one(&mut self) -> Result<Option<Frame>, ReadError> {
-        loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf)? {
-                return Ok(Some(frame));
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Ok(self.codec.decode_eof(&mut self.buf)?);
-            }
-        }
-    }
-}
 
 /// The bounds of one outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,6 +325,17 @@ impl Outbound {
     /// Frames waiting to be written.
     pub fn depth(&self) -> usize {
         self.lock().frames.len()
+    }
+
+    /// Takes what is queued, as a writer would, for tests that read what a
+    /// connection was sent without a socket.
+    #[cfg(test)]
+    pub(crate) fn take_queued(&self) -> Vec<Outgoing> {
+        let mut st = self.lock();
+        st.bytes = 0;
+        st.droppable = 0;
+        st.droppable_bytes = 0;
+        st.frames.drain(..).map(|e| e.item).collect()
     }
 
     /// Refuses further frames; the writer flushes what is queued, then stops.

@@ -1,0 +1,313 @@
+//! The router's input: a client's frame, validated at the edge into a
+//! [`Command`] whose fields are already typed.
+//!
+//! The connection task decodes each frame into a command (or a [`Rejected`]
+//! frame, answered with a typed refusal in its turn) before it takes the
+//! router's lock, so the router never sees an unchecked name or a raw id.
+//!
+//! The rule for bad input: bytes that are not a frame of a known kind
+//! (framing, wire version, size, protobuf) are refused with `Protocol` or
+//! `FrameTooLarge` and the connection is closed, since nothing after them can
+//! be trusted to be in step. A frame that decodes but is not a valid command
+//! (a second `Hello`, a frame only the broker sends, a field out of range) is
+//! refused under its `seq` and the connection stays open.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::ids::{DeliveryId, MessageId, Seq, SubscriptionId};
+use super::refusal::{ProtocolRefusal, PublishRefusal, Refusal, SubscribeRefusal};
+use crate::codec::FrameError;
+use crate::codec::raw::{RawPublish, scan_publish};
+use crate::names::{ClientId, GroupName};
+use crate::proto::{self, Frame, PublishMode, frame::Kind};
+use crate::topic::{Topic, TopicFilter};
+
+/// How long the broker keeps a request whose requester did not say.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One thing a registered client asks the broker to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A publish, request or direct send, decoded and validated.
+    Publish(Publish),
+    /// A fire-and-forget publish kept encoded for the fan-out fast path
+    /// (`codec::raw`); its topic is checked when it is routed, and it becomes
+    /// a [`Publish`] if the fast path does not apply.
+    FanOut(RawPublish),
+    Subscribe(Subscribe),
+    Unsubscribe {
+        seq: Seq,
+        sid: SubscriptionId,
+    },
+    /// An ack or nack.
+    Settle {
+        delivery: DeliveryId,
+        how: Settlement,
+        seq: Seq,
+    },
+    Reply(Reply),
+    /// Cancel a queued or in-flight message.
+    Cancel {
+        message: MessageId,
+        seq: Seq,
+    },
+    Stats {
+        seq: Seq,
+    },
+    /// Proof of life; any frame counts as one, so there is nothing to do.
+    Heartbeat,
+    Goodbye,
+}
+
+/// A validated publish.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub seq: Seq,
+    pub mode: Mode,
+    /// A direct send's receiver; `None` routes by topic.
+    pub target: Option<ClientId>,
+    pub topic: Topic,
+    /// The envelope as the publisher sent it (its topic is `topic`); the
+    /// broker stamps id, source, time and attempt when it accepts it.
+    pub message: Box<proto::Envelope>,
+}
+
+/// What a publisher expects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Nothing; refusals are sent under `seq` 0 and counted.
+    FireAndForget,
+    /// `Ok` with the message id once accepted.
+    Confirmed,
+    /// One `Reply`; with `confirmed`, an `Ok` with the message id first. The
+    /// broker forgets the request after `timeout`.
+    Request { confirmed: bool, timeout: Duration },
+}
+
+impl Mode {
+    pub(crate) fn is_request(self) -> bool {
+        matches!(self, Self::Request { .. })
+    }
+
+    /// Whether an `Ok` with the message id answers the publish.
+    pub(crate) fn is_confirmed(self) -> bool {
+        matches!(
+            self,
+            Self::Confirmed
+                | Self::Request {
+                    confirmed: true,
+                    ..
+                }
+        )
+    }
+}
+
+/// A validated subscribe.
+#[derive(Debug)]
+pub(crate) struct Subscribe {
+    pub seq: Seq,
+    pub sid: SubscriptionId,
+    pub filter: TopicFilter,
+    /// A queue group to join, with the prefetch asked for (0: the default).
+    pub group: Option<(GroupName, u32)>,
+}
+
+/// A validated reply.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub seq: Seq,
+    /// The request answered.
+    pub correlation: MessageId,
+    /// The delivery it settles, if it came as one.
+    pub delivery: Option<DeliveryId>,
+    pub message: proto::Envelope,
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settlement {
+    /// Processed.
+    Ack,
+    /// Not processed; back to the front of its queue.
+    Requeue,
+    /// Not processed and never will be; to the dead-letter topic.
+    Reject,
+}
+
+/// A frame that decodes but is not a valid command, with the `seq` its
+/// refusal answers.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    pub seq: Seq,
+    pub refusal: Refusal,
+}
+
+impl Rejected {
+    fn new(seq: u64, refusal: impl Into<Refusal>) -> Self {
+        Self {
+            seq: Seq::new(seq),
+            refusal: refusal.into(),
+        }
+    }
+}
+
+/// What the edge hands the router for one frame.
+pub(crate) type Inbound = Result<Command, Rejected>;
+
+/// Cuts a frame body into a command: a fire-and-forget publish stays encoded
+/// for the fast path; anything else is decoded and validated. Errs only for
+/// bytes that are not a frame (which close the connection).
+pub(crate) fn decode(body: Bytes) -> Result<Inbound, FrameError> {
+    match scan_publish(body) {
+        Ok(publish) => Ok(Ok(Command::FanOut(publish))),
+        Err(body) => crate::codec::decode_body(body).map(Command::from_frame),
+    }
+}
+
+impl Command {
+    /// Validates a decoded frame.
+    pub(crate) fn from_frame(frame: Frame) -> Inbound {
+        let Some(kind) = frame.kind else {
+            // `decode_body` refuses frames without a kind; a caller that
+            // built one by hand gets the same answer.
+            return Err(Rejected::new(0, ProtocolRefusal::NotFromClients("(none)")));
+        };
+        Ok(match kind {
+            Kind::Publish(p) => Self::Publish(Publish::validate(p)?),
+            Kind::Subscribe(s) => Self::Subscribe(Subscribe::validate(s)?),
+            Kind::Unsubscribe(u) => Self::Unsubscribe {
+                seq: Seq::new(u.seq),
+                sid: SubscriptionId::new(u.sid),
+            },
+            Kind::Ack(a) => Self::Settle {
+                delivery: DeliveryId::new(a.delivery_id),
+                how: Settlement::Ack,
+                seq: Seq::new(a.seq),
+            },
+            Kind::Nack(n) => Self::Settle {
+                delivery: DeliveryId::new(n.delivery_id),
+                how: if n.requeue {
+                    Settlement::Requeue
+                } else {
+                    Settlement::Reject
+                },
+                seq: Seq::new(n.seq),
+            },
+            Kind::Reply(r) => Self::Reply(Reply {
+                seq: Seq::new(r.seq),
+                correlation: MessageId::new(r.correlation_id),
+                delivery: (r.delivery_id != 0).then(|| DeliveryId::new(r.delivery_id)),
+                message: r.message.map(|m| *m).unwrap_or_default(),
+            }),
+            Kind::Cancel(c) => Self::Cancel {
+                message: MessageId::new(c.message_id),
+                seq: Seq::new(c.seq),
+            },
+            Kind::StatsRequest(s) => Self::Stats {
+                seq: Seq::new(s.seq),
+            },
+            Kind::Heartbeat(_) => Self::Heartbeat,
+            Kind::Goodbye(_) => Self::Goodbye,
+            Kind::Hello(_) => return Err(Rejected::new(0, ProtocolRefusal::HelloTwice)),
+            other => {
+                return Err(Rejected::new(
+                    0,
+                    ProtocolRefusal::NotFromClients(kind_name(&other)),
+                ));
+            }
+        })
+    }
+}
+
+impl Publish {
+    fn validate(p: proto::Publish) -> Result<Self, Rejected> {
+        let seq = p.seq;
+        let reject = |r: Refusal| Rejected::new(seq, r);
+        let mode = match PublishMode::try_from(p.mode) {
+            Ok(PublishMode::FireAndForget) => Mode::FireAndForget,
+            Ok(PublishMode::Confirmed) => Mode::Confirmed,
+            Ok(request @ (PublishMode::Request | PublishMode::RequestConfirmed)) => Mode::Request {
+                confirmed: request == PublishMode::RequestConfirmed,
+                timeout: match p.timeout_ms {
+                    0 => DEFAULT_REQUEST_TIMEOUT,
+                    ms => Duration::from_millis(u64::from(ms)),
+                },
+            },
+            Err(_) => return Err(reject(ProtocolRefusal::UnknownPublishMode(p.mode).into())),
+        };
+        let Some(message) = p.message else {
+            return Err(reject(ProtocolRefusal::PublishWithoutMessage.into()));
+        };
+        let topic =
+            Topic::new(&message.topic).map_err(|e| reject(PublishRefusal::from(e).into()))?;
+        let target = match p.target_client.as_str() {
+            "" => None,
+            // No such id can be connected.
+            name => Some(ClientId::new(name).map_err(|_| {
+                reject(
+                    PublishRefusal::NoSuchClient {
+                        client: p.target_client.clone(),
+                    }
+                    .into(),
+                )
+            })?),
+        };
+        Ok(Self {
+            seq: Seq::new(seq),
+            mode,
+            target,
+            topic,
+            message,
+        })
+    }
+}
+
+impl Subscribe {
+    fn validate(s: proto::Subscribe) -> Result<Self, Rejected> {
+        let reject = |r: SubscribeRefusal| Rejected::new(s.seq, r);
+        let sid = SubscriptionId::new(s.sid);
+        if sid == SubscriptionId::DIRECT {
+            return Err(reject(SubscribeRefusal::DirectInboxSid));
+        }
+        let filter = TopicFilter::new(&s.filter).map_err(|e| reject(e.into()))?;
+        let group = match s.group.as_str() {
+            "" => None,
+            name => Some((
+                GroupName::new(name).map_err(|e| reject(SubscribeRefusal::InvalidGroup(e)))?,
+                s.prefetch,
+            )),
+        };
+        Ok(Self {
+            seq: Seq::new(s.seq),
+            sid,
+            filter,
+            group,
+        })
+    }
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Hello(_) => "hello",
+        Kind::Welcome(_) => "welcome",
+        Kind::Publish(_) => "publish",
+        Kind::Subscribe(_) => "subscribe",
+        Kind::Unsubscribe(_) => "unsubscribe",
+        Kind::Deliver(_) => "deliver",
+        Kind::Ack(_) => "ack",
+        Kind::Nack(_) => "nack",
+        Kind::Reply(_) => "reply",
+        Kind::Heartbeat(_) => "heartbeat",
+        Kind::Cancel(_) => "cancel",
+        Kind::StatsRequest(_) => "stats request",
+        Kind::StatsResponse(_) => "stats response",
+        Kind::Ok(_) => "ok",
+        Kind::Error(_) => "error",
+        Kind::Goodbye(_) => "goodbye",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! The broker's ids, one type each, so a delivery id can never be passed where
+//! a message id is expected.
+//!
+//! On the wire they are plain `u64`s; they become these types at the edge
+//! (`command.rs`) and go back to `u64` only when a frame is built.
+
+use std::fmt;
+
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub(crate) struct $name(u64);
+
+        // Not every id is built from the wire or written back to it.
+        #[allow(dead_code)]
+        impl $name {
+            /// The id a wire field carries.
+            pub(crate) const fn new(raw: u64) -> Self {
+                Self(raw)
+            }
+
+            /// The value to put on the wire.
+            pub(crate) const fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id! {
+    /// One connection inside one broker; never reused.
+    ConnId
+}
+id! {
+    /// A message, stamped by the broker when it accepts a publish; a request's
+    /// correlation id and the id `Cancel` names.
+    MessageId
+}
+id! {
+    /// One delivery that must be settled (queue group or direct send); each
+    /// redelivery of a message gets a new one.
+    DeliveryId
+}
+id! {
+    /// A queue group.
+    GroupId
+}
+id! {
+    /// A subscription, chosen by its client and unique within its connection;
+    /// [`SubscriptionId::DIRECT`] is the direct inbox.
+    SubscriptionId
+}
+id! {
+    /// A client-chosen number that correlates an answer (`Ok`, `Error`, ...)
+    /// with the frame that asked for it; [`Seq::NONE`] asks for no answer.
+    Seq
+}
+
+impl SubscriptionId {
+    /// Where direct sends are delivered.
+    pub(crate) const DIRECT: Self = Self(0);
+}
+
+impl Seq {
+    /// No answer wanted (fire-and-forget frames, and refusals of a connection).
+    pub(crate) const NONE: Self = Self(0);
+
+    /// Whether the client asked for an answer.
+    pub(crate) fn wants_answer(self) -> bool {
+        self != Self::NONE
+    }
+}
+
+/// The one counter message, delivery and group ids come from, so no two of
+/// them are ever equal within a broker's life (which makes logs unambiguous).
+#[derive(Debug)]
+pub(crate) struct Ids {
+    next: u64,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Self { next: 1 }
+    }
+}
+
+impl Ids {
+    fn take(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    pub(crate) fn message(&mut self) -> MessageId {
+        MessageId(self.take())
+    }
+
+    pub(crate) fn delivery(&mut self) -> DeliveryId {
+        DeliveryId(self.take())
+    }
+
+    pub(crate) fn group(&mut self) -> GroupId {
+        GroupId(self.take())
+    }
+}
+
+/// Hands out connection ids; none is ever reused.
+#[derive(Debug)]
+pub(crate) struct ConnIds {
+    next: u64,
+}
+
+impl Default for ConnIds {
+    fn default() -> Self {
+        Self { next: 1 }
+    }
+}
+
+impl ConnIds {
+    pub(crate) fn next(&mut self) -> ConnId {
+        let id = ConnId(self.next);
+        self.next += 1;
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_never_repeated_across_kinds() {
+        let mut ids = Ids::default();
+        let m = ids.message();
+        let d = ids.delivery();
+        let g = ids.group();
+        assert_eq!([m.get(), d.get(), g.get()], [1, 2, 3]);
+        let mut conns = ConnIds::default();
+        assert_eq!([conns.next().get(), conns.next().get()], [1, 2]);
+        assert!(!Seq::NONE.wants_answer());
+        assert!(Seq::new(7).wants_answer());
+        assert_eq!(SubscriptionId::DIRECT.get(), 0);
+        assert_eq!(MessageId::new(42).to_string(), "42");
+    }
+}

@@ -1,0 +1,125 @@
+//! Deliveries handed out and not yet settled.
+//!
+//! **Invariants:** each delivery id is in flight to exactly one connection
+//! and subscription; a message is in flight at most once (it is not also
+//! waiting in a queue); `next_deadline` is never later than the earliest ack
+//! deadline in the table (it may be earlier: the ticker then finds nothing and
+//! recomputes it).
+
+use std::time::Instant;
+
+use super::Map;
+use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
+use crate::proto;
+
+/// A delivery awaiting its ack.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub conn: ConnId,
+    pub sid: SubscriptionId,
+    /// The queue group it came from; `None` for a direct send.
+    pub group: Option<GroupId>,
+    pub message: Box<proto::Envelope>,
+    /// When the ack timeout takes it back, if its group has one.
+    pub deadline: Option<Instant>,
+}
+
+impl InFlight {
+    pub fn message_id(&self) -> MessageId {
+        MessageId::new(self.message.id)
+    }
+}
+
+/// Every delivery in flight.
+#[derive(Debug, Default)]
+pub(super) struct InFlightTable {
+    map: Map<DeliveryId, InFlight>,
+    /// The earliest ack deadline, so the ticker scans only when one is due.
+    next_deadline: Option<Instant>,
+}
+
+impl InFlightTable {
+    pub fn insert(&mut self, id: DeliveryId, delivery: InFlight) {
+        if let Some(d) = delivery.deadline {
+            self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+        }
+        self.map.insert(id, delivery);
+    }
+
+    pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
+        self.map.remove(&id)
+    }
+
+    /// Removes delivery `id` if `conn` holds it.
+    pub fn remove_held(&mut self, id: DeliveryId, conn: ConnId) -> Option<InFlight> {
+        if self.map.get(&id)?.conn != conn {
+            return None;
+        }
+        self.map.remove(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = (DeliveryId, &InFlight)> {
+        self.map.iter().map(|(&id, f)| (id, f))
+    }
+
+    /// The delivery carrying message `id`, if it is in flight.
+    pub fn find_message(&self, id: MessageId) -> Option<DeliveryId> {
+        self.map
+            .iter()
+            .find(|(_, f)| f.message_id() == id)
+            .map(|(&d, _)| d)
+    }
+
+    /// Removes every delivery held by `conn` (on subscription `sid`, when
+    /// given), newest first: put back at the front of their queue one by one,
+    /// they are in the order they were handed out.
+    pub fn take_held(&mut self, conn: ConnId, sid: Option<SubscriptionId>) -> Vec<InFlight> {
+        let mut ids: Vec<DeliveryId> = self
+            .map
+            .iter()
+            .filter(|(_, f)| f.conn == conn && sid.is_none_or(|s| f.sid == s))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.into_iter()
+            .filter_map(|id| self.map.remove(&id))
+            .collect()
+    }
+
+    /// The earliest ack deadline, if any may be pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_deadline
+    }
+
+    /// Removes every delivery whose ack deadline is `now` or past, newest
+    /// first (as `take_held`), and remembers the earliest deadline left.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<InFlight> {
+        if self.next_deadline.is_none_or(|d| d > now) {
+            return Vec::new();
+        }
+        let mut next: Option<Instant> = None;
+        let mut expired: Vec<DeliveryId> = self
+            .map
+            .iter()
+            .filter_map(|(&id, f)| match f.deadline {
+                Some(d) if d <= now => Some(id),
+                Some(d) => {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                    None
+                }
+                None => None,
+            })
+            .collect();
+        self.next_deadline = next;
+        expired.sort_unstable_by(|a, b| b.cmp(a));
+        expired
+            .into_iter()
+            .filter_map(|id| self.map.remove(&id))
+            .collect()
+    }
+}
