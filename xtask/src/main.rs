@@ -13,6 +13,8 @@
 //!   a stream of tasks, with live throughput and latency;
 //! - [`e2e`]: `cargo xtask e2e`: a type of process scenarios under nextest,
 //!   with a report directory (JUnit, log, summary with durations and figures);
+//! - [`mutants`]: `cargo xtask mutants`: mutation testing of the broker's
+//!   router against its unit tests, with a floor for the caught share;
 //! - [`process`]: running external tools.
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,7 @@ mod ci;
 mod coverage;
 mod demo;
 mod e2e;
+mod mutants;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +53,8 @@ enum Task {
     Demo(demo::Args),
     /// Run a type of e2e scenarios and write a report (JUnit, log, summary).
     E2e(e2e::Args),
+    /// Mutation-test the broker's router against its unit tests.
+    Mutants(mutants::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn run(task: Task) -> Result<()> {
         Task::Coverage(args) => coverage::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),
+        Task::Mutants(args) => mutants::run(&root, &args),
     }
 }
 
