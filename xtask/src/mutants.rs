@@ -103,7 +103,9 @@ fn summarize(out: &Path) -> Result<()> {
         println!("missed:\n{}", missed_list.trim_end());
     }
     if share < CAUGHT_FLOOR {
-        bail!("the router's unit tests catch {share:.1} % of viable mutants, under {CAUGHT_FLOOR} %");
+        bail!(
+            "the router's unit tests catch {share:.1} % of viable mutants, under {CAUGHT_FLOOR} %"
+        );
     }
     Ok(())
 }

@@ -39,6 +39,16 @@ const COMMENTS: &[(&str, &str)] = &[
         "Missed heartbeats after which a peer is declared dead.",
     ),
     (
+        "max_heartbeat_interval_ms",
+        "Longest heartbeat interval a client may ask for, in milliseconds: with\n\
+         max_heartbeat_misses, how long a silent client can hold its client id\n\
+         and its deliveries.",
+    ),
+    (
+        "max_heartbeat_misses",
+        "Most missed heartbeats a client may ask for before it counts as dead.",
+    ),
+    (
         "handshake_timeout_ms",
         "How long a new connection has to send its Hello, in milliseconds.",
     ),

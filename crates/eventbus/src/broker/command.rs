@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::ids::{DeliveryId, MessageId, Seq, SubscriptionId};
-use super::refusal::{ProtocolRefusal, PublishRefusal, Refusal, SubscribeRefusal};
+use super::ids::{CorrelationId, DeliveryId, MessageId, Seq, SubscriptionId};
+use super::refusal::{ProtocolRefusal, PublishRefusal, Refusal, ReplyRefusal, SubscribeRefusal};
 use crate::codec::FrameError;
 use crate::codec::raw::{RawPublish, scan_publish};
 use crate::names::{ClientId, GroupName};
@@ -72,6 +72,35 @@ pub(crate) struct Publish {
     /// The envelope as the publisher sent it (its topic is `topic`); the
     /// broker stamps id, source, time and attempt when it accepts it.
     pub message: Box<proto::Envelope>,
+    /// The size of the publish frame's body: with [`STAMP_ALLOWANCE`], an
+    /// upper bound of the size of its deliveries.
+    pub wire_len: usize,
+}
+
+/// The most a delivery frame grows over the publish frame it came from: the
+/// broker's stamps (id, source, time, attempt, a request's correlation and
+/// reply-to) and the `Deliver` fields, with their keys and lengths.
+pub(crate) const STAMP_ALLOWANCE: usize = 256;
+
+/// The prefix of the topics only the broker publishes on.
+pub(crate) const RESERVED_TOPIC_PREFIX: &str = "_sys";
+
+/// The prefix of the headers only the broker sets.
+pub(crate) const RESERVED_HEADER_PREFIX: &str = "x-";
+
+/// Whether `topic` is the broker's own (`_sys` and below).
+pub(crate) fn is_reserved_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix(RESERVED_TOPIC_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The first header a client may not set, if any.
+pub(crate) fn reserved_header(headers: &std::collections::HashMap<String, String>) -> Option<&str> {
+    headers
+        .keys()
+        .map(String::as_str)
+        .find(|k| k.starts_with(RESERVED_HEADER_PREFIX))
 }
 
 /// What a publisher expects back.
@@ -118,8 +147,8 @@ pub(crate) struct Subscribe {
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub seq: Seq,
-    /// The request answered.
-    pub correlation: MessageId,
+    /// The request answered, by the token its delivery carried.
+    pub correlation: CorrelationId,
     /// The delivery it settles, if it came as one.
     pub delivery: Option<DeliveryId>,
     pub message: proto::Envelope,
@@ -162,20 +191,23 @@ pub(crate) type Inbound = Result<Command, Rejected>;
 pub(crate) fn decode(body: Bytes) -> Result<Inbound, FrameError> {
     match scan_publish(body) {
         Ok(publish) => Ok(Ok(Command::FanOut(publish))),
-        Err(body) => crate::codec::decode_body(body).map(Command::from_frame),
+        Err(body) => {
+            let wire_len = body.len();
+            crate::codec::decode_body(body).map(|frame| Command::from_frame(frame, wire_len))
+        }
     }
 }
 
 impl Command {
-    /// Validates a decoded frame.
-    pub(crate) fn from_frame(frame: Frame) -> Inbound {
+    /// Validates a decoded frame whose body was `wire_len` bytes.
+    pub(crate) fn from_frame(frame: Frame, wire_len: usize) -> Inbound {
         let Some(kind) = frame.kind else {
             // `decode_body` refuses frames without a kind; a caller that
             // built one by hand gets the same answer.
             return Err(Rejected::new(0, ProtocolRefusal::NotFromClients("(none)")));
         };
         Ok(match kind {
-            Kind::Publish(p) => Self::Publish(Publish::validate(p)?),
+            Kind::Publish(p) => Self::Publish(Publish::validate(p, wire_len)?),
             Kind::Subscribe(s) => Self::Subscribe(Subscribe::validate(s)?),
             Kind::Unsubscribe(u) => Self::Unsubscribe {
                 seq: Seq::new(u.seq),
@@ -195,12 +227,21 @@ impl Command {
                 },
                 seq: Seq::new(n.seq),
             },
-            Kind::Reply(r) => Self::Reply(Reply {
-                seq: Seq::new(r.seq),
-                correlation: MessageId::new(r.correlation_id),
-                delivery: (r.delivery_id != 0).then(|| DeliveryId::new(r.delivery_id)),
-                message: r.message.map(|m| *m).unwrap_or_default(),
-            }),
+            Kind::Reply(r) => {
+                let message = r.message.map(|m| *m).unwrap_or_default();
+                if let Some(name) = reserved_header(&message.headers) {
+                    return Err(Rejected::new(
+                        r.seq,
+                        ReplyRefusal::ReservedHeader(name.to_owned()),
+                    ));
+                }
+                Self::Reply(Reply {
+                    seq: Seq::new(r.seq),
+                    correlation: CorrelationId::new(r.correlation_id),
+                    delivery: (r.delivery_id != 0).then(|| DeliveryId::new(r.delivery_id)),
+                    message,
+                })
+            }
             Kind::Cancel(c) => Self::Cancel {
                 message: MessageId::new(c.message_id),
                 seq: Seq::new(c.seq),
@@ -222,7 +263,7 @@ impl Command {
 }
 
 impl Publish {
-    fn validate(p: proto::Publish) -> Result<Self, Rejected> {
+    fn validate(p: proto::Publish, wire_len: usize) -> Result<Self, Rejected> {
         let seq = p.seq;
         let reject = |r: Refusal| Rejected::new(seq, r);
         let mode = match PublishMode::try_from(p.mode) {
@@ -242,6 +283,14 @@ impl Publish {
         };
         let topic =
             Topic::new(&message.topic).map_err(|e| reject(PublishRefusal::from(e).into()))?;
+        if is_reserved_topic(topic.as_str()) {
+            return Err(reject(PublishRefusal::ReservedTopic(topic).into()));
+        }
+        if let Some(name) = reserved_header(&message.headers) {
+            return Err(reject(
+                PublishRefusal::ReservedHeader(name.to_owned()).into(),
+            ));
+        }
         let target = match p.target_client.as_str() {
             "" => None,
             // No such id can be connected.
@@ -260,6 +309,7 @@ impl Publish {
             target,
             topic,
             message,
+            wire_len,
         })
     }
 }

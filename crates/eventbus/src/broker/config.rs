@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     pub heartbeat_interval_ms: u64,
     /// Missed heartbeats after which a peer is declared dead.
     pub heartbeat_misses: u32,
+    /// Longest heartbeat interval a client may ask for, in milliseconds.
+    pub max_heartbeat_interval_ms: u64,
+    /// Most missed heartbeats a client may ask for before it counts as dead.
+    pub max_heartbeat_misses: u32,
     /// How long a new connection has to send its `Hello`, in milliseconds.
     pub handshake_timeout_ms: u64,
     /// How long a graceful shutdown waits for in-flight work, in milliseconds.
@@ -162,6 +166,8 @@ impl Default for BrokerConfig {
             max_subscriptions_per_client: 1024,
             heartbeat_interval_ms: 1000,
             heartbeat_misses: 3,
+            max_heartbeat_interval_ms: 10_000,
+            max_heartbeat_misses: 10,
             handshake_timeout_ms: 5000,
             drain_timeout_ms: 5000,
             max_pending_requests: 65_536,
@@ -246,6 +252,7 @@ impl BrokerConfig {
             ),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("heartbeat_misses", u64::from(self.heartbeat_misses)),
+            ("max_heartbeat_misses", u64::from(self.max_heartbeat_misses)),
             ("max_pending_requests", self.max_pending_requests as u64),
             ("max_direct_in_flight", self.max_direct_in_flight as u64),
             ("subscriber.max_len", self.subscriber.max_len as u64),
@@ -266,6 +273,20 @@ impl BrokerConfig {
                 field: "max_frame_bytes",
                 value: self.max_frame_bytes.to_string(),
                 reason: "must be between 1024 and 4294967295",
+            });
+        }
+        if self.max_heartbeat_interval_ms < self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid {
+                field: "max_heartbeat_interval_ms",
+                value: self.max_heartbeat_interval_ms.to_string(),
+                reason: "must be at least heartbeat_interval_ms",
+            });
+        }
+        if self.max_heartbeat_misses < self.heartbeat_misses {
+            return Err(ConfigError::Invalid {
+                field: "max_heartbeat_misses",
+                value: self.max_heartbeat_misses.to_string(),
+                reason: "must be at least heartbeat_misses",
             });
         }
         if self.subscriber.overflow == OverflowPolicy::Block {

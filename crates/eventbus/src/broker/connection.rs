@@ -7,6 +7,7 @@
 //! of frames read ([`RouterCell::with`]), never across an await.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -25,9 +26,30 @@ use crate::transport::{SharedStream, Stream};
 const BLOCK_RECHECK: Duration = Duration::from_millis(20);
 /// How long a refused connection gets to read why before it is closed.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest `Hello` frame read: a connection that has not said who it is
+/// gets no more buffer than this.
+pub(crate) const MAX_HELLO_BYTES: usize = 8 * 1024;
+
+/// Counts an accepted socket, from before its `Hello` until it closes,
+/// against `max_connections`.
+pub(super) struct Accepted(Arc<Shared>);
+
+impl Accepted {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        shared.sockets.fetch_add(1, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Serves one connection until it closes, fails, or the broker stops.
-pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
+pub(super) async fn serve(stream: Stream, accepted: Accepted) {
+    let shared = accepted.0.clone();
     let peer_pid = crate::transport::peer_pid(&stream);
     let admitted = admit(&stream, &shared);
     let stream = match SharedStream::new(stream) {
@@ -39,7 +61,7 @@ pub(super) async fn serve(stream: Stream, shared: Arc<Shared>) {
     };
     let config = &shared.config;
     let codec = FrameCodec::new(config.max_frame_bytes);
-    let mut reader = FrameReader::new(stream.clone(), codec);
+    let mut reader = FrameReader::new(stream.clone(), FrameCodec::new(MAX_HELLO_BYTES));
 
     if let Err(refusal) = admitted {
         return refuse(stream, codec, refusal.into()).await;
@@ -176,22 +198,23 @@ async fn wait_for_room(
             () = space.notified() => {}
             () = tokio::time::sleep(BLOCK_RECHECK) => {}
         }
-        let applied = shared.router.with(|router| {
+        let applied = shared.router.for_conn(conn, |router| {
             let now = Instant::now();
             router.begin(conn, now);
             router.retry_parked(conn, parked, now - started)
         });
-        match applied {
+        match applied.ok_or(Closed)? {
             Applied::Done => return Ok(()),
             Applied::Parked(again) => parked = again,
         }
     }
 }
 
-/// Checks the connection limit and the peer's user id before any frame is read.
+/// Checks the connection limit (sockets that have not said hello count)
+/// and the peer's user id before any frame is read.
 fn admit(stream: &Stream, shared: &Shared) -> Result<(), HandshakeRefusal> {
     let max = shared.config.max_connections;
-    if shared.router.with(|router| router.connection_count()) >= max {
+    if shared.sockets.load(Ordering::Relaxed) > max {
         tracing::warn!(max, "refusing connection: connection limit reached");
         return Err(HandshakeRefusal::ConnectionLimit { max });
     }

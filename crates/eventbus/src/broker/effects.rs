@@ -8,8 +8,11 @@
 //! [`Router::finish`] (doomed connections closed, announcements published,
 //! touched queues collected into [`Effects`]), unlock, carry the effects out.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::ids::ConnId;
+use super::refusal::DisconnectReason;
 use super::router::Router;
 use crate::framed::Outbound;
 
@@ -59,9 +62,93 @@ impl RouterCell {
         result
     }
 
+    /// Like [`with`](Self::with), for work on behalf of connection `conn`:
+    /// a panic in `work` (a bug) is logged and closes that connection, and
+    /// the broker carries on for everyone else. `None` when it panicked.
+    pub(crate) fn for_conn<T>(
+        &self,
+        conn: ConnId,
+        work: impl FnOnce(&mut Router) -> T,
+    ) -> Option<T> {
+        self.with(|router| match catch_unwind(AssertUnwindSafe(|| work(router))) {
+            Ok(result) => Some(result),
+            Err(panic) => {
+                let what = panic_text(panic.as_ref());
+                tracing::error!(%conn, panic = what, "bug: a panic while handling a connection's frames; closing it");
+                let closed = catch_unwind(AssertUnwindSafe(|| {
+                    router.disconnect(conn, DisconnectReason::InternalError);
+                }));
+                if closed.is_err() {
+                    tracing::error!(%conn, "bug: closing the connection panicked too");
+                }
+                None
+            }
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Router> {
         // A panic inside the router is a bug; continuing with its state is still
         // better than taking every other client down with it.
         self.router.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a panic said, when it said it with a string.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::broker::router::Registration;
+    use crate::proto;
+
+    fn register(cell: &RouterCell, id: &str) -> (ConnId, Arc<Outbound>) {
+        let config = BrokerConfig::default();
+        let out = Outbound::new(config.outbound_limits());
+        let registration = Registration {
+            hello: proto::Hello {
+                protocol_version: proto::PROTOCOL_VERSION,
+                client_id: id.into(),
+                ..Default::default()
+            },
+            out: out.clone(),
+            cancel: CancellationToken::new(),
+            peer_pid: None,
+        };
+        let (conn, _) = cell
+            .with(|r| r.register(registration, Instant::now()))
+            .unwrap();
+        (conn, out)
+    }
+
+    #[test]
+    fn a_panic_for_one_connection_closes_it_and_nobody_else_notices() {
+        let cell = RouterCell::new(Router::new(
+            Arc::new(BrokerConfig::default()),
+            Instant::now(),
+        ));
+        let (victim, victim_out) = register(&cell, "victim");
+        let (_, other_out) = register(&cell, "other");
+        let got = cell.for_conn(victim, |_| -> u32 { panic!("a bug") });
+        assert_eq!(got, None);
+        assert!(victim_out.is_closed(), "the panicking connection is closed");
+        assert!(!other_out.is_closed());
+        assert_eq!(cell.with(|r| r.connection_count()), 1);
+        assert_eq!(
+            cell.for_conn(victim, |_| 7),
+            Some(7),
+            "the router still serves"
+        );
     }
 }

@@ -53,6 +53,11 @@ id! {
     GroupId
 }
 id! {
+    /// What a request is answered by: an unguessable token the broker puts
+    /// in the delivered request (`Envelope.correlation_id`); see [`Tokens`].
+    CorrelationId
+}
+id! {
     /// A subscription, chosen by its client and unique within its connection;
     /// [`SubscriptionId::DIRECT`] is the direct inbox.
     SubscriptionId
@@ -111,6 +116,30 @@ impl Ids {
     }
 }
 
+/// Unguessable correlation tokens: a keyed hash (SipHash, with a key the
+/// standard library draws from the operating system's randomness) of a
+/// counter, so a client cannot answer a request it was not given by guessing
+/// its token, and no two tokens of one broker are equal in practice.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    key: std::collections::hash_map::RandomState,
+    counter: u64,
+}
+
+impl Tokens {
+    pub(crate) fn next(&mut self) -> CorrelationId {
+        use std::hash::BuildHasher;
+        loop {
+            self.counter += 1;
+            // 0 means "no correlation" on the wire.
+            let token = self.key.hash_one(self.counter);
+            if token != 0 {
+                return CorrelationId(token);
+            }
+        }
+    }
+}
+
 /// Hands out connection ids; none is ever reused.
 #[derive(Debug)]
 pub(crate) struct ConnIds {
@@ -148,5 +177,13 @@ mod tests {
         assert!(Seq::new(7).wants_answer());
         assert_eq!(SubscriptionId::DIRECT.get(), 0);
         assert_eq!(MessageId::new(42).to_string(), "42");
+        let mut tokens = Tokens::default();
+        let (a, b) = (tokens.next(), tokens.next());
+        assert_ne!(a, b);
+        assert!(a.get() != 0 && b.get() != 0);
+        assert!(
+            a.get() > 1 << 20 || b.get() > 1 << 20,
+            "not a small counter"
+        );
     }
 }

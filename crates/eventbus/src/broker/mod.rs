@@ -27,6 +27,7 @@ mod stats;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::traits::tokio::Listener as _;
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     config: Arc<BrokerConfig>,
     router: RouterCell,
     tracker: TaskTracker,
+    /// Accepted sockets not yet closed, registered or not: what
+    /// `max_connections` bounds.
+    sockets: AtomicUsize,
 }
 
 /// Why the broker stopped with an error.
@@ -61,6 +65,11 @@ pub enum RunError {
     /// Accepting connections failed in a way that will not recover.
     #[error("accepting connections failed: {0}")]
     Accept(#[source] std::io::Error),
+    /// The ticker (heartbeats, ack timeouts, request expiry) stopped, which
+    /// only a bug can cause: rather than run on without timers, the broker
+    /// shuts down and says why.
+    #[error("the ticker stopped: {0}")]
+    Ticker(String),
 }
 
 /// Why a broker could not start.
@@ -99,6 +108,7 @@ impl Broker {
                 router: RouterCell::new(Router::new(config.clone(), Instant::now())),
                 config,
                 tracker: TaskTracker::new(),
+                sockets: AtomicUsize::new(0),
             }),
             socket,
         })
@@ -119,14 +129,20 @@ impl Broker {
             shared,
             socket,
         } = self;
-        let ticker = tokio::spawn(tick(shared.clone()));
+        let mut ticker = tokio::spawn(tick(shared.clone()));
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
+                stopped = &mut ticker => {
+                    let why = ticker_stopped(stopped);
+                    tracing::error!(why, "bug: the ticker stopped; shutting down");
+                    break Err(RunError::Ticker(why));
+                }
                 accepted = listener.accept() => match accepted {
                     Ok(stream) => {
-                        shared.tracker.spawn(connection::serve(stream, shared.clone()));
+                        let accepted = connection::Accepted::new(shared.clone());
+                        shared.tracker.spawn(connection::serve(stream, accepted));
                     }
                     Err(e) if is_transient(&e) => {
                         tracing::warn!(error = %e, "accept failed; continuing");
@@ -153,6 +169,18 @@ impl Broker {
             tracing::warn!("connections still open after the drain timeout; leaving them");
         }
         result
+    }
+}
+
+/// Why the ticker task ended (it never ends by itself).
+fn ticker_stopped(stopped: Result<(), tokio::task::JoinError>) -> String {
+    match stopped {
+        Ok(()) => "it returned".to_owned(),
+        Err(e) if e.is_panic() => {
+            let panic = e.into_panic();
+            format!("it panicked: {}", effects::panic_text(panic.as_ref()))
+        }
+        Err(e) => e.to_string(),
     }
 }
 
@@ -200,4 +228,16 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e
         .raw_os_error()
         .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_ticker_that_panicked_is_told_with_its_message() {
+        let stopped = tokio::spawn(async { panic!("a timer bug") }).await;
+        assert_eq!(ticker_stopped(stopped), "it panicked: a timer bug");
+        assert_eq!(ticker_stopped(Ok(())), "it returned");
+    }
 }

@@ -18,12 +18,23 @@ use crate::names::{ClientId, GroupName};
 use crate::proto::{Envelope, MemberStats, QueueStats};
 use crate::topic::TopicFilter;
 
+/// A message a queue holds, with the size of its delivery frame (an upper
+/// bound), checked against each member's frame limit.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Queued {
+    pub message: Box<Envelope>,
+    pub size: usize,
+}
+
 /// One member of a group: a subscription of one connection.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub conn: ConnId,
     pub sid: SubscriptionId,
     pub client_id: ClientId,
+    /// The largest frame its connection takes: a message whose delivery
+    /// would not fit waits for a member it fits.
+    pub max_frame: usize,
     pub prefetch: u32,
     pub in_flight: u32,
     pub delivered: u64,
@@ -72,7 +83,7 @@ pub(crate) struct QueueGroup {
     pub name: GroupName,
     members: Vec<Member>,
     cursor: usize,
-    queue: VecDeque<Box<Envelope>>,
+    queue: VecDeque<Queued>,
     in_flight: usize,
     policy: QueuePolicy,
     pub counters: Counters,
@@ -128,7 +139,7 @@ impl QueueGroup {
         self.members.is_empty() && self.queue.is_empty()
     }
 
-    pub fn enqueue(&mut self, message: Box<Envelope>) -> Enqueued {
+    pub fn enqueue(&mut self, message: Queued) -> Enqueued {
         let mut outcome = Enqueued::Queued;
         if self.is_full() {
             match self.policy.overflow {
@@ -156,17 +167,28 @@ impl QueueGroup {
     }
 
     /// Puts a message that was in flight back at the front, for redelivery.
-    pub fn requeue_front(&mut self, mut message: Box<Envelope>) {
-        message.attempt = message.attempt.saturating_add(1);
+    pub fn requeue_front(&mut self, mut message: Queued) {
+        message.message.attempt = message.message.attempt.saturating_add(1);
         self.counters.redelivered += 1;
         self.queue.push_front(message);
     }
 
     /// Takes over a message that was in flight elsewhere (a direct send whose
     /// holder left): accepted, and first in line for redelivery.
-    pub fn adopt(&mut self, message: Box<Envelope>) {
+    pub fn adopt(&mut self, message: Queued) {
         self.counters.accepted += 1;
         self.requeue_front(message);
+    }
+
+    /// Counts a publish refused because the queue is full; returns what the
+    /// refusal names: its filter, its name and its bound.
+    pub fn reject(&mut self) -> (String, String, usize) {
+        self.counters.rejected += 1;
+        (
+            self.filter.to_string(),
+            self.name.to_string(),
+            self.policy.max_len,
+        )
     }
 
     /// Counts a message that was in flight to a member and is now settled
@@ -175,22 +197,22 @@ impl QueueGroup {
         self.counters.dead_lettered += 1;
     }
 
-    /// The next (member, message) to deliver, if any member has credit.
+    /// The next (member, message) to deliver, if any member has credit and
+    /// takes frames of its size.
     ///
     /// Marks the delivery in flight; the caller sends it.
-    pub fn next_dispatch(&mut self) -> Option<(ConnId, SubscriptionId, Box<Envelope>)> {
+    pub fn next_dispatch(&mut self) -> Option<(ConnId, SubscriptionId, Queued)> {
         let limit = self.policy.concurrency as usize;
-        if self.queue.is_empty()
-            || self.members.is_empty()
-            || (limit > 0 && self.in_flight >= limit)
-        {
+        let size = self.queue.front()?.size;
+        if self.members.is_empty() || (limit > 0 && self.in_flight >= limit) {
             return None;
         }
         let n = self.members.len();
         let start = self.cursor % n;
-        let idx = (0..n)
-            .map(|i| (start + i) % n)
-            .find(|&i| self.members[i].in_flight < self.members[i].prefetch)?;
+        let idx = (0..n).map(|i| (start + i) % n).find(|&i| {
+            let m = &self.members[i];
+            m.in_flight < m.prefetch && size <= m.max_frame
+        })?;
         let message = self.queue.pop_front()?;
         let member = &mut self.members[idx];
         member.in_flight += 1;
@@ -229,9 +251,26 @@ impl QueueGroup {
     }
 
     /// Removes a waiting message by id; returns it if it was waiting.
-    pub fn remove_waiting(&mut self, message_id: MessageId) -> Option<Box<Envelope>> {
-        let pos = self.queue.iter().position(|m| m.id == message_id.get())?;
+    pub fn remove_waiting(&mut self, message_id: MessageId) -> Option<Queued> {
+        let pos = self
+            .queue
+            .iter()
+            .position(|m| m.message.id == message_id.get())?;
         self.queue.remove(pos)
+    }
+
+    /// A waiting message, by id.
+    pub fn find_waiting(&self, message_id: MessageId) -> Option<&Envelope> {
+        self.queue
+            .iter()
+            .map(|m| &*m.message)
+            .find(|m| m.id == message_id.get())
+    }
+
+    /// The largest frame any member takes (`None` without members): a
+    /// message larger than that cannot be delivered by this group now.
+    pub fn largest_member_frame(&self) -> Option<usize> {
+        self.members.iter().map(|m| m.max_frame).max()
     }
 
     /// Messages waiting.
@@ -254,7 +293,7 @@ impl QueueGroup {
     #[cfg(test)]
     /// The waiting messages, first in line first.
     pub fn waiting(&self) -> impl Iterator<Item = &Envelope> {
-        self.queue.iter().map(|m| &**m)
+        self.queue.iter().map(|m| &*m.message)
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -310,6 +349,7 @@ mod tests {
             conn: ConnId::new(conn),
             sid: SID,
             client_id: ClientId::new(format!("c{conn}")).unwrap(),
+            max_frame: 1 << 20,
             prefetch,
             in_flight: 0,
             delivered: 0,
@@ -317,11 +357,14 @@ mod tests {
         }
     }
 
-    fn msg(id: u64) -> Box<Envelope> {
-        Box::new(Envelope {
-            id,
-            ..Default::default()
-        })
+    fn msg(id: u64) -> Queued {
+        Queued {
+            message: Box::new(Envelope {
+                id,
+                ..Default::default()
+            }),
+            size: 100,
+        }
     }
 
     #[test]
@@ -349,13 +392,13 @@ mod tests {
             g.enqueue(msg(id));
         }
         let got: Vec<_> = std::iter::from_fn(|| g.next_dispatch())
-            .map(|(c, _, m)| (c.get(), m.id))
+            .map(|(c, _, m)| (c.get(), m.message.id))
             .collect();
         assert_eq!(got, [(1, 0), (2, 1), (2, 2)]);
         assert_eq!(g.depth(), 2);
         assert!(g.settle(ConnId::new(1), SID, true));
         assert_eq!(
-            g.next_dispatch().map(|(c, _, m)| (c.get(), m.id)),
+            g.next_dispatch().map(|(c, _, m)| (c.get(), m.message.id)),
             Some((1, 3))
         );
     }
@@ -368,7 +411,10 @@ mod tests {
         }
         assert_eq!(g.counters.dropped, 2);
         assert_eq!((g.counters.accepted, g.counters.evicted), (4, 2));
-        assert_eq!(g.remove_waiting(MessageId::new(2)).map(|m| m.id), Some(2));
+        assert_eq!(
+            g.remove_waiting(MessageId::new(2)).map(|m| m.message.id),
+            Some(2)
+        );
 
         let mut g = group(1, OverflowPolicy::DropIncoming);
         assert_eq!(g.enqueue(msg(0)), Enqueued::Queued);
@@ -378,6 +424,22 @@ mod tests {
         g.enqueue(msg(0));
         assert_eq!(g.enqueue(msg(1)), Enqueued::Rejected);
         assert_eq!(g.counters.rejected, 1);
+    }
+
+    #[test]
+    fn a_message_waits_for_a_member_whose_frames_it_fits() {
+        let mut g = group(10, OverflowPolicy::Reject);
+        let mut small = member(1, 5);
+        small.max_frame = 1000;
+        g.join(small);
+        let mut big = msg(0);
+        big.size = 2000;
+        g.enqueue(big);
+        assert!(g.next_dispatch().is_none(), "too big for the only member");
+        assert_eq!(g.largest_member_frame(), Some(1000));
+        g.join(member(2, 5));
+        let (conn, _, m) = g.next_dispatch().unwrap();
+        assert_eq!((conn.get(), m.size), (2, 2000));
     }
 
     #[test]
@@ -391,6 +453,6 @@ mod tests {
         g.requeue_front(first);
         g.join(member(2, 5));
         let (conn, _, m) = g.next_dispatch().unwrap();
-        assert_eq!((conn.get(), m.id, m.attempt), (2, 0, 1));
+        assert_eq!((conn.get(), m.message.id, m.message.attempt), (2, 0, 1));
     }
 }

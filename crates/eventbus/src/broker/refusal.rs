@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::ids::{DeliveryId, MessageId, Seq, SubscriptionId};
+use super::ids::{CorrelationId, DeliveryId, MessageId, Seq, SubscriptionId};
 use crate::codec::FrameError;
 use crate::framed::ReadError;
 use crate::names::NameError;
@@ -32,6 +32,18 @@ pub(crate) enum HandshakeRefusal {
     UnsupportedVersion { got: u32 },
     #[error(transparent)]
     InvalidClientId(NameError),
+    #[error("client id {0:?} is reserved for the broker")]
+    ReservedClientId(String),
+    #[error("hello field {field} is {len} bytes long; the limit is {max}")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{count} capabilities; the limit is {max}")]
+    TooManyCapabilities { count: usize, max: usize },
+    #[error("capability: {0}")]
+    InvalidCapability(NameError),
     #[error("broker is shutting down")]
     ShuttingDown,
 }
@@ -59,6 +71,17 @@ pub(crate) enum PublishRefusal {
     InvalidTopic(#[from] TopicError),
     #[error("no connected client {client:?}")]
     NoSuchClient { client: String },
+    #[error("topic {0} is reserved for the broker")]
+    ReservedTopic(Topic),
+    #[error("header {0:?} is reserved for the broker (x- prefix)")]
+    ReservedHeader(String),
+    #[error("a delivery of {size} bytes would not fit the {limit}-byte frame limit of {receiver}")]
+    TooLarge {
+        /// A client id, or `group:<name>` when no member of a group takes it.
+        receiver: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("direct inbox of {client} is full: {max} messages unsettled")]
     DirectInboxFull {
         client: String,
@@ -121,7 +144,13 @@ pub(crate) enum ReplyRefusal {
     #[error(transparent)]
     Settle(#[from] SettleRefusal),
     #[error("request {0} is not awaiting a reply")]
-    NotAwaited(MessageId),
+    NotAwaited(CorrelationId),
+    #[error("request {0} was not delivered to this client")]
+    NotAResponder(CorrelationId),
+    #[error("header {0:?} is reserved for the broker (x- prefix)")]
+    ReservedHeader(String),
+    #[error("a reply of {size} bytes would not fit the {limit}-byte frame limit of its requester")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Why a cancel was refused.
@@ -129,6 +158,8 @@ pub(crate) enum ReplyRefusal {
 pub(crate) enum CancelRefusal {
     #[error("message {0} is neither queued nor in flight")]
     UnknownMessage(MessageId),
+    #[error("message {0} was published by another client")]
+    NotPublisher(MessageId),
 }
 
 /// Why an accepted request will get no reply, told to its requester.
@@ -209,7 +240,12 @@ impl Refusal {
                 HandshakeRefusal::PermissionDenied { .. } => C::PermissionDenied,
                 HandshakeRefusal::NotHello => C::Protocol,
                 HandshakeRefusal::UnsupportedVersion { .. } => C::UnsupportedVersion,
-                HandshakeRefusal::InvalidClientId(_) => C::InvalidClientId,
+                HandshakeRefusal::InvalidClientId(_) | HandshakeRefusal::ReservedClientId(_) => {
+                    C::InvalidClientId
+                }
+                HandshakeRefusal::FieldTooLong { .. }
+                | HandshakeRefusal::TooManyCapabilities { .. }
+                | HandshakeRefusal::InvalidCapability(_) => C::InvalidArgument,
                 HandshakeRefusal::ShuttingDown => C::ShuttingDown,
             },
             Self::Protocol(r) => match r {
@@ -222,6 +258,10 @@ impl Refusal {
                 PublishRefusal::ShuttingDown => C::ShuttingDown,
                 PublishRefusal::InvalidTopic(_) => C::InvalidTopic,
                 PublishRefusal::NoSuchClient { .. } => C::NoSuchClient,
+                PublishRefusal::ReservedTopic(_) | PublishRefusal::ReservedHeader(_) => {
+                    C::PermissionDenied
+                }
+                PublishRefusal::TooLarge { .. } => C::FrameTooLarge,
                 PublishRefusal::DirectInboxFull { .. }
                 | PublishRefusal::QueueFull { .. }
                 | PublishRefusal::SubscriberFull { .. }
@@ -242,7 +282,12 @@ impl Refusal {
                 C::UnknownDelivery
             }
             Self::Reply(ReplyRefusal::NotAwaited(_)) => C::UnknownMessage,
+            Self::Reply(ReplyRefusal::NotAResponder(_) | ReplyRefusal::ReservedHeader(_)) => {
+                C::PermissionDenied
+            }
+            Self::Reply(ReplyRefusal::TooLarge { .. }) => C::FrameTooLarge,
             Self::Cancel(CancelRefusal::UnknownMessage(_)) => C::UnknownMessage,
+            Self::Cancel(CancelRefusal::NotPublisher(_)) => C::PermissionDenied,
             Self::Request(r) => match r {
                 RequestFailure::DeadLettered { .. } => C::DeadLettered,
                 RequestFailure::HandedBack { .. } | RequestFailure::HolderLeft { .. } => {
@@ -300,7 +345,19 @@ impl Refusal {
                     ("max_len", max_len.to_string()),
                     ("waited_ms", waited.as_millis().to_string()),
                 ]),
-                PublishRefusal::ShuttingDown | PublishRefusal::InvalidTopic(_) => Vec::new(),
+                PublishRefusal::TooLarge {
+                    receiver,
+                    size,
+                    limit,
+                } => of([
+                    ("receiver", receiver.clone()),
+                    ("size", size.to_string()),
+                    ("limit", limit.to_string()),
+                ]),
+                PublishRefusal::ReservedTopic(topic) => of([("topic", topic.to_string())]),
+                PublishRefusal::ShuttingDown
+                | PublishRefusal::InvalidTopic(_)
+                | PublishRefusal::ReservedHeader(_) => Vec::new(),
             },
             Self::Subscribe(SubscribeRefusal::Limit { max }) => {
                 of([("max_subscriptions", max.to_string())])
@@ -309,7 +366,9 @@ impl Refusal {
             | Self::Reply(ReplyRefusal::Settle(SettleRefusal::UnknownDelivery(id))) => {
                 of([("delivery_id", id.to_string())])
             }
-            Self::Cancel(CancelRefusal::UnknownMessage(id)) => of([("message_id", id.to_string())]),
+            Self::Cancel(CancelRefusal::UnknownMessage(id) | CancelRefusal::NotPublisher(id)) => {
+                of([("message_id", id.to_string())])
+            }
             Self::Request(r) => match r {
                 RequestFailure::DeadLettered {
                     id,
@@ -327,7 +386,12 @@ impl Refusal {
             Self::Handshake(_)
             | Self::Protocol(_)
             | Self::Subscribe(_)
-            | Self::Reply(ReplyRefusal::NotAwaited(_))
+            | Self::Reply(
+                ReplyRefusal::NotAwaited(_)
+                | ReplyRefusal::NotAResponder(_)
+                | ReplyRefusal::ReservedHeader(_)
+                | ReplyRefusal::TooLarge { .. },
+            )
             | Self::Unreadable(_)
             | Self::TooLarge(_) => Vec::new(),
         }
@@ -364,6 +428,8 @@ pub(crate) enum DisconnectReason {
     Unreadable,
     #[error("replaced by a newer connection with the same client id")]
     Replaced,
+    #[error("internal error while handling its frames")]
+    InternalError,
     #[error("heartbeats missed")]
     HeartbeatsMissed,
     #[error("too slow: outbound buffer at its hard cap")]

@@ -268,8 +268,8 @@ fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
     }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
-            // id, correlation_id, timestamp_us, attempt.
-            (1 | 5 | 8 | 9, VARINT) => {
+            // id, timestamp_us, attempt (the broker's stamps replace them).
+            (1 | 8 | 9, VARINT) => {
                 fields.varint()?;
             }
             // topic: once (a repeated one would be merged by the decoder).
@@ -278,11 +278,13 @@ fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
             (3, LEN) => {
                 fields.bytes()?;
             }
-            // reply_to, source.
-            (6 | 7, LEN) => {
+            // source (replaced by the broker's stamp).
+            (7, LEN) => {
                 fields.string()?;
             }
-            // Headers (4) and anything unknown take the decoding path.
+            // Headers (4), a correlation id (5) or reply-to (6) the broker
+            // must strip or refuse, and anything unknown take the decoding
+            // path.
             _ => return None,
         }
     }

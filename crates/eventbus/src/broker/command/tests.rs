@@ -262,7 +262,7 @@ fn frames_only_the_broker_sends_are_refused() {
         );
     }
     assert!(matches!(
-        Command::from_frame(Frame { kind: None }),
+        Command::from_frame(Frame { kind: None }, 0),
         Err(Rejected { seq, .. }) if seq == Seq::NONE
     ));
 }

@@ -15,7 +15,7 @@ use super::Map;
 use crate::broker::ids::{ConnId, ConnIds, GroupId, SubscriptionId};
 use crate::broker::refusal::DisconnectReason;
 use crate::framed::{Outbound, Outgoing, PushError, Pushed};
-use crate::names::ClientId;
+use crate::names::{ClientId, GroupName};
 use crate::proto::{self, Frame};
 use crate::topic::TopicFilter;
 
@@ -62,9 +62,13 @@ pub(super) struct Conn {
     pub pid: u32,
     /// Capabilities from `Hello`: a direct message its holder leaves unsettled
     /// goes to the queue group named after one of them.
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<GroupName>,
     pub out: Arc<Outbound>,
     pub cancel: CancellationToken,
+    /// The largest frame it takes (negotiated in `Welcome`).
+    pub max_frame: usize,
+    /// May cancel other clients' messages.
+    pub admin: bool,
     pub subs: Map<SubscriptionId, Sub>,
     pub liveness: Liveness,
     pub counters: ConnCounters,
@@ -84,9 +88,11 @@ pub(super) struct NewConn {
     pub client_id: ClientId,
     pub kind: String,
     pub pid: u32,
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<GroupName>,
     pub out: Arc<Outbound>,
     pub cancel: CancellationToken,
+    pub max_frame: usize,
+    pub admin: bool,
     pub liveness: Liveness,
 }
 
@@ -117,6 +123,8 @@ impl Connections {
                 capabilities: new.capabilities,
                 out: new.out,
                 cancel: new.cancel,
+                max_frame: new.max_frame,
+                admin: new.admin,
                 subs: Map::default(),
                 liveness: new.liveness,
                 counters: ConnCounters::default(),
@@ -155,6 +163,7 @@ impl Connections {
         self.by_client.get(client).copied()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -7,7 +7,7 @@
 
 use super::counters::TopicCount;
 use super::{Applied, Router, Target};
-use crate::broker::command::Command;
+use crate::broker::command::{Command, STAMP_ALLOWANCE, is_reserved_topic};
 use crate::broker::ids::{ConnId, Seq, SubscriptionId};
 use crate::codec::raw::{RawDeliver, RawPublish};
 use crate::framed::Outgoing;
@@ -19,8 +19,9 @@ impl Router {
         if self.fan_out_fast(conn, &raw) {
             return Applied::Done;
         }
+        let wire_len = raw.body.len();
         match crate::codec::decode_body(raw.body) {
-            Ok(frame) => self.apply(conn, Command::from_frame(frame)),
+            Ok(frame) => self.apply(conn, Command::from_frame(frame, wire_len)),
             Err(e) => {
                 // `scan_publish` only keeps what decodes; never expected.
                 tracing::error!(error = %e, "a publish kept encoded does not decode");
@@ -38,6 +39,11 @@ impl Router {
         let Some(mut route) = self.route_for(raw) else {
             return false;
         };
+        if raw.body.len() + STAMP_ALLOWANCE > route.min_frame {
+            // Too large for a receiver: the decoding path refuses it.
+            self.fanout_route = Some(route);
+            return false;
+        }
         let Some(c) = self.conns.get(conn) else {
             self.fanout_route = Some(route);
             return false;
@@ -95,13 +101,22 @@ impl Router {
             }
         }
         let topic = Topic::new(raw.topic()).ok()?;
+        if is_reserved_topic(topic.as_str()) {
+            return None;
+        }
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(&topic, &mut targets);
         let mut plain = Vec::with_capacity(targets.len());
         let mut grouped = false;
+        let mut min_frame = usize::MAX;
         for target in targets.drain(..) {
             match target {
-                Target::Plain { conn, sid } => plain.push((conn, sid)),
+                Target::Plain { conn, sid } => {
+                    plain.push((conn, sid));
+                    if let Some(c) = self.conns.get(conn) {
+                        min_frame = min_frame.min(c.max_frame);
+                    }
+                }
                 Target::Group(_) => grouped = true,
             }
         }
@@ -110,6 +125,7 @@ impl Router {
             topic,
             generation,
             plain,
+            min_frame,
             pending: TopicCount::default(),
         })
     }
@@ -132,6 +148,8 @@ pub(super) struct Route {
     generation: u64,
     /// `(connection, subscription id)` of every matching plain subscription.
     plain: Vec<(ConnId, SubscriptionId)>,
+    /// The smallest frame limit among them.
+    min_frame: usize,
     /// Publishes and deliveries on this route not yet in the topic stats
     /// (added when the route is replaced or stats are read).
     pending: TopicCount,

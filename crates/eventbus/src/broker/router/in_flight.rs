@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::Map;
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
+use crate::broker::queue::Queued;
 use crate::proto;
 
 /// A delivery awaiting its ack.
@@ -20,6 +21,8 @@ pub(super) struct InFlight {
     /// The queue group it came from; `None` for a direct send.
     pub group: Option<GroupId>,
     pub message: Box<proto::Envelope>,
+    /// Its delivery frame's size (an upper bound).
+    pub size: usize,
     /// When the ack timeout takes it back, if its group has one.
     pub deadline: Option<Instant>,
 }
@@ -27,6 +30,14 @@ pub(super) struct InFlight {
 impl InFlight {
     pub fn message_id(&self) -> MessageId {
         MessageId::new(self.message.id)
+    }
+
+    /// The message, to queue again.
+    pub fn into_queued(self) -> Queued {
+        Queued {
+            message: self.message,
+            size: self.size,
+        }
     }
 }
 
@@ -48,6 +59,16 @@ impl InFlightTable {
 
     pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
         self.map.remove(&id)
+    }
+
+    /// Delivery `id`, if `conn` holds it.
+    pub fn get_held(&self, id: DeliveryId, conn: ConnId) -> Option<&InFlight> {
+        self.map.get(&id).filter(|f| f.conn == conn)
+    }
+
+    /// A delivery carrying message `id`, if one is in flight.
+    pub fn find_message_ref(&self, id: MessageId) -> Option<&InFlight> {
+        self.map.values().find(|f| f.message_id() == id)
     }
 
     /// Removes delivery `id` if `conn` holds it.

@@ -13,16 +13,24 @@ use super::{Clock, Router, SLOW_CONSUMER_TOPIC};
 use crate::broker::ids::{ConnId, MessageId};
 use crate::broker::refusal::{DisconnectReason, HandshakeRefusal, RequestFailure};
 use crate::framed::Outbound;
-use crate::names::ClientId;
+use prost::Message as _;
+
+use crate::broker::command::STAMP_ALLOWANCE;
+use crate::broker::queue::Queued;
+use crate::codec::MIN_MAX_FRAME_BYTES;
+use crate::names::{ClientId, GroupName};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
 
-/// The shortest heartbeat interval a client may ask for.
+/// The shortest heartbeat interval a client may ask for (the longest, and
+/// the most misses, are the broker's configuration).
 pub(crate) const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
-/// The longest heartbeat interval a client may ask for.
-pub(crate) const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
-/// The most missed heartbeats a client may ask for before it counts as dead.
-pub(crate) const MAX_HEARTBEAT_MISSES: u32 = 100;
+/// The longest `Hello.kind`, in bytes.
+pub(crate) const MAX_KIND_BYTES: usize = 64;
+/// The most capabilities a client may declare.
+pub(crate) const MAX_CAPABILITIES: usize = 16;
+/// The client id only the broker uses (as the source of what it publishes).
+pub(crate) const BROKER_CLIENT_ID: &str = "broker";
 /// A slow consumer is announced at most this often.
 const SLOW_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -56,6 +64,28 @@ impl Router {
         }
         let client_id =
             ClientId::new(&hello.client_id).map_err(HandshakeRefusal::InvalidClientId)?;
+        if client_id.as_str() == BROKER_CLIENT_ID {
+            return Err(HandshakeRefusal::ReservedClientId(hello.client_id));
+        }
+        if hello.kind.len() > MAX_KIND_BYTES {
+            return Err(HandshakeRefusal::FieldTooLong {
+                field: "kind",
+                len: hello.kind.len(),
+                max: MAX_KIND_BYTES,
+            });
+        }
+        if hello.capabilities.len() > MAX_CAPABILITIES {
+            return Err(HandshakeRefusal::TooManyCapabilities {
+                count: hello.capabilities.len(),
+                max: MAX_CAPABILITIES,
+            });
+        }
+        let capabilities = hello
+            .capabilities
+            .iter()
+            .map(GroupName::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandshakeRefusal::InvalidCapability)?;
         if self.draining {
             return Err(HandshakeRefusal::ShuttingDown);
         }
@@ -63,17 +93,18 @@ impl Router {
             self.disconnect(old, DisconnectReason::Replaced);
         }
         let config = &self.config;
+        let max_heartbeat = Duration::from_millis(config.max_heartbeat_interval_ms);
         let interval = match hello.heartbeat_interval_ms {
             0 => config.heartbeat_interval(),
-            ms => Duration::from_millis(u64::from(ms)).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
+            ms => Duration::from_millis(u64::from(ms)).clamp(MIN_HEARTBEAT, max_heartbeat),
         };
         let misses = match hello.heartbeat_misses {
             0 => config.heartbeat_misses,
-            n => n.min(MAX_HEARTBEAT_MISSES),
+            n => n.min(config.max_heartbeat_misses),
         };
         let max_frame = match hello.max_frame_bytes {
             0 => config.max_frame_bytes,
-            n => (n as usize).min(config.max_frame_bytes),
+            n => (n as usize).clamp(MIN_MAX_FRAME_BYTES, config.max_frame_bytes),
         };
         let welcome = proto::Welcome {
             protocol_version: proto::PROTOCOL_VERSION,
@@ -88,9 +119,11 @@ impl Router {
             client_id,
             kind: hello.kind,
             pid: r.peer_pid.unwrap_or(hello.pid),
-            capabilities: hello.capabilities,
+            capabilities,
             out: r.out,
             cancel: r.cancel,
+            max_frame,
+            admin: false,
             liveness: Liveness {
                 last_seen: now,
                 next_heartbeat: now + interval,
@@ -120,7 +153,7 @@ impl Router {
             self.drop_sub(conn, sid);
         }
         for f in self.in_flight.take_held(conn, None) {
-            self.hand_over_direct(&capabilities, f.message, reason);
+            self.hand_over_direct(&capabilities, f.into_queued(), reason);
         }
         self.requests.forget_requester(conn);
         let c = self.conns.remove(conn).expect("checked above");
@@ -150,7 +183,8 @@ impl Router {
                 attempt: 1,
                 ..Default::default()
             });
-            let _ = self.route(&topic, message);
+            let size = message.encoded_len() + STAMP_ALLOWANCE;
+            let _ = self.route(&topic, Queued { message, size });
         }
     }
 
@@ -223,38 +257,38 @@ impl Router {
     /// a waiting requester learns at once that nobody will answer.
     fn hand_over_direct(
         &mut self,
-        capabilities: &[String],
-        message: Box<proto::Envelope>,
+        capabilities: &[GroupName],
+        queued: Queued,
         reason: DisconnectReason,
     ) {
-        let topic = Topic::new(&message.topic).ok();
+        let topic = Topic::new(&queued.message.topic).ok();
         let gid = self
             .queues
             .iter()
             .find(|(_, g)| {
-                capabilities.iter().any(|c| c == g.name.as_str())
+                capabilities.contains(&g.name)
                     && topic.as_ref().is_some_and(|t| g.filter.matches(t))
             })
             .map(|(gid, _)| gid);
         if let Some(gid) = gid {
             let group = self.queues.get_mut(gid).expect("found above");
             let max = group.policy().max_attempts;
-            if max > 0 && message.attempt >= max {
+            if max > 0 && queued.message.attempt >= max {
                 group.counters.accepted += 1;
                 let reason = format!("{reason}; {max} attempts used");
-                self.dead_letter(gid, message, &reason);
+                self.dead_letter(gid, queued, &reason);
             } else {
-                group.adopt(message);
+                group.adopt(queued);
             }
             self.pump(gid);
         } else {
-            let id = MessageId::new(message.id);
+            let id = MessageId::new(queued.message.id);
             self.fail_request(
                 id,
                 RequestFailure::HolderLeft {
                     id,
                     reason: reason.to_string(),
-                    topic: message.topic.clone(),
+                    topic: queued.message.topic.clone(),
                 },
             );
         }

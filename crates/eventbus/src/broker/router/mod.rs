@@ -45,7 +45,7 @@ use connections::Connections;
 use counters::{TopicCounters, Totals};
 use in_flight::InFlightTable;
 use queues::Queues;
-use requests::Requests;
+use requests::{Requests, Responders};
 use schedule::Schedule;
 
 pub(crate) use lifecycle::Registration;
@@ -53,7 +53,7 @@ pub(crate) use lifecycle::Registration;
 use super::command::{Command, Inbound, Publish};
 use super::config::BrokerConfig;
 use super::effects::Effects;
-use super::ids::{ConnId, GroupId, Ids, Seq, SubscriptionId};
+use super::ids::{ConnId, GroupId, Ids, Seq, SubscriptionId, Tokens};
 use super::refusal::{DisconnectReason, Refusal};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::SubscriptionIndex;
@@ -129,6 +129,10 @@ pub(crate) struct Router {
     totals: Totals,
     topics: TopicCounters,
     ids: Ids,
+    /// Requests' correlation tokens.
+    tokens: Tokens,
+    /// The plain subscribers the request being routed was copied to.
+    recipients: Responders,
     clock: Clock,
     schedule: Schedule,
     /// Where the last publish kept encoded went, reused while its topic
@@ -154,6 +158,8 @@ impl Router {
             totals: Totals::default(),
             topics: TopicCounters::default(),
             ids: Ids::default(),
+            tokens: Tokens::default(),
+            recipients: Responders::None,
             clock: Clock::at(now),
             schedule: Schedule::new(now),
             fanout_route: None,
@@ -169,6 +175,7 @@ impl Router {
         self.schedule.waker()
     }
 
+    #[cfg(test)]
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
@@ -211,7 +218,8 @@ impl Router {
                 (seq, self.cancel(conn, message, seq).map_err(Into::into))
             }
             Command::Stats { seq } => {
-                let stats = self.stats(seq.get());
+                let max_frame = self.conns.get(conn).map_or(0, |c| c.max_frame);
+                let stats = self.stats(seq.get(), max_frame);
                 let frame = Frame {
                     kind: Some(Kind::StatsResponse(stats)),
                 };

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use super::in_flight::InFlight;
-use super::requests::PendingRequest;
+use super::requests::{PendingRequest, Responders};
 use super::{Applied, Parked, Router, Target, ok};
-use crate::broker::command::{Mode, Publish};
-use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
-use crate::broker::queue::Enqueued;
+use crate::broker::command::{Mode, Publish, STAMP_ALLOWANCE};
+use crate::broker::ids::{ConnId, CorrelationId, DeliveryId, GroupId, MessageId, SubscriptionId};
+use crate::broker::queue::{Enqueued, Queued};
 use crate::broker::refusal::PublishRefusal;
 use crate::framed::{Outgoing, OverflowPolicy, PushError, Pushed};
 use crate::names::ClientId;
@@ -89,12 +89,18 @@ impl Router {
             target,
             topic,
             message,
+            wire_len,
         } = p;
-        let message = self.stamp(conn, message, mode);
+        let (message, token) = self.stamp(conn, message, mode);
         let id = MessageId::new(message.id);
+        let queued = Queued {
+            message,
+            size: wire_len + STAMP_ALLOWANCE,
+        };
+        self.recipients = Responders::None;
         let delivered = match &target {
-            Some(client) => self.direct(client, &topic, message).map(|()| 0),
-            None => self.route(&topic, message),
+            Some(client) => self.direct(client, &topic, queued).map(|()| 0),
+            None => self.route(&topic, queued),
         };
         let delivered = match delivered {
             Err(refusal) => return Err(refusal),
@@ -104,14 +110,16 @@ impl Router {
             Ok(n) => n,
         };
         self.count_published(conn, &topic, delivered);
-        if let Mode::Request { timeout, .. } = mode {
+        if let (Mode::Request { timeout, .. }, Some(token)) = (mode, token) {
             let deadline = self.clock.now + timeout;
             self.requests.insert(
-                id,
+                token,
                 PendingRequest {
                     conn,
                     seq,
                     deadline,
+                    message: id,
+                    responders: std::mem::take(&mut self.recipients),
                 },
             );
             self.schedule.due_by(deadline);
@@ -123,14 +131,14 @@ impl Router {
     }
 
     /// Stamps what the broker vouches for: a new id, the publisher's client
-    /// id, the time, the first attempt; a request's correlation id and
-    /// reply-to.
+    /// id, the time, the first attempt; a request's unguessable correlation
+    /// token (returned) and reply-to, which anything else does not carry.
     fn stamp(
         &mut self,
         conn: ConnId,
         mut message: Box<proto::Envelope>,
         mode: Mode,
-    ) -> Box<proto::Envelope> {
+    ) -> (Box<proto::Envelope>, Option<CorrelationId>) {
         message.id = self.ids.message().get();
         message.source = self
             .conns
@@ -139,11 +147,18 @@ impl Router {
             .unwrap_or_default();
         message.timestamp_us = self.clock.wall_us;
         message.attempt = 1;
-        if mode.is_request() {
-            message.correlation_id = message.id;
-            message.reply_to = message.source.clone();
+        let token = mode.is_request().then(|| self.tokens.next());
+        match token {
+            Some(token) => {
+                message.correlation_id = token.get();
+                message.reply_to = message.source.clone();
+            }
+            None => {
+                message.correlation_id = 0;
+                message.reply_to.clear();
+            }
         }
-        message
+        (message, token)
     }
 
     /// Counts an accepted publish on `topic` that made `delivered` deliveries.
@@ -182,32 +197,20 @@ impl Router {
     /// Delivers `msg` to every matching target; returns how many took it.
     ///
     /// A message one of its queue groups would refuse (full, `reject` or a
-    /// timed-out `block`) goes nowhere and is refused as a whole: a publisher
-    /// told `QueueFull` knows no copy went out, and one told `Ok` knows every
-    /// matching group holds its task.
-    pub(super) fn route(
-        &mut self,
-        topic: &Topic,
-        msg: Box<proto::Envelope>,
-    ) -> Result<u64, PublishRefusal> {
+    /// timed-out `block`), or whose delivery would not fit a receiver's frame
+    /// limit, goes nowhere and is refused as a whole: a publisher told
+    /// `QueueFull` knows no copy went out, and one told `Ok` knows every
+    /// matching group holds its task. The plain subscribers a request is
+    /// copied to are noted in `recipients`, as the ones who may answer it.
+    pub(super) fn route(&mut self, topic: &Topic, msg: Queued) -> Result<u64, PublishRefusal> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
-        let refusing = targets.iter().find_map(|t| match *t {
-            Target::Group(gid) => self.queues.get(gid).and_then(|g| {
-                let refuses = matches!(
-                    g.policy().overflow,
-                    OverflowPolicy::Reject | OverflowPolicy::Block
-                );
-                (refuses && g.is_full()).then_some(gid)
-            }),
-            Target::Plain { .. } => None,
-        });
-        if let Some(gid) = refusing {
+        if let Some(refusal) = self.refusal_before_routing(topic, &targets, msg.size) {
             targets.clear();
             self.scratch = targets;
-            // `enqueue` decides as checked above: this counts and returns the refusal.
-            return self.enqueue(gid, topic, msg).map(|()| 1);
+            return Err(refusal);
         }
+        let request = msg.message.correlation_id != 0;
         let mut delivered = 0;
         let mut refusal = None;
         let mut msg = Some(msg);
@@ -220,8 +223,13 @@ impl Router {
             };
             match target {
                 Target::Plain { conn, sid } => {
-                    match self.deliver_plain(conn, topic, deliver(sid, m)) {
-                        Ok(true) => delivered += 1,
+                    match self.deliver_plain(conn, topic, deliver(sid, m.message)) {
+                        Ok(true) => {
+                            delivered += 1;
+                            if request {
+                                self.recipients.add(conn);
+                            }
+                        }
                         Ok(false) => {}
                         Err(r) => refusal = Some(r),
                     }
@@ -237,6 +245,54 @@ impl Router {
             Some(r) if delivered == 0 => Err(r),
             _ => Ok(delivered),
         }
+    }
+
+    /// Why a message of delivery size `size` must go to none of `targets`:
+    /// a full queue that refuses, or a receiver whose frames it would not
+    /// fit (a group: none of its members).
+    fn refusal_before_routing(
+        &mut self,
+        topic: &Topic,
+        targets: &[Target],
+        size: usize,
+    ) -> Option<PublishRefusal> {
+        for target in targets {
+            let (limit, receiver) = match *target {
+                Target::Plain { conn, .. } => match self.conns.get(conn) {
+                    Some(c) => (c.max_frame, c.client_id.to_string()),
+                    None => continue,
+                },
+                Target::Group(gid) => {
+                    let g = self.queues.get_mut(gid)?;
+                    let refuses = matches!(
+                        g.policy().overflow,
+                        OverflowPolicy::Reject | OverflowPolicy::Block
+                    );
+                    if refuses && g.is_full() {
+                        // As `enqueue` would decide; counted as rejected.
+                        let (filter, group, max_len) = g.reject();
+                        return Some(PublishRefusal::QueueFull {
+                            topic: topic.clone(),
+                            filter,
+                            group,
+                            max_len,
+                        });
+                    }
+                    match g.largest_member_frame() {
+                        Some(limit) => (limit, format!("group:{}", g.name)),
+                        None => continue,
+                    }
+                }
+            };
+            if size > limit {
+                return Some(PublishRefusal::TooLarge {
+                    receiver,
+                    size,
+                    limit,
+                });
+            }
+        }
+        None
     }
 
     /// Queues a fan-out delivery (`item`: the `Deliver` frame, maybe already
@@ -288,7 +344,7 @@ impl Router {
         &mut self,
         gid: GroupId,
         topic: &Topic,
-        message: Box<proto::Envelope>,
+        message: Queued,
     ) -> Result<(), PublishRefusal> {
         let group = self.queues.get_mut(gid).expect("indexed groups exist");
         match group.enqueue(message) {
@@ -334,9 +390,10 @@ impl Router {
         sid: SubscriptionId,
         delivery: DeliveryId,
         group: Option<GroupId>,
-        message: Box<proto::Envelope>,
+        queued: Queued,
     ) {
         self.totals.delivered += 1;
+        let Queued { message, size } = queued;
         let frame = Frame {
             kind: Some(Kind::Deliver(proto::Deliver {
                 sid: sid.get(),
@@ -365,6 +422,7 @@ impl Router {
                 sid,
                 group,
                 message,
+                size,
                 deadline,
             },
         );
@@ -377,23 +435,31 @@ impl Router {
         &mut self,
         target: &ClientId,
         topic: &Topic,
-        msg: Box<proto::Envelope>,
+        msg: Queued,
     ) -> Result<(), PublishRefusal> {
-        let Some(conn) = self.conns.by_client(target) else {
+        let Some(c) = self
+            .conns
+            .by_client(target)
+            .and_then(|conn| self.conns.get(conn))
+        else {
             return Err(PublishRefusal::NoSuchClient {
                 client: target.to_string(),
             });
         };
+        let conn = self.conns.by_client(target).expect("just found");
         let max = self.config.max_direct_in_flight;
-        if self
-            .conns
-            .get(conn)
-            .is_some_and(|c| c.direct_in_flight >= max)
-        {
+        if c.direct_in_flight >= max {
             return Err(PublishRefusal::DirectInboxFull {
                 client: target.to_string(),
                 topic: topic.to_string(),
                 max,
+            });
+        }
+        if msg.size > c.max_frame {
+            return Err(PublishRefusal::TooLarge {
+                receiver: target.to_string(),
+                size: msg.size,
+                limit: c.max_frame,
             });
         }
         let delivery = self.ids.delivery();

@@ -112,6 +112,11 @@ impl Queues {
         self.space.clone()
     }
 
+    /// Message `id`, if it waits in a queue.
+    pub fn find_waiting(&self, id: MessageId) -> Option<&crate::proto::Envelope> {
+        self.groups.values().find_map(|g| g.find_waiting(id))
+    }
+
     /// Removes message `id` from the queue it waits in, if any; returns its
     /// group.
     pub fn remove_waiting(&mut self, id: MessageId) -> Option<GroupId> {

@@ -1,10 +1,13 @@
 //! Settling deliveries: acks, nacks, replies, cancellation, ack timeouts,
 //! redelivery and dead letters.
 
+use prost::Message as _;
+
 use super::in_flight::InFlight;
 use super::{DEAD_LETTER_PREFIX, Router, ok};
-use crate::broker::command::{Reply, Settlement};
+use crate::broker::command::{Reply, STAMP_ALLOWANCE, Settlement};
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
+use crate::broker::queue::Queued;
 use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
@@ -45,8 +48,10 @@ impl Router {
             group.settle(conn, f.sid, how == Settlement::Ack);
             match how {
                 Settlement::Ack => {}
-                Settlement::Requeue => self.redeliver(gid, f.message, "nacked"),
-                Settlement::Reject => self.dead_letter(gid, f.message, "rejected by the consumer"),
+                Settlement::Requeue => self.redeliver(gid, f.into_queued(), "nacked"),
+                Settlement::Reject => {
+                    self.dead_letter(gid, f.into_queued(), "rejected by the consumer");
+                }
             }
             self.pump(gid);
         }
@@ -54,23 +59,57 @@ impl Router {
     }
 
     /// Forwards a reply to its requester (settling the delivery it answers,
-    /// if any); the first reply wins.
+    /// if any); the first reply wins. Only a client the request was
+    /// delivered to may answer it: the holder of the delivery it names, or a
+    /// plain subscriber it was copied to.
     pub(super) fn reply(&mut self, conn: ConnId, r: Reply) -> Result<(), ReplyRefusal> {
-        if let Some(delivery) = r.delivery {
-            self.settle(conn, delivery, Settlement::Ack)?;
+        let token = r.correlation;
+        match r.delivery {
+            Some(delivery) => {
+                let held = self
+                    .in_flight
+                    .get_held(delivery, conn)
+                    .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
+                if held.message.correlation_id != token.get() {
+                    return Err(ReplyRefusal::NotAResponder(token));
+                }
+            }
+            None => {
+                let pending = self
+                    .requests
+                    .get(token)
+                    .ok_or(ReplyRefusal::NotAwaited(token))?;
+                if !pending.responders.contains(conn) {
+                    return Err(ReplyRefusal::NotAResponder(token));
+                }
+            }
         }
-        let pending = self
-            .requests
-            .take(r.correlation)
-            .ok_or(ReplyRefusal::NotAwaited(r.correlation))?;
         let mut message = r.message;
         message.source = self
             .conns
             .get(conn)
             .map(|c| c.client_id.as_str().to_owned())
             .unwrap_or_default();
-        message.correlation_id = pending.seq.get();
         message.timestamp_us = self.clock.wall_us;
+        if let Some(limit) = self
+            .requests
+            .get(token)
+            .and_then(|p| self.conns.get(p.conn))
+            .map(|c| c.max_frame)
+        {
+            let size = message.encoded_len() + STAMP_ALLOWANCE;
+            if size > limit {
+                return Err(ReplyRefusal::TooLarge { size, limit });
+            }
+        }
+        if let Some(delivery) = r.delivery {
+            self.settle(conn, delivery, Settlement::Ack)?;
+        }
+        let pending = self
+            .requests
+            .take(token)
+            .ok_or(ReplyRefusal::NotAwaited(token))?;
+        message.correlation_id = pending.seq.get();
         self.conns.send(
             pending.conn,
             Frame {
@@ -94,6 +133,17 @@ impl Router {
         id: MessageId,
         seq: Seq,
     ) -> Result<(), CancelRefusal> {
+        let publisher = self
+            .queues
+            .find_waiting(id)
+            .or_else(|| self.in_flight.find_message_ref(id).map(|f| &*f.message))
+            .map(|m| m.source.clone())
+            .ok_or(CancelRefusal::UnknownMessage(id))?;
+        let caller = self.conns.get(conn);
+        let allowed = caller.is_some_and(|c| c.admin || c.client_id.as_str() == publisher);
+        if !allowed {
+            return Err(CancelRefusal::NotPublisher(id));
+        }
         let mut found = false;
         while let Some(gid) = self.queues.remove_waiting(id) {
             found = true;
@@ -127,7 +177,7 @@ impl Router {
 
     /// Tells the requester of `id`, if one waits, that no reply will come.
     pub(super) fn fail_request(&mut self, id: MessageId, failure: RequestFailure) {
-        if let Some(pending) = self.requests.take(id) {
+        if let Some(pending) = self.requests.take_message(id) {
             let frame = Refusal::from(failure).into_frame(pending.seq);
             self.conns.send(pending.conn, frame);
         }
@@ -151,12 +201,12 @@ impl Router {
     /// Puts a message taken back from its holder at the front of its group's queue
     /// with the attempt count raised, or dead-letters it after `max_attempts`.
     /// The caller pumps the group.
-    pub(super) fn redeliver(&mut self, gid: GroupId, message: Box<proto::Envelope>, reason: &str) {
+    pub(super) fn redeliver(&mut self, gid: GroupId, message: Queued, reason: &str) {
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         let max = group.policy().max_attempts;
-        if max > 0 && message.attempt >= max {
+        if max > 0 && message.message.attempt >= max {
             self.dead_letter(gid, message, &format!("{reason}; {max} attempts used"));
         } else {
             group.requeue_front(message);
@@ -166,12 +216,8 @@ impl Router {
     /// Publishes a message that cannot be processed on `_sys.dead-letter.<group>`,
     /// with the reason and attempt count in its headers; a requester waiting on it
     /// gets `DeadLettered` at once.
-    pub(super) fn dead_letter(
-        &mut self,
-        gid: GroupId,
-        mut message: Box<proto::Envelope>,
-        reason: &str,
-    ) {
+    pub(super) fn dead_letter(&mut self, gid: GroupId, queued: Queued, reason: &str) {
+        let mut message = queued.message;
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
@@ -196,7 +242,8 @@ impl Router {
         message.reply_to.clear();
         message.correlation_id = 0;
         if let Ok(topic) = Topic::new(&message.topic) {
-            let _ = self.route(&topic, message);
+            let size = message.encoded_len() + STAMP_ALLOWANCE;
+            let _ = self.route(&topic, Queued { message, size });
         }
     }
 
@@ -209,7 +256,7 @@ impl Router {
                 if let Some(group) = self.queues.get_mut(gid) {
                     group.release(f.conn, f.sid);
                 }
-                self.redeliver(gid, f.message, "ack timeout");
+                self.redeliver(gid, f.into_queued(), "ack timeout");
                 self.pump(gid);
             }
         }

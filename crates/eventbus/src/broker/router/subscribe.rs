@@ -76,10 +76,10 @@ impl Router {
             0 => queue.default_prefetch,
             n => n.min(queue.max_prefetch),
         };
-        let client_id = self
+        let (client_id, max_frame) = self
             .conns
             .get(conn)
-            .map(|c| c.client_id.clone())
+            .map(|c| (c.client_id.clone(), c.max_frame))
             .expect("the caller checked the connection");
         self.queues
             .get_mut(gid)
@@ -88,6 +88,7 @@ impl Router {
                 conn,
                 sid,
                 client_id,
+                max_frame,
                 prefetch,
                 in_flight: 0,
                 delivered: 0,
@@ -126,7 +127,7 @@ impl Router {
                 }
                 for f in returned {
                     self.release(&f);
-                    self.redeliver(gid, f.message, "consumer left");
+                    self.redeliver(gid, f.into_queued(), "consumer left");
                 }
                 self.pump(gid);
                 if let Some(group) = self.queues.remove_if_idle(gid) {

@@ -69,7 +69,8 @@ proptest! {
     }
 
     /// The fast path takes exactly the fire-and-forget, headerless, untargeted
-    /// publishes, and delivers what the decoding path would: the publisher's
+    /// publishes that carry no correlation id or reply-to, and delivers what
+    /// the decoding path would: the publisher's
     /// envelope with the broker's id, source, timestamp and attempt 1.
     #[test]
     fn fast_deliveries_decode_to_what_the_slow_path_builds(
@@ -80,9 +81,12 @@ proptest! {
         let scanned = scan_publish(body(&publish)).ok();
         let message = publish.message.as_deref().unwrap();
         // An empty topic is not encoded at all: the decoding path refuses it.
+        // A correlation id or reply-to the broker must strip takes that path too.
         let eligible = publish.mode == 0
             && publish.target_client.is_empty()
             && message.headers.is_empty()
+            && message.correlation_id == 0
+            && message.reply_to.is_empty()
             && !message.topic.is_empty();
         prop_assert_eq!(scanned.is_some(), eligible);
         let Some(raw) = scanned else { return Ok(()) };

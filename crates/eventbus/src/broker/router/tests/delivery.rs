@@ -463,15 +463,21 @@ fn cancel_removes_a_waiting_task_and_fails_its_requester() {
     bus.join(&a, 1, TASKS, "g", 1);
     bus.publish(&p, TASKS, "busy");
     let id = bus.submit(&p, 2, TASKS, "waiting").unwrap();
-    bus.cancel(&admin, id, 3);
+    bus.cancel(&p, id, 3);
     assert_eq!(
-        bus.received(&admin),
-        [Got::Ok {
-            seq: 3,
-            message_id: id
-        }]
+        bus.received(&p),
+        [
+            Got::Error {
+                seq: 2,
+                code: ErrorCode::Cancelled,
+                details: [("message_id".to_owned(), id.to_string())].into()
+            },
+            Got::Ok {
+                seq: 3,
+                message_id: id
+            }
+        ]
     );
-    assert_eq!(errors(&bus.received(&p)), [(2, ErrorCode::Cancelled)]);
     let q = queue_stats(&mut bus, &p);
     assert_eq!((q.cancelled, q.depth), (1, 0));
     bus.cancel(&admin, id, 4);
@@ -479,8 +485,51 @@ fn cancel_removes_a_waiting_task_and_fails_its_requester() {
     assert_eq!(errors(&got), [(4, ErrorCode::UnknownMessage)]);
     // Asked for no answer: a successful cancel sends none.
     let id = bus.submit(&p, 5, TASKS, "again").unwrap();
-    bus.cancel(&admin, id, 0);
-    assert!(bus.received(&admin).is_empty());
+    bus.cancel(&p, id, 0);
+    assert_eq!(errors(&bus.received(&p)), [(5, ErrorCode::Cancelled)]);
+}
+
+#[test]
+fn only_the_publisher_or_an_admin_cancels_a_message() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    let p = bus.connect("p");
+    let other = bus.connect("other");
+    bus.join(&a, 1, TASKS, "g", 1);
+    let running = bus.submit(&p, 1, TASKS, "running").unwrap();
+    let waiting = bus.submit(&p, 2, TASKS, "waiting").unwrap();
+    for id in [running, waiting] {
+        bus.cancel(&other, id, 9);
+        let got = bus.received(&other);
+        let [
+            Got::Error {
+                seq: 9,
+                code,
+                details,
+            },
+        ] = got.as_slice()
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(*code, ErrorCode::PermissionDenied);
+        assert_eq!(details["message_id"], id.to_string());
+    }
+    let q = queue_stats(&mut bus, &p);
+    assert_eq!(
+        (q.cancelled, q.depth, q.in_flight),
+        (0, 1, 1),
+        "nothing removed"
+    );
+    assert!(errors(&bus.received(&p)).is_empty());
+    // The same client id on a new connection is still the publisher.
+    let p2 = bus.connect("p");
+    bus.cancel(&p2, waiting, 3);
+    assert!(answer(&bus.received(&p2), 3).is_ok());
+    // An admin cancels anyone's.
+    let admin = bus.connect("admin");
+    bus.router.conns.get_mut(admin.conn).unwrap().admin = true;
+    bus.cancel(&admin, running, 4);
+    assert!(answer(&bus.received(&admin), 4).is_ok());
 }
 
 #[test]

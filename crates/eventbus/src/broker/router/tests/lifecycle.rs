@@ -113,9 +113,9 @@ fn heartbeat_settings_are_clamped_to_the_broker_bounds() {
         bus.run(|r, now| r.register(registration, now)).unwrap().1
     };
     let w = conn(&mut bus, hello_with("fast", 1, 1000));
-    assert_eq!((w.heartbeat_interval_ms, w.heartbeat_misses), (10, 100));
+    assert_eq!((w.heartbeat_interval_ms, w.heartbeat_misses), (10, 10));
     let w = conn(&mut bus, hello_with("slow", 3_600_000, 2));
-    assert_eq!((w.heartbeat_interval_ms, w.heartbeat_misses), (60_000, 2));
+    assert_eq!((w.heartbeat_interval_ms, w.heartbeat_misses), (10_000, 2));
     let w = conn(&mut bus, hello_with("default", 0, 0));
     assert_eq!((w.heartbeat_interval_ms, w.heartbeat_misses), (1000, 3));
     assert_eq!(w.max_frame_bytes as usize, bus.config.max_frame_bytes);
@@ -139,10 +139,78 @@ fn heartbeat_settings_are_clamped_to_the_broker_bounds() {
         },
     );
     assert_eq!(w.max_frame_bytes as usize, bus.config.max_frame_bytes);
+    let w = conn(
+        &mut bus,
+        proto::Hello {
+            max_frame_bytes: 1,
+            ..hello("tiny")
+        },
+    );
+    assert_eq!(
+        w.max_frame_bytes as usize,
+        crate::codec::MIN_MAX_FRAME_BYTES
+    );
     let reader = bus.connect("reader");
     let stats = bus.stats(&reader);
     let row = stats.connections.iter().find(|c| c.id == "fast").unwrap();
     assert_eq!(row.pid, 42, "the socket's pid wins over the declared one");
+}
+
+#[test]
+fn the_broker_bounds_come_from_its_configuration() {
+    let mut bus = Bus::with(|c| {
+        c.max_heartbeat_interval_ms = 2_000;
+        c.max_heartbeat_misses = 4;
+    });
+    let slow = bus.connect_with(hello_with("slow", 60_000, 100)).unwrap();
+    // Silent for 2 s × 4: dropped just after.
+    bus.advance(Duration::from_millis(8_000));
+    assert!(!slow.cancel.is_cancelled());
+    bus.advance(Duration::from_millis(1));
+    assert!(slow.cancel.is_cancelled());
+}
+
+#[test]
+fn hello_fields_are_bounded_and_broker_is_not_a_client_id() {
+    let mut bus = Bus::new();
+    assert!(matches!(
+        bus.connect_with(hello("broker")),
+        Err(HandshakeRefusal::ReservedClientId(_))
+    ));
+    let long_kind = proto::Hello {
+        kind: "k".repeat(65),
+        ..hello("x")
+    };
+    assert!(matches!(
+        bus.connect_with(long_kind),
+        Err(HandshakeRefusal::FieldTooLong {
+            field: "kind",
+            len: 65,
+            max: 64
+        })
+    ));
+    let many = proto::Hello {
+        capabilities: (0..17).map(|n| format!("c{n}")).collect(),
+        ..hello("x")
+    };
+    assert!(matches!(
+        bus.connect_with(many),
+        Err(HandshakeRefusal::TooManyCapabilities { count: 17, max: 16 })
+    ));
+    let bad = proto::Hello {
+        capabilities: vec!["Not A Group".into()],
+        ..hello("x")
+    };
+    assert!(matches!(
+        bus.connect_with(bad),
+        Err(HandshakeRefusal::InvalidCapability(_))
+    ));
+    let fine = proto::Hello {
+        kind: "k".repeat(64),
+        capabilities: (0..16).map(|n| format!("c{n}")).collect(),
+        ..hello("x")
+    };
+    assert!(bus.connect_with(fine).is_ok());
 }
 
 #[test]
@@ -196,14 +264,18 @@ fn a_new_connection_takes_over_its_client_id() {
 fn goodbye_disconnects_and_later_frames_are_ignored() {
     let mut bus = Bus::new();
     let c = bus.connect("c");
+    let watcher = bus.connect("watcher");
+    bus.subscribe(&watcher, 1, "t");
     bus.send_done(&c, Kind::Goodbye(proto::Goodbye::default()));
     assert_eq!(
         bus.received(&c),
         [Got::Goodbye("client said goodbye".into())]
     );
-    assert_eq!(bus.router.connection_count(), 0);
+    assert_eq!(bus.router.connection_count(), 1);
     bus.publish(&c, "t", "after");
+    bus.send_done(&c, publish(1, PublishMode::Confirmed, "t", "after"));
     assert!(bus.received(&c).is_empty());
+    assert!(bus.received(&watcher).is_empty(), "routed nowhere");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod delivery;
 mod lifecycle;
+mod ownership;
 mod property;
 mod pubsub;
 mod requests;

@@ -294,3 +294,121 @@ fn stats_report_uptime_on_the_callers_clock() {
     bus.now += std::time::Duration::from_millis(1234);
     assert_eq!(bus.stats(&c).uptime_ms, 1234);
 }
+
+#[test]
+fn a_plain_fire_and_forget_publish_takes_the_fast_path_and_others_do_not() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    let p = bus.connect("p");
+    bus.subscribe(&a, 1, "x");
+    bus.publish(&p, "x", "fast");
+    assert!(matches!(
+        a.out.take_queued().as_slice(),
+        [Outgoing::Deliver(_)]
+    ));
+    assert!(bus.confirmed(&p, 1, "x", "decoded").is_ok());
+    assert!(matches!(
+        a.out.take_queued().as_slice(),
+        [Outgoing::Frame(_)]
+    ));
+}
+
+#[test]
+fn deliveries_are_stamped_with_the_wall_clock_of_their_batch() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    let p = bus.connect("p");
+    bus.subscribe(&a, 1, "x");
+    let before = super::super::wall_us();
+    bus.publish(&p, "x", "fast");
+    assert!(bus.confirmed(&p, 1, "x", "decoded").is_ok());
+    let after = super::super::wall_us();
+    for got in bus.received(&a) {
+        let Got::Deliver { msg, .. } = got else {
+            panic!("{got:?}")
+        };
+        assert!(
+            (before..=after).contains(&msg.timestamp_us),
+            "{before} <= {} <= {after}",
+            msg.timestamp_us
+        );
+    }
+}
+
+#[test]
+fn a_batch_hands_each_touched_queue_to_the_caller_once() {
+    let mut bus = Bus::new();
+    let a = bus.connect("a");
+    let b = bus.connect("b");
+    let quiet = bus.connect("quiet");
+    let p = bus.connect("p");
+    bus.subscribe(&a, 1, "x");
+    bus.subscribe(&b, 1, "x");
+    bus.subscribe(&quiet, 1, "y");
+    let conn = p.conn;
+    let frames: Vec<_> = (0..3)
+        .map(|_| {
+            let mut wire = BytesMut::new();
+            let frame = Frame {
+                kind: Some(publish(0, PublishMode::FireAndForget, "x", "m")),
+            };
+            FrameCodec::default().encode(&frame, &mut wire).unwrap();
+            command::decode(Bytes::from(wire).slice(5..)).unwrap()
+        })
+        .collect();
+    let now = bus.now;
+    bus.router.begin(conn, now);
+    for inbound in frames {
+        assert!(matches!(bus.router.apply(conn, inbound), Applied::Done));
+    }
+    let mut effects = Effects::default();
+    bus.router.finish(&mut effects);
+    let mut flushed: Vec<_> = effects
+        .flush
+        .iter()
+        .map(|out| Arc::as_ptr(out) as usize)
+        .collect();
+    flushed.sort_unstable();
+    let mut expected = vec![Arc::as_ptr(&a.out) as usize, Arc::as_ptr(&b.out) as usize];
+    expected.sort_unstable();
+    assert_eq!(flushed, expected, "a and b, once each; not the quiet one");
+    // Handed over: the next batch starts with nothing to flush.
+    let mut effects = Effects::default();
+    bus.router.finish(&mut effects);
+    assert!(effects.flush.is_empty());
+    assert_eq!(deliveries(&bus.received(&a)).len(), 3);
+}
+
+#[test]
+fn stats_fit_the_frame_of_whoever_asks() {
+    let mut bus = Bus::new();
+    let p = bus.connect("p");
+    let reader = bus
+        .connect_with(proto::Hello {
+            max_frame_bytes: 4096,
+            ..hello("reader")
+        })
+        .unwrap();
+    let long = "a".repeat(60);
+    for n in 0..200 {
+        for _ in 0..=(n % 3) {
+            bus.publish(&p, &format!("t.{long}.n{n}"), "");
+        }
+    }
+    let full = bus.stats(&p);
+    assert_eq!((full.topics.len(), full.omitted_topics), (200, 0));
+    let trimmed = bus.stats(&reader);
+    assert!(prost::Message::encoded_len(&trimmed) + 64 <= 4096);
+    assert!(trimmed.omitted_topics > 0);
+    assert_eq!(
+        trimmed.topics.len() as u64 + trimmed.omitted_topics,
+        200,
+        "every topic is listed or counted"
+    );
+    assert!(
+        trimmed.topics.iter().all(|t| t.published == 3),
+        "the busiest topics are kept"
+    );
+    assert!(trimmed.topics.windows(2).all(|w| w[0].topic < w[1].topic));
+    assert_eq!(trimmed.connections.len(), 2);
+}
