@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the default configuration as commented TOML.
     GenerateConfig,
+    /// Read a secret from stdin and print its `secret_sha256` line for the
+    /// auth file (the secret never goes on a command line).
+    HashSecret,
 }
 
 /// Flags that override the configuration file.
@@ -39,6 +42,11 @@ pub struct RunOptions {
     /// TOML configuration file (see `broker generate-config`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Auth file: users, secret hashes, permissions, quotas (see
+    /// docs/security.md); without one, every client of this user may do
+    /// everything but cancel other clients' messages.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
     /// Heartbeat interval offered to clients, in milliseconds.
     #[arg(long, value_name = "N")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -89,6 +97,9 @@ impl RunOptions {
     fn apply(&self, config: &mut BrokerConfig) {
         if let Some(socket) = &self.socket {
             config.socket = socket.clone();
+        }
+        if let Some(path) = &self.auth_file {
+            config.auth_file = Some(path.clone());
         }
         if let Some(ms) = self.heartbeat_interval_ms {
             config.heartbeat_interval_ms = ms;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             print!("{}", template::generate());
             Ok(())
         }
+        Some(Command::HashSecret) => hash_secret(),
         None => cli.options.config().and_then(|config| {
             init_logging();
             serve::serve(config)
@@ -43,6 +44,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `broker hash-secret`: the secret on stdin (one line), its hash on stdout.
+fn hash_secret() -> anyhow::Result<()> {
+    let mut secret = String::new();
+    std::io::stdin().read_line(&mut secret)?;
+    let secret = secret.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
+    println!(
+        "secret_sha256 = \"{}\"",
+        eventbus::broker::hash_secret(secret.as_bytes())
+    );
+    Ok(())
 }
 
 /// One error, one line: the chain joined with `: `, skipping a cause whose

@@ -68,6 +68,47 @@ const COMMENTS: &[(&str, &str)] = &[
         "allowed_uids",
         "Extra user ids allowed to connect besides the broker's own (Unix only).",
     ),
+    (
+        "auth_file",
+        "Auth file: users, secret hashes, permissions and quotas (docs/security.md).\n\
+         Without one, every client the socket admits may do everything but cancel\n\
+         other clients' messages.",
+    ),
+    (
+        "quotas",
+        "What one client may hold in the broker (an auth file can set them per user);\n\
+         a client at a quota gets QuotaExceeded and nobody else notices.",
+    ),
+    (
+        "quotas.max_pending_requests",
+        "Most requests one client may have awaiting replies.",
+    ),
+    (
+        "quotas.max_direct_unsettled",
+        "Most direct messages one client may have sent that are not settled yet.",
+    ),
+    (
+        "quotas.max_queued_messages",
+        "Most of one client's messages waiting or in flight in queue groups.",
+    ),
+    (
+        "quotas.max_queued_bytes",
+        "Most bytes of one client's messages waiting or in flight in queue groups.",
+    ),
+    (
+        "memory",
+        "The memory ceiling: above it, publishes into queue groups fail with\n\
+         MemoryPressure while acks, replies and consumers keep flowing.",
+    ),
+    (
+        "memory.max_queued_bytes",
+        "Most bytes of messages in all queue groups together (waiting and in flight).",
+    ),
+    (
+        "memory.high_watermark_bytes",
+        "Resident memory above which the alarm goes off; 0 = 40 % of the machine's\n\
+         memory where the platform tells it (Linux), else no resident-memory alarm.",
+    ),
     ("subscriber", "Each subscriber's outbound buffer."),
     (
         "subscriber.max_len",
@@ -108,6 +149,11 @@ const COMMENTS: &[(&str, &str)] = &[
          block_timeout_ms, then fails with BlockTimeout).",
     ),
     (
+        "queue.max_bytes",
+        "Most bytes of messages waiting in one group's queue (their delivery frames);\n\
+         overflow applies at this bound as at max_len.",
+    ),
+    (
         "queue.block_timeout_ms",
         "With overflow = \"block\": how long a publisher waits for room, in ms.",
     ),
@@ -133,7 +179,9 @@ const COMMENTS: &[(&str, &str)] = &[
          filter = \"control.collector.task.#\"\n\
          max_len = 100\n\
          overflow = \"drop-oldest\"\n\
-         (also block_timeout_ms, ack_timeout_ms, max_attempts, concurrency).",
+         (also max_bytes, block_timeout_ms, ack_timeout_ms, max_attempts, concurrency).\n\
+         A queue group on a filter starting with a wildcard (\"#\", \"+.x\") exists\n\
+         only where an entry names that exact filter.",
     ),
     (
         "queue.default_prefetch",
@@ -144,6 +192,11 @@ const COMMENTS: &[(&str, &str)] = &[
         "Largest prefetch a member may ask for.",
     ),
 ];
+
+/// Settings with no default value (`None`), which TOML cannot show: each is
+/// printed commented out, with an example, after the key named first.
+const UNSET: &[(&str, &str, &str)] =
+    &[("allowed_uids", "auth_file", "\"/etc/eventbus/auth.toml\"")];
 
 /// The default configuration as commented TOML, ready to save and edit.
 pub fn generate() -> String {
@@ -190,6 +243,17 @@ pub fn generate() -> String {
         out.push_str(line);
         out.push('\n');
         after_header = header.is_some();
+        for (after, unset, example) in UNSET {
+            if key.as_deref() == Some(after) {
+                out.push('\n');
+                for comment in comment(unset).lines() {
+                    out.push_str("# ");
+                    out.push_str(comment);
+                    out.push('\n');
+                }
+                out.push_str(&format!("# {unset} = {example}\n"));
+            }
+        }
     }
     out
 }

@@ -44,10 +44,50 @@ pub struct BrokerConfig {
     pub max_direct_in_flight: usize,
     /// Extra user ids allowed to connect besides the broker's own (Unix only).
     pub allowed_uids: Vec<u32>,
+    /// The auth file (users, secrets, permissions; see `docs/security.md`);
+    /// without one, every client the socket admits may do everything but
+    /// cancel other clients' messages.
+    pub auth_file: Option<PathBuf>,
+    /// What one client may hold in the broker.
+    pub quotas: QuotaConfig,
+    /// The broker's memory ceiling.
+    pub memory: MemoryConfig,
     /// Each subscriber's outbound buffer.
     pub subscriber: SubscriberConfig,
     /// Queue groups.
     pub queue: QueueConfig,
+}
+
+/// What one client may hold in the broker; an auth file can set them per
+/// user. A client at a quota gets typed refusals; nobody else notices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QuotaConfig {
+    /// Most requests one client may have awaiting replies.
+    pub max_pending_requests: usize,
+    /// Most direct messages one client may have sent that their receivers
+    /// have not settled.
+    pub max_direct_unsettled: usize,
+    /// Most of one client's messages waiting or in flight in queue groups.
+    pub max_queued_messages: usize,
+    /// Most bytes of those.
+    pub max_queued_bytes: usize,
+}
+
+/// The broker's memory ceiling: above it, publishes into queue groups are
+/// refused with `MemoryPressure` while acks, replies and consumers keep
+/// flowing (as RabbitMQ's memory alarm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// Most bytes of messages held in all queue groups together.
+    pub max_queued_bytes: usize,
+    /// Resident memory above which the alarm is raised, in bytes; 0 picks
+    /// 40 % of the machine's memory where the platform tells it (Linux),
+    /// else no RSS alarm.
+    pub high_watermark_bytes: u64,
 }
 
 /// Bounds of each connection's outbound buffer.
@@ -83,6 +123,9 @@ pub struct QueueConfig {
     pub default_prefetch: u32,
     /// Largest prefetch a member may ask for.
     pub max_prefetch: u32,
+    /// Most bytes of messages waiting in one group's queue (their delivery
+    /// frames); `overflow` applies at this bound as at `max_len`.
+    pub max_bytes: usize,
     /// A delivery not settled within this many milliseconds is taken back and
     /// redelivered; 0 disables the timeout.
     pub ack_timeout_ms: u64,
@@ -107,6 +150,8 @@ pub struct QueueOverride {
     pub filter: String,
     /// See [`QueueConfig::max_len`].
     pub max_len: Option<usize>,
+    /// See [`QueueConfig::max_bytes`].
+    pub max_bytes: Option<usize>,
     /// See [`QueueConfig::overflow`].
     pub overflow: Option<OverflowPolicy>,
     /// See [`QueueConfig::block_timeout_ms`].
@@ -123,6 +168,7 @@ pub struct QueueOverride {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueuePolicy {
     pub max_len: usize,
+    pub max_bytes: usize,
     pub overflow: OverflowPolicy,
     pub block_timeout: Duration,
     pub ack_timeout: Option<Duration>,
@@ -131,6 +177,12 @@ pub(crate) struct QueuePolicy {
 }
 
 impl QueueConfig {
+    /// Whether an override names exactly `filter`: what a queue group on a
+    /// filter starting with a wildcard needs to exist.
+    pub(crate) fn declares(&self, filter: &TopicFilter) -> bool {
+        self.overrides.iter().any(|o| o.filter == filter.as_str())
+    }
+
     /// The settings for a group on `filter`: the first matching override, then defaults.
     pub(crate) fn policy_for(&self, filter: &TopicFilter) -> QueuePolicy {
         let applies = |o: &&QueueOverride| {
@@ -145,6 +197,7 @@ impl QueueConfig {
         let ack_timeout_ms = pick(|o| o.ack_timeout_ms, self.ack_timeout_ms);
         QueuePolicy {
             max_len: o.and_then(|o| o.max_len).unwrap_or(self.max_len),
+            max_bytes: o.and_then(|o| o.max_bytes).unwrap_or(self.max_bytes),
             overflow: o.and_then(|o| o.overflow).unwrap_or(self.overflow),
             block_timeout: Duration::from_millis(pick(
                 |o| o.block_timeout_ms,
@@ -173,8 +226,31 @@ impl Default for BrokerConfig {
             max_pending_requests: 65_536,
             max_direct_in_flight: 1024,
             allowed_uids: Vec::new(),
+            auth_file: None,
+            quotas: QuotaConfig::default(),
+            memory: MemoryConfig::default(),
             subscriber: SubscriberConfig::default(),
             queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            max_pending_requests: 16_384,
+            max_direct_unsettled: 1024,
+            max_queued_messages: 50_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_bytes: 1024 * 1024 * 1024,
+            high_watermark_bytes: 0,
         }
     }
 }
@@ -199,6 +275,7 @@ impl Default for QueueConfig {
             block_timeout_ms: 5_000,
             default_prefetch: 1,
             max_prefetch: 10_000,
+            max_bytes: 256 * 1024 * 1024,
             ack_timeout_ms: 30_000,
             max_attempts: 5,
             concurrency: 0,
@@ -258,6 +335,27 @@ impl BrokerConfig {
             ("subscriber.max_len", self.subscriber.max_len as u64),
             ("queue.max_len", self.queue.max_len as u64),
             ("queue.max_prefetch", u64::from(self.queue.max_prefetch)),
+            ("queue.max_bytes", self.queue.max_bytes as u64),
+            (
+                "quotas.max_pending_requests",
+                self.quotas.max_pending_requests as u64,
+            ),
+            (
+                "quotas.max_direct_unsettled",
+                self.quotas.max_direct_unsettled as u64,
+            ),
+            (
+                "quotas.max_queued_messages",
+                self.quotas.max_queued_messages as u64,
+            ),
+            (
+                "quotas.max_queued_bytes",
+                self.quotas.max_queued_bytes as u64,
+            ),
+            (
+                "memory.max_queued_bytes",
+                self.memory.max_queued_bytes as u64,
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -306,6 +404,13 @@ impl BrokerConfig {
                     } else {
                         "is not a valid topic filter"
                     },
+                });
+            }
+            if o.max_bytes == Some(0) {
+                return Err(ConfigError::Invalid {
+                    field: "queue.overrides.max_bytes",
+                    value: "0".to_owned(),
+                    reason: "must be at least 1",
                 });
             }
             if o.max_len == Some(0) {

@@ -51,7 +51,11 @@ impl Drop for Accepted {
 pub(super) async fn serve(stream: Stream, accepted: Accepted) {
     let shared = accepted.0.clone();
     let peer_pid = crate::transport::peer_pid(&stream);
-    let admitted = admit(&stream, &shared);
+    #[cfg(unix)]
+    let peer_uid = crate::transport::peer_uid(&stream);
+    #[cfg(not(unix))]
+    let peer_uid = None;
+    let admitted = admit(peer_uid, &shared);
     let stream = match SharedStream::new(stream) {
         Ok(s) => s,
         Err(e) => {
@@ -87,10 +91,23 @@ pub(super) async fn serve(stream: Stream, accepted: Accepted) {
         }
     };
 
+    let credentials = (!hello.user.is_empty()).then(|| (hello.user.as_str(), &hello.secret[..]));
+    let principal = match shared.auth.authenticate(credentials, peer_uid) {
+        Ok(principal) => principal,
+        Err(refusal) => {
+            tracing::warn!(
+                user = hello.user,
+                ?peer_uid,
+                "refusing connection: authentication failed"
+            );
+            return refuse(stream, codec, refusal.into()).await;
+        }
+    };
     let out = Outbound::new(config.outbound_limits());
     let cancel = CancellationToken::new();
     let registration = Registration {
         hello,
+        principal,
         out: out.clone(),
         cancel: cancel.clone(),
         peer_pid,
@@ -212,7 +229,7 @@ async fn wait_for_room(
 
 /// Checks the connection limit (sockets that have not said hello count)
 /// and the peer's user id before any frame is read.
-fn admit(stream: &Stream, shared: &Shared) -> Result<(), HandshakeRefusal> {
+fn admit(peer_uid: Option<u32>, shared: &Shared) -> Result<(), HandshakeRefusal> {
     let max = shared.config.max_connections;
     if shared.sockets.load(Ordering::Relaxed) > max {
         tracing::warn!(max, "refusing connection: connection limit reached");
@@ -221,7 +238,7 @@ fn admit(stream: &Stream, shared: &Shared) -> Result<(), HandshakeRefusal> {
     #[cfg(unix)]
     {
         let own = crate::transport::current_uid();
-        match crate::transport::peer_uid(stream) {
+        match peer_uid {
             Some(uid) if uid == own || shared.config.allowed_uids.contains(&uid) => {}
             other => {
                 tracing::warn!(peer_uid = ?other, "refusing connection from another user");
@@ -230,7 +247,7 @@ fn admit(stream: &Stream, shared: &Shared) -> Result<(), HandshakeRefusal> {
         }
     }
     #[cfg(not(unix))]
-    let _ = stream;
+    let _ = peer_uid;
     Ok(())
 }
 

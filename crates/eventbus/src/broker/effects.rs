@@ -122,6 +122,10 @@ mod tests {
                 client_id: id.into(),
                 ..Default::default()
             },
+            principal: crate::broker::auth::Authenticator::new(None, &config)
+                .unwrap()
+                .authenticate(None, Some(1000))
+                .unwrap(),
             out: out.clone(),
             cancel: CancellationToken::new(),
             peer_pid: None,

@@ -127,6 +127,14 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
+    /// A client id's resume token: 128 unguessable bits.
+    pub(crate) fn resume(&mut self) -> [u8; 16] {
+        let mut token = [0; 16];
+        token[..8].copy_from_slice(&self.next().get().to_le_bytes());
+        token[8..].copy_from_slice(&self.next().get().to_le_bytes());
+        token
+    }
+
     pub(crate) fn next(&mut self) -> CorrelationId {
         use std::hash::BuildHasher;
         loop {

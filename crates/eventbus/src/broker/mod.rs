@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod command;
 mod config;
 mod connection;
@@ -33,7 +34,13 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio_util::task::TaskTracker;
 
-pub use config::{BrokerConfig, ConfigError, QueueConfig, QueueOverride, SubscriberConfig};
+pub use auth::{
+    AuthConfig, AuthError, BadSecretHash, QuotaOverrides, TopicRulesConfig, UserConfig, hash_secret,
+};
+pub use config::{
+    BrokerConfig, ConfigError, MemoryConfig, QueueConfig, QueueOverride, QuotaConfig,
+    SubscriberConfig,
+};
 pub use stats::rss_bytes;
 
 use crate::transport::{BindError, Listener};
@@ -51,6 +58,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: Arc<BrokerConfig>,
+    /// Who each connection is.
+    auth: auth::Authenticator,
     router: RouterCell,
     tracker: TaskTracker,
     /// Accepted sockets not yet closed, registered or not: what
@@ -82,6 +91,9 @@ pub enum StartError {
     /// The socket could not be taken.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The auth file is unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// A broker bound to its socket, ready to [`run`](Broker::run).
@@ -99,6 +111,12 @@ impl Broker {
     /// dead broker is replaced.
     pub fn bind(config: BrokerConfig) -> Result<Self, StartError> {
         config.validate()?;
+        let users = config
+            .auth_file
+            .as_deref()
+            .map(AuthConfig::load)
+            .transpose()?;
+        let auth = auth::Authenticator::new(users.as_ref(), &config)?;
         let listener = crate::transport::bind(&config.socket)?;
         let socket = config.socket.clone();
         let config = Arc::new(config);
@@ -106,6 +124,7 @@ impl Broker {
             listener,
             shared: Arc::new(Shared {
                 router: RouterCell::new(Router::new(config.clone(), Instant::now())),
+                auth,
                 config,
                 tracker: TaskTracker::new(),
                 sockets: AtomicUsize::new(0),
@@ -172,6 +191,21 @@ impl Broker {
     }
 }
 
+/// How often the ticker samples the broker's resident memory.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(250);
+/// The share of the machine's memory the default high watermark is.
+const DEFAULT_WATERMARK_SHARE: f64 = 0.4;
+
+/// The resident memory above which the alarm goes off: configured, else a
+/// share of the machine's memory where the platform tells it.
+fn high_watermark(memory: &MemoryConfig) -> Option<u64> {
+    match memory.high_watermark_bytes {
+        0 => stats::system_memory_bytes()
+            .map(|total| (total as f64 * DEFAULT_WATERMARK_SHARE) as u64),
+        bytes => Some(bytes),
+    }
+}
+
 /// Why the ticker task ended (it never ends by itself).
 fn ticker_stopped(stopped: Result<(), tokio::task::JoinError>) -> String {
     match stopped {
@@ -209,8 +243,23 @@ async fn drain(shared: &Shared) {
 /// deadline, or sooner when the router schedules something earlier.
 async fn tick(shared: Arc<Shared>) {
     let wake = shared.router.with(|router| router.ticker());
+    let watermark = high_watermark(&shared.config.memory);
+    let mut sampled: Option<Instant> = None;
     loop {
-        let due = shared.router.with(|router| router.tick(Instant::now()));
+        let now = Instant::now();
+        // Resident memory, for the alarm, at most every MEMORY_SAMPLE.
+        let rss = (watermark.is_some() && sampled.is_none_or(|at| now - at >= MEMORY_SAMPLE)).then(
+            || {
+                sampled = Some(now);
+                rss_bytes()
+            },
+        );
+        let due = shared.router.with(|router| {
+            if let Some(rss) = rss {
+                router.sample_memory(rss, watermark);
+            }
+            router.tick(now)
+        });
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
             // A permit stored since the tick above is not lost.

@@ -26,6 +26,15 @@ pub(crate) struct Queued {
     pub size: usize,
 }
 
+impl Queued {
+    /// Gives the message its own copy of its payload, which may be a slice
+    /// of a larger read buffer: a message held in a queue (for as long as
+    /// nobody takes it) holds only what it counts.
+    pub fn detach(&mut self) {
+        self.message.payload = bytes::Bytes::copy_from_slice(&self.message.payload);
+    }
+}
+
 /// One member of a group: a subscription of one connection.
 #[derive(Debug)]
 pub(crate) struct Member {
@@ -42,12 +51,12 @@ pub(crate) struct Member {
 }
 
 /// What became of a published message.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Enqueued {
     /// Waiting in the queue.
     Queued,
-    /// Waiting, after the oldest waiting message was evicted.
-    EvictedOldest,
+    /// Waiting, after the oldest waiting messages (returned) were evicted.
+    EvictedOldest(Vec<Queued>),
     /// Discarded under `drop-incoming`.
     DroppedIncoming,
     /// Refused under `reject`.
@@ -84,6 +93,8 @@ pub(crate) struct QueueGroup {
     members: Vec<Member>,
     cursor: usize,
     queue: VecDeque<Queued>,
+    /// Bytes of the waiting messages' delivery frames.
+    bytes: usize,
     in_flight: usize,
     policy: QueuePolicy,
     pub counters: Counters,
@@ -97,6 +108,7 @@ impl QueueGroup {
             members: Vec::new(),
             cursor: 0,
             queue: VecDeque::new(),
+            bytes: 0,
             in_flight: 0,
             policy,
             counters: Counters::default(),
@@ -108,9 +120,32 @@ impl QueueGroup {
         &self.policy
     }
 
-    /// Whether a newly published message would meet the bound.
-    pub fn is_full(&self) -> bool {
-        self.queue.len() >= self.policy.max_len
+    /// Whether a newly published message of delivery size `size` would
+    /// meet a bound (`max_len` messages or `max_bytes` bytes waiting).
+    pub fn is_full_for(&self, size: usize) -> bool {
+        self.queue.len() >= self.policy.max_len || self.bytes + size > self.policy.max_bytes
+    }
+
+    /// Bytes of the messages waiting.
+    #[cfg(test)]
+    pub fn waiting_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn push_back(&mut self, message: Queued) {
+        self.bytes += message.size;
+        self.queue.push_back(message);
+    }
+
+    fn push_front(&mut self, message: Queued) {
+        self.bytes += message.size;
+        self.queue.push_front(message);
+    }
+
+    fn pop_front(&mut self) -> Option<Queued> {
+        let message = self.queue.pop_front()?;
+        self.bytes -= message.size;
+        Some(message)
     }
 
     pub fn join(&mut self, member: Member) {
@@ -141,7 +176,7 @@ impl QueueGroup {
 
     pub fn enqueue(&mut self, message: Queued) -> Enqueued {
         let mut outcome = Enqueued::Queued;
-        if self.is_full() {
+        if self.is_full_for(message.size) {
             match self.policy.overflow {
                 OverflowPolicy::DropIncoming => {
                     self.counters.dropped += 1;
@@ -154,23 +189,35 @@ impl QueueGroup {
                     return Enqueued::Rejected;
                 }
                 OverflowPolicy::DropOldest => {
-                    self.queue.pop_front();
-                    self.counters.dropped += 1;
-                    self.counters.evicted += 1;
-                    outcome = Enqueued::EvictedOldest;
+                    let mut evicted = Vec::new();
+                    while self.is_full_for(message.size)
+                        && let Some(oldest) = self.pop_front()
+                    {
+                        evicted.push(oldest);
+                    }
+                    self.counters.dropped += evicted.len() as u64;
+                    self.counters.evicted += evicted.len() as u64;
+                    if self.is_full_for(message.size) {
+                        // Larger than the whole byte bound on its own.
+                        self.counters.dropped += 1;
+                        return Enqueued::DroppedIncoming;
+                    }
+                    outcome = Enqueued::EvictedOldest(evicted);
                 }
             }
         }
         self.counters.accepted += 1;
-        self.queue.push_back(message);
+        self.push_back(message);
         outcome
     }
 
-    /// Puts a message that was in flight back at the front, for redelivery.
+    /// Puts a message that was in flight back at the front, for redelivery
+    /// (even past the bounds: it was accepted already, and is counted in
+    /// `depth` and the waiting bytes like any other).
     pub fn requeue_front(&mut self, mut message: Queued) {
         message.message.attempt = message.message.attempt.saturating_add(1);
         self.counters.redelivered += 1;
-        self.queue.push_front(message);
+        self.push_front(message);
     }
 
     /// Takes over a message that was in flight elsewhere (a direct send whose
@@ -213,7 +260,7 @@ impl QueueGroup {
             let m = &self.members[i];
             m.in_flight < m.prefetch && size <= m.max_frame
         })?;
-        let message = self.queue.pop_front()?;
+        let message = self.pop_front()?;
         let member = &mut self.members[idx];
         member.in_flight += 1;
         member.delivered += 1;
@@ -256,7 +303,9 @@ impl QueueGroup {
             .queue
             .iter()
             .position(|m| m.message.id == message_id.get())?;
-        self.queue.remove(pos)
+        let message = self.queue.remove(pos)?;
+        self.bytes -= message.size;
+        Some(message)
     }
 
     /// A waiting message, by id.
@@ -279,8 +328,8 @@ impl QueueGroup {
         self.queue.len()
     }
 
-    #[cfg(test)]
     /// Deliveries in flight to members.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -290,8 +339,14 @@ impl QueueGroup {
         &self.members
     }
 
+    /// The waiting messages with their sizes, first in line first.
     #[cfg(test)]
+    pub fn waiting_queued(&self) -> impl Iterator<Item = &Queued> {
+        self.queue.iter()
+    }
+
     /// The waiting messages, first in line first.
+    #[cfg(test)]
     pub fn waiting(&self) -> impl Iterator<Item = &Envelope> {
         self.queue.iter().map(|m| &*m.message)
     }
@@ -302,6 +357,7 @@ impl QueueGroup {
             topic: self.filter.as_str().to_owned(),
             group: self.name.as_str().to_owned(),
             depth: self.queue.len() as u64,
+            bytes: self.bytes as u64,
             in_flight: self.in_flight as u64,
             delivered: c.delivered,
             acked: c.acked,
@@ -419,11 +475,38 @@ mod tests {
         let mut g = group(1, OverflowPolicy::DropIncoming);
         assert_eq!(g.enqueue(msg(0)), Enqueued::Queued);
         assert_eq!(g.enqueue(msg(1)), Enqueued::DroppedIncoming);
+        assert_eq!(g.waiting_bytes(), 100);
 
         let mut g = group(1, OverflowPolicy::Reject);
         g.enqueue(msg(0));
         assert_eq!(g.enqueue(msg(1)), Enqueued::Rejected);
         assert_eq!(g.counters.rejected, 1);
+    }
+
+    #[test]
+    fn the_byte_bound_applies_like_the_length_bound() {
+        let mut g = group(100, OverflowPolicy::DropOldest);
+        g.policy.max_bytes = 250;
+        assert_eq!(g.enqueue(msg(0)), Enqueued::Queued);
+        assert_eq!(g.enqueue(msg(1)), Enqueued::Queued);
+        let Enqueued::EvictedOldest(evicted) = g.enqueue(msg(2)) else {
+            panic!("the oldest makes room")
+        };
+        assert_eq!(
+            evicted.iter().map(|m| m.message.id).collect::<Vec<_>>(),
+            [0]
+        );
+        assert_eq!(g.waiting_bytes(), 200);
+        let mut huge = msg(3);
+        huge.size = 300;
+        assert_eq!(g.enqueue(huge), Enqueued::DroppedIncoming);
+        assert_eq!(g.depth(), 0, "all evicted, and it still did not fit");
+        assert_eq!((g.counters.dropped, g.counters.evicted), (4, 3));
+        let mut g = group(100, OverflowPolicy::Reject);
+        g.policy.max_bytes = 150;
+        g.enqueue(msg(0));
+        assert!(g.is_full_for(100) && !g.is_full_for(50));
+        assert_eq!(g.enqueue(msg(1)), Enqueued::Rejected);
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub(crate) enum HandshakeRefusal {
     TooManyCapabilities { count: usize, max: usize },
     #[error("capability: {0}")]
     InvalidCapability(NameError),
+    #[error("authentication failed")]
+    AuthenticationFailed,
+    #[error("identity {identity} may not use client id {client:?}")]
+    ClientIdNotAllowed { client: String, identity: String },
+    #[error(
+        "client id {0:?} is in use by a live connection (reconnect with its resume token, or wait until it closes)"
+    )]
+    ClientIdInUse(String),
     #[error("broker is shutting down")]
     ShuttingDown,
 }
@@ -73,6 +81,16 @@ pub(crate) enum PublishRefusal {
     NoSuchClient { client: String },
     #[error("topic {0} is reserved for the broker")]
     ReservedTopic(Topic),
+    #[error("identity {identity} may not publish on {topic}")]
+    NotAllowed { topic: Topic, identity: String },
+    #[error("identity {identity} may not send direct messages to {client}")]
+    DirectNotAllowed { client: String, identity: String },
+    #[error("quota {quota} of {limit} reached")]
+    Quota { quota: &'static str, limit: usize },
+    #[error(
+        "the broker is above its memory ceiling ({what}); queues take nothing until consumers drain them"
+    )]
+    MemoryPressure { what: String },
     #[error("header {0:?} is reserved for the broker (x- prefix)")]
     ReservedHeader(String),
     #[error("a delivery of {size} bytes would not fit the {limit}-byte frame limit of {receiver}")]
@@ -129,6 +147,21 @@ pub(crate) enum SubscribeRefusal {
     Limit { max: usize },
     #[error("no subscription {0}")]
     UnknownSubscription(SubscriptionId),
+    #[error("identity {identity} may not subscribe to {filter}")]
+    NotAllowed { filter: String, identity: String },
+    #[error("identity {identity} may not join queue group {group}")]
+    GroupNotAllowed { group: String, identity: String },
+    #[error(
+        "a queue group on {0} (starting with a wildcard) exists only where [[queue.overrides]] declares that filter"
+    )]
+    UndeclaredWildcardGroup(String),
+}
+
+/// Why a stats request was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StatsRefusal {
+    #[error("identity {0} may not read stats")]
+    NotAllowed(String),
 }
 
 /// Why an ack, nack or the settling part of a reply was refused.
@@ -213,6 +246,8 @@ pub(crate) enum Refusal {
     #[error(transparent)]
     Cancel(#[from] CancelRefusal),
     #[error(transparent)]
+    Stats(#[from] StatsRefusal),
+    #[error(transparent)]
     Request(#[from] RequestFailure),
     /// Not a frame of a known kind.
     #[error(transparent)]
@@ -246,6 +281,9 @@ impl Refusal {
                 HandshakeRefusal::FieldTooLong { .. }
                 | HandshakeRefusal::TooManyCapabilities { .. }
                 | HandshakeRefusal::InvalidCapability(_) => C::InvalidArgument,
+                HandshakeRefusal::AuthenticationFailed
+                | HandshakeRefusal::ClientIdNotAllowed { .. } => C::PermissionDenied,
+                HandshakeRefusal::ClientIdInUse(_) => C::DuplicateClientId,
                 HandshakeRefusal::ShuttingDown => C::ShuttingDown,
             },
             Self::Protocol(r) => match r {
@@ -258,9 +296,12 @@ impl Refusal {
                 PublishRefusal::ShuttingDown => C::ShuttingDown,
                 PublishRefusal::InvalidTopic(_) => C::InvalidTopic,
                 PublishRefusal::NoSuchClient { .. } => C::NoSuchClient,
-                PublishRefusal::ReservedTopic(_) | PublishRefusal::ReservedHeader(_) => {
-                    C::PermissionDenied
-                }
+                PublishRefusal::ReservedTopic(_)
+                | PublishRefusal::ReservedHeader(_)
+                | PublishRefusal::NotAllowed { .. }
+                | PublishRefusal::DirectNotAllowed { .. } => C::PermissionDenied,
+                PublishRefusal::Quota { .. } => C::QuotaExceeded,
+                PublishRefusal::MemoryPressure { .. } => C::MemoryPressure,
                 PublishRefusal::TooLarge { .. } => C::FrameTooLarge,
                 PublishRefusal::DirectInboxFull { .. }
                 | PublishRefusal::QueueFull { .. }
@@ -276,6 +317,9 @@ impl Refusal {
                 | SubscribeRefusal::DirectInboxSid => C::InvalidArgument,
                 SubscribeRefusal::Limit { .. } => C::SubscriptionLimit,
                 SubscribeRefusal::UnknownSubscription(_) => C::UnknownSubscription,
+                SubscribeRefusal::NotAllowed { .. }
+                | SubscribeRefusal::GroupNotAllowed { .. }
+                | SubscribeRefusal::UndeclaredWildcardGroup(_) => C::PermissionDenied,
             },
             Self::Settle(SettleRefusal::UnknownDelivery(_))
             | Self::Reply(ReplyRefusal::Settle(SettleRefusal::UnknownDelivery(_))) => {
@@ -288,6 +332,7 @@ impl Refusal {
             Self::Reply(ReplyRefusal::TooLarge { .. }) => C::FrameTooLarge,
             Self::Cancel(CancelRefusal::UnknownMessage(_)) => C::UnknownMessage,
             Self::Cancel(CancelRefusal::NotPublisher(_)) => C::PermissionDenied,
+            Self::Stats(StatsRefusal::NotAllowed(_)) => C::PermissionDenied,
             Self::Request(r) => match r {
                 RequestFailure::DeadLettered { .. } => C::DeadLettered,
                 RequestFailure::HandedBack { .. } | RequestFailure::HolderLeft { .. } => {
@@ -354,7 +399,16 @@ impl Refusal {
                     ("size", size.to_string()),
                     ("limit", limit.to_string()),
                 ]),
-                PublishRefusal::ReservedTopic(topic) => of([("topic", topic.to_string())]),
+                PublishRefusal::ReservedTopic(topic) | PublishRefusal::NotAllowed { topic, .. } => {
+                    of([("topic", topic.to_string())])
+                }
+                PublishRefusal::DirectNotAllowed { client, .. } => {
+                    of([("client_id", client.clone())])
+                }
+                PublishRefusal::Quota { quota, limit } => {
+                    of([("quota", (*quota).to_owned()), ("limit", limit.to_string())])
+                }
+                PublishRefusal::MemoryPressure { what } => of([("reason", what.clone())]),
                 PublishRefusal::ShuttingDown
                 | PublishRefusal::InvalidTopic(_)
                 | PublishRefusal::ReservedHeader(_) => Vec::new(),
@@ -385,6 +439,7 @@ impl Refusal {
             },
             Self::Handshake(_)
             | Self::Protocol(_)
+            | Self::Stats(_)
             | Self::Subscribe(_)
             | Self::Reply(
                 ReplyRefusal::NotAwaited(_)

@@ -48,7 +48,7 @@ impl Client {
             ClientId::new(format!("client-{}-{n}", std::process::id()))
                 .expect("valid by construction")
         });
-        let link = handshake(&options, &client_id).await?;
+        let link = handshake(&options, &client_id, &[]).await?;
         let out = Outbound::new(OutboundLimits {
             max_len: options.outbound_capacity,
             max_bytes: options.outbound_bytes,
@@ -69,6 +69,7 @@ impl Client {
             subs: Mutex::new(HashMap::default()),
             closed: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
+            resume_token: Mutex::new(link.welcome.resume_token.clone()),
         });
         tokio::spawn(supervise(inner.clone(), link));
         Ok(Client {
@@ -78,10 +79,18 @@ impl Client {
 }
 
 /// Connects and exchanges `Hello`/`Welcome`, within the connect timeout.
-async fn handshake(options: &ClientOptions, client_id: &ClientId) -> Result<Link, ConnectError> {
+///
+/// `resume` is the token of the last link's `Welcome` (empty at first): it
+/// lets this link take over the client id while the broker still holds the
+/// old one open.
+async fn handshake(
+    options: &ClientOptions,
+    client_id: &ClientId,
+    resume: &[u8],
+) -> Result<Link, ConnectError> {
     let timeout = options.connect_timeout;
     let path = options.socket.clone();
-    tokio::time::timeout(timeout, handshake_inner(options, client_id))
+    tokio::time::timeout(timeout, handshake_inner(options, client_id, resume))
         .await
         .unwrap_or(Err(ConnectError::Timeout {
             path,
@@ -92,6 +101,7 @@ async fn handshake(options: &ClientOptions, client_id: &ClientId) -> Result<Link
 async fn handshake_inner(
     options: &ClientOptions,
     client_id: &ClientId,
+    resume: &[u8],
 ) -> Result<Link, ConnectError> {
     let stream = crate::transport::connect(&options.socket)
         .await
@@ -99,6 +109,7 @@ async fn handshake_inner(
             path: options.socket.clone(),
             source,
         })?;
+    check_broker_uid(&stream, options)?;
     let mut stream = SharedStream::new(stream).map_err(|source| ConnectError::Io {
         path: options.socket.clone(),
         source,
@@ -116,6 +127,17 @@ async fn handshake_inner(
                 .heartbeat_interval
                 .map_or(0, |d| d.as_millis().clamp(1, u128::from(u32::MAX)) as u32),
             heartbeat_misses: options.heartbeat_misses.unwrap_or(0),
+            user: options
+                .credentials
+                .as_ref()
+                .map(|c| c.user().to_owned())
+                .unwrap_or_default(),
+            secret: options
+                .credentials
+                .as_ref()
+                .map(|c| bytes::Bytes::copy_from_slice(c.secret()))
+                .unwrap_or_default(),
+            resume_token: bytes::Bytes::copy_from_slice(resume),
         })),
     };
     let mut buf = BytesMut::new();
@@ -147,6 +169,31 @@ async fn handshake_inner(
         reader,
         welcome,
     })
+}
+
+/// Refuses a broker whose socket peer runs as neither this process's user,
+/// root, nor the configured `broker_uid`: someone else's socket in a shared
+/// directory must not get this client's credentials or messages.
+fn check_broker_uid(
+    stream: &crate::transport::Stream,
+    options: &ClientOptions,
+) -> Result<(), ConnectError> {
+    #[cfg(unix)]
+    {
+        let own = crate::transport::current_uid();
+        match crate::transport::peer_uid(stream) {
+            Some(uid) if uid == own || uid == 0 || Some(uid) == options.broker_uid => Ok(()),
+            uid => Err(ConnectError::UntrustedBroker {
+                path: options.socket.clone(),
+                uid,
+            }),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (stream, options);
+        Ok(())
+    }
 }
 
 /// Runs links one after another until the client is closed for good.
@@ -187,11 +234,13 @@ async fn reconnect(inner: &Inner) -> Option<(Link, u32)> {
             () = tokio::time::sleep(jittered) => {}
         }
         attempts += 1;
-        match handshake(&inner.options, &inner.client_id).await {
+        let resume = lock(&inner.resume_token).clone();
+        match handshake(&inner.options, &inner.client_id, &resume).await {
             Ok(link) => {
                 inner
                     .max_frame_bytes
                     .store(link.welcome.max_frame_bytes as usize, Ordering::Relaxed);
+                *lock(&inner.resume_token) = link.welcome.resume_token.clone();
                 return Some((link, attempts));
             }
             Err(ConnectError::Refused(r)) => {

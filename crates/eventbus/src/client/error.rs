@@ -69,6 +69,15 @@ pub enum ConnectError {
     /// The broker answered with something other than a `Welcome`.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The socket's owner is neither this user, root, nor the configured
+    /// broker uid: not this client's broker, so nothing was sent to it.
+    #[error("the process behind {path} runs as uid {uid:?}, not a broker this client trusts")]
+    UntrustedBroker {
+        /// The socket path.
+        path: PathBuf,
+        /// The peer's user id, where the platform told it.
+        uid: Option<u32>,
+    },
 }
 
 /// Why a publish failed.

@@ -15,6 +15,7 @@
 //! ```
 
 mod connection;
+mod credentials;
 mod error;
 mod mailbox;
 mod message;
@@ -32,6 +33,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use credentials::{CREDENTIALS_ENV, CREDENTIALS_FILE_ENV, Credentials, CredentialsError};
 pub use error::{
     AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
 };
@@ -92,6 +94,8 @@ struct Inner {
     /// Cancelled once the client is closed for good (not on a reconnectable loss).
     closed: CancellationToken,
     events: broadcast::Sender<ConnectionEvent>,
+    /// The last `Welcome`'s resume token, presented when reconnecting.
+    resume_token: Mutex<bytes::Bytes>,
 }
 
 /// A subscription's local end, and what to send to restore it after a reconnect.

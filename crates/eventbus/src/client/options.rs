@@ -31,6 +31,8 @@ pub struct ClientOptions {
     pub(crate) outbound_bytes: usize,
     pub(crate) subscription_bytes: usize,
     pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) credentials: Option<super::Credentials>,
+    pub(crate) broker_uid: Option<u32>,
 }
 
 /// How a client reconnects after losing its broker.
@@ -91,7 +93,25 @@ impl ClientOptions {
             outbound_bytes: 64 * 1024 * 1024,
             subscription_bytes: 64 * 1024 * 1024,
             reconnect: ReconnectPolicy::default(),
+            credentials: None,
+            broker_uid: None,
         }
+    }
+
+    /// Credentials for a broker with an auth file (see
+    /// [`Credentials::from_env`](super::Credentials::from_env)); without
+    /// them the broker knows the client by its user id.
+    pub fn credentials(mut self, credentials: super::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The user id the broker runs as, when it is neither this process's
+    /// nor root's: the client refuses any other broker (Unix), before it
+    /// sends anything.
+    pub fn broker_uid(mut self, uid: u32) -> Self {
+        self.broker_uid = Some(uid);
+        self
     }
 
     /// The client's unique id; without one a random `client-<pid>-<n>` id is used.

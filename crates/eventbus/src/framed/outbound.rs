@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,10 @@ use crate::proto::{Frame, frame::Kind};
 /// The writer issues a write once this many bytes are encoded, so a large batch
 /// is written in chunks from one bounded buffer instead of growing it.
 const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A fan-out delivery queued behind this many frames gets its own copy of
+/// the bytes it shares with a read buffer (see [`Outbound::push_droppable`]).
+pub const DETACH_AFTER: usize = 64;
 
 /// The bounds of one outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,25 @@ impl From<Frame> for Outgoing {
 }
 
 impl Outgoing {
+    /// Gives it its own copy of bytes it may share with a larger buffer (a
+    /// delivery's envelope or payload, sliced from the read buffer it
+    /// arrived in), so holding it holds only what it is.
+    pub fn detach(&mut self) {
+        match self {
+            Self::Deliver(deliver) => {
+                deliver.envelope = Bytes::copy_from_slice(&deliver.envelope);
+            }
+            Self::Frame(Frame {
+                kind: Some(Kind::Deliver(d)),
+            }) => {
+                if let Some(m) = d.message.as_mut() {
+                    m.payload = Bytes::copy_from_slice(&m.payload);
+                }
+            }
+            Self::Frame(_) | Self::Publish(_) => {}
+        }
+    }
+
     /// Bytes it is counted as against the queue's byte bounds.
     pub fn weight(&self) -> usize {
         match self {
@@ -92,17 +115,10 @@ impl Outgoing {
     }
 }
 
-/// Bytes a queued frame is counted as: its payload and topic plus a fixed
-/// allowance for the rest, a cheap upper-bound estimate that needs no encoding.
+/// Bytes a queued frame is counted as against the queue's byte bounds: its
+/// whole encoding (headers and every field included) with the length prefix.
 pub fn frame_weight(frame: &Frame) -> usize {
-    const ALLOWANCE: usize = 64;
-    let envelope = match &frame.kind {
-        Some(Kind::Deliver(d)) => d.message.as_deref(),
-        Some(Kind::Publish(p)) => p.message.as_deref(),
-        Some(Kind::Reply(r)) => r.message.as_deref(),
-        _ => None,
-    };
-    ALLOWANCE + envelope.map_or(0, |e| e.payload.len() + e.topic.len())
+    4 + 1 + prost::Message::encoded_len(frame)
 }
 
 /// Why a frame was not queued.
@@ -280,11 +296,19 @@ impl Outbound {
     /// Queues a fan-out delivery, applying the overflow policy at `max_len`.
     /// Like [`push_quiet`](Self::push_quiet), it leaves waking the writer to the
     /// caller's [`try_flush`](Self::try_flush).
+    ///
+    /// A delivery that has to wait behind [`DETACH_AFTER`] others gets its
+    /// own copy of the bytes it shares with the read buffer it came from, so
+    /// a slow subscriber's backlog holds what it counts, not the read buffers
+    /// around it.
     pub fn push_droppable(&self, item: impl Into<Outgoing>) -> Result<Pushed, PushError> {
-        let item = item.into();
+        let mut item = item.into();
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
+        }
+        if st.frames.len() >= DETACH_AFTER {
+            item.detach();
         }
         let mut outcome = Pushed::Queued;
         let weight = item.weight();

@@ -225,6 +225,49 @@ impl TopicFilter {
         }
         topic_segments.next().is_none()
     }
+
+    /// Whether every topic `other` matches, this filter matches too
+    /// (`events.#` covers `events.+.start`; `events.+` does not cover
+    /// `events.#`). Used to check a subscription against the filters a
+    /// client is allowed.
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        let mut theirs = other.segments();
+        let mut ours_left = self.segments();
+        let mut at = 0;
+        while let Some(ours) = ours_left.next() {
+            match (ours, theirs.next()) {
+                (HASH, _) => return true,
+                // Theirs takes any rest, of at least one segment when it is
+                // the whole filter (a topic has one): `+.#` covers `#`.
+                (PLUS, Some(HASH)) if at == 0 => {
+                    return ours_left.next() == Some(HASH) && ours_left.next().is_none();
+                }
+                // Ours needs one more segment; theirs matches without it.
+                (_, None) | (_, Some(HASH)) => return false,
+                (PLUS, Some(_)) => {}
+                (literal, Some(segment)) if literal == segment => {}
+                (_, Some(_)) => return false,
+            }
+            at += 1;
+        }
+        theirs.next().is_none()
+    }
+
+    /// Whether some topic matches both filters. Used to check a subscription
+    /// against the filters a client is denied.
+    pub fn overlaps(&self, other: &TopicFilter) -> bool {
+        let mut theirs = other.segments();
+        for ours in self.segments() {
+            match (ours, theirs.next()) {
+                (HASH, _) | (_, Some(HASH)) => return true,
+                (_, None) => return false,
+                (PLUS, Some(_)) | (_, Some(PLUS)) => {}
+                (literal, Some(segment)) if literal == segment => {}
+                (_, Some(_)) => return false,
+            }
+        }
+        matches!(theirs.next(), None | Some(HASH))
+    }
 }
 
 impl From<Topic> for TopicFilter {
@@ -534,6 +577,27 @@ mod tests {
                 filter.matches(&topic),
                 reference_match(&f_segments, &t_segments)
             );
+        }
+
+        #[test]
+        fn covers_and_overlaps_agree_with_every_topic(f in small_filter(), g in small_filter()) {
+            let (f, g) = (filter(&f), filter(&g));
+            // Every topic of 1 to 6 segments of `a` and `b`.
+            let topics: Vec<Topic> = (1..=6u32)
+                .flat_map(|len| {
+                    (0..1u32 << len).map(move |bits| {
+                        (0..len)
+                            .map(|i| if bits >> i & 1 == 1 { "a" } else { "b" })
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    })
+                })
+                .map(|t| topic(&t))
+                .collect();
+            let covers = topics.iter().all(|t| !g.matches(t) || f.matches(t));
+            let overlaps = topics.iter().any(|t| f.matches(t) && g.matches(t));
+            prop_assert_eq!(f.covers(&g), covers, "{} covers {}", f, g);
+            prop_assert_eq!(f.overlaps(&g), overlaps, "{} overlaps {}", f, g);
         }
 
         #[test]

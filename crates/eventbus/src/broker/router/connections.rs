@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Map;
+use crate::broker::auth::Principal;
 use crate::broker::ids::{ConnId, ConnIds, GroupId, SubscriptionId};
 use crate::broker::refusal::DisconnectReason;
 use crate::framed::{Outbound, Outgoing, PushError, Pushed};
@@ -67,8 +68,10 @@ pub(super) struct Conn {
     pub cancel: CancellationToken,
     /// The largest frame it takes (negotiated in `Welcome`).
     pub max_frame: usize,
-    /// May cancel other clients' messages.
-    pub admin: bool,
+    /// Who it is: permissions and quotas.
+    pub principal: Arc<Principal>,
+    /// What lets a new link of the same client take this one's id over.
+    pub resume_token: ResumeToken,
     pub subs: Map<SubscriptionId, Sub>,
     pub liveness: Liveness,
     pub counters: ConnCounters,
@@ -80,7 +83,15 @@ pub(super) struct Conn {
     pub in_flight: u64,
     /// Direct deliveries not yet settled; bounded by `max_direct_in_flight`.
     pub direct_in_flight: usize,
+    /// Its requests awaiting replies (quota `max_pending_requests`).
+    pub pending_requests: usize,
+    /// Direct messages it sent that are not settled (quota
+    /// `max_direct_unsettled`).
+    pub direct_sent: usize,
 }
+
+/// A client id's resume token (see `Hello.resume_token`).
+pub(super) type ResumeToken = [u8; 16];
 
 /// What a new connection brings.
 #[derive(Debug)]
@@ -92,7 +103,8 @@ pub(super) struct NewConn {
     pub out: Arc<Outbound>,
     pub cancel: CancellationToken,
     pub max_frame: usize,
-    pub admin: bool,
+    pub principal: Arc<Principal>,
+    pub resume_token: ResumeToken,
     pub liveness: Liveness,
 }
 
@@ -124,7 +136,8 @@ impl Connections {
                 out: new.out,
                 cancel: new.cancel,
                 max_frame: new.max_frame,
-                admin: new.admin,
+                principal: new.principal,
+                resume_token: new.resume_token,
                 subs: Map::default(),
                 liveness: new.liveness,
                 counters: ConnCounters::default(),
@@ -132,6 +145,8 @@ impl Connections {
                 touched: false,
                 in_flight: 0,
                 direct_in_flight: 0,
+                pending_requests: 0,
+                direct_sent: 0,
             },
         );
         id

@@ -48,6 +48,11 @@ impl Router {
             self.fanout_route = Some(route);
             return false;
         };
+        // Not allowed: the decoding path refuses it.
+        if !c.principal.perms.publish.allows_topic(&route.topic) {
+            self.fanout_route = Some(route);
+            return false;
+        }
         let source = c.client_id.clone();
         let id = self.ids.message().get();
         let mut delivered = 0;

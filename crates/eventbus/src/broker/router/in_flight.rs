@@ -20,6 +20,9 @@ pub(super) struct InFlight {
     pub sid: SubscriptionId,
     /// The queue group it came from; `None` for a direct send.
     pub group: Option<GroupId>,
+    /// A direct send's sender, whose quota of unsettled direct messages it
+    /// takes while in flight.
+    pub sender: Option<ConnId>,
     pub message: Box<proto::Envelope>,
     /// Its delivery frame's size (an upper bound).
     pub size: usize,

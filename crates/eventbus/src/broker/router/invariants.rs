@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::usage::Held;
 use super::{Router, Target};
 use crate::broker::ids::{ConnId, GroupId, SubscriptionId};
 
@@ -13,6 +14,7 @@ impl Router {
         self.check_connections()?;
         self.check_in_flight()?;
         self.check_queues()?;
+        self.check_quotas()?;
         if self.requests.len() > self.config.max_pending_requests {
             return Err(format!(
                 "{} requests pending, over the bound {}",
@@ -86,6 +88,74 @@ impl Router {
             if direct > self.config.max_direct_in_flight {
                 return Err(format!("{} holds {direct} direct messages", c.client_id));
             }
+        }
+        Ok(())
+    }
+
+    /// Quota counters agree with what they count.
+    fn check_quotas(&self) -> Result<(), String> {
+        let requests = self.requests.per_requester();
+        let mut direct: HashMap<ConnId, usize> = HashMap::new();
+        let mut held: HashMap<String, Held> = HashMap::new();
+        for (_, f) in self.in_flight.iter() {
+            if let Some(sender) = f.sender {
+                *direct.entry(sender).or_default() += 1;
+            }
+            if f.group.is_some() {
+                let h = held.entry(f.message.source.clone()).or_default();
+                h.messages += 1;
+                h.bytes += f.size;
+            }
+        }
+        for (conn, c) in self.conns.iter() {
+            let pending = requests.get(&conn).copied().unwrap_or(0);
+            if c.pending_requests != pending {
+                return Err(format!(
+                    "{} counts {} pending requests, has {pending}",
+                    c.client_id, c.pending_requests
+                ));
+            }
+            let sent = direct.get(&conn).copied().unwrap_or(0);
+            if c.direct_sent != sent {
+                return Err(format!(
+                    "{} counts {} direct messages unsettled, has {sent}",
+                    c.client_id, c.direct_sent
+                ));
+            }
+        }
+        for (_, g) in self.queues.iter() {
+            let mut bytes = 0;
+            for m in g.waiting_queued() {
+                let h = held.entry(m.message.source.clone()).or_default();
+                h.messages += 1;
+                h.bytes += m.size;
+                bytes += m.size;
+            }
+            if g.waiting_bytes() != bytes {
+                return Err(format!(
+                    "group {} counts {} bytes waiting, holds {bytes}",
+                    g.name,
+                    g.waiting_bytes()
+                ));
+            }
+        }
+        let counted: HashMap<String, Held> = self
+            .usage
+            .clients()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if counted != held {
+            return Err(format!("usage counts {counted:?}, queues hold {held:?}"));
+        }
+        let total = held.values().fold(Held::default(), |t, h| Held {
+            messages: t.messages + h.messages,
+            bytes: t.bytes + h.bytes,
+        });
+        if self.usage.total() != total {
+            return Err(format!(
+                "usage total {:?}, queues hold {total:?}",
+                self.usage.total()
+            ));
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::broker::refusal::{DisconnectReason, HandshakeRefusal, RequestFailure}
 use crate::framed::Outbound;
 use prost::Message as _;
 
+use crate::broker::auth::Principal;
 use crate::broker::command::STAMP_ALLOWANCE;
 use crate::broker::queue::Queued;
 use crate::codec::MIN_MAX_FRAME_BYTES;
@@ -34,10 +35,25 @@ pub(crate) const BROKER_CLIENT_ID: &str = "broker";
 /// A slow consumer is announced at most this often.
 const SLOW_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Compares a presented resume token without stopping at the first
+/// difference.
+fn tokens_equal(ours: &[u8; 16], presented: &[u8]) -> bool {
+    if presented.len() != ours.len() {
+        return false;
+    }
+    let diff = ours
+        .iter()
+        .zip(presented)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
 /// A connection that said `Hello`, ready to register.
 #[derive(Debug)]
 pub(crate) struct Registration {
     pub hello: proto::Hello,
+    /// Who the connection authenticated as.
+    pub principal: Arc<Principal>,
     pub out: Arc<Outbound>,
     pub cancel: CancellationToken,
     /// The peer's process id as the socket tells it, if it does.
@@ -48,9 +64,11 @@ impl Router {
     /// Registers a connection after its `Hello`; returns its id and the
     /// `Welcome`.
     ///
-    /// A client id that is already connected is taken over: the older
-    /// connection is closed, so a client that reconnects before its old link
-    /// timed out wins.
+    /// A client id belongs to the identities allowed it. One that is
+    /// connected can be taken over only with the resume token its link was
+    /// given (the client that holds it, reconnecting before its old link
+    /// timed out): the older connection is closed. Anyone else is refused
+    /// until that link closes or misses its heartbeats.
     pub fn register(
         &mut self,
         r: Registration,
@@ -89,9 +107,20 @@ impl Router {
         if self.draining {
             return Err(HandshakeRefusal::ShuttingDown);
         }
+        if !r.principal.client_ids.allows(client_id.as_str()) {
+            return Err(HandshakeRefusal::ClientIdNotAllowed {
+                client: hello.client_id,
+                identity: r.principal.name.clone(),
+            });
+        }
         if let Some(old) = self.conns.by_client(&client_id) {
+            let holder = self.conns.get(old).map(|c| c.resume_token);
+            if holder.is_none_or(|token| !tokens_equal(&token, &hello.resume_token)) {
+                return Err(HandshakeRefusal::ClientIdInUse(hello.client_id));
+            }
             self.disconnect(old, DisconnectReason::Replaced);
         }
+        let resume_token = self.tokens.resume();
         let config = &self.config;
         let max_heartbeat = Duration::from_millis(config.max_heartbeat_interval_ms);
         let interval = match hello.heartbeat_interval_ms {
@@ -112,8 +141,10 @@ impl Router {
             max_frame_bytes: max_frame as u32,
             heartbeat_interval_ms: interval.as_millis() as u32,
             heartbeat_misses: misses,
-            max_subscriptions: config.max_subscriptions_per_client as u32,
+            max_subscriptions: r.principal.quotas.max_subscriptions as u32,
             broker_pid: std::process::id(),
+            resume_token: resume_token.to_vec().into(),
+            identity: r.principal.name.clone(),
         };
         let id = self.conns.insert(NewConn {
             client_id,
@@ -123,7 +154,8 @@ impl Router {
             out: r.out,
             cancel: r.cancel,
             max_frame,
-            admin: false,
+            principal: r.principal,
+            resume_token,
             liveness: Liveness {
                 last_seen: now,
                 next_heartbeat: now + interval,
@@ -153,6 +185,7 @@ impl Router {
             self.drop_sub(conn, sid);
         }
         for f in self.in_flight.take_held(conn, None) {
+            self.release(&f);
             self.hand_over_direct(&capabilities, f.into_queued(), reason);
         }
         self.requests.forget_requester(conn);
@@ -184,7 +217,7 @@ impl Router {
                 ..Default::default()
             });
             let size = message.encoded_len() + STAMP_ALLOWANCE;
-            let _ = self.route(&topic, Queued { message, size });
+            let _ = self.route(&topic, Queued { message, size }, None);
         }
     }
 
@@ -241,8 +274,12 @@ impl Router {
         for id in beat {
             self.conns.heartbeat(id);
         }
-        if let Some(deadline) = self.requests.expire(now) {
+        let mut expired = Vec::new();
+        if let Some(deadline) = self.requests.expire(now, &mut expired) {
             next = next.min(deadline);
+        }
+        for requester in expired {
+            self.request_done(requester);
         }
         self.expire_deliveries();
         if let Some(d) = self.in_flight.next_deadline() {
@@ -273,6 +310,7 @@ impl Router {
         if let Some(gid) = gid {
             let group = self.queues.get_mut(gid).expect("found above");
             let max = group.policy().max_attempts;
+            self.usage.add(&queued.message.source, queued.size);
             if max > 0 && queued.message.attempt >= max {
                 group.counters.accepted += 1;
                 let reason = format!("{reason}; {max} attempts used");

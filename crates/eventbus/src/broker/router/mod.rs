@@ -36,6 +36,7 @@ mod stats;
 mod subscribe;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use in_flight::InFlightTable;
 use queues::Queues;
 use requests::{Requests, Responders};
 use schedule::Schedule;
+use usage::Usage;
 
 pub(crate) use lifecycle::Registration;
 
@@ -54,7 +56,7 @@ use super::command::{Command, Inbound, Publish};
 use super::config::BrokerConfig;
 use super::effects::Effects;
 use super::ids::{ConnId, GroupId, Ids, Seq, SubscriptionId, Tokens};
-use super::refusal::{DisconnectReason, Refusal};
+use super::refusal::{DisconnectReason, Refusal, StatsRefusal};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::SubscriptionIndex;
 
@@ -128,6 +130,11 @@ pub(crate) struct Router {
     requests: Requests,
     totals: Totals,
     topics: TopicCounters,
+    /// What messages in queue groups add up to, per publisher and in all.
+    usage: Usage,
+    /// The resident memory last sampled, when it was over the high
+    /// watermark: publishes into queue groups are refused meanwhile.
+    memory_alarm: Option<u64>,
     ids: Ids,
     /// Requests' correlation tokens.
     tokens: Tokens,
@@ -157,6 +164,8 @@ impl Router {
             requests: Requests::default(),
             totals: Totals::default(),
             topics: TopicCounters::default(),
+            usage: Usage::default(),
+            memory_alarm: None,
             ids: Ids::default(),
             tokens: Tokens::default(),
             recipients: Responders::None,
@@ -217,15 +226,7 @@ impl Router {
             Command::Cancel { message, seq } => {
                 (seq, self.cancel(conn, message, seq).map_err(Into::into))
             }
-            Command::Stats { seq } => {
-                let max_frame = self.conns.get(conn).map_or(0, |c| c.max_frame);
-                let stats = self.stats(seq.get(), max_frame);
-                let frame = Frame {
-                    kind: Some(Kind::StatsResponse(stats)),
-                };
-                self.conns.send(conn, frame);
-                (seq, Ok(()))
-            }
+            Command::Stats { seq } => (seq, self.send_stats(conn, seq)),
             Command::Heartbeat => (Seq::NONE, Ok(())),
             Command::Goodbye => {
                 self.disconnect(conn, DisconnectReason::Goodbye);
@@ -244,6 +245,41 @@ impl Router {
     pub fn finish(&mut self, effects: &mut Effects) {
         self.reap();
         self.conns.take_touched(&mut effects.flush);
+    }
+
+    /// Answers a stats request, if the client's identity may read stats.
+    fn send_stats(&mut self, conn: ConnId, seq: Seq) -> Result<(), Refusal> {
+        let Some(c) = self.conns.get(conn) else {
+            return Ok(());
+        };
+        if !c.principal.perms.stats {
+            return Err(StatsRefusal::NotAllowed(c.principal.name.clone()).into());
+        }
+        let stats = self.stats(seq.get(), c.max_frame);
+        let frame = Frame {
+            kind: Some(Kind::StatsResponse(stats)),
+        };
+        self.conns.send(conn, frame);
+        Ok(())
+    }
+
+    /// Records the broker's resident memory, sampled by the ticker: above
+    /// the high watermark, publishes into queue groups are refused (with
+    /// `MemoryPressure`) until it is under again.
+    pub fn sample_memory(&mut self, rss: Option<u64>, high_watermark: Option<u64>) {
+        let was = self.memory_alarm.is_some();
+        self.memory_alarm = rss.filter(|&rss| high_watermark.is_some_and(|high| rss > high));
+        match (was, self.memory_alarm) {
+            (false, Some(rss)) => {
+                tracing::warn!(
+                    rss,
+                    ?high_watermark,
+                    "memory alarm: queues take nothing until it passes"
+                );
+            }
+            (true, None) => tracing::info!("memory alarm over"),
+            _ => {}
+        }
     }
 
     /// Tells `conn` why it was refused.

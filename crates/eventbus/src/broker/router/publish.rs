@@ -44,8 +44,9 @@ impl Router {
             );
         }
         let p = parked.publish;
+        let size = p.wire_len + STAMP_ALLOWANCE;
         let (group, max_len) = match self
-            .blocking_group(&p.topic)
+            .blocking_group(&p.topic, size)
             .and_then(|(gid, _)| self.queues.get_mut(gid))
         {
             Some(g) => {
@@ -71,7 +72,7 @@ impl Router {
         }
         if p.target.is_none()
             && self.queues.any_blocking()
-            && let Some((_, timeout)) = self.blocking_group(&p.topic)
+            && let Some((_, timeout)) = self.blocking_group(&p.topic, p.wire_len + STAMP_ALLOWANCE)
         {
             return Ok(Some(Parked {
                 publish: p,
@@ -83,6 +84,7 @@ impl Router {
         if p.mode.is_request() && self.requests.len() >= max_requests {
             return Err(PublishRefusal::TooManyRequests { max: max_requests });
         }
+        self.check_publisher(conn, &p)?;
         let Publish {
             seq,
             mode,
@@ -99,8 +101,8 @@ impl Router {
         };
         self.recipients = Responders::None;
         let delivered = match &target {
-            Some(client) => self.direct(client, &topic, queued).map(|()| 0),
-            None => self.route(&topic, queued),
+            Some(client) => self.direct(conn, client, &topic, queued).map(|()| 0),
+            None => self.route(&topic, queued, Some(conn)),
         };
         let delivered = match delivered {
             Err(refusal) => return Err(refusal),
@@ -111,6 +113,9 @@ impl Router {
         };
         self.count_published(conn, &topic, delivered);
         if let (Mode::Request { timeout, .. }, Some(token)) = (mode, token) {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.pending_requests += 1;
+            }
             let deadline = self.clock.now + timeout;
             self.requests.insert(
                 token,
@@ -128,6 +133,44 @@ impl Router {
             self.conns.send(conn, ok(seq, id.get()));
         }
         Ok(None)
+    }
+
+    /// What the publisher's identity allows, and its quotas of pending
+    /// requests and unsettled direct messages.
+    fn check_publisher(&self, conn: ConnId, p: &Publish) -> Result<(), PublishRefusal> {
+        let Some(c) = self.conns.get(conn) else {
+            return Ok(());
+        };
+        let principal = &c.principal;
+        if !principal.perms.publish.allows_topic(&p.topic) {
+            return Err(PublishRefusal::NotAllowed {
+                topic: p.topic.clone(),
+                identity: principal.name.clone(),
+            });
+        }
+        if let Some(target) = &p.target {
+            if !principal.perms.direct.allows(target.as_str()) {
+                return Err(PublishRefusal::DirectNotAllowed {
+                    client: target.to_string(),
+                    identity: principal.name.clone(),
+                });
+            }
+            let limit = principal.quotas.max_direct_unsettled;
+            if c.direct_sent >= limit {
+                return Err(PublishRefusal::Quota {
+                    quota: "max_direct_unsettled",
+                    limit,
+                });
+            }
+        }
+        let limit = principal.quotas.max_pending_requests;
+        if p.mode.is_request() && c.pending_requests >= limit {
+            return Err(PublishRefusal::Quota {
+                quota: "max_pending_requests",
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Stamps what the broker vouches for: a new id, the publisher's client
@@ -178,13 +221,17 @@ impl Router {
 
     /// A full queue group with the `block` policy that `topic` would go to, with
     /// its block timeout.
-    pub(super) fn blocking_group(&mut self, topic: &Topic) -> Option<(GroupId, Duration)> {
+    pub(super) fn blocking_group(
+        &mut self,
+        topic: &Topic,
+        size: usize,
+    ) -> Option<(GroupId, Duration)> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
         let found = targets.drain(..).find_map(|t| match t {
             Target::Group(gid) => self.queues.get(gid).and_then(|g| {
                 let p = g.policy();
-                (p.overflow == OverflowPolicy::Block && g.is_full())
+                (p.overflow == OverflowPolicy::Block && g.is_full_for(size))
                     .then_some((gid, p.block_timeout))
             }),
             Target::Plain { .. } => None,
@@ -202,13 +249,22 @@ impl Router {
     /// `QueueFull` knows no copy went out, and one told `Ok` knows every
     /// matching group holds its task. The plain subscribers a request is
     /// copied to are noted in `recipients`, as the ones who may answer it.
-    pub(super) fn route(&mut self, topic: &Topic, msg: Queued) -> Result<u64, PublishRefusal> {
+    pub(super) fn route(
+        &mut self,
+        topic: &Topic,
+        msg: Queued,
+        publisher: Option<ConnId>,
+    ) -> Result<u64, PublishRefusal> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(topic, &mut targets);
-        if let Some(refusal) = self.refusal_before_routing(topic, &targets, msg.size) {
+        if let Some(refusal) = self.refusal_before_routing(topic, &targets, &msg, publisher) {
             targets.clear();
             self.scratch = targets;
             return Err(refusal);
+        }
+        let mut msg = msg;
+        if targets.iter().any(|t| matches!(t, Target::Group(_))) {
+            msg.detach();
         }
         let request = msg.message.correlation_id != 0;
         let mut delivered = 0;
@@ -247,15 +303,27 @@ impl Router {
         }
     }
 
-    /// Why a message of delivery size `size` must go to none of `targets`:
-    /// a full queue that refuses, or a receiver whose frames it would not
-    /// fit (a group: none of its members).
+    /// Why `msg` must go to none of `targets`: a full queue that refuses, a
+    /// receiver whose frames it would not fit (a group: none of its
+    /// members), and for a message into a queue group, the publisher's
+    /// quotas or the broker's memory ceiling.
     fn refusal_before_routing(
         &mut self,
         topic: &Topic,
         targets: &[Target],
-        size: usize,
+        msg: &Queued,
+        publisher: Option<ConnId>,
     ) -> Option<PublishRefusal> {
+        let size = msg.size;
+        let groups = targets
+            .iter()
+            .filter(|t| matches!(t, Target::Group(_)))
+            .count();
+        if groups > 0
+            && let Some(refusal) = self.refusal_to_hold(msg, groups, publisher)
+        {
+            return Some(refusal);
+        }
         for target in targets {
             let (limit, receiver) = match *target {
                 Target::Plain { conn, .. } => match self.conns.get(conn) {
@@ -268,7 +336,7 @@ impl Router {
                         g.policy().overflow,
                         OverflowPolicy::Reject | OverflowPolicy::Block
                     );
-                    if refuses && g.is_full() {
+                    if refuses && g.is_full_for(size) {
                         // As `enqueue` would decide; counted as rejected.
                         let (filter, group, max_len) = g.reject();
                         return Some(PublishRefusal::QueueFull {
@@ -347,8 +415,15 @@ impl Router {
         message: Queued,
     ) -> Result<(), PublishRefusal> {
         let group = self.queues.get_mut(gid).expect("indexed groups exist");
+        let (source, size) = (message.message.source.clone(), message.size);
         match group.enqueue(message) {
-            Enqueued::Queued | Enqueued::EvictedOldest => {}
+            Enqueued::Queued => self.usage.add(&source, size),
+            Enqueued::EvictedOldest(evicted) => {
+                self.usage.add(&source, size);
+                for m in evicted {
+                    self.usage.remove(&m.message.source, m.size);
+                }
+            }
             Enqueued::DroppedIncoming => {
                 self.totals.dropped += 1;
                 return Ok(());
@@ -375,7 +450,7 @@ impl Router {
             };
             dispatched = true;
             let delivery = self.ids.delivery();
-            self.send_delivery(conn, sid, delivery, Some(gid), message);
+            self.send_delivery(conn, sid, delivery, Some(gid), message, None);
         }
         if dispatched {
             self.queues.made_room();
@@ -391,6 +466,7 @@ impl Router {
         delivery: DeliveryId,
         group: Option<GroupId>,
         queued: Queued,
+        sender: Option<ConnId>,
     ) {
         self.totals.delivered += 1;
         let Queued { message, size } = queued;
@@ -421,6 +497,7 @@ impl Router {
                 conn,
                 sid,
                 group,
+                sender,
                 message,
                 size,
                 deadline,
@@ -433,6 +510,7 @@ impl Router {
     /// direct messages.
     fn direct(
         &mut self,
+        sender: ConnId,
         target: &ClientId,
         topic: &Topic,
         msg: Queued,
@@ -462,12 +540,25 @@ impl Router {
                 limit: c.max_frame,
             });
         }
+        let mut msg = msg;
+        msg.detach();
         let delivery = self.ids.delivery();
-        self.send_delivery(conn, SubscriptionId::DIRECT, delivery, None, msg);
+        self.send_delivery(
+            conn,
+            SubscriptionId::DIRECT,
+            delivery,
+            None,
+            msg,
+            Some(sender),
+        );
+        if let Some(c) = self.conns.get_mut(sender) {
+            c.direct_sent += 1;
+        }
         Ok(())
     }
 
     /// Returns the credit a settled or withdrawn delivery held on its connection.
+    /// And the quota slot a direct delivery held on its sender.
     pub(super) fn release(&mut self, f: &InFlight) {
         if let Some(c) = self.conns.get_mut(f.conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
@@ -475,6 +566,48 @@ impl Router {
                 c.direct_in_flight = c.direct_in_flight.saturating_sub(1);
             }
         }
+        if let Some(c) = f.sender.and_then(|s| self.conns.get_mut(s)) {
+            c.direct_sent = c.direct_sent.saturating_sub(1);
+        }
+    }
+
+    /// Why a message must not enter `groups` queue groups now: its
+    /// publisher's quotas of queued messages and bytes, or the broker's
+    /// memory ceiling.
+    fn refusal_to_hold(
+        &self,
+        msg: &Queued,
+        groups: usize,
+        publisher: Option<ConnId>,
+    ) -> Option<PublishRefusal> {
+        let bytes = msg.size * groups;
+        let total = self.usage.total();
+        let ceiling = self.config.memory.max_queued_bytes;
+        if total.bytes + bytes > ceiling {
+            return Some(PublishRefusal::MemoryPressure {
+                what: format!("{} bytes queued, ceiling {ceiling}", total.bytes),
+            });
+        }
+        if let Some(rss) = self.memory_alarm {
+            return Some(PublishRefusal::MemoryPressure {
+                what: format!("resident memory {rss} bytes over the high watermark"),
+            });
+        }
+        let quotas = publisher.and_then(|p| self.conns.get(p))?.principal.quotas;
+        let held = self.usage.of(&msg.message.source);
+        if held.messages + groups > quotas.max_queued_messages {
+            return Some(PublishRefusal::Quota {
+                quota: "max_queued_messages",
+                limit: quotas.max_queued_messages,
+            });
+        }
+        if held.bytes + bytes > quotas.max_queued_bytes {
+            return Some(PublishRefusal::Quota {
+                quota: "max_queued_bytes",
+                limit: quotas.max_queued_bytes,
+            });
+        }
+        None
     }
 }
 

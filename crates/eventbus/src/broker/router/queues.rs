@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use super::Map;
 use crate::broker::config::QueuePolicy;
 use crate::broker::ids::{GroupId, MessageId};
-use crate::broker::queue::QueueGroup;
+use crate::broker::queue::{QueueGroup, Queued};
 use crate::framed::OverflowPolicy;
 use crate::names::GroupName;
 use crate::topic::TopicFilter;
@@ -117,11 +117,11 @@ impl Queues {
         self.groups.values().find_map(|g| g.find_waiting(id))
     }
 
-    /// Removes message `id` from the queue it waits in, if any; returns its
-    /// group.
-    pub fn remove_waiting(&mut self, id: MessageId) -> Option<GroupId> {
+    /// Removes message `id` from a queue it waits in, if any; returns the
+    /// group and the message.
+    pub fn remove_waiting(&mut self, id: MessageId) -> Option<(GroupId, Queued)> {
         self.groups
             .iter_mut()
-            .find_map(|(&gid, g)| g.remove_waiting(id).map(|_| gid))
+            .find_map(|(&gid, g)| g.remove_waiting(id).map(|m| (gid, m)))
     }
 }

@@ -106,9 +106,9 @@ impl Requests {
         });
     }
 
-    /// Forgets requests whose deadline has passed; returns the earliest
-    /// deadline left.
-    pub fn expire(&mut self, now: Instant) -> Option<Instant> {
+    /// Forgets requests whose deadline has passed, adding their requesters
+    /// to `expired`; returns the earliest deadline left.
+    pub fn expire(&mut self, now: Instant, expired: &mut Vec<ConnId>) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let by_message = &mut self.by_message;
         self.by_token.retain(|_, p| {
@@ -117,10 +117,21 @@ impl Requests {
                 next = Some(next.map_or(p.deadline, |n| n.min(p.deadline)));
             } else {
                 by_message.remove(&p.message);
+                expired.push(p.conn);
             }
             pending
         });
         next
+    }
+
+    /// Requests pending per requester, for the invariant check.
+    #[cfg(test)]
+    pub fn per_requester(&self) -> std::collections::HashMap<ConnId, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for p in self.by_token.values() {
+            *counts.entry(p.conn).or_default() += 1;
+        }
+        counts
     }
 }
 

@@ -47,7 +47,7 @@ impl Router {
         if let Some(group) = self.queues.get_mut(gid) {
             group.settle(conn, f.sid, how == Settlement::Ack);
             match how {
-                Settlement::Ack => {}
+                Settlement::Ack => self.usage.remove(&f.message.source, f.size),
                 Settlement::Requeue => self.redeliver(gid, f.into_queued(), "nacked"),
                 Settlement::Reject => {
                     self.dead_letter(gid, f.into_queued(), "rejected by the consumer");
@@ -109,6 +109,7 @@ impl Router {
             .requests
             .take(token)
             .ok_or(ReplyRefusal::NotAwaited(token))?;
+        self.request_done(pending.conn);
         message.correlation_id = pending.seq.get();
         self.conns.send(
             pending.conn,
@@ -140,13 +141,15 @@ impl Router {
             .map(|m| m.source.clone())
             .ok_or(CancelRefusal::UnknownMessage(id))?;
         let caller = self.conns.get(conn);
-        let allowed = caller.is_some_and(|c| c.admin || c.client_id.as_str() == publisher);
+        let allowed =
+            caller.is_some_and(|c| c.principal.perms.admin || c.client_id.as_str() == publisher);
         if !allowed {
             return Err(CancelRefusal::NotPublisher(id));
         }
         let mut found = false;
-        while let Some(gid) = self.queues.remove_waiting(id) {
+        while let Some((gid, removed)) = self.queues.remove_waiting(id) {
             found = true;
+            self.usage.remove(&removed.message.source, removed.size);
             if let Some(group) = self.queues.get_mut(gid) {
                 group.counters.cancelled += 1;
             }
@@ -159,6 +162,7 @@ impl Router {
             {
                 group.settle(f.conn, f.sid, false);
                 group.counters.cancelled += 1;
+                self.usage.remove(&f.message.source, f.size);
             }
             self.withdraw(&f);
             if let Some(gid) = f.group {
@@ -178,8 +182,16 @@ impl Router {
     /// Tells the requester of `id`, if one waits, that no reply will come.
     pub(super) fn fail_request(&mut self, id: MessageId, failure: RequestFailure) {
         if let Some(pending) = self.requests.take_message(id) {
+            self.request_done(pending.conn);
             let frame = Refusal::from(failure).into_frame(pending.seq);
             self.conns.send(pending.conn, frame);
+        }
+    }
+
+    /// A request of `requester` left the table: its quota slot is free.
+    pub(super) fn request_done(&mut self, requester: ConnId) {
+        if let Some(c) = self.conns.get_mut(requester) {
+            c.pending_requests = c.pending_requests.saturating_sub(1);
         }
     }
 
@@ -217,6 +229,7 @@ impl Router {
     /// with the reason and attempt count in its headers; a requester waiting on it
     /// gets `DeadLettered` at once.
     pub(super) fn dead_letter(&mut self, gid: GroupId, queued: Queued, reason: &str) {
+        self.usage.remove(&queued.message.source, queued.size);
         let mut message = queued.message;
         let Some(group) = self.queues.get_mut(gid) else {
             return;
@@ -243,7 +256,7 @@ impl Router {
         message.correlation_id = 0;
         if let Ok(topic) = Topic::new(&message.topic) {
             let size = message.encoded_len() + STAMP_ALLOWANCE;
-            let _ = self.route(&topic, Queued { message, size });
+            let _ = self.route(&topic, Queued { message, size }, None);
         }
     }
 

@@ -14,15 +14,35 @@ impl Router {
     /// Adds a plain subscription or a queue-group membership, confirmed with
     /// `Ok`; a new member is handed what waits at once.
     pub(super) fn subscribe(&mut self, conn: ConnId, s: Subscribe) -> Result<(), SubscribeRefusal> {
-        let max = self.config.max_subscriptions_per_client;
         let Some(c) = self.conns.get(conn) else {
             return Ok(());
         };
+        let principal = &c.principal;
+        let max = principal.quotas.max_subscriptions;
         if c.subs.contains_key(&s.sid) {
             return Err(SubscribeRefusal::SidInUse(s.sid));
         }
         if c.subs.len() >= max {
             return Err(SubscribeRefusal::Limit { max });
+        }
+        if !principal.perms.subscribe.allows_filter(&s.filter) {
+            return Err(SubscribeRefusal::NotAllowed {
+                filter: s.filter.to_string(),
+                identity: principal.name.clone(),
+            });
+        }
+        if let Some((name, _)) = &s.group {
+            if !principal.perms.groups.allows(name.as_str()) {
+                return Err(SubscribeRefusal::GroupNotAllowed {
+                    group: name.to_string(),
+                    identity: principal.name.clone(),
+                });
+            }
+            if starts_with_wildcard(&s.filter) && !self.config.queue.declares(&s.filter) {
+                return Err(SubscribeRefusal::UndeclaredWildcardGroup(
+                    s.filter.to_string(),
+                ));
+            }
         }
         let group = s
             .group
@@ -137,4 +157,11 @@ impl Router {
         }
         true
     }
+}
+
+/// Whether the filter's first segment is a wildcard: a queue group on it
+/// would take (and could fill up with) every message of the bus or most of
+/// it, so it must be declared.
+fn starts_with_wildcard(filter: &TopicFilter) -> bool {
+    matches!(filter.segments().next(), Some("+" | "#"))
 }

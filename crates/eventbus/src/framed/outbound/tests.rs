@@ -127,3 +127,69 @@ fn publishes_are_encoded_as_frames_and_checked_against_the_limit() {
     ));
     assert_eq!(dst, before, "a refused frame leaves the buffer as it was");
 }
+
+#[test]
+fn a_delivery_waiting_behind_others_stops_sharing_its_read_buffer() {
+    use crate::codec::raw::RawDeliver;
+    let read_buffer = Bytes::from(vec![7u8; 64 * 1024]);
+    let out = Outbound::new(OutboundLimits {
+        max_len: 1000,
+        max_bytes: usize::MAX,
+        policy: OverflowPolicy::DropOldest,
+        hard_cap: 1000,
+        hard_cap_bytes: usize::MAX,
+    });
+    let deliver = |n: usize| RawDeliver {
+        sid: 1,
+        envelope: read_buffer.slice(n * 10..n * 10 + 10),
+        id: n as u64,
+        source: crate::names::ClientId::new("p").unwrap(),
+        timestamp_us: 0,
+    };
+    for n in 0..DETACH_AFTER + 2 {
+        out.push_droppable(Outgoing::Deliver(deliver(n))).unwrap();
+    }
+    let inside = |b: &Bytes| read_buffer.as_ptr_range().contains(&b.as_ptr());
+    let queued = out.take_queued();
+    let shares: Vec<bool> = queued
+        .iter()
+        .map(|item| match item {
+            Outgoing::Deliver(d) => inside(&d.envelope),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(
+        shares[..DETACH_AFTER].iter().all(|&s| s),
+        "a short queue copies nothing"
+    );
+    assert!(
+        shares[DETACH_AFTER..].iter().all(|&s| !s),
+        "behind the others: own copies"
+    );
+    assert!(
+        queued.iter().enumerate().all(|(n, item)| matches!(
+            item,
+            Outgoing::Deliver(d) if d.envelope == read_buffer.slice(n * 10..n * 10 + 10)
+        )),
+        "the same bytes"
+    );
+}
+
+#[test]
+fn a_frame_weighs_its_whole_encoding() {
+    let frame = Frame {
+        kind: Some(Kind::Deliver(proto::Deliver {
+            sid: 1,
+            delivery_id: 2,
+            message: Some(Box::new(proto::Envelope {
+                topic: "a.b".into(),
+                payload: Bytes::from_static(b"payload"),
+                headers: [("k".repeat(100), "v".repeat(1000))].into(),
+                ..Default::default()
+            })),
+        })),
+    };
+    let mut wire = BytesMut::new();
+    FrameCodec::default().encode(&frame, &mut wire).unwrap();
+    assert_eq!(frame_weight(&frame), wire.len(), "headers count");
+}

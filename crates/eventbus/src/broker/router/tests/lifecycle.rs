@@ -105,6 +105,7 @@ fn heartbeat_settings_are_clamped_to_the_broker_bounds() {
     let conn = |bus: &mut Bus, hello: proto::Hello| {
         let out = Outbound::new(bus.config.outbound_limits());
         let registration = Registration {
+            principal: bus.auth.authenticate(None, Some(PEER_UID)).unwrap(),
             hello,
             out,
             cancel: CancellationToken::new(),
@@ -237,14 +238,38 @@ fn a_hello_is_refused_for_a_wrong_version_a_bad_id_or_a_draining_broker() {
 }
 
 #[test]
-fn a_new_connection_takes_over_its_client_id() {
+fn only_the_holder_of_a_live_client_id_takes_it_over() {
     let mut bus = Bus::new();
     let old = bus.connect("dup");
     let p = bus.connect("p");
     bus.join(&old, 1, "t", "g", 1);
     bus.publish(&p, "t", "held");
     bus.received(&old);
-    let new = bus.connect("dup");
+    assert_eq!(old.welcome.resume_token.len(), 16);
+    assert_eq!(old.welcome.identity, format!("uid:{PEER_UID}"));
+    // Anyone else, same uid or not, is refused while the link lives.
+    assert!(matches!(
+        bus.connect_with(hello("dup")),
+        Err(HandshakeRefusal::ClientIdInUse(_))
+    ));
+    let mut wrong = old.welcome.resume_token.to_vec();
+    wrong[0] ^= 1;
+    assert!(matches!(
+        bus.connect_with(proto::Hello {
+            resume_token: wrong.into(),
+            ..hello("dup")
+        }),
+        Err(HandshakeRefusal::ClientIdInUse(_))
+    ));
+    assert!(!old.cancel.is_cancelled(), "the holder is untouched");
+    // The holder, reconnecting with its token, takes it over.
+    let new = bus
+        .connect_with(proto::Hello {
+            resume_token: old.welcome.resume_token.clone(),
+            ..hello("dup")
+        })
+        .unwrap();
+    assert_ne!(new.welcome.resume_token, old.welcome.resume_token);
     assert_eq!(
         bus.received(&old).last(),
         Some(&Got::Goodbye(
@@ -258,6 +283,9 @@ fn a_new_connection_takes_over_its_client_id() {
     assert_eq!(bus.router.connection_count(), 2);
     let got = bus.join(&new, 1, "t", "g", 1);
     assert_eq!(deliveries(&got)[0].1, "held");
+    // Once the link is gone, the id is free for anyone.
+    bus.disconnect(&new);
+    assert!(bus.connect_with(hello("dup")).is_ok());
 }
 
 #[test]

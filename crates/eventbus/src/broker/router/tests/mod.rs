@@ -5,6 +5,7 @@
 //! invariants are checked after every step.
 
 mod delivery;
+mod isolation;
 mod lifecycle;
 mod ownership;
 mod property;
@@ -18,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use super::{Applied, Registration, Router};
+use crate::broker::auth::{AuthConfig, Authenticator};
 use crate::broker::command;
 use crate::broker::config::BrokerConfig;
 use crate::broker::effects::Effects;
@@ -32,7 +34,13 @@ pub(super) struct Bus {
     pub router: Router,
     pub now: Instant,
     pub config: Arc<BrokerConfig>,
+    /// Who connections are: the socket owner's identity, or the users of
+    /// an auth file.
+    pub auth: Authenticator,
 }
+
+/// The uid the fake connections' socket peers run as.
+pub(super) const PEER_UID: u32 = 1000;
 
 /// A fake connection.
 #[derive(Debug, Clone)]
@@ -40,6 +48,8 @@ pub(super) struct Peer {
     pub conn: ConnId,
     pub out: Arc<Outbound>,
     pub cancel: CancellationToken,
+    /// What its `Welcome` said.
+    pub welcome: proto::Welcome,
 }
 
 /// A frame a peer was sent, flattened for matching.
@@ -85,15 +95,23 @@ impl Bus {
     }
 
     pub fn with(configure: impl FnOnce(&mut BrokerConfig)) -> Self {
+        Self::with_auth(configure, None)
+    }
+
+    /// A bus whose connections authenticate against the auth file `auth`.
+    pub fn with_auth(configure: impl FnOnce(&mut BrokerConfig), auth: Option<&str>) -> Self {
         let mut config = BrokerConfig::new("/nonexistent/router-test.sock");
         configure(&mut config);
         config.validate().expect("a valid test config");
+        let users = auth.map(|text| AuthConfig::from_toml(text).expect("a valid auth file"));
+        let auth = Authenticator::new(users.as_ref(), &config).expect("valid");
         let config = Arc::new(config);
         let now = Instant::now();
         Self {
             router: Router::new(config.clone(), now),
             now,
             config,
+            auth,
         }
     }
 
@@ -102,17 +120,26 @@ impl Bus {
     }
 
     pub fn connect_with(&mut self, hello: proto::Hello) -> Result<Peer, HandshakeRefusal> {
+        let credentials =
+            (!hello.user.is_empty()).then(|| (hello.user.as_str(), &hello.secret[..]));
+        let principal = self.auth.authenticate(credentials, Some(PEER_UID))?;
         let out = Outbound::new(self.config.outbound_limits());
         let cancel = CancellationToken::new();
         let registration = Registration {
             hello,
+            principal,
             out: out.clone(),
             cancel: cancel.clone(),
             peer_pid: None,
         };
         let registered = self.run(|r, now| r.register(registration, now));
-        let (conn, _welcome) = registered?;
-        Ok(Peer { conn, out, cancel })
+        let (conn, welcome) = registered?;
+        Ok(Peer {
+            conn,
+            out,
+            cancel,
+            welcome,
+        })
     }
 
     /// Runs `work` as the broker does (`RouterCell::with`): then
