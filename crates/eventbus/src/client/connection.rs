@@ -42,7 +42,13 @@ struct Link {
 
 impl Client {
     /// Connects, says hello, and returns once the broker has welcomed the client.
-    pub async fn connect(options: ClientOptions) -> Result<Client, ConnectError> {
+    ///
+    /// Without [`ClientOptions::credentials`], credentials come from the
+    /// environment when it has them ([`Credentials::from_env`](super::Credentials::from_env)).
+    pub async fn connect(mut options: ClientOptions) -> Result<Client, ConnectError> {
+        if options.credentials.is_none() {
+            options.credentials = super::Credentials::from_env()?;
+        }
         let client_id = options.client_id.clone().unwrap_or_else(|| {
             let n = NEXT_ANONYMOUS.fetch_add(1, Ordering::Relaxed);
             ClientId::new(format!("client-{}-{n}", std::process::id()))
@@ -103,6 +109,9 @@ async fn handshake_inner(
     client_id: &ClientId,
     resume: &[u8],
 ) -> Result<Link, ConnectError> {
+    if let Some((dir, reason)) = crate::transport::socket_dir_problem(&options.socket) {
+        return Err(ConnectError::UnsafeSocketDirectory { dir, reason });
+    }
     let stream = crate::transport::connect(&options.socket)
         .await
         .map_err(|source| ConnectError::Io {

@@ -69,6 +69,19 @@ pub enum ConnectError {
     /// The broker answered with something other than a `Welcome`.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// `$EVENTBUS_CREDENTIALS` or the file `$EVENTBUS_CREDENTIALS_FILE`
+    /// names is set but unusable.
+    #[error(transparent)]
+    Credentials(#[from] super::CredentialsError),
+    /// The socket's directory belongs to another user, or is the `/tmp`
+    /// fallback without mode 0700: someone else may control the socket.
+    #[error("socket directory {dir} is unsafe: {reason}")]
+    UnsafeSocketDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The socket's owner is neither this user, root, nor the configured
     /// broker uid: not this client's broker, so nothing was sent to it.
     #[error("the process behind {path} runs as uid {uid:?}, not a broker this client trusts")]

@@ -37,6 +37,16 @@ pub enum BindError {
         /// The offending path.
         path: PathBuf,
     },
+    /// The socket directory belongs to someone else, or (the `/tmp`
+    /// fallback) others may write to it: whoever controls it could replace
+    /// the socket with their own.
+    #[error("socket directory {dir} is unsafe: {reason}")]
+    UnsafeDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The socket directory could not be created.
     #[error("cannot create socket directory {dir}")]
     Directory {
@@ -72,6 +82,46 @@ pub fn default_socket_path() -> PathBuf {
 fn fallback_socket_path() -> PathBuf {
     let uid = rustix::process::getuid().as_raw();
     PathBuf::from(format!("/tmp/eventbus-{uid}/broker.sock"))
+}
+
+/// Why the directory of socket `path` may not be trusted, if it may not:
+/// it must belong to this user (or root), and the `/tmp` fallback directory
+/// (which anyone could have made first) must be this user's with mode 0700.
+#[cfg(unix)]
+pub fn socket_dir_problem(path: &Path) -> Option<(PathBuf, &'static str)> {
+    dir_problem(path, fallback_socket_path().parent()?)
+}
+
+#[cfg(unix)]
+fn dir_problem(path: &Path, fallback_dir: &Path) -> Option<(PathBuf, &'static str)> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let meta = std::fs::metadata(dir).ok()?;
+    let own = current_uid();
+    if dir == fallback_dir {
+        if meta.uid() != own {
+            return Some((
+                dir.to_owned(),
+                "the /tmp fallback directory belongs to another user",
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Some((
+                dir.to_owned(),
+                "the /tmp fallback directory must have mode 0700",
+            ));
+        }
+    } else if meta.uid() != own && meta.uid() != 0 {
+        return Some((dir.to_owned(), "it belongs to another user"));
+    }
+    None
+}
+
+/// Without Unix ownership, nothing to check here (see the pipe's access
+/// control instead).
+#[cfg(not(unix))]
+pub fn socket_dir_problem(_path: &Path) -> Option<(PathBuf, &'static str)> {
+    None
 }
 
 #[cfg(not(unix))]
@@ -113,6 +163,9 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
 /// dead broker but never one a live broker still listens on.
 pub fn bind(path: &Path) -> Result<Listener, BindError> {
     prepare_directory(path)?;
+    if let Some((dir, reason)) = socket_dir_problem(path) {
+        return Err(BindError::UnsafeDirectory { dir, reason });
+    }
     match create_listener(path) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             reclaim_if_stale(path)?;
@@ -209,4 +262,36 @@ pub fn peer_pid(stream: &Stream) -> Option<u32> {
         .ok()
         .and_then(|c| c.pid())
         .and_then(|p| u32::try_from(i64::from(p)).ok())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_fallback_directory_must_be_ours_and_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("eventbus-test");
+        std::fs::create_dir(&dir).unwrap();
+        let socket = dir.join("broker.sock");
+        let mode =
+            |m: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o700);
+        assert_eq!(dir_problem(&socket, &dir), None);
+        mode(0o755);
+        assert!(dir_problem(&socket, &dir).is_some_and(|(_, r)| r.contains("0700")));
+        // Any other directory only has to be ours (or root's).
+        assert_eq!(dir_problem(&socket, Path::new("/elsewhere")), None);
+        if current_uid() == 0 {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            mode(0o700);
+            assert!(dir_problem(&socket, &dir).is_some_and(|(_, r)| r.contains("another user")));
+            assert!(
+                dir_problem(&socket, Path::new("/elsewhere"))
+                    .is_some_and(|(_, r)| r.contains("another user"))
+            );
+        }
+    }
 }
