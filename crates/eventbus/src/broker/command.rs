@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::ids::{CorrelationId, DeliveryId, MessageId, Seq, SubscriptionId};
 use super::refusal::{ProtocolRefusal, PublishRefusal, Refusal, ReplyRefusal, SubscribeRefusal};
 use crate::codec::FrameError;
-use crate::codec::raw::{RawPublish, scan_publish};
+use crate::codec::raw::{RawPublish, RawReply, scan_publish, scan_reply};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, Frame, PublishMode, frame::Kind};
 use crate::topic::{Topic, TopicFilter};
@@ -30,12 +30,9 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// One thing a registered client asks the broker to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A publish, request or direct send, decoded and validated.
+    /// A publish, request or direct send, validated, its envelope kept
+    /// encoded.
     Publish(Publish),
-    /// A fire-and-forget publish kept encoded for the fan-out fast path
-    /// (`codec::raw`); its topic is checked when it is routed, and it becomes
-    /// a [`Publish`] if the fast path does not apply.
-    FanOut(RawPublish),
     Subscribe(Subscribe),
     Unsubscribe {
         seq: Seq,
@@ -69,9 +66,13 @@ pub(crate) struct Publish {
     /// A direct send's receiver; `None` routes by topic.
     pub target: Option<ClientId>,
     pub topic: Topic,
-    /// The envelope as the publisher sent it (its topic is `topic`); the
-    /// broker stamps id, source, time and attempt when it accepts it.
-    pub message: Box<proto::Envelope>,
+    /// The envelope's bytes as the publisher sent them (its topic is
+    /// `topic`, its headers none of the broker's); the broker appends its
+    /// stamps when it writes a delivery (`codec::raw::Stamped`).
+    pub envelope: Bytes,
+    /// The envelope sets a correlation id or reply-to, which the stamps
+    /// must override.
+    pub reply_fields: bool,
     /// The size of the publish frame's body: with [`STAMP_ALLOWANCE`], an
     /// upper bound of the size of its deliveries.
     pub wire_len: usize,
@@ -85,22 +86,11 @@ pub(crate) const STAMP_ALLOWANCE: usize = 256;
 /// The prefix of the topics only the broker publishes on.
 pub(crate) const RESERVED_TOPIC_PREFIX: &str = "_sys";
 
-/// The prefix of the headers only the broker sets.
-pub(crate) const RESERVED_HEADER_PREFIX: &str = "x-";
-
 /// Whether `topic` is the broker's own (`_sys` and below).
 pub(crate) fn is_reserved_topic(topic: &str) -> bool {
     topic
         .strip_prefix(RESERVED_TOPIC_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-}
-
-/// The first header a client may not set, if any.
-pub(crate) fn reserved_header(headers: &std::collections::HashMap<String, String>) -> Option<&str> {
-    headers
-        .keys()
-        .map(String::as_str)
-        .find(|k| k.starts_with(RESERVED_HEADER_PREFIX))
 }
 
 /// What a publisher expects back.
@@ -151,7 +141,8 @@ pub(crate) struct Reply {
     pub correlation: CorrelationId,
     /// The delivery it settles, if it came as one.
     pub delivery: Option<DeliveryId>,
-    pub message: proto::Envelope,
+    /// The reply's envelope bytes, with none of the broker's headers.
+    pub envelope: Bytes,
 }
 
 /// How a delivery is settled.
@@ -185,29 +176,61 @@ impl Rejected {
 /// What the edge hands the router for one frame.
 pub(crate) type Inbound = Result<Command, Rejected>;
 
-/// Cuts a frame body into a command: a fire-and-forget publish stays encoded
-/// for the fast path; anything else is decoded and validated. Errs only for
-/// bytes that are not a frame (which close the connection).
-pub(crate) fn decode(body: Bytes) -> Result<Inbound, FrameError> {
-    match scan_publish(body) {
-        Ok(publish) => Ok(Ok(Command::FanOut(publish))),
-        Err(body) => {
-            let wire_len = body.len();
-            crate::codec::decode_body(body).map(|frame| Command::from_frame(frame, wire_len))
+/// The last topic a connection published on: publishers repeat topics, so
+/// the next one with the same bytes is the same `Topic`, validated once.
+#[derive(Debug, Default)]
+pub(crate) struct TopicCache(Option<Topic>);
+
+impl TopicCache {
+    fn topic(&mut self, text: &str) -> Result<Topic, crate::topic::TopicError> {
+        if let Some(topic) = &self.0
+            && topic.as_str() == text
+        {
+            return Ok(topic.clone());
         }
+        let topic = Topic::new(text)?;
+        self.0 = Some(topic.clone());
+        Ok(topic)
     }
 }
 
+/// Cuts a frame body into a command: a publish or a reply is checked and
+/// kept encoded; anything else is decoded and validated. Errs only for bytes
+/// that are not a frame (which close the connection).
+pub(crate) fn decode(body: Bytes, topics: &mut TopicCache) -> Result<Inbound, FrameError> {
+    let wire_len = body.len();
+    let body = match scan_publish(body) {
+        Ok(raw) => return Ok(Publish::validate(raw, wire_len, topics).map(Command::Publish)),
+        Err(body) => body,
+    };
+    let body = match scan_reply(body) {
+        Ok(raw) => return Ok(Reply::validate(raw).map(Command::Reply)),
+        Err(body) => body,
+    };
+    crate::codec::decode_body(body).map(|frame| Command::from_frame(frame, wire_len, topics))
+}
+
 impl Command {
-    /// Validates a decoded frame whose body was `wire_len` bytes.
-    pub(crate) fn from_frame(frame: Frame, wire_len: usize) -> Inbound {
+    /// Validates a decoded frame whose body was `wire_len` bytes. A publish
+    /// or reply the readers of `codec::raw` did not take is encoded again
+    /// (canonically) and read by them, so both kinds have one path.
+    pub(crate) fn from_frame(frame: Frame, wire_len: usize, topics: &mut TopicCache) -> Inbound {
         let Some(kind) = frame.kind else {
             // `decode_body` refuses frames without a kind; a caller that
             // built one by hand gets the same answer.
             return Err(Rejected::new(0, ProtocolRefusal::NotFromClients("(none)")));
         };
         Ok(match kind {
-            Kind::Publish(p) => Self::Publish(Publish::validate(p, wire_len)?),
+            Kind::Publish(p) => {
+                if p.message.is_none() {
+                    return Err(Rejected::new(p.seq, ProtocolRefusal::PublishWithoutMessage));
+                }
+                let seq = p.seq;
+                match scan_publish(canonical(Kind::Publish(p))) {
+                    Ok(raw) => Self::Publish(Publish::validate(raw, wire_len, topics)?),
+                    Err(_) => return Err(Rejected::new(seq, ProtocolRefusal::Unreadable)),
+                }
+            }
             Kind::Subscribe(s) => Self::Subscribe(Subscribe::validate(s)?),
             Kind::Unsubscribe(u) => Self::Unsubscribe {
                 seq: Seq::new(u.seq),
@@ -228,19 +251,11 @@ impl Command {
                 seq: Seq::new(n.seq),
             },
             Kind::Reply(r) => {
-                let message = r.message.map(|m| *m).unwrap_or_default();
-                if let Some(name) = reserved_header(&message.headers) {
-                    return Err(Rejected::new(
-                        r.seq,
-                        ReplyRefusal::ReservedHeader(name.to_owned()),
-                    ));
+                let seq = r.seq;
+                match scan_reply(canonical(Kind::Reply(r))) {
+                    Ok(raw) => Self::Reply(Reply::validate(raw)?),
+                    Err(_) => return Err(Rejected::new(seq, ProtocolRefusal::Unreadable)),
                 }
-                Self::Reply(Reply {
-                    seq: Seq::new(r.seq),
-                    correlation: CorrelationId::new(r.correlation_id),
-                    delivery: (r.delivery_id != 0).then(|| DeliveryId::new(r.delivery_id)),
-                    message,
-                })
             }
             Kind::Cancel(c) => Self::Cancel {
                 message: MessageId::new(c.message_id),
@@ -262,42 +277,56 @@ impl Command {
     }
 }
 
+/// A frame's body as prost encodes it: canonical, so the readers of
+/// `codec::raw` take it.
+fn canonical(kind: Kind) -> Bytes {
+    use prost::Message as _;
+    Frame { kind: Some(kind) }.encode_to_vec().into()
+}
+
 impl Publish {
-    fn validate(p: proto::Publish, wire_len: usize) -> Result<Self, Rejected> {
-        let seq = p.seq;
+    fn validate(
+        raw: RawPublish,
+        wire_len: usize,
+        topics: &mut TopicCache,
+    ) -> Result<Self, Rejected> {
+        let seq = raw.seq;
         let reject = |r: Refusal| Rejected::new(seq, r);
-        let mode = match PublishMode::try_from(p.mode) {
+        // An enum is an `int32`: prost keeps the varint's low 32 bits.
+        let mode = match PublishMode::try_from(raw.mode as i32) {
             Ok(PublishMode::FireAndForget) => Mode::FireAndForget,
             Ok(PublishMode::Confirmed) => Mode::Confirmed,
             Ok(request @ (PublishMode::Request | PublishMode::RequestConfirmed)) => Mode::Request {
                 confirmed: request == PublishMode::RequestConfirmed,
-                timeout: match p.timeout_ms {
+                timeout: match raw.timeout_ms {
                     0 => DEFAULT_REQUEST_TIMEOUT,
                     ms => Duration::from_millis(u64::from(ms)),
                 },
             },
-            Err(_) => return Err(reject(ProtocolRefusal::UnknownPublishMode(p.mode).into())),
+            Err(_) => {
+                return Err(reject(
+                    ProtocolRefusal::UnknownPublishMode(raw.mode as i32).into(),
+                ));
+            }
         };
-        let Some(message) = p.message else {
-            return Err(reject(ProtocolRefusal::PublishWithoutMessage.into()));
-        };
-        let topic =
-            Topic::new(&message.topic).map_err(|e| reject(PublishRefusal::from(e).into()))?;
+        let topic = topics
+            .topic(raw.topic())
+            .map_err(|e| reject(PublishRefusal::from(e).into()))?;
         if is_reserved_topic(topic.as_str()) {
             return Err(reject(PublishRefusal::ReservedTopic(topic).into()));
         }
-        if let Some(name) = reserved_header(&message.headers) {
+        if let Some(name) = raw.reserved_header() {
             return Err(reject(
                 PublishRefusal::ReservedHeader(name.to_owned()).into(),
             ));
         }
-        let target = match p.target_client.as_str() {
-            "" => None,
+        let target = match raw.target() {
+            None => None,
             // No such id can be connected.
-            name => Some(ClientId::new(name).map_err(|_| {
+            Some(name) => Some(ClientId::new(name).map_err(|_| {
                 reject(
                     PublishRefusal::NoSuchClient {
-                        client: p.target_client.clone(),
+                        client: name.to_owned(),
                     }
                     .into(),
                 )
@@ -308,8 +337,26 @@ impl Publish {
             mode,
             target,
             topic,
-            message,
+            envelope: raw.envelope(),
+            reply_fields: raw.reply_fields,
             wire_len,
+        })
+    }
+}
+
+impl Reply {
+    fn validate(raw: RawReply) -> Result<Self, Rejected> {
+        if let Some(name) = raw.reserved_header() {
+            return Err(Rejected::new(
+                raw.seq,
+                ReplyRefusal::ReservedHeader(name.to_owned()),
+            ));
+        }
+        Ok(Self {
+            seq: Seq::new(raw.seq),
+            correlation: CorrelationId::new(raw.correlation_id),
+            delivery: (raw.delivery_id != 0).then(|| DeliveryId::new(raw.delivery_id)),
+            envelope: raw.envelope(),
         })
     }
 }

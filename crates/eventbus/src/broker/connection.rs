@@ -141,11 +141,12 @@ async fn read_loop(
     out: &Outbound,
 ) -> DisconnectReason {
     let mut batch = Vec::with_capacity(64);
+    let mut topics = command::TopicCache::default();
     loop {
         let read = tokio::select! {
             biased;
             () = cancel.cancelled() => return DisconnectReason::ClosedByBroker,
-            read = reader.read_batch_with(&mut batch, command::decode) => read,
+            read = reader.read_batch_with(&mut batch, |body| command::decode(body, &mut topics)) => read,
         };
         match read {
             Ok(true) => {

@@ -13,25 +13,34 @@ use std::collections::VecDeque;
 
 use super::config::QueuePolicy;
 use super::ids::{ConnId, MessageId, SubscriptionId};
+use crate::codec::raw::Stamped;
 use crate::framed::OverflowPolicy;
 use crate::names::{ClientId, GroupName};
-use crate::proto::{Envelope, MemberStats, QueueStats};
+use crate::proto::{MemberStats, QueueStats};
 use crate::topic::TopicFilter;
 
 /// A message a queue holds, with the size of its delivery frame (an upper
 /// bound), checked against each member's frame limit.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Queued {
-    pub message: Box<Envelope>,
+    pub message: Stamped,
     pub size: usize,
 }
 
 impl Queued {
-    /// Gives the message its own copy of its payload, which may be a slice
+    /// `message`, sized by the largest delivery frame it makes.
+    pub fn new(message: Stamped) -> Self {
+        Self {
+            size: message.frame_len_bound(),
+            message,
+        }
+    }
+
+    /// Gives the message its own copy of its envelope, which may be a slice
     /// of a larger read buffer: a message held in a queue (for as long as
     /// nobody takes it) holds only what it counts.
     pub fn detach(&mut self) {
-        self.message.payload = bytes::Bytes::copy_from_slice(&self.message.payload);
+        self.message.envelope = bytes::Bytes::copy_from_slice(&self.message.envelope);
     }
 }
 
@@ -309,10 +318,10 @@ impl QueueGroup {
     }
 
     /// A waiting message, by id.
-    pub fn find_waiting(&self, message_id: MessageId) -> Option<&Envelope> {
+    pub fn find_waiting(&self, message_id: MessageId) -> Option<&Stamped> {
         self.queue
             .iter()
-            .map(|m| &*m.message)
+            .map(|m| &m.message)
             .find(|m| m.id == message_id.get())
     }
 
@@ -347,8 +356,8 @@ impl QueueGroup {
 
     /// The waiting messages, first in line first.
     #[cfg(test)]
-    pub fn waiting(&self) -> impl Iterator<Item = &Envelope> {
-        self.queue.iter().map(|m| &*m.message)
+    pub fn waiting(&self) -> impl Iterator<Item = &Stamped> {
+        self.queue.iter().map(|m| &m.message)
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -415,10 +424,15 @@ mod tests {
 
     fn msg(id: u64) -> Queued {
         Queued {
-            message: Box::new(Envelope {
+            message: Stamped {
+                envelope: bytes::Bytes::new(),
+                topic: crate::topic::Topic::new("control.task").unwrap(),
                 id,
-                ..Default::default()
-            }),
+                source: ClientId::new("p").unwrap(),
+                timestamp_us: 0,
+                attempt: 0,
+                reply: crate::codec::raw::ReplyStamp::None,
+            },
             size: 100,
         }
     }

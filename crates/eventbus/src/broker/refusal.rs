@@ -68,6 +68,8 @@ pub(crate) enum ProtocolRefusal {
     UnknownPublishMode(i32),
     #[error("publish without a message")]
     PublishWithoutMessage,
+    #[error("a publish or reply the broker cannot read")]
+    Unreadable,
 }
 
 /// Why a publish (or request, or direct send) was not accepted.
@@ -287,9 +289,9 @@ impl Refusal {
                 HandshakeRefusal::ShuttingDown => C::ShuttingDown,
             },
             Self::Protocol(r) => match r {
-                ProtocolRefusal::PublishWithoutMessage | ProtocolRefusal::UnknownPublishMode(_) => {
-                    C::InvalidArgument
-                }
+                ProtocolRefusal::PublishWithoutMessage
+                | ProtocolRefusal::UnknownPublishMode(_)
+                | ProtocolRefusal::Unreadable => C::InvalidArgument,
                 ProtocolRefusal::HelloTwice | ProtocolRefusal::NotFromClients(_) => C::Protocol,
             },
             Self::Publish(r) => match r {

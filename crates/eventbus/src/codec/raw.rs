@@ -17,65 +17,21 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::WIRE_VERSION;
-use crate::names::ClientId;
 use crate::topic::Topic;
 
 mod deliver;
+mod scan;
+mod stamped;
 
 pub(crate) use deliver::{WireEnvelope, decode_deliver};
+pub(crate) use scan::{RawPublish, RawReply, scan_publish, scan_reply};
+pub(crate) use stamped::{ReplyStamp, Stamped};
+pub use stamped::{StampedDeliver, StampedReply};
 
 /// Wire type of varint fields.
 const VARINT: u8 = 0;
 /// Wire type of length-delimited fields.
 const LEN: u8 = 2;
-
-/// A fire-and-forget publish kept encoded.
-#[derive(Debug, Clone)]
-pub(crate) struct RawPublish {
-    /// The whole frame body, to decode after all if the fast path does not apply.
-    pub body: Bytes,
-    /// Where the envelope is within `body`, as the publisher encoded it.
-    envelope: Range<usize>,
-    /// Where the topic is within `body` (checked UTF-8).
-    topic: Range<usize>,
-}
-
-impl RawPublish {
-    /// The topic as published (not yet validated as a `Topic`).
-    pub fn topic(&self) -> &str {
-        // Checked by `scan_publish`; a failure here cannot happen, and would
-        // only route nowhere.
-        std::str::from_utf8(&self.body[self.topic.clone()]).unwrap_or_default()
-    }
-
-    /// The topic's bytes (checked UTF-8), for comparing without checking again.
-    pub fn topic_bytes(&self) -> &[u8] {
-        &self.body[self.topic.clone()]
-    }
-
-    /// The envelope's encoded bytes, shared with the frame.
-    pub fn envelope(&self) -> Bytes {
-        self.body.slice(self.envelope.clone())
-    }
-}
-
-/// A fan-out delivery kept encoded: the publisher's envelope bytes and what
-/// the broker stamps on them, written as a `Deliver` frame when the
-/// subscriber's connection is flushed (one copy, straight into the write
-/// buffer).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawDeliver {
-    /// The subscription it matched.
-    pub(crate) sid: u64,
-    /// The envelope as the publisher encoded it.
-    pub(crate) envelope: Bytes,
-    /// The broker-assigned message id.
-    pub(crate) id: u64,
-    /// The publisher's client id.
-    pub(crate) source: ClientId,
-    /// When the broker accepted it, µs since the Unix epoch.
-    pub(crate) timestamp_us: u64,
-}
 
 /// A reader over protobuf fields that refuses anything malformed.
 struct Fields<'a> {
@@ -189,19 +145,6 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A frame body that is a fire-and-forget publish the fast path can forward;
-/// anything else comes back to be decoded.
-pub(crate) fn scan_publish(body: Bytes) -> Result<RawPublish, Bytes> {
-    match scan_publish_at(&body) {
-        Some((envelope, topic)) => Ok(RawPublish {
-            body,
-            envelope,
-            topic,
-        }),
-        None => Err(body),
-    }
-}
-
 /// Where the message of a frame body is, if `field` (length-delimited) is
 /// the body's only field.
 fn only_field(body: &[u8], field: u64) -> Option<Range<usize>> {
@@ -213,84 +156,6 @@ fn only_field(body: &[u8], field: u64) -> Option<Range<usize>> {
     frame.key()?.is_none().then_some(range)
 }
 
-/// Where a fire-and-forget publish body's envelope and topic are.
-fn scan_publish_at(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
-    // `Frame.publish` (3) must be the body's only field.
-    let publish = only_field(body, 3)?;
-    let mut fields = Fields::new(&body[publish.clone()]);
-    let mut envelope = None;
-    // A client's `publish` writes only the message: take it by a compare,
-    // then check whatever else there is field by field.
-    if fields.next_key_is(3, LEN) {
-        envelope = Some(fields.bytes()?);
-    }
-    while let Some((field, wire)) = fields.key()? {
-        match (field, wire) {
-            // seq, timeout_ms: any value.
-            (1 | 5, VARINT) => {
-                fields.varint()?;
-            }
-            // mode: only fire-and-forget (0).
-            (2, VARINT) => {
-                if fields.varint()? != 0 {
-                    return None;
-                }
-            }
-            // message: exactly once.
-            (3, LEN) if envelope.is_none() => envelope = Some(fields.bytes()?),
-            // target_client: only empty.
-            (4, LEN) => {
-                if !fields.bytes()?.is_empty() {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
-    let envelope = envelope?;
-    let envelope = publish.start + envelope.start..publish.start + envelope.end;
-    let topic = scan_envelope(&body[envelope.clone()])?;
-    let topic = envelope.start + topic.start..envelope.start + topic.end;
-    Some((envelope, topic))
-}
-
-/// Checks an envelope field by field; returns where its topic is.
-fn scan_envelope(envelope: &[u8]) -> Option<Range<usize>> {
-    let mut fields = Fields::new(envelope);
-    let mut topic = None;
-    // Topic and payload, as a client's `publish` writes them, by a compare
-    // each; then anything else field by field.
-    if fields.next_key_is(2, LEN) {
-        topic = Some(fields.string()?);
-    }
-    if fields.next_key_is(3, LEN) {
-        fields.bytes()?;
-    }
-    while let Some((field, wire)) = fields.key()? {
-        match (field, wire) {
-            // id, timestamp_us, attempt (the broker's stamps replace them).
-            (1 | 8 | 9, VARINT) => {
-                fields.varint()?;
-            }
-            // topic: once (a repeated one would be merged by the decoder).
-            (2, LEN) if topic.is_none() => topic = Some(fields.string()?),
-            // payload.
-            (3, LEN) => {
-                fields.bytes()?;
-            }
-            // source (replaced by the broker's stamp).
-            (7, LEN) => {
-                fields.string()?;
-            }
-            // Headers (4), a correlation id (5) or reply-to (6) the broker
-            // must strip or refuse, and anything unknown take the decoding
-            // path.
-            _ => return None,
-        }
-    }
-    topic
-}
-
 fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -300,93 +165,18 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-impl RawDeliver {
-    /// The stamp's encoded fields: `id` (1), `source` (7), `timestamp_us`
-    /// (8), `attempt` (9) = 1.
-    fn stamp_len(&self) -> usize {
-        let source = self.source.as_str().len();
-        1 + varint_len(self.id)
-            + 1
-            + varint_len(source as u64)
-            + source
-            + 1
-            + varint_len(self.timestamp_us)
-            + 2
-    }
-
-    fn message_len(&self) -> usize {
-        self.envelope.len() + self.stamp_len()
-    }
-
-    fn deliver_len(&self) -> usize {
-        let sid_len = if self.sid == 0 {
-            0
-        } else {
-            1 + varint_len(self.sid)
-        };
-        let message_len = self.message_len();
-        sid_len + 1 + varint_len(message_len as u64) + message_len
-    }
-
-    /// The frame's length as its prefix states it: version byte and body.
-    pub fn frame_len(&self) -> usize {
-        let deliver_len = self.deliver_len();
-        1 + 1 + varint_len(deliver_len as u64) + deliver_len
-    }
-
-    /// Appends the whole frame (length prefix, version, `Frame.deliver`):
-    /// headers built on the stack, then three copies.
-    pub fn encode(&self, out: &mut BytesMut) {
-        let source = self.source.as_str().as_bytes();
-        let mut stamp = Head::default();
-        stamp.key(1, VARINT);
-        stamp.varint(self.id);
-        stamp.key(7, LEN);
-        stamp.varint(source.len() as u64);
-        stamp.bytes(source);
-        stamp.key(8, VARINT);
-        stamp.varint(self.timestamp_us);
-        stamp.key(9, VARINT);
-        stamp.varint(1);
-        let message_len = self.envelope.len() + stamp.len;
-        let sid_len = if self.sid == 0 {
-            0
-        } else {
-            1 + varint_len(self.sid)
-        };
-        let deliver_len = sid_len + 1 + varint_len(message_len as u64) + message_len;
-        let frame_len = 1 + 1 + varint_len(deliver_len as u64) + deliver_len;
-        let mut head = Head::default();
-        // Frame sizes are bounded far below u32::MAX by the codec's limit.
-        head.bytes(&(frame_len as u32).to_be_bytes());
-        head.bytes(&[WIRE_VERSION]);
-        head.key(6, LEN);
-        head.varint(deliver_len as u64);
-        if self.sid != 0 {
-            head.key(1, VARINT);
-            head.varint(self.sid);
-        }
-        head.key(3, LEN);
-        head.varint(message_len as u64);
-        out.reserve(head.len + self.envelope.len() + stamp.len);
-        out.extend_from_slice(head.as_slice());
-        out.extend_from_slice(&self.envelope);
-        out.extend_from_slice(stamp.as_slice());
-    }
-}
-
 /// Bytes of protobuf headers built on the stack: one copy into the output
-/// instead of a bounds-checked call per byte. Large enough for a stamp with
-/// the longest client id (64 bytes) or a frame header.
+/// instead of a bounds-checked call per byte. Large enough for a request's
+/// stamp with the longest client ids (64 bytes, twice) or a frame header.
 struct Head {
-    buf: [u8; 128],
+    buf: [u8; 192],
     len: usize,
 }
 
 impl Default for Head {
     fn default() -> Self {
         Self {
-            buf: [0; 128],
+            buf: [0; 192],
             len: 0,
         }
     }

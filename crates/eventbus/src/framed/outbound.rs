@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{OverflowPolicy, READ_BUFFER_BYTES};
-use crate::codec::raw::{RawDeliver, RawPublishOut};
+use crate::codec::raw::{RawPublishOut, StampedDeliver, StampedReply};
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::{Frame, frame::Kind};
 
@@ -48,8 +48,11 @@ pub struct OutboundLimits {
 pub enum Outgoing {
     /// A frame to encode.
     Frame(Frame),
-    /// A fan-out delivery whose envelope stayed encoded.
-    Deliver(RawDeliver),
+    /// A delivery: the publisher's envelope bytes and the broker's stamps.
+    Deliver(StampedDeliver),
+    /// A reply forwarded to its requester: the responder's envelope bytes
+    /// and the broker's stamps.
+    Reply(StampedReply),
     /// A fire-and-forget publish, encoded straight into the write buffer.
     Publish(RawPublishOut),
 }
@@ -66,9 +69,7 @@ impl Outgoing {
     /// arrived in), so holding it holds only what it is.
     pub fn detach(&mut self) {
         match self {
-            Self::Deliver(deliver) => {
-                deliver.envelope = Bytes::copy_from_slice(&deliver.envelope);
-            }
+            Self::Deliver(deliver) => deliver.detach(),
             Self::Frame(Frame {
                 kind: Some(Kind::Deliver(d)),
             }) => {
@@ -76,7 +77,7 @@ impl Outgoing {
                     m.payload = Bytes::copy_from_slice(&m.payload);
                 }
             }
-            Self::Frame(_) | Self::Publish(_) => {}
+            Self::Frame(_) | Self::Publish(_) | Self::Reply(_) => {}
         }
     }
 
@@ -85,6 +86,7 @@ impl Outgoing {
         match self {
             Self::Frame(frame) => frame_weight(frame),
             Self::Deliver(deliver) => 4 + deliver.frame_len(),
+            Self::Reply(reply) => 4 + reply.frame_len(),
             Self::Publish(publish) => 4 + publish.frame_len(),
         }
     }
@@ -104,6 +106,11 @@ impl Outgoing {
             Self::Deliver(deliver) => {
                 check(deliver.frame_len())?;
                 deliver.encode(dst);
+                Ok(())
+            }
+            Self::Reply(reply) => {
+                check(reply.frame_len())?;
+                reply.encode(dst);
                 Ok(())
             }
             Self::Publish(publish) => {

@@ -197,11 +197,11 @@ impl Connections {
 
     /// Queues a frame that must not be dropped for `conn`, for the caller's
     /// flush; a connection at its hard cap is doomed instead.
-    pub fn send(&mut self, conn: ConnId, frame: Frame) {
+    pub fn send(&mut self, conn: ConnId, frame: impl Into<Outgoing>) {
         let Some(c) = self.map.get_mut(&conn) else {
             return;
         };
-        match c.out.push_quiet(frame) {
+        match c.out.push_quiet(frame.into()) {
             Ok(()) => mark(&mut self.touched, conn, c),
             Err(PushError::TooSlow { .. }) => self.doomed.push((conn, DisconnectReason::TooSlow)),
             Err(_) => {}

@@ -1,77 +1,68 @@
 //! The fan-out fast path: a fire-and-forget publish whose topic only plain
-//! subscriptions match is delivered without decoding its envelope (see
-//! `codec::raw`). It counts, stamps and applies every subscriber's overflow
-//! policy exactly as the decoding path does; anything else — queue groups, a
-//! draining broker, an invalid topic — decodes the frame into a
-//! [`Command`] and takes that path.
+//! subscriptions match goes to them through a route kept while its topic
+//! repeats and the subscription index is unchanged, so such a publish costs
+//! no index lookup. It counts, stamps and applies every subscriber's
+//! overflow policy exactly as the general path does; anything else — queue
+//! groups, a message too large for a subscriber, a topic the publisher may
+//! not use — takes the general path (`publish.rs`), which routes or refuses.
 
 use super::counters::TopicCount;
-use super::{Applied, Router, Target};
-use crate::broker::command::{Command, STAMP_ALLOWANCE, is_reserved_topic};
+use super::{Router, Target};
+use crate::broker::command::Publish;
 use crate::broker::ids::{ConnId, Seq, SubscriptionId};
-use crate::codec::raw::{RawDeliver, RawPublish};
+use crate::codec::raw::{ReplyStamp, StampedDeliver};
 use crate::framed::Outgoing;
 use crate::topic::Topic;
 
 impl Router {
-    /// Handles a publish the reader kept encoded.
-    pub(super) fn fan_out(&mut self, conn: ConnId, raw: RawPublish) -> Applied {
-        if self.fan_out_fast(conn, &raw) {
-            return Applied::Done;
-        }
-        let wire_len = raw.body.len();
-        match crate::codec::decode_body(raw.body) {
-            Ok(frame) => self.apply(conn, Command::from_frame(frame, wire_len)),
-            Err(e) => {
-                // `scan_publish` only keeps what decodes; never expected.
-                tracing::error!(error = %e, "a publish kept encoded does not decode");
-                Applied::Done
-            }
-        }
-    }
-
-    /// Delivers `raw` to the plain subscriptions its topic matches; returns
+    /// Delivers `p` to the plain subscriptions its topic matches; returns
     /// `false`, having done nothing, when the fast path does not apply.
-    fn fan_out_fast(&mut self, conn: ConnId, raw: &RawPublish) -> bool {
-        if self.draining {
-            return false;
-        }
-        let Some(mut route) = self.route_for(raw) else {
+    pub(super) fn fan_out(&mut self, conn: ConnId, p: &Publish) -> bool {
+        let Some(mut route) = self.route_for(&p.topic) else {
             return false;
         };
-        if raw.body.len() + STAMP_ALLOWANCE > route.min_frame {
-            // Too large for a receiver: the decoding path refuses it.
-            self.fanout_route = Some(route);
-            return false;
-        }
         let Some(c) = self.conns.get(conn) else {
             self.fanout_route = Some(route);
             return false;
         };
-        // Not allowed: the decoding path refuses it.
-        if !c.principal.perms.publish.allows_topic(&route.topic) {
+        let mut deliver = StampedDeliver {
+            // The largest subscription id, for the size bound.
+            sid: u64::MAX,
+            delivery_id: 0,
+            envelope: p.envelope.clone(),
+            id: 0,
+            source: c.client_id.clone(),
+            timestamp_us: self.clock.wall_us,
+            attempt: 1,
+            reply: if p.reply_fields {
+                ReplyStamp::Clear
+            } else {
+                ReplyStamp::None
+            },
+        };
+        // Too large for a subscriber, or not allowed: the general path
+        // refuses it.
+        if deliver.frame_len() > route.min_frame
+            || !c.principal.perms.publish.allows_topic(&route.topic)
+        {
             self.fanout_route = Some(route);
             return false;
         }
-        let source = c.client_id.clone();
-        let id = self.ids.message().get();
+        deliver.id = self.ids.message().get();
         let mut delivered = 0;
         let mut refusal = None;
         for &(to, sid) in &route.plain {
-            let deliver = RawDeliver {
+            let item = StampedDeliver {
                 sid: sid.get(),
-                envelope: raw.envelope(),
-                id,
-                source: source.clone(),
-                timestamp_us: self.clock.wall_us,
+                ..deliver.clone()
             };
-            match self.deliver_plain(to, &route.topic, Outgoing::Deliver(deliver)) {
+            match self.deliver_plain(to, &route.topic, Outgoing::Deliver(item)) {
                 Ok(true) => delivered += 1,
                 Ok(false) => {}
                 Err(r) => refusal = Some(r),
             }
         }
-        // As on the decoding path: refused everywhere (`reject` policy), the
+        // As on the general path: refused everywhere (`reject` policy), the
         // publisher hears why, under the fire-and-forget `seq` 0, and the
         // publish does not count as accepted.
         match (delivered, refusal) {
@@ -89,28 +80,22 @@ impl Router {
         true
     }
 
-    /// The plain subscriptions `raw`'s topic goes to, or `None` when it is not a
-    /// valid topic or a queue group matches it (the decoding path's job).
-    /// Publishers repeat topics, so the last route is kept while the topic
-    /// and the subscription index stay the same.
-    fn route_for(&mut self, raw: &RawPublish) -> Option<Route> {
+    /// The plain subscriptions `topic` goes to, or `None` when a queue group
+    /// matches it (the general path's job). Publishers repeat topics, so the
+    /// last route is kept while the topic and the subscription index stay
+    /// the same.
+    fn route_for(&mut self, topic: &Topic) -> Option<Route> {
         let generation = self.index.generation();
         if let Some(route) = self.fanout_route.take() {
-            if route.generation == generation
-                && route.topic.as_str().as_bytes() == raw.topic_bytes()
-            {
+            if route.generation == generation && route.topic.as_str() == topic.as_str() {
                 return Some(route);
             }
             if route.pending.published > 0 {
                 self.topics.add(&route.topic, route.pending);
             }
         }
-        let topic = Topic::new(raw.topic()).ok()?;
-        if is_reserved_topic(topic.as_str()) {
-            return None;
-        }
         let mut targets = std::mem::take(&mut self.scratch);
-        self.index.extend_matches(&topic, &mut targets);
+        self.index.extend_matches(topic, &mut targets);
         let mut plain = Vec::with_capacity(targets.len());
         let mut grouped = false;
         let mut min_frame = usize::MAX;
@@ -126,8 +111,8 @@ impl Router {
             }
         }
         self.scratch = targets;
-        (!grouped).then_some(Route {
-            topic,
+        (!grouped).then(|| Route {
+            topic: topic.clone(),
             generation,
             plain,
             min_frame,
@@ -149,7 +134,7 @@ impl Router {
 /// Where publishes on one topic go, as of one generation of the index.
 #[derive(Debug)]
 pub(super) struct Route {
-    topic: Topic,
+    pub(super) topic: Topic,
     generation: u64,
     /// `(connection, subscription id)` of every matching plain subscription.
     plain: Vec<(ConnId, SubscriptionId)>,
@@ -157,5 +142,5 @@ pub(super) struct Route {
     min_frame: usize,
     /// Publishes and deliveries on this route not yet in the topic stats
     /// (added when the route is replaced or stats are read).
-    pending: TopicCount,
+    pub(super) pending: TopicCount,
 }

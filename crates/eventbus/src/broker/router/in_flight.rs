@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::Map;
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
 use crate::broker::queue::Queued;
-use crate::proto;
+use crate::codec::raw::Stamped;
 
 /// A delivery awaiting its ack.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub(super) struct InFlight {
     /// A direct send's sender, whose quota of unsettled direct messages it
     /// takes while in flight.
     pub sender: Option<ConnId>,
-    pub message: Box<proto::Envelope>,
+    pub message: Stamped,
     /// Its delivery frame's size (an upper bound).
     pub size: usize,
     /// When the ack timeout takes it back, if its group has one.

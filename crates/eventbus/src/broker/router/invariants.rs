@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use super::usage::Held;
 use super::{Router, Target};
 use crate::broker::ids::{ConnId, GroupId, SubscriptionId};
+use crate::names::ClientId;
 
 impl Router {
     /// Checks every invariant the parts of the router promise; the first one
@@ -96,7 +97,7 @@ impl Router {
     fn check_quotas(&self) -> Result<(), String> {
         let requests = self.requests.per_requester();
         let mut direct: HashMap<ConnId, usize> = HashMap::new();
-        let mut held: HashMap<String, Held> = HashMap::new();
+        let mut held: HashMap<ClientId, Held> = HashMap::new();
         for (_, f) in self.in_flight.iter() {
             if let Some(sender) = f.sender {
                 *direct.entry(sender).or_default() += 1;
@@ -139,11 +140,8 @@ impl Router {
                 ));
             }
         }
-        let counted: HashMap<String, Held> = self
-            .usage
-            .clients()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let counted: HashMap<ClientId, Held> =
+            self.usage.clients().map(|(k, v)| (k.clone(), v)).collect();
         if counted != held {
             return Err(format!("usage counts {counted:?}, queues hold {held:?}"));
         }

@@ -16,9 +16,9 @@ use crate::framed::Outbound;
 use prost::Message as _;
 
 use crate::broker::auth::Principal;
-use crate::broker::command::STAMP_ALLOWANCE;
 use crate::broker::queue::Queued;
 use crate::codec::MIN_MAX_FRAME_BYTES;
+use crate::codec::raw::{ReplyStamp, Stamped};
 use crate::names::{ClientId, GroupName};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
@@ -206,18 +206,23 @@ impl Router {
             self.disconnect(conn, reason);
         }
         let topic = Topic::new(SLOW_CONSUMER_TOPIC).expect("a valid topic");
+        let broker = ClientId::new(BROKER_CLIENT_ID).expect("a valid client id");
         for payload in std::mem::take(&mut self.slow_announcements) {
-            let message = Box::new(proto::Envelope {
-                id: self.ids.message().get(),
+            let envelope = proto::Envelope {
                 topic: SLOW_CONSUMER_TOPIC.to_owned(),
                 payload: payload.into(),
-                source: "broker".to_owned(),
+                ..Default::default()
+            };
+            let message = Stamped {
+                envelope: envelope.encode_to_vec().into(),
+                topic: topic.clone(),
+                id: self.ids.message().get(),
+                source: broker.clone(),
                 timestamp_us: self.clock.wall_us,
                 attempt: 1,
-                ..Default::default()
-            });
-            let size = message.encoded_len() + STAMP_ALLOWANCE;
-            let _ = self.route(&topic, Queued { message, size }, None);
+                reply: ReplyStamp::None,
+            };
+            let _ = self.route(&topic, Queued::new(message), None);
         }
     }
 
@@ -298,14 +303,11 @@ impl Router {
         queued: Queued,
         reason: DisconnectReason,
     ) {
-        let topic = Topic::new(&queued.message.topic).ok();
+        let topic = &queued.message.topic;
         let gid = self
             .queues
             .iter()
-            .find(|(_, g)| {
-                capabilities.contains(&g.name)
-                    && topic.as_ref().is_some_and(|t| g.filter.matches(t))
-            })
+            .find(|(_, g)| capabilities.contains(&g.name) && g.filter.matches(topic))
             .map(|(gid, _)| gid);
         if let Some(gid) = gid {
             let group = self.queues.get_mut(gid).expect("found above");
@@ -326,7 +328,7 @@ impl Router {
                 RequestFailure::HolderLeft {
                     id,
                     reason: reason.to_string(),
-                    topic: queued.message.topic.clone(),
+                    topic: queued.message.topic.to_string(),
                 },
             );
         }

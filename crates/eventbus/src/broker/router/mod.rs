@@ -213,7 +213,6 @@ impl Router {
         };
         let (seq, result): (Seq, Result<(), Refusal>) = match command {
             Command::Publish(p) => return self.publish_or_refuse(conn, p),
-            Command::FanOut(raw) => return self.fan_out(conn, raw),
             Command::Subscribe(s) => (s.seq, self.subscribe(conn, s).map_err(Into::into)),
             Command::Unsubscribe { seq, sid } => (seq, self.unsubscribe(conn, seq, sid)),
             Command::Settle { delivery, how, seq } => (

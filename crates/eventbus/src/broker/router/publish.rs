@@ -11,9 +11,9 @@ use crate::broker::command::{Mode, Publish, STAMP_ALLOWANCE};
 use crate::broker::ids::{ConnId, CorrelationId, DeliveryId, GroupId, MessageId, SubscriptionId};
 use crate::broker::queue::{Enqueued, Queued};
 use crate::broker::refusal::PublishRefusal;
+use crate::codec::raw::{ReplyStamp, Stamped, StampedDeliver};
 use crate::framed::{Outgoing, OverflowPolicy, PushError, Pushed};
 use crate::names::ClientId;
-use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
 
 use super::counters::TopicCount;
@@ -70,6 +70,9 @@ impl Router {
         if self.draining {
             return Err(PublishRefusal::ShuttingDown);
         }
+        if p.mode == Mode::FireAndForget && p.target.is_none() && self.fan_out(conn, &p) {
+            return Ok(None);
+        }
         if p.target.is_none()
             && self.queues.any_blocking()
             && let Some((_, timeout)) = self.blocking_group(&p.topic, p.wire_len + STAMP_ALLOWANCE)
@@ -85,20 +88,11 @@ impl Router {
             return Err(PublishRefusal::TooManyRequests { max: max_requests });
         }
         self.check_publisher(conn, &p)?;
-        let Publish {
-            seq,
-            mode,
-            target,
-            topic,
-            message,
-            wire_len,
-        } = p;
-        let (message, token) = self.stamp(conn, message, mode);
+        let (seq, mode, target) = (p.seq, p.mode, p.target.clone());
+        let (message, token) = self.stamp(conn, p);
         let id = MessageId::new(message.id);
-        let queued = Queued {
-            message,
-            size: wire_len + STAMP_ALLOWANCE,
-        };
+        let topic = message.topic.clone();
+        let queued = Queued::new(message);
         self.recipients = Responders::None;
         let delivered = match &target {
             Some(client) => self.direct(conn, client, &topic, queued).map(|()| 0),
@@ -176,31 +170,30 @@ impl Router {
     /// Stamps what the broker vouches for: a new id, the publisher's client
     /// id, the time, the first attempt; a request's unguessable correlation
     /// token (returned) and reply-to, which anything else does not carry.
-    fn stamp(
-        &mut self,
-        conn: ConnId,
-        mut message: Box<proto::Envelope>,
-        mode: Mode,
-    ) -> (Box<proto::Envelope>, Option<CorrelationId>) {
-        message.id = self.ids.message().get();
-        message.source = self
+    fn stamp(&mut self, conn: ConnId, p: Publish) -> (Stamped, Option<CorrelationId>) {
+        let source = self
             .conns
             .get(conn)
-            .map(|c| c.client_id.as_str().to_owned())
-            .unwrap_or_default();
-        message.timestamp_us = self.clock.wall_us;
-        message.attempt = 1;
-        let token = mode.is_request().then(|| self.tokens.next());
-        match token {
-            Some(token) => {
-                message.correlation_id = token.get();
-                message.reply_to = message.source.clone();
-            }
-            None => {
-                message.correlation_id = 0;
-                message.reply_to.clear();
-            }
-        }
+            .map(|c| c.client_id.clone())
+            .expect("apply checked the connection");
+        let token = p.mode.is_request().then(|| self.tokens.next());
+        let reply = match token {
+            Some(token) => ReplyStamp::Request {
+                correlation: token.get(),
+                to: source.clone(),
+            },
+            None if p.reply_fields => ReplyStamp::Clear,
+            None => ReplyStamp::None,
+        };
+        let message = Stamped {
+            envelope: p.envelope,
+            topic: p.topic,
+            id: self.ids.message().get(),
+            source,
+            timestamp_us: self.clock.wall_us,
+            attempt: 1,
+            reply,
+        };
         (message, token)
     }
 
@@ -266,20 +259,14 @@ impl Router {
         if targets.iter().any(|t| matches!(t, Target::Group(_))) {
             msg.detach();
         }
-        let request = msg.message.correlation_id != 0;
+        let request = msg.message.correlation() != 0;
         let mut delivered = 0;
         let mut refusal = None;
-        let mut msg = Some(msg);
-        let last = targets.len().saturating_sub(1);
-        for (i, target) in targets.drain(..).enumerate() {
-            let m = if i == last {
-                msg.take().expect("taken once, at the last target")
-            } else {
-                msg.clone().expect("present until the last target")
-            };
+        for target in targets.drain(..) {
             match target {
                 Target::Plain { conn, sid } => {
-                    match self.deliver_plain(conn, topic, deliver(sid, m.message)) {
+                    let deliver = StampedDeliver::new(sid.get(), 0, &msg.message);
+                    match self.deliver_plain(conn, topic, Outgoing::Deliver(deliver)) {
                         Ok(true) => {
                             delivered += 1;
                             if request {
@@ -290,7 +277,7 @@ impl Router {
                         Err(r) => refusal = Some(r),
                     }
                 }
-                Target::Group(gid) => match self.enqueue(gid, topic, m) {
+                Target::Group(gid) => match self.enqueue(gid, topic, msg.clone()) {
                     Ok(()) => delivered += 1,
                     Err(r) => refusal = Some(r),
                 },
@@ -470,13 +457,7 @@ impl Router {
     ) {
         self.totals.delivered += 1;
         let Queued { message, size } = queued;
-        let frame = Frame {
-            kind: Some(Kind::Deliver(proto::Deliver {
-                sid: sid.get(),
-                delivery_id: delivery.get(),
-                message: Some(message.clone()),
-            })),
-        };
+        let frame = Outgoing::Deliver(StampedDeliver::new(sid.get(), delivery.get(), &message));
         if let Some(c) = self.conns.get_mut(conn) {
             c.counters.delivered += 1;
             c.in_flight += 1;
@@ -609,15 +590,4 @@ impl Router {
         }
         None
     }
-}
-
-/// The `Deliver` frame of a fan-out delivery on plain subscription `sid`.
-fn deliver(sid: SubscriptionId, message: Box<proto::Envelope>) -> Outgoing {
-    Outgoing::Frame(Frame {
-        kind: Some(Kind::Deliver(proto::Deliver {
-            sid: sid.get(),
-            delivery_id: 0,
-            message: Some(message),
-        })),
-    })
 }

@@ -113,7 +113,7 @@ impl Queues {
     }
 
     /// Message `id`, if it waits in a queue.
-    pub fn find_waiting(&self, id: MessageId) -> Option<&crate::proto::Envelope> {
+    pub fn find_waiting(&self, id: MessageId) -> Option<&crate::codec::raw::Stamped> {
         self.groups.values().find_map(|g| g.find_waiting(id))
     }
 

@@ -1,14 +1,14 @@
 //! Settling deliveries: acks, nacks, replies, cancellation, ack timeouts,
 //! redelivery and dead letters.
 
-use prost::Message as _;
-
 use super::in_flight::InFlight;
 use super::{DEAD_LETTER_PREFIX, Router, ok};
-use crate::broker::command::{Reply, STAMP_ALLOWANCE, Settlement};
+use crate::broker::command::{Reply, Settlement};
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
+use crate::codec::raw::StampedReply;
+use crate::framed::Outgoing;
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
 
@@ -70,7 +70,7 @@ impl Router {
                     .in_flight
                     .get_held(delivery, conn)
                     .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
-                if held.message.correlation_id != token.get() {
+                if held.message.correlation() != token.get() {
                     return Err(ReplyRefusal::NotAResponder(token));
                 }
             }
@@ -84,20 +84,24 @@ impl Router {
                 }
             }
         }
-        let mut message = r.message;
-        message.source = self
+        let source = self
             .conns
             .get(conn)
-            .map(|c| c.client_id.as_str().to_owned())
-            .unwrap_or_default();
-        message.timestamp_us = self.clock.wall_us;
-        if let Some(limit) = self
-            .requests
-            .get(token)
-            .and_then(|p| self.conns.get(p.conn))
-            .map(|c| c.max_frame)
-        {
-            let size = message.encoded_len() + STAMP_ALLOWANCE;
+            .map(|c| c.client_id.clone())
+            .expect("apply checked the connection");
+        let mut reply = StampedReply {
+            seq: 0,
+            envelope: r.envelope,
+            source,
+            timestamp_us: self.clock.wall_us,
+        };
+        if let Some(requester) = self.requests.get(token) {
+            reply.seq = requester.seq.get();
+            let limit = self
+                .conns
+                .get(requester.conn)
+                .map_or(usize::MAX, |c| c.max_frame);
+            let size = reply.frame_len();
             if size > limit {
                 return Err(ReplyRefusal::TooLarge { size, limit });
             }
@@ -110,18 +114,7 @@ impl Router {
             .take(token)
             .ok_or(ReplyRefusal::NotAwaited(token))?;
         self.request_done(pending.conn);
-        message.correlation_id = pending.seq.get();
-        self.conns.send(
-            pending.conn,
-            Frame {
-                kind: Some(Kind::Reply(proto::Reply {
-                    correlation_id: pending.seq.get(),
-                    delivery_id: 0,
-                    message: Some(Box::new(message)),
-                    seq: 0,
-                })),
-            },
-        );
+        self.conns.send(pending.conn, Outgoing::Reply(reply));
         self.confirm(conn, r.seq);
         Ok(())
     }
@@ -137,12 +130,11 @@ impl Router {
         let publisher = self
             .queues
             .find_waiting(id)
-            .or_else(|| self.in_flight.find_message_ref(id).map(|f| &*f.message))
+            .or_else(|| self.in_flight.find_message_ref(id).map(|f| &f.message))
             .map(|m| m.source.clone())
             .ok_or(CancelRefusal::UnknownMessage(id))?;
         let caller = self.conns.get(conn);
-        let allowed =
-            caller.is_some_and(|c| c.principal.perms.admin || c.client_id.as_str() == publisher);
+        let allowed = caller.is_some_and(|c| c.principal.perms.admin || c.client_id == publisher);
         if !allowed {
             return Err(CancelRefusal::NotPublisher(id));
         }
@@ -230,12 +222,12 @@ impl Router {
     /// gets `DeadLettered` at once.
     pub(super) fn dead_letter(&mut self, gid: GroupId, queued: Queued, reason: &str) {
         self.usage.remove(&queued.message.source, queued.size);
-        let mut message = queued.message;
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         group.count_dead_lettered();
         let group_name = group.name.to_string();
+        let message = queued.message;
         let id = MessageId::new(message.id);
         self.fail_request(
             id,
@@ -246,18 +238,20 @@ impl Router {
             },
         );
         tracing::info!(message_id = %id, group = %group_name, reason, "dead-lettering");
-        let headers = &mut message.headers;
-        headers.insert("x-dead-letter-reason".to_owned(), reason.to_owned());
-        headers.insert("x-attempts".to_owned(), message.attempt.to_string());
-        headers.insert("x-original-topic".to_owned(), message.topic.clone());
-        headers.insert("x-group".to_owned(), group_name.clone());
-        message.topic = format!("{DEAD_LETTER_PREFIX}.{group_name}");
-        message.reply_to.clear();
-        message.correlation_id = 0;
-        if let Ok(topic) = Topic::new(&message.topic) {
-            let size = message.encoded_len() + STAMP_ALLOWANCE;
-            let _ = self.route(&topic, Queued { message, size }, None);
-        }
+        let Ok(topic) = Topic::new(format!("{DEAD_LETTER_PREFIX}.{group_name}")) else {
+            return;
+        };
+        let attempts = message.attempt.to_string();
+        let dead = message.republished(
+            topic.clone(),
+            &[
+                ("x-dead-letter-reason", reason),
+                ("x-attempts", &attempts),
+                ("x-original-topic", message.topic.as_str()),
+                ("x-group", &group_name),
+            ],
+        );
+        let _ = self.route(&topic, Queued::new(dead), None);
     }
 
     /// Takes back every group delivery whose ack timeout has passed, tells its

@@ -9,6 +9,7 @@
 //! nothing held has no entry.
 
 use super::Map;
+use crate::names::ClientId;
 
 /// Messages and bytes held.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,17 +21,14 @@ pub(crate) struct Held {
 /// What each publisher, and everyone, holds in queue groups.
 #[derive(Debug, Default)]
 pub(super) struct Usage {
-    by_client: Map<String, Held>,
+    by_client: Map<ClientId, Held>,
     total: Held,
 }
 
 impl Usage {
     /// A group accepted a message of `size` bytes from `source`.
-    pub fn add(&mut self, source: &str, size: usize) {
-        let held = match self.by_client.get_mut(source) {
-            Some(held) => held,
-            None => self.by_client.entry(source.to_owned()).or_default(),
-        };
+    pub fn add(&mut self, source: &ClientId, size: usize) {
+        let held = self.by_client.entry(source.clone()).or_default();
         held.messages += 1;
         held.bytes += size;
         self.total.messages += 1;
@@ -38,7 +36,7 @@ impl Usage {
     }
 
     /// A message of `size` bytes from `source` left its group for good.
-    pub fn remove(&mut self, source: &str, size: usize) {
+    pub fn remove(&mut self, source: &ClientId, size: usize) {
         let Some(held) = self.by_client.get_mut(source) else {
             return;
         };
@@ -52,7 +50,7 @@ impl Usage {
     }
 
     /// What `source` holds.
-    pub fn of(&self, source: &str) -> Held {
+    pub fn of(&self, source: &ClientId) -> Held {
         self.by_client.get(source).copied().unwrap_or_default()
     }
 
@@ -62,8 +60,8 @@ impl Usage {
     }
 
     #[cfg(test)]
-    pub fn clients(&self) -> impl Iterator<Item = (&str, Held)> {
-        self.by_client.iter().map(|(k, v)| (k.as_str(), *v))
+    pub fn clients(&self) -> impl Iterator<Item = (&ClientId, Held)> {
+        self.by_client.iter().map(|(k, v)| (k, *v))
     }
 }
 
@@ -73,12 +71,13 @@ mod tests {
 
     #[test]
     fn usage_adds_up_and_forgets_who_holds_nothing() {
+        let id = |s: &str| ClientId::new(s).unwrap();
         let mut u = Usage::default();
-        u.add("a", 10);
-        u.add("a", 5);
-        u.add("b", 1);
+        u.add(&id("a"), 10);
+        u.add(&id("a"), 5);
+        u.add(&id("b"), 1);
         assert_eq!(
-            u.of("a"),
+            u.of(&id("a")),
             Held {
                 messages: 2,
                 bytes: 15
@@ -91,11 +90,11 @@ mod tests {
                 bytes: 16
             }
         );
-        u.remove("a", 10);
-        u.remove("a", 5);
-        assert_eq!(u.of("a"), Held::default());
+        u.remove(&id("a"), 10);
+        u.remove(&id("a"), 5);
+        assert_eq!(u.of(&id("a")), Held::default());
         assert_eq!(u.clients().count(), 1);
-        u.remove("nobody", 3);
+        u.remove(&id("nobody"), 3);
         assert_eq!(
             u.total(),
             Held {

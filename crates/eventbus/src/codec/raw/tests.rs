@@ -68,35 +68,45 @@ proptest! {
         prop_assert_eq!(raw.topic(), topic.as_str());
     }
 
-    /// The fast path takes exactly the fire-and-forget, headerless, untargeted
-    /// publishes that carry no correlation id or reply-to, and delivers what
-    /// the decoding path would: the publisher's
-    /// envelope with the broker's id, source, timestamp and attempt 1.
+    /// The broker's reader takes every publish prost encodes (with a
+    /// message), reads its fields as prost does, and a delivery written from
+    /// it decodes to the publisher's envelope with the broker's stamps —
+    /// whatever the publisher set in the stamped fields.
     #[test]
-    fn fast_deliveries_decode_to_what_the_slow_path_builds(
+    fn stamped_deliveries_decode_to_the_envelope_with_its_stamps(
         publish in publish(),
-        sid in any::<u64>(),
-        (id, source, ts) in (any::<u64>(), "[a-z0-9-]{1,20}", any::<u64>()),
+        (sid, delivery_id) in (any::<u64>(), prop_oneof![Just(0), any::<u64>()]),
+        (id, source, ts, attempt) in (any::<u64>(), "[a-z0-9-]{1,20}", any::<u64>(), any::<u32>()),
+        reply in prop_oneof![Just(None), any::<u64>().prop_map(Some)],
     ) {
-        let scanned = scan_publish(body(&publish)).ok();
+        let raw = scan_publish(body(&publish)).expect("every canonical publish");
         let message = publish.message.as_deref().unwrap();
-        // An empty topic is not encoded at all: the decoding path refuses it.
-        // A correlation id or reply-to the broker must strip takes that path too.
-        let eligible = publish.mode == 0
-            && publish.target_client.is_empty()
-            && message.headers.is_empty()
-            && message.correlation_id == 0
-            && message.reply_to.is_empty()
-            && !message.topic.is_empty();
-        prop_assert_eq!(scanned.is_some(), eligible);
-        let Some(raw) = scanned else { return Ok(()) };
+        prop_assert_eq!(raw.seq, publish.seq);
+        prop_assert_eq!(raw.mode as i32, publish.mode);
+        prop_assert_eq!(raw.timeout_ms, publish.timeout_ms);
+        prop_assert_eq!(raw.target().unwrap_or_default(), publish.target_client.as_str());
         prop_assert_eq!(raw.topic(), message.topic.as_str());
-        let deliver = RawDeliver {
+        prop_assert_eq!(
+            raw.reply_fields,
+            message.correlation_id != 0 || !message.reply_to.is_empty()
+        );
+        let reserved = message.headers.keys().any(|k| k.starts_with("x-"));
+        prop_assert_eq!(raw.reserved_header().is_some(), reserved);
+        let source = crate::names::ClientId::new(source.as_str()).unwrap();
+        let reply = match reply {
+            Some(correlation) => ReplyStamp::Request { correlation, to: source.clone() },
+            None if raw.reply_fields => ReplyStamp::Clear,
+            None => ReplyStamp::None,
+        };
+        let deliver = StampedDeliver {
             sid,
+            delivery_id,
             envelope: raw.envelope(),
             id,
-            source: crate::names::ClientId::new(source.as_str()).unwrap(),
+            source: source.clone(),
             timestamp_us: ts,
+            attempt,
+            reply: reply.clone(),
         };
         let mut wire = BytesMut::new();
         deliver.encode(&mut wire);
@@ -105,20 +115,76 @@ proptest! {
         prop_assert!(wire.is_empty(), "the prefix counts the whole frame");
         let mut expected = message.clone();
         expected.id = id;
-        expected.source = source.clone();
+        expected.source = source.to_string();
         expected.timestamp_us = ts;
-        expected.attempt = 1;
+        expected.attempt = attempt;
+        match &reply {
+            ReplyStamp::Request { correlation, to } => {
+                expected.correlation_id = *correlation;
+                expected.reply_to = to.to_string();
+            }
+            ReplyStamp::Clear => {
+                expected.correlation_id = 0;
+                expected.reply_to.clear();
+            }
+            ReplyStamp::None => {}
+        }
         let expected = Frame {
             kind: Some(Kind::Deliver(proto::Deliver {
                 sid,
-                delivery_id: 0,
+                delivery_id,
                 message: Some(Box::new(expected)),
             })),
         };
         prop_assert_eq!(decoded, expected);
     }
 
-    /// Whatever the bytes, scanning never panics, and it never accepts a body
+    /// A reply is read as prost reads it, and forwarded with the broker's
+    /// stamps over whatever the responder set.
+    #[test]
+    fn stamped_replies_decode_to_the_envelope_with_its_stamps(
+        (correlation_id, delivery_id, seq) in (any::<u64>(), any::<u64>(), any::<u64>()),
+        message in prop_oneof![Just(None), envelope().prop_map(Some)],
+        (requester_seq, source, ts) in (any::<u64>(), "[a-z0-9-]{1,20}", any::<u64>()),
+    ) {
+        let reply = proto::Reply {
+            correlation_id,
+            delivery_id,
+            message: message.clone().map(Box::new),
+            seq,
+        };
+        let body: Bytes = Frame { kind: Some(Kind::Reply(reply)) }.encode_to_vec().into();
+        let raw = scan_reply(body).expect("every canonical reply");
+        prop_assert_eq!((raw.correlation_id, raw.delivery_id, raw.seq), (correlation_id, delivery_id, seq));
+        let message = message.unwrap_or_default();
+        let reserved = message.headers.keys().any(|k| k.starts_with("x-"));
+        prop_assert_eq!(raw.reserved_header().is_some(), reserved);
+        let out = StampedReply {
+            seq: requester_seq,
+            envelope: raw.envelope(),
+            source: crate::names::ClientId::new(source.as_str()).unwrap(),
+            timestamp_us: ts,
+        };
+        let mut wire = BytesMut::new();
+        out.encode(&mut wire);
+        prop_assert_eq!(wire.len(), 4 + out.frame_len());
+        let decoded = FrameCodec::default().decode(&mut wire).unwrap().unwrap();
+        let mut expected = message;
+        expected.source = source;
+        expected.timestamp_us = ts;
+        expected.correlation_id = requester_seq;
+        let expected = Frame {
+            kind: Some(Kind::Reply(proto::Reply {
+                correlation_id: requester_seq,
+                delivery_id: 0,
+                message: Some(Box::new(expected)),
+                seq: 0,
+            })),
+        };
+        prop_assert_eq!(decoded, expected);
+    }
+
+    /// Whatever the bytes, reading never panics, and it never accepts a body
     /// the decoder refuses or reads differently.
     #[test]
     fn corrupted_bodies_are_refused_or_read_as_the_decoder_reads_them(
@@ -142,26 +208,29 @@ proptest! {
             let Some(Kind::Publish(p)) = frame.unwrap().kind else {
                 return Err(TestCaseError::fail("accepted a frame that is not a publish"));
             };
-            prop_assert_eq!(p.mode, 0);
-            prop_assert!(p.target_client.is_empty());
+            prop_assert_eq!((raw.seq, raw.mode as i32, raw.timeout_ms), (p.seq, p.mode, p.timeout_ms));
+            prop_assert_eq!(raw.target().unwrap_or_default(), p.target_client.as_str());
             let message = p.message.unwrap();
             prop_assert_eq!(message.topic.as_str(), raw.topic());
-            prop_assert!(message.headers.is_empty());
+            prop_assert_eq!(
+                proto::Envelope::decode(raw.envelope()).ok(),
+                Some(*message),
+                "the envelope's bytes are the decoder's envelope"
+            );
+        }
+        if let Ok(raw) = scan_reply(bytes.clone()) {
+            let frame = decode_body(bytes.clone());
+            prop_assert!(frame.is_ok(), "accepted what the decoder refuses: {frame:?}");
+            let Some(Kind::Reply(r)) = frame.unwrap().kind else {
+                return Err(TestCaseError::fail("accepted a frame that is not a reply"));
+            };
+            prop_assert_eq!((raw.correlation_id, raw.delivery_id, raw.seq), (r.correlation_id, r.delivery_id, r.seq));
         }
     }
 }
 
 #[test]
-fn a_confirmed_publish_or_other_frames_take_the_decoding_path() {
-    let confirmed = proto::Publish {
-        mode: proto::PublishMode::Confirmed as i32,
-        message: Some(Box::new(proto::Envelope {
-            topic: "a.b".into(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    assert!(scan_publish(body(&confirmed)).is_err());
+fn other_frames_and_publishes_without_a_message_are_not_read_as_publishes() {
     let ack: Bytes = Frame {
         kind: Some(Kind::Ack(proto::Ack {
             delivery_id: 1,
@@ -170,10 +239,51 @@ fn a_confirmed_publish_or_other_frames_take_the_decoding_path() {
     }
     .encode_to_vec()
     .into();
-    assert!(scan_publish(ack).is_err());
+    assert!(scan_publish(ack.clone()).is_err());
+    assert!(scan_reply(ack).is_err());
     assert!(scan_publish(Bytes::new()).is_err());
     let no_message = proto::Publish::default();
     assert!(scan_publish(body(&no_message)).is_err());
+}
+
+#[test]
+fn a_republished_message_carries_its_new_topic_and_headers() {
+    let topic = crate::topic::Topic::new("a.b").unwrap();
+    let original = proto::Envelope {
+        topic: "a.b".into(),
+        payload: Bytes::from_static(b"task"),
+        headers: [("trace".to_owned(), "1".to_owned())].into(),
+        reply_to: "forged".into(),
+        ..Default::default()
+    };
+    let message = Stamped {
+        envelope: original.encode_to_vec().into(),
+        topic,
+        id: 7,
+        source: crate::names::ClientId::new("p").unwrap(),
+        timestamp_us: 9,
+        attempt: 3,
+        reply: ReplyStamp::Request {
+            correlation: 5,
+            to: crate::names::ClientId::new("p").unwrap(),
+        },
+    };
+    let dead = message.republished(
+        crate::topic::Topic::new("_sys.dead-letter.g").unwrap(),
+        &[("x-dead-letter-reason", "nacked"), ("x-attempts", "3")],
+    );
+    let decoded = proto::Envelope::decode(dead.to_bytes()).unwrap();
+    assert_eq!(decoded.topic, "_sys.dead-letter.g");
+    assert_eq!(decoded.payload, Bytes::from_static(b"task"));
+    assert_eq!(decoded.headers["trace"], "1");
+    assert_eq!(decoded.headers["x-dead-letter-reason"], "nacked");
+    assert_eq!(decoded.headers["x-attempts"], "3");
+    assert_eq!(
+        (decoded.id, decoded.attempt, decoded.timestamp_us),
+        (7, 3, 9)
+    );
+    assert_eq!((decoded.correlation_id, decoded.reply_to.as_str()), (0, ""));
+    assert!(dead.frame_len_bound() >= dead.message_len() + 20);
 }
 
 /// The frame prost would build for a delivery read by hand.
@@ -224,12 +334,15 @@ proptest! {
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
     ) {
         let Ok(raw) = scan_publish(body(&publish)) else { return Ok(()) };
-        let deliver = RawDeliver {
+        let deliver = StampedDeliver {
             sid,
+            delivery_id: id / 2,
             envelope: raw.envelope(),
             id,
             source: crate::names::ClientId::new("p-1").unwrap(),
             timestamp_us: 7,
+            attempt: 2,
+            reply: if raw.reply_fields { ReplyStamp::Clear } else { ReplyStamp::None },
         };
         let mut wire = BytesMut::new();
         deliver.encode(&mut wire);

@@ -130,7 +130,7 @@ fn publishes_are_encoded_as_frames_and_checked_against_the_limit() {
 
 #[test]
 fn a_delivery_waiting_behind_others_stops_sharing_its_read_buffer() {
-    use crate::codec::raw::RawDeliver;
+    use crate::codec::raw::{ReplyStamp, StampedDeliver};
     let read_buffer = Bytes::from(vec![7u8; 64 * 1024]);
     let out = Outbound::new(OutboundLimits {
         max_len: 1000,
@@ -139,12 +139,15 @@ fn a_delivery_waiting_behind_others_stops_sharing_its_read_buffer() {
         hard_cap: 1000,
         hard_cap_bytes: usize::MAX,
     });
-    let deliver = |n: usize| RawDeliver {
+    let deliver = |n: usize| StampedDeliver {
         sid: 1,
+        delivery_id: 0,
         envelope: read_buffer.slice(n * 10..n * 10 + 10),
         id: n as u64,
         source: crate::names::ClientId::new("p").unwrap(),
         timestamp_us: 0,
+        attempt: 1,
+        reply: ReplyStamp::None,
     };
     for n in 0..DETACH_AFTER + 2 {
         out.push_droppable(Outgoing::Deliver(deliver(n))).unwrap();

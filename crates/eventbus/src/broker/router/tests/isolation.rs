@@ -296,8 +296,8 @@ fn the_queue_byte_bound_and_the_memory_ceiling_refuse_only_queued_publishes() {
     bus.join(&worker, 1, "a", "g", 1);
     bus.join(&worker, 2, "b", "h", 1);
     bus.subscribe(&watcher, 1, "events.#");
-    // Each message counts as its delivery frame: about 770 bytes.
-    let payload = "x".repeat(500);
+    // Each message counts as its largest delivery frame: about 765 bytes.
+    let payload = "x".repeat(700);
     assert!(bus.confirmed(&p, 1, "a", &payload).is_ok(), "in flight");
     assert!(bus.confirmed(&p, 2, "a", &payload).is_ok());
     assert!(bus.confirmed(&p, 3, "a", &payload).is_ok());

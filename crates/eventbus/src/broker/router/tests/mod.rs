@@ -37,6 +37,8 @@ pub(super) struct Bus {
     /// Who connections are: the socket owner's identity, or the users of
     /// an auth file.
     pub auth: Authenticator,
+    /// The edge's topic cache (one for all fake connections).
+    pub topics: command::TopicCache,
 }
 
 /// The uid the fake connections' socket peers run as.
@@ -112,6 +114,7 @@ impl Bus {
             now,
             config,
             auth,
+            topics: command::TopicCache::default(),
         }
     }
 
@@ -161,7 +164,7 @@ impl Bus {
         FrameCodec::default().encode(&frame, &mut wire).unwrap();
         // Length and version byte off: the body, as `FrameReader` cuts it.
         let body = Bytes::from(wire).slice(5..);
-        let inbound = command::decode(body).expect("a well-formed frame");
+        let inbound = command::decode(body, &mut self.topics).expect("a well-formed frame");
         let conn = peer.conn;
         self.run(|r, now| {
             r.begin(conn, now);

@@ -301,15 +301,18 @@ fn a_plain_fire_and_forget_publish_takes_the_fast_path_and_others_do_not() {
     let a = bus.connect("a");
     let p = bus.connect("p");
     bus.subscribe(&a, 1, "x");
+    bus.subscribe(&a, 2, "y");
+    assert!(bus.confirmed(&p, 1, "y", "general").is_ok());
+    assert!(
+        bus.router.fanout_route.is_none(),
+        "a confirmed publish: no route kept"
+    );
     bus.publish(&p, "x", "fast");
+    let route = bus.router.fanout_route.as_ref().expect("a route kept");
+    assert_eq!((route.topic.as_str(), route.pending.published), ("x", 1));
     assert!(matches!(
         a.out.take_queued().as_slice(),
-        [Outgoing::Deliver(_)]
-    ));
-    assert!(bus.confirmed(&p, 1, "x", "decoded").is_ok());
-    assert!(matches!(
-        a.out.take_queued().as_slice(),
-        [Outgoing::Frame(_)]
+        [Outgoing::Deliver(_), Outgoing::Deliver(_)]
     ));
 }
 
@@ -353,7 +356,11 @@ fn a_batch_hands_each_touched_queue_to_the_caller_once() {
                 kind: Some(publish(0, PublishMode::FireAndForget, "x", "m")),
             };
             FrameCodec::default().encode(&frame, &mut wire).unwrap();
-            command::decode(Bytes::from(wire).slice(5..)).unwrap()
+            command::decode(
+                Bytes::from(wire).slice(5..),
+                &mut command::TopicCache::default(),
+            )
+            .unwrap()
         })
         .collect();
     let now = bus.now;
