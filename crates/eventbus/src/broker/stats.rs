@@ -1,18 +1,20 @@
 //! The broker process's own figures for stats (the counters are gathered by
 //! the router: `router/stats.rs`).
 
-/// Resident set size of this process, where the platform tells it cheaply.
+/// Resident memory of this process: the resident set size on Linux, macOS and
+/// FreeBSD, the working set on Windows (through `memory-stats`; `None` where
+/// the platform does not tell).
 pub fn rss_bytes() -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
+    memory_stats::memory_stats().and_then(|m| u64::try_from(m.physical_mem).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_memory_figure_is_reported() {
+        let rss = super::rss_bytes().expect("every supported platform reports it");
+        // More than a page, less than this machine could hold.
+        assert!(rss > 4096 && rss < (1 << 40), "{rss}");
     }
 }
 
