@@ -7,6 +7,9 @@
 //! On Unix the socket file is created with mode 0600, inside a directory created with
 //! mode 0700 when it does not exist yet, and each accepted peer's effective uid is
 //! checked against the broker's own (plus any uids the configuration allows).
+//! On Windows every pipe instance carries a security descriptor that admits only
+//! the broker's own user (`pipe_security.rs`), so Windows refuses other users'
+//! clients when they open the pipe.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,8 @@ use std::path::{Path, PathBuf};
 use interprocess::local_socket::tokio::prelude::*;
 pub use interprocess::local_socket::tokio::{Listener, Stream};
 
+#[cfg(windows)]
+mod pipe_security;
 mod shared;
 use interprocess::local_socket::{ConnectOptions, ListenerOptions, Name};
 pub use shared::SharedStream;
@@ -46,6 +51,14 @@ pub enum BindError {
         dir: PathBuf,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// The pipe name is held by another process: a running broker, or any
+    /// other program (Windows refuses a second first instance of a named pipe
+    /// with "access denied"); it is left alone.
+    #[error("the pipe {path} is already held by another process (a running broker?)")]
+    NameTaken {
+        /// The contested socket path, whose file name names the pipe.
+        path: PathBuf,
     },
     /// The socket directory could not be created.
     #[error("cannot create socket directory {dir}")]
@@ -171,6 +184,11 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
             reclaim_if_stale(path)?;
             create_listener(path)
         }
+        Err(e) if cfg!(windows) && e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(BindError::NameTaken {
+                path: path.to_owned(),
+            });
+        }
         other => other,
     }
     .map_err(|source| BindError::Io {
@@ -188,6 +206,11 @@ fn create_listener(path: &Path) -> io::Result<Listener> {
     let options = {
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
         options.mode(0o600)
+    };
+    #[cfg(windows)]
+    let options = {
+        use interprocess::os::windows::local_socket::ListenerOptionsExt;
+        options.security_descriptor(pipe_security::owner_only()?)
     };
     options.create_tokio()
 }

@@ -1,0 +1,81 @@
+//! Who may open the broker's named pipe on Windows: only the user the broker
+//! runs as, the counterpart of the Unix socket's mode 0600 and peer-uid check.
+//!
+//! Every instance of the pipe is created with a security descriptor whose
+//! DACL is protected (nothing inherited) and holds one entry: full access for
+//! the broker's own user SID. Windows checks it when a client opens the pipe,
+//! so another user's client is refused by the system (`ERROR_ACCESS_DENIED`)
+//! before the broker sees it; administrators and `SYSTEM` get no entry either.
+//! `interprocess` also creates the first instance with
+//! `FILE_FLAG_FIRST_PIPE_INSTANCE` (a name someone else already holds is
+//! refused, so the pipe cannot be squatted) and rejects remote clients.
+//!
+//! The SID comes from the process token through `sysinfo` (this crate forbids
+//! `unsafe`), and the descriptor is built from SDDL by `interprocess`.
+
+use std::io;
+
+use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+use widestring::U16CString;
+
+/// The SDDL of a descriptor that admits only `user_sid`: a protected DACL
+/// (`P`) with one allow entry (`A`) of generic all (`GA`).
+pub fn owner_only_sddl(user_sid: &str) -> String {
+    format!("D:P(A;;GA;;;{user_sid})")
+}
+
+/// The security descriptor the broker's pipe is created with.
+pub fn owner_only() -> io::Result<SecurityDescriptor> {
+    from_sddl(&owner_only_sddl(&current_user_sid()?))
+}
+
+/// Parses `sddl` into a descriptor.
+pub fn from_sddl(sddl: &str) -> io::Result<SecurityDescriptor> {
+    let wide =
+        U16CString::from_str(sddl).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    SecurityDescriptor::deserialize(&wide)
+}
+
+/// The SID (`S-1-5-21-...`) of the user this process runs as, from its token.
+pub fn current_user_sid() -> io::Result<String> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let pid = sysinfo::get_current_pid().map_err(io::Error::other)?;
+    let mut system = System::new();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
+    );
+    let sid = system
+        .process(pid)
+        .and_then(|process| process.user_id())
+        .map(|uid| uid.to_string())
+        .filter(|sid| sid.starts_with("S-1-"));
+    sid.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "cannot read the user SID from this process's token",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_names_only_the_user() {
+        assert_eq!(
+            owner_only_sddl("S-1-5-21-1-2-3-1001"),
+            "D:P(A;;GA;;;S-1-5-21-1-2-3-1001)"
+        );
+    }
+
+    #[test]
+    fn the_current_user_has_a_sid_and_a_descriptor() {
+        let sid = current_user_sid().unwrap();
+        assert!(sid.starts_with("S-1-5-"), "{sid}");
+        owner_only().unwrap();
+        assert!(from_sddl("D:P(A;;GA;;;not a sid)").is_err());
+    }
+}
