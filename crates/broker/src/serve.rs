@@ -20,7 +20,8 @@ struct Ready<'a> {
     version: &'static str,
 }
 
-/// Binds the socket, announces readiness and serves until SIGTERM or SIGINT.
+/// Binds the socket, announces readiness and serves until SIGTERM or SIGINT
+/// (on Windows: Ctrl-C, Ctrl-Break or the console closing).
 ///
 /// A current-thread runtime: the broker's work is short, lock-protected routing
 /// steps, and one thread avoids cross-thread wake-ups on every message.
@@ -71,11 +72,24 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Completes on Ctrl-C.
-#[cfg(not(unix))]
+/// Completes on the first Ctrl-C, Ctrl-Break or console close: what a terminal,
+/// a supervisor (`GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT)` to the broker's
+/// process group, the usual graceful stop of a console program; there is no
+/// SIGTERM) or a closed console window sends. As on Unix, the handlers are
+/// installed when this is called, not when the future is first polled: until
+/// then a Ctrl-C would end the process at once, without a drain.
+#[cfg(windows)]
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+    let mut c = ctrl_c().context("cannot handle Ctrl-C")?;
+    let mut brk = ctrl_break().context("cannot handle Ctrl-Break")?;
+    let mut close = ctrl_close().context("cannot handle the console closing")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = c.recv() => "Ctrl-C",
+            _ = brk.recv() => "Ctrl-Break",
+            _ = close.recv() => "console closed",
+        };
+        tracing::info!(signal = name, "shutdown requested");
     })
 }

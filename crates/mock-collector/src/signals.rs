@@ -1,4 +1,5 @@
-//! The shutdown request: the first SIGTERM or SIGINT (Ctrl-C elsewhere).
+//! The shutdown request: the first SIGTERM or SIGINT (on Windows: Ctrl-C,
+//! Ctrl-Break or the console closing).
 
 use std::future::Future;
 
@@ -19,11 +20,21 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Completes on Ctrl-C.
-#[cfg(not(unix))]
+/// Completes on the first Ctrl-C, Ctrl-Break or console close (Windows has no
+/// SIGTERM: a supervisor stops a console program with Ctrl-Break). Installed
+/// when called, as on Unix.
+#[cfg(windows)]
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+    let mut c = ctrl_c()?;
+    let mut brk = ctrl_break()?;
+    let mut close = ctrl_close()?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = c.recv() => "Ctrl-C",
+            _ = brk.recv() => "Ctrl-Break",
+            _ = close.recv() => "console closed",
+        };
+        tracing::info!(signal = name, "shutdown requested");
     })
 }
