@@ -1,8 +1,9 @@
-//! Building the demo's binaries and finding them.
+//! Building the project's binaries and finding them.
 //!
 //! Cargo reports where it put each executable (`--message-format=json`), so the
 //! paths are right whatever the target directory: `CARGO_TARGET_DIR`,
-//! `build.target-dir` in a config file, or `<workspace root>/target`.
+//! `build.target-dir` in a config file, or `<workspace root>/target`, and
+//! whatever the target triple.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ use serde_json::Value;
 
 use crate::process::{cargo, output};
 
-/// The packages built; each has a binary of the same name.
-const PACKAGES: [&str; 2] = ["broker", "mock-collector"];
+/// The packages the demo builds; each has a binary of the same name.
+const DEMO_PACKAGES: [&str; 2] = ["broker", "mock-collector"];
 
 /// Paths of the binaries the demo runs.
 #[derive(Debug)]
@@ -27,31 +28,45 @@ pub struct Binaries {
 /// Builds the broker and the collector in release mode (diagnostics and
 /// progress on stderr as usual) and returns where cargo put them.
 pub fn build(root: &Path) -> Result<Binaries> {
+    let built = build_packages(root, &DEMO_PACKAGES, &["--release"])?;
+    Ok(Binaries {
+        broker: find(&built, "broker")?,
+        collector: find(&built, "mock-collector")?,
+    })
+}
+
+/// `cargo build` of every binary of `packages` with `extra` arguments (a
+/// profile, a `--target`); returns executable paths by binary name.
+pub fn build_packages(
+    root: &Path,
+    packages: &[&str],
+    extra: &[&str],
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut cmd = cargo();
-    cmd.current_dir(root).args([
-        "build",
-        "--release",
-        "--message-format=json-render-diagnostics",
-    ]);
-    for package in PACKAGES {
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--bins",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(extra);
+    for package in packages {
         cmd.args(["-p", package]);
     }
     eprintln!(
-        "$ cargo build --release -p {} --message-format=json-render-diagnostics",
-        PACKAGES.join(" -p ")
+        "$ cargo build --bins {} -p {} --message-format=json-render-diagnostics",
+        extra.join(" "),
+        packages.join(" -p ")
     );
-    let messages = output(&mut cmd)?;
-    let executables = executables(&messages);
-    let find = |name: &str| {
-        executables
-            .get(name)
-            .cloned()
-            .with_context(|| format!("cargo built no `{name}` executable"))
-    };
-    Ok(Binaries {
-        broker: find("broker")?,
-        collector: find("mock-collector")?,
-    })
+    Ok(executables(&output(&mut cmd)?))
+}
+
+/// The executable `name` among those cargo built.
+pub fn find(built: &BTreeMap<String, PathBuf>, name: &str) -> Result<PathBuf> {
+    built
+        .get(name)
+        .cloned()
+        .with_context(|| format!("cargo built no `{name}` executable"))
 }
 
 /// Executable paths by target name, from cargo's JSON messages (one per line;
@@ -86,5 +101,6 @@ mod tests {
         let found = executables(&messages);
         assert_eq!(found.len(), 1);
         assert_eq!(found["broker"], PathBuf::from("/t/release/broker"));
+        assert!(find(&found, "busctl").is_err());
     }
 }

@@ -1,5 +1,8 @@
 //! `cargo xtask ci`: the project's gate.
 //!
+//! The last step, `windows`, runs the Windows build under Wine (see
+//! [`crate::windows`]); it fails, never skips, when Wine cannot be installed.
+//!
 //! A fixed sequence of [`Step`]s run from the workspace root. Each step prints
 //! its name and its duration; the first failure stops the run with a non-zero
 //! exit. Anything a step could not check (an advisory database that cannot be
@@ -46,6 +49,8 @@ pub enum Step {
     Deny,
     /// `cargo check --workspace` for the Windows, macOS and FreeBSD targets.
     CrossCheck,
+    /// `cargo xtask windows`: the Windows build's smoke suite under Wine.
+    Windows,
 }
 
 /// The targets checked by [`Step::CrossCheck`], besides the host that the
@@ -57,7 +62,7 @@ pub const CROSS_TARGETS: [&str; 3] = [
 ];
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
         Step::UnsafeAudit,
@@ -66,6 +71,7 @@ impl Step {
         Step::Doc,
         Step::Deny,
         Step::CrossCheck,
+        Step::Windows,
     ];
 
     fn run(self, ctx: &mut StepContext) -> Result<()> {
@@ -90,6 +96,7 @@ impl Step {
                 .env("RUSTDOCFLAGS", rustdocflags())),
             Step::Deny => deny(ctx),
             Step::CrossCheck => cross_check(ctx),
+            Step::Windows => crate::windows::run(ctx.root, &crate::windows::Args::default()),
         }
     }
 }
@@ -264,7 +271,7 @@ fn cross_check(ctx: &mut StepContext) -> Result<()> {
 
 /// Makes sure the standard library for `target` is installed, with
 /// `rustup target add` when it is not.
-fn ensure_target(target: &str) -> Result<()> {
+pub(crate) fn ensure_target(target: &str) -> Result<()> {
     let sysroot =
         PathBuf::from(process::output(process::rustc().args(["--print", "sysroot"]))?.trim());
     let std_dir = sysroot.join("lib").join("rustlib").join(target).join("lib");

@@ -4,8 +4,8 @@
 //! the end.
 //!
 //! The run, in order:
-//! 1. [`build`]: `cargo build --release` of the broker and the collector;
-//! 2. [`fleet`]: a temporary directory with a short socket path, the broker,
+//! 1. [`crate::build`]: `cargo build --release` of the broker and the collector;
+//! 2. [`crate::fleet`]: a temporary directory with a short socket path, the broker,
 //!    then N process collectors, one network and one filesystem collector,
 //!    each awaited through its ready line, each logging to a file there;
 //! 3. [`load`]: tasks at the target rate with a bound on those in flight,
@@ -16,8 +16,6 @@
 //! The demo succeeds when tasks completed and errors stayed rare (see
 //! [`tally::Tally::verdict`]) and every process exited cleanly.
 
-mod build;
-mod fleet;
 mod load;
 mod tally;
 
@@ -32,8 +30,8 @@ use eventbus::{Client, ClientOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use build::Binaries;
-use fleet::{Proc, Stopped};
+use crate::build::{self, Binaries};
+use crate::fleet::{self, Proc, Stopped};
 use load::{Load, Mix, Pace};
 use tally::Tally;
 

@@ -1,5 +1,6 @@
-//! The demo's processes: the broker and the collectors run as children, each
-//! announcing itself with a JSON ready line on stdout and logging to files.
+//! Child processes that announce themselves with a JSON ready line on stdout
+//! and log to files: the broker and the collectors of `cargo xtask demo` and
+//! of the `cargo xtask windows` smoke suite.
 //!
 //! **Invariant:** every child is reaped. A [`Proc`] kills and waits for its
 //! child when dropped, so an error or a panic anywhere in the demo leaves no
@@ -7,7 +8,7 @@
 //! then SIGKILL.
 //!
 //! On Unix each child runs in its own process group, so the terminal's Ctrl-C
-//! reaches only the demo, which then stops the children in order (collectors
+//! reaches only the parent, which then stops the children in order (collectors
 //! first, so they can drain and leave, then the broker).
 
 use std::fs::File;
@@ -27,7 +28,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// Lines of a child's stderr shown when it fails to start.
 const STDERR_TAIL_LINES: usize = 15;
 
-/// A child process of the demo, reaped on drop.
+/// A child process, reaped on drop.
 #[derive(Debug)]
 pub struct Proc {
     /// Name used in messages and log file names, e.g. `broker`, `procmond-1`.
@@ -180,7 +181,7 @@ impl Proc {
 
     /// Waits for the child to exit until `until`, or until `hurry` says to
     /// stop waiting; its status if it exited.
-    fn wait_until(&mut self, until: Instant, hurry: &dyn Fn() -> bool) -> Option<ExitStatus> {
+    pub fn wait_until(&mut self, until: Instant, hurry: &dyn Fn() -> bool) -> Option<ExitStatus> {
         loop {
             if let Some(status) = self.exited() {
                 return Some(status);
@@ -194,7 +195,7 @@ impl Proc {
 
     /// Asks the child to stop: SIGTERM on Unix; elsewhere there is no gentle
     /// way, so it is killed.
-    fn terminate(&mut self) {
+    pub fn terminate(&mut self) {
         if self.status.is_some() {
             return;
         }
@@ -207,8 +208,23 @@ impl Proc {
         let _ = self.child.kill();
     }
 
+    /// Sends SIGINT (on Unix; elsewhere, like [`Self::terminate`], it kills).
+    /// Wine turns SIGINT into a console Ctrl-C event for the Windows process.
+    pub fn interrupt(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            use rustix::process::{Pid, Signal, kill_process};
+            let _ = kill_process(Pid::from_child(&self.child), Signal::INT);
+        }
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
+    }
+
     /// Kills the child (SIGKILL) and reaps it.
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if self.status.is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
@@ -216,7 +232,7 @@ impl Proc {
     }
 
     /// The last lines of the child's stderr, as a suffix for an error message.
-    fn stderr_tail(&self) -> String {
+    pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];

@@ -15,17 +15,23 @@
 //!   with a report directory (JUnit, log, summary with durations and figures);
 //! - [`mutants`]: `cargo xtask mutants`: mutation testing of the broker's
 //!   router against its unit tests, with a floor for the caught share;
-//! - [`process`]: running external tools.
+//! - [`windows`]: `cargo xtask windows`: the Windows build run under Wine
+//!   (a smoke suite of real processes), or the same suite natively;
+//! - [`build`]: building binaries and finding them; [`fleet`]: children with a
+//!   ready line, always reaped; [`process`]: running external tools.
 #![forbid(unsafe_code)]
 
 mod audit;
 mod bench;
+mod build;
 mod ci;
 mod coverage;
 mod demo;
 mod e2e;
+mod fleet;
 mod mutants;
 mod process;
+mod windows;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +61,8 @@ enum Task {
     E2e(e2e::Args),
     /// Mutation-test the broker's router against its unit tests.
     Mutants(mutants::Args),
+    /// Build for Windows and run the smoke suite under Wine (or natively).
+    Windows(windows::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +89,7 @@ fn run(task: Task) -> Result<()> {
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
+        Task::Windows(args) => windows::run(&root, &args),
     }
 }
 

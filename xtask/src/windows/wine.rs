@@ -1,0 +1,304 @@
+//! Wine: the tools (installed when missing), a fresh prefix booted once per
+//! run with its own persistent wineserver, and the `ProcessPrng` shim.
+//!
+//! **Invariant:** a [`Prefix`] leaves nothing running. Its wineserver is our
+//! child (`wineserver -f -p`, foreground and persistent, so one boot serves
+//! every step); [`Prefix::shut_down`] (or drop) runs `wineserver -k`, which
+//! ends every Windows process of the prefix, and reaps the server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::process::{probe, run};
+
+/// The Debian packages the suite needs: the cross C compiler (Rust's linker
+/// for `x86_64-pc-windows-gnu`, and the shim's compiler) and Wine.
+pub const PACKAGES: [&str; 3] = ["gcc-mingw-w64-x86-64", "wine", "wine64"];
+
+/// The C compiler for the shim (and the linker rustc uses for the target).
+const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
+
+/// How long a fresh prefix may take to boot (about 20 s on a 2-core machine).
+const BOOT_DEADLINE: Duration = Duration::from_secs(240);
+
+/// How long `wineserver -k` may take to end the prefix's processes and itself.
+const KILL_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often waits look at their deadline.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The DLL Rust's standard library imports `ProcessPrng` from (Windows 10+).
+pub const PRNG_DLL: &str = "bcryptprimitives.dll";
+
+/// Source of the stand-in for [`PRNG_DLL`]: `ProcessPrng` over
+/// `SystemFunction036` (`RtlGenRandom`), which every Wine has.
+const PRNG_SHIM_SOURCE: &str = include_str!("prng_shim.c");
+
+/// Makes sure `wine` and the mingw compiler are on the PATH, installing the
+/// Debian packages when they are not. Fails, saying why, when they cannot be
+/// installed: the suite never passes without having run.
+pub fn ensure_tools() -> Result<()> {
+    if tools_present() {
+        return Ok(());
+    }
+    eprintln!(
+        "wine or {MINGW_GCC} not found: installing {} with apt-get",
+        PACKAGES.join(" ")
+    );
+    if !probe(Command::new("apt-get").arg("--version")) {
+        bail!(
+            "Wine and mingw-w64 are missing and there is no apt-get to install them; \
+             install {} (or your system's equivalents) and run again",
+            PACKAGES.join(" ")
+        );
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(&mut update)
+        .and_then(|()| run(&mut install))
+        .with_context(|| {
+            format!(
+                "cannot install Wine: `apt-get install {}` failed (root is needed)",
+                PACKAGES.join(" ")
+            )
+        })?;
+    if !tools_present() {
+        bail!(
+            "installed {} but `wine` or `{MINGW_GCC}` is still not on the PATH",
+            PACKAGES.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn tools_present() -> bool {
+    probe(Command::new("wine").arg("--version")) && probe(Command::new(MINGW_GCC).arg("--version"))
+}
+
+/// The installed Wine's version line, e.g. `wine-8.0 (Debian 8.0~repack-4)`.
+pub fn version() -> String {
+    crate::process::output(
+        Command::new("wine")
+            .arg("--version")
+            .env("WINEDEBUG", "-all"),
+    )
+    .map(|v| v.trim().to_owned())
+    .unwrap_or_else(|_| "wine (version unknown)".to_owned())
+}
+
+/// A fresh Wine prefix with its wineserver running.
+#[derive(Debug)]
+pub struct Prefix {
+    /// `WINEPREFIX`.
+    dir: PathBuf,
+    /// The persistent wineserver, our child.
+    server: Option<Child>,
+}
+
+impl Prefix {
+    /// Creates and boots a prefix in `dir` (which must not exist yet), with
+    /// the server's output in `logs`.
+    pub fn boot(dir: &Path, logs: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let server_log = logs.join("wineserver.log");
+        let log = std::fs::File::create(&server_log)
+            .with_context(|| format!("creating {}", server_log.display()))?;
+        let mut server = Command::new("wineserver");
+        env(&mut server, dir)
+            .args(["-f", "-p"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let server = server.spawn().context("starting wineserver")?;
+        let mut prefix = Self {
+            dir: dir.to_owned(),
+            server: Some(server),
+        };
+
+        let boot_log = logs.join("wineboot.log");
+        let log = std::fs::File::create(&boot_log)
+            .with_context(|| format!("creating {}", boot_log.display()))?;
+        let mut boot = prefix.command(Path::new("wineboot"));
+        boot.arg("--init")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut boot = boot.spawn().context("starting wineboot")?;
+        let until = Instant::now() + BOOT_DEADLINE;
+        let status = loop {
+            if let Some(status) = boot.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= until {
+                let _ = boot.kill();
+                let _ = boot.wait();
+                bail!(
+                    "wineboot did not finish within {BOOT_DEADLINE:?} (see {})",
+                    boot_log.display()
+                );
+            }
+            thread::sleep(POLL);
+        };
+        if !status.success() {
+            bail!("wineboot failed ({status}); see {}", boot_log.display());
+        }
+        if !prefix.system32().is_dir() {
+            bail!(
+                "wineboot exited 0 but {} does not exist",
+                prefix.system32().display()
+            );
+        }
+        if let Some(status) = prefix
+            .server
+            .as_mut()
+            .and_then(|s| s.try_wait().ok().flatten())
+        {
+            prefix.server = None;
+            bail!(
+                "wineserver exited ({status}) during boot; see {}",
+                server_log.display()
+            );
+        }
+        Ok(prefix)
+    }
+
+    /// `wine <exe>` in this prefix.
+    pub fn command(&self, exe: &Path) -> Command {
+        let mut cmd = Command::new("wine");
+        env(&mut cmd, &self.dir).arg(exe);
+        cmd
+    }
+
+    /// The prefix's `C:\windows\system32`.
+    fn system32(&self) -> PathBuf {
+        self.dir.join("drive_c/windows/system32")
+    }
+
+    /// Whether Wine provides `dll` (a prefix holds a stub of every built-in DLL
+    /// in system32).
+    pub fn has_dll(&self, dll: &str) -> bool {
+        self.system32().join(dll).is_file()
+    }
+
+    /// Ends every process of the prefix and the server; fails when the server
+    /// does not go within [`KILL_DEADLINE`] (it is killed then).
+    pub fn shut_down(mut self) -> Result<()> {
+        self.kill_server()
+    }
+
+    fn kill_server(&mut self) -> Result<()> {
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        let mut kill = Command::new("wineserver");
+        env(&mut kill, &self.dir)
+            .arg("-k")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = kill.status();
+        let until = Instant::now() + KILL_DEADLINE;
+        loop {
+            if server.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("wineserver still ran {KILL_DEADLINE:?} after `wineserver -k`; killed it");
+            }
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Err(error) = self.kill_server() {
+            eprintln!("warning: {error:#}");
+        }
+    }
+}
+
+/// The environment of every Wine command: this prefix, 64-bit only, no debug
+/// channels, no Mono or Gecko installers, no display (console programs only).
+fn env<'a>(cmd: &'a mut Command, prefix: &Path) -> &'a mut Command {
+    cmd.env("WINEPREFIX", prefix)
+        .env("WINEARCH", "win64")
+        .env("WINEDEBUG", "-all")
+        .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+}
+
+/// Compiles the `ProcessPrng` shim as `<dir>/bcryptprimitives.dll`, next to
+/// the executables that import it. Test scaffolding: it only ever lives in the
+/// suite's temporary directory.
+pub fn build_prng_shim(dir: &Path) -> Result<PathBuf> {
+    let source = dir.join("prng_shim.c");
+    std::fs::write(&source, PRNG_SHIM_SOURCE)
+        .with_context(|| format!("writing {}", source.display()))?;
+    let dll = dir.join(PRNG_DLL);
+    let mut gcc = Command::new(MINGW_GCC);
+    gcc.args(["-shared", "-O2", "-s", "-o"])
+        .arg(&dll)
+        .arg(&source)
+        .arg("-ladvapi32");
+    run(&mut gcc).context("building the ProcessPrng shim")?;
+    Ok(dll)
+}
+
+/// Command lines of the processes, other than this one, that mention
+/// `needle` on their command line: for the check that a run left nothing.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    processes_where(|pid| {
+        let line = read_nul_separated(pid, "cmdline")?;
+        line.contains(needle).then_some(line)
+    })
+}
+
+/// Command lines of the processes whose environment has `WINEPREFIX=<prefix>`:
+/// the prefix's Windows processes and its wineserver.
+pub fn processes_with_prefix(prefix: &Path) -> Vec<String> {
+    let entry = format!("WINEPREFIX={}", prefix.display());
+    processes_where(|pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|&b| b == 0)
+            .any(|var| var == entry.as_bytes())
+            .then(|| read_nul_separated(pid, "cmdline").unwrap_or_default())
+    })
+}
+
+/// `"<pid> <description>"` for each process (but this one) `describe` describes.
+fn processes_where(describe: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let own = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|pid| *pid != own && pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| describe(&pid).map(|text| format!("{pid} {text}")))
+        .collect()
+}
+
+/// `/proc/<pid>/<file>` with its NUL separators as spaces.
+fn read_nul_separated(pid: &str, file: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/{file}")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_owned(),
+    )
+}
