@@ -54,7 +54,21 @@ pub struct Args {
     /// Keep the temporary directory (logs, prefix) even when the suite passes.
     #[arg(long)]
     keep_logs: bool,
+    /// Also cross-compile the eventbus transport's unit tests and run them in
+    /// the same prefix (the pipe's security descriptor; about a minute more
+    /// of building, so not in the gate).
+    #[arg(long, conflicts_with = "native")]
+    unit_tests: bool,
 }
+
+/// The unit tests `--unit-tests` runs under Wine: the transport's.
+const UNIT_TEST_FILTER: &str = "transport::";
+
+/// Unit tests Wine cannot pass, with the reason: they run on native Windows.
+const UNIT_TESTS_NOT_UNDER_WINE: [(&str, &str); 1] = [(
+    "a_client_the_descriptor_does_not_name_is_refused",
+    "Wine does not check named pipes' DACLs (one user, every pipe open to it)",
+)];
 
 /// How long each part of one run took.
 #[derive(Debug, Default)]
@@ -125,8 +139,17 @@ fn run_wine(root: &Path, args: &Args) -> Result<Timings> {
     let built = build::build_packages(root, &["broker", "mock-collector"], &build_args)?;
     timings.phases.push(("build", start.elapsed()));
 
+    let unit_tests = if args.unit_tests {
+        let start = Instant::now();
+        let exe = build_unit_tests(root, &profile_args(args))?;
+        timings.phases.push(("build-unit-tests", start.elapsed()));
+        Some(exe)
+    } else {
+        None
+    };
+
     let dir = temp_dir("eventbus-smoke-wine-")?;
-    let result = wine_in(dir.path(), &built, &mut timings);
+    let result = wine_in(dir.path(), &built, unit_tests.as_deref(), &mut timings);
     keep_or_remove(dir, result.is_err() || args.keep_logs);
     result.map(|()| timings)
 }
@@ -135,6 +158,7 @@ fn run_wine(root: &Path, args: &Args) -> Result<Timings> {
 fn wine_in(
     dir: &Path,
     built: &std::collections::BTreeMap<String, PathBuf>,
+    unit_tests: Option<&Path>,
     timings: &mut Timings,
 ) -> Result<()> {
     let logs = dir.join("logs");
@@ -178,6 +202,11 @@ fn wine_in(
     ));
     let host = Host::Wine(prefix);
     run_steps(&host, &bins, dir, socket, timings)?;
+    if let Some(exe) = unit_tests {
+        let start = Instant::now();
+        run_unit_tests(&host, exe, &bin, &logs)?;
+        timings.phases.push(("unit-tests", start.elapsed()));
+    }
 
     let start = Instant::now();
     let Host::Wine(prefix) = host else {
@@ -189,6 +218,43 @@ fn wine_in(
     if !left.is_empty() {
         bail!("processes of the prefix still run after `wineserver -k`: {left:?}");
     }
+    Ok(())
+}
+
+/// `cargo test --no-run` of eventbus's unit tests for Windows; the test executable.
+fn build_unit_tests(root: &Path, profile: &[&str]) -> Result<PathBuf> {
+    let mut cmd = crate::process::cargo();
+    cmd.current_dir(root)
+        .args([
+            "test", "--no-run", "--lib", "-p", "eventbus", "--target", TARGET,
+        ])
+        .args(["--message-format=json-render-diagnostics"])
+        .args(profile);
+    eprintln!("$ cargo test --no-run --lib -p eventbus --target {TARGET}");
+    let messages = crate::process::output(&mut cmd)?;
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no eventbus test executable")
+}
+
+/// Runs the transport's unit tests under Wine, next to the shim, skipping
+/// those Wine cannot pass (said loudly: they are not checked here).
+fn run_unit_tests(host: &Host, exe: &Path, bin: &Path, logs: &Path) -> Result<()> {
+    let copy = bin.join("eventbus-unit-tests.exe");
+    std::fs::copy(exe, &copy).with_context(|| format!("copying {}", exe.display()))?;
+    let mut cmd = host.command(&copy);
+    cmd.arg(UNIT_TEST_FILTER);
+    for (test, why) in UNIT_TESTS_NOT_UNDER_WINE {
+        eprintln!("NOT checked under Wine: {test} ({why}); it runs on native Windows");
+        cmd.args(["--skip", test]);
+    }
+    let finished =
+        host::Background::start("unit-tests", cmd, logs)?.finish(Duration::from_secs(300))?;
+    eprint!("{}", finished.stdout);
+    finished.success("the eventbus unit tests under Wine")?;
     Ok(())
 }
 

@@ -18,6 +18,9 @@ use crate::fleet::Proc;
 /// The topic filesystem collectors take tasks on.
 const TASK_TOPIC: &str = "control.collector.task.filesystem";
 
+/// The topic process collectors take tasks on.
+const PROCESS_TOPIC: &str = "control.collector.task.process";
+
 /// How long a process may take to print its ready line (Wine starts slowly).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -44,6 +47,9 @@ pub enum Step {
     QueueGroup,
     /// A request gets the collector's real reply; a request nobody takes is `NoResponders`.
     RequestReply,
+    /// A process collector answers: with data on Linux, with the documented
+    /// `unsupported on this platform` error reply elsewhere.
+    ProcessCollector,
     /// A collector killed while holding a task: the task is redelivered to another member.
     CollectorKilled,
     /// The broker dies and a new one starts; the collectors reconnect and serve again.
@@ -54,11 +60,12 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 8] = [
         Step::BrokerReady,
         Step::PubSubWildcard,
         Step::QueueGroup,
         Step::RequestReply,
+        Step::ProcessCollector,
         Step::CollectorKilled,
         Step::BrokerRestart,
         Step::Shutdown,
@@ -71,6 +78,7 @@ impl Step {
             Step::PubSubWildcard => "pubsub-wildcard",
             Step::QueueGroup => "queue-group",
             Step::RequestReply => "request-reply",
+            Step::ProcessCollector => "process-collector",
             Step::CollectorKilled => "collector-killed",
             Step::BrokerRestart => "broker-restart",
             Step::Shutdown => "shutdown",
@@ -154,6 +162,7 @@ impl<'a> Suite<'a> {
             Step::PubSubWildcard => self.pubsub_wildcard(),
             Step::QueueGroup => self.queue_group(),
             Step::RequestReply => self.request_reply(),
+            Step::ProcessCollector => self.process_collector(),
             Step::CollectorKilled => self.collector_killed(),
             Step::BrokerRestart => self.broker_restart(),
             Step::Shutdown => self.shutdown(),
@@ -222,8 +231,8 @@ impl<'a> Suite<'a> {
     }
 
     fn queue_group(&mut self) -> Result<()> {
-        self.start_collector(1, &[])?;
-        self.start_collector(2, &[])?;
+        self.start_collector("filesystem", 1, &[])?;
+        self.start_collector("filesystem", 2, &[])?;
         let count = SHARED_TASKS.to_string();
         let summary = self.tasks(&count, "4")?;
         let by_source = sources(&summary);
@@ -278,9 +287,43 @@ impl<'a> Suite<'a> {
         Ok(())
     }
 
+    fn process_collector(&mut self) -> Result<()> {
+        self.start_collector("process", 1, &[])?;
+        let payload = serde_json::json!({ "task_id": "smoke-process", "top": 3 }).to_string();
+        let out = self
+            .cli(
+                "request-process",
+                &["request", PROCESS_TOPIC, "--payload", &payload, "--json"],
+            )?
+            .success("the process request")?;
+        let reply: Value = serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("the reply is not JSON: {}", out.stdout))?;
+        let body: Value = serde_json::from_str(reply["payload"].as_str().unwrap_or_default())
+            .with_context(|| format!("the reply's payload is not JSON: {reply}"))?;
+        ensure!(
+            reply["source"] == "procmond-1" && body["task_id"] == "smoke-process",
+            "the process collector's reply: {reply}"
+        );
+        match self.host {
+            Host::Native => ensure!(
+                body["status"] == "ok" && body["data"].is_object(),
+                "on Linux the process collector reads /proc: {body}"
+            ),
+            Host::Wine(_) => ensure!(
+                body["status"] == "error" && body["error"] == "unsupported on this platform",
+                "on Windows the process collector answers `unsupported on this platform`: {body}"
+            ),
+        }
+        Ok(())
+    }
+
     fn collector_killed(&mut self) -> Result<()> {
         // Holds every task it gets for ten minutes: it is mid-task when killed.
-        self.start_collector(3, &["--delay-ms", "600000", "--prefetch", "1"])?;
+        self.start_collector(
+            "filesystem",
+            3,
+            &["--delay-ms", "600000", "--prefetch", "1"],
+        )?;
         let payload = self.task_payload("smoke-kill");
         let tasks = self.cli_background(
             "tasks-kill",
@@ -391,10 +434,16 @@ impl<'a> Suite<'a> {
         Ok(())
     }
 
-    fn start_collector(&mut self, instance: u32, extra: &[&str]) -> Result<()> {
-        let id = format!("fsmond-{instance}");
+    /// Starts a collector of `kind` (`filesystem` or `process`) in the data directory.
+    fn start_collector(&mut self, kind: &str, instance: u32, extra: &[&str]) -> Result<()> {
+        let alias = if kind == "process" {
+            "procmond"
+        } else {
+            "fsmond"
+        };
+        let id = format!("{alias}-{instance}");
         let mut cmd = self.host.command(&self.bins.collector);
-        cmd.args(["--type", "filesystem", "--instance", &instance.to_string()])
+        cmd.args(["--type", kind, "--instance", &instance.to_string()])
             .arg("--socket")
             .arg(&self.socket)
             .args(extra)

@@ -25,8 +25,8 @@ const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
 /// How long a fresh prefix may take to boot (about 20 s on a 2-core machine).
 const BOOT_DEADLINE: Duration = Duration::from_secs(240);
 
-/// How long `wineserver -k` may take to end the prefix's processes and itself.
-const KILL_DEADLINE: Duration = Duration::from_secs(20);
+/// How long `wineserver -k`, and then the server, may take to end.
+const KILL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How often waits look at their deadline.
 const POLL: Duration = Duration::from_millis(50);
@@ -195,6 +195,9 @@ impl Prefix {
         self.kill_server()
     }
 
+    /// `wineserver -k` (which ends the prefix's processes), then waits for
+    /// the server; one that lingers gets SIGTERM, then SIGKILL. Fails only
+    /// when it had to be killed.
     fn kill_server(&mut self) -> Result<()> {
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -202,21 +205,48 @@ impl Prefix {
         let mut kill = Command::new("wineserver");
         env(&mut kill, &self.dir)
             .arg("-k")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let _ = kill.status();
-        let until = Instant::now() + KILL_DEADLINE;
-        loop {
-            if server.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("wineserver still ran {KILL_DEADLINE:?} after `wineserver -k`; killed it");
-            }
-            thread::sleep(POLL);
+        if let Ok(mut kill) = kill.spawn()
+            && !wait_for(&mut kill, KILL_DEADLINE)
+        {
+            let _ = kill.kill();
+            let _ = kill.wait();
         }
+        if wait_for(&mut server, KILL_DEADLINE) {
+            return Ok(());
+        }
+        // Persistent servers do not always leave after `-k` once their
+        // processes are gone; SIGTERM is their ordinary way out.
+        eprintln!("wineserver still runs after `wineserver -k`: sending SIGTERM");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&server),
+            rustix::process::Signal::TERM,
+        );
+        if wait_for(&mut server, KILL_DEADLINE) {
+            return Ok(());
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        bail!(
+            "wineserver ignored `wineserver -k` and SIGTERM for {KILL_DEADLINE:?} each; killed it"
+        );
+    }
+}
+
+/// Waits up to `deadline` for `child` to exit (reaping it); false when it
+/// still runs.
+fn wait_for(child: &mut Child, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::sleep(POLL);
     }
 }
 

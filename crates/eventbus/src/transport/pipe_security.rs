@@ -79,3 +79,51 @@ mod tests {
         assert!(from_sddl("D:P(A;;GA;;;not a sid)").is_err());
     }
 }
+
+/// Under a real pipe: Windows refuses a client the descriptor does not name,
+/// and admits the broker's user. Wine (8) does not check named pipes' DACLs:
+/// there the refusal test fails, and `cargo xtask windows --unit-tests` skips
+/// it; it runs on native Windows (the CI's Windows job).
+#[cfg(test)]
+mod pipe_tests {
+    use interprocess::local_socket::tokio::prelude::*;
+    use interprocess::local_socket::{ConnectOptions, GenericNamespaced, ListenerOptions};
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
+
+    use super::*;
+
+    /// Listens on a fresh pipe created with `sddl`, then connects to it.
+    async fn connect_through(sddl: &str, tag: &str) -> io::Result<()> {
+        let name = format!("eventbus-sd-{tag}-{}", std::process::id());
+        let listener = ListenerOptions::new()
+            .name(name.clone().to_ns_name::<GenericNamespaced>()?)
+            .security_descriptor(from_sddl(sddl)?)
+            .create_tokio()?;
+        let options = ConnectOptions::new().name(name.to_ns_name::<GenericNamespaced>()?);
+        let connect = options.connect_tokio();
+        let (client, accepted) = tokio::join!(connect, async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), listener.accept()).await
+        });
+        client.map(|_| {
+            assert!(
+                matches!(accepted, Ok(Ok(_))),
+                "the broker side sees the client"
+            );
+        })
+    }
+
+    #[tokio::test]
+    async fn the_broker_user_is_admitted() {
+        let sddl = owner_only_sddl(&current_user_sid().unwrap());
+        connect_through(&sddl, "own").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_the_descriptor_does_not_name_is_refused() {
+        // Only LocalSystem: this test does not run as it.
+        let error = connect_through("D:P(A;;GA;;;S-1-5-18)", "other")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+    }
+}
