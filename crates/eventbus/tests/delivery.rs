@@ -449,9 +449,7 @@ async fn slow_consumers_are_counted_and_announced() {
     let mut events = watcher.subscribe(&f("_sys.slow-consumer")).await.unwrap();
     // A subscriber that never reads its socket: the kernel buffer fills, then the
     // broker's bounded buffer for it.
-    let mut sleeper = tokio::net::UnixStream::connect(&broker.socket)
-        .await
-        .unwrap();
+    let mut sleeper = eventbus::transport::connect(&broker.socket).await.unwrap();
     let mut wire = BytesMut::new();
     let codec = FrameCodec::default();
     let hello = proto::Hello {

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Collector, TestBroker, ask, task_topic, wait_until};
 use serde_json::json;
 
@@ -66,6 +64,7 @@ async fn fail_every_two_fails_every_second_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_aborts_on_that_task_without_replying() {
     use std::os::unix::process::ExitStatusExt as _;
+    use std::time::Duration;
     let broker = TestBroker::start().await;
     let mut collector =
         Collector::start(&broker.socket, "network", 1, &["--crash-after", "2"]).await;

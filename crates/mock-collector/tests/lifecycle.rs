@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Collector, DEADLINE, TestBroker, ask};
+#[cfg(unix)]
+use common::ask;
+use common::{Collector, DEADLINE, TestBroker};
 use eventbus::{ClientId, Topic};
 use serde_json::json;
 

@@ -220,6 +220,7 @@ impl Prefix {
         // Persistent servers do not always leave after `-k` once their
         // processes are gone; SIGTERM is their ordinary way out.
         eprintln!("wineserver still runs after `wineserver -k`: sending SIGTERM");
+        #[cfg(unix)]
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_child(&server),
             rustix::process::Signal::TERM,
