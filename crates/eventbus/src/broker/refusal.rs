@@ -21,6 +21,9 @@ use crate::topic::{Topic, TopicError, TopicFilterError};
 pub(crate) enum HandshakeRefusal {
     #[error("connection limit of {max} reached")]
     ConnectionLimit { max: usize },
+    /// Unix only: on Windows the pipe's DACL refuses other users before the
+    /// broker sees them (`transport/pipe_security.rs`).
+    #[cfg_attr(not(unix), allow(dead_code))]
     #[error("user id {uid:?} may not connect")]
     PermissionDenied { uid: Option<u32> },
     #[error("the first frame must be hello")]
