@@ -65,10 +65,16 @@ pub struct Args {
 const UNIT_TEST_FILTER: &str = "transport::";
 
 /// Unit tests Wine cannot pass, with the reason: they run on native Windows.
-const UNIT_TESTS_NOT_UNDER_WINE: [(&str, &str); 1] = [(
-    "a_client_the_descriptor_does_not_name_is_refused",
-    "Wine does not check named pipes' DACLs (one user, every pipe open to it)",
-)];
+const UNIT_TESTS_NOT_UNDER_WINE: [(&str, &str); 2] = [
+    (
+        "a_client_the_descriptor_does_not_name_is_refused",
+        "Wine does not check named pipes' DACLs (one user, every pipe open to it)",
+    ),
+    (
+        "a_pipe_name_already_held_is_name_taken",
+        "Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE: a second server gets the name",
+    ),
+];
 
 /// How long each part of one run took.
 #[derive(Debug, Default)]
@@ -209,10 +215,9 @@ fn wine_in(
     }
 
     let start = Instant::now();
-    let Host::Wine(prefix) = host else {
-        unreachable!("built as Wine above")
-    };
-    prefix.shut_down()?;
+    if let Host::Wine(prefix) = host {
+        prefix.shut_down()?;
+    }
     timings.phases.push(("wine-shutdown", start.elapsed()));
     let left = wine::processes_with_prefix(&prefix_dir);
     if !left.is_empty() {

@@ -186,7 +186,7 @@ impl<'a> Suite<'a> {
     }
 
     fn pubsub_wildcard(&mut self) -> Result<()> {
-        let subscriber = self.cli_background(
+        let mut subscriber = self.cli_background(
             "subscribe",
             &[
                 "subscribe",
@@ -199,7 +199,6 @@ impl<'a> Suite<'a> {
             ],
         )?;
         // It says so on stderr once the broker confirmed the subscription.
-        let mut subscriber = subscriber;
         poll("the subscriber to be registered", START_DEADLINE, || {
             if let Some(status) = subscriber.exited() {
                 bail!(

@@ -81,9 +81,10 @@ mod tests {
 }
 
 /// Under a real pipe: Windows refuses a client the descriptor does not name,
-/// and admits the broker's user. Wine (8) does not check named pipes' DACLs:
-/// there the refusal test fails, and `cargo xtask windows --unit-tests` skips
-/// it; it runs on native Windows (the CI's Windows job).
+/// and admits the broker's user; a name already held cannot be taken. Wine (8)
+/// checks neither named pipes' DACLs nor `FILE_FLAG_FIRST_PIPE_INSTANCE`: those
+/// two tests fail there, `cargo xtask windows --unit-tests` skips them, and
+/// they run on native Windows (the CI's Windows job).
 #[cfg(test)]
 mod pipe_tests {
     use interprocess::local_socket::tokio::prelude::*;
@@ -116,6 +117,17 @@ mod pipe_tests {
     async fn the_broker_user_is_admitted() {
         let sddl = owner_only_sddl(&current_user_sid().unwrap());
         connect_through(&sddl, "own").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pipe_name_already_held_is_name_taken() {
+        let path = std::path::PathBuf::from(format!("eventbus-held-{}.sock", std::process::id()));
+        let _first = crate::transport::bind(&path).unwrap();
+        let second = crate::transport::bind(&path).unwrap_err();
+        assert!(
+            matches!(second, crate::transport::BindError::NameTaken { .. }),
+            "{second}"
+        );
     }
 
     #[tokio::test]
