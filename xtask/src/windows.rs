@@ -54,15 +54,16 @@ pub struct Args {
     /// Keep the temporary directory (logs, prefix) even when the suite passes.
     #[arg(long)]
     keep_logs: bool,
-    /// Also cross-compile the eventbus transport's unit tests and run them in
-    /// the same prefix (the pipe's security descriptor; about a minute more
-    /// of building, so not in the gate).
+    /// Also cross-compile eventbus's unit tests and run the transport's (the
+    /// pipe's security descriptor) and the memory figures' in the same prefix
+    /// (about a minute more of building, so not in the gate).
     #[arg(long, conflicts_with = "native")]
     unit_tests: bool,
 }
 
-/// The unit tests `--unit-tests` runs under Wine: the transport's.
-const UNIT_TEST_FILTER: &str = "transport::";
+/// The unit tests `--unit-tests` runs under Wine: the transport's and the
+/// broker's memory figures.
+const UNIT_TEST_FILTERS: [&str; 2] = ["transport::", "broker::stats::"];
 
 /// Unit tests Wine cannot pass, with the reason: they run on native Windows.
 const UNIT_TESTS_NOT_UNDER_WINE: [(&str, &str); 2] = [
@@ -245,13 +246,13 @@ fn build_unit_tests(root: &Path, profile: &[&str]) -> Result<PathBuf> {
         .context("cargo built no eventbus test executable")
 }
 
-/// Runs the transport's unit tests under Wine, next to the shim, skipping
+/// Runs the [`UNIT_TEST_FILTERS`] unit tests under Wine, next to the shim, skipping
 /// those Wine cannot pass (said loudly: they are not checked here).
 fn run_unit_tests(host: &Host, exe: &Path, bin: &Path, logs: &Path) -> Result<()> {
     let copy = bin.join("eventbus-unit-tests.exe");
     std::fs::copy(exe, &copy).with_context(|| format!("copying {}", exe.display()))?;
     let mut cmd = host.command(&copy);
-    cmd.arg(UNIT_TEST_FILTER);
+    cmd.args(UNIT_TEST_FILTERS);
     for (test, why) in UNIT_TESTS_NOT_UNDER_WINE {
         eprintln!("NOT checked under Wine: {test} ({why}); it runs on native Windows");
         cmd.args(["--skip", test]);

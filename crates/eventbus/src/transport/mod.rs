@@ -166,10 +166,14 @@ fn socket_name(path: &Path) -> io::Result<Name<'static>> {
         .map(|n| n.into_owned())
 }
 
-/// Connects to the broker socket at `path`.
+/// Connects to the broker socket at `path`. On Windows the pipe's server must
+/// run as this user (`PermissionDenied` otherwise).
 pub async fn connect(path: &Path) -> io::Result<Stream> {
     let name = socket_name(path)?;
-    ConnectOptions::new().name(name).connect_tokio().await
+    let stream = ConnectOptions::new().name(name).connect_tokio().await?;
+    #[cfg(windows)]
+    pipe_security::check_server(&stream)?;
+    Ok(stream)
 }
 
 /// Binds the broker's listener at `path`, replacing a stale socket file left by a

@@ -10,7 +10,11 @@
 //! `FILE_FLAG_FIRST_PIPE_INSTANCE` (a name someone else already holds is
 //! refused, so the pipe cannot be squatted) and rejects remote clients.
 //!
-//! The SID comes from the process token through `sysinfo` (this crate forbids
+//! The client checks the other way round ([`check_server`]): the process
+//! serving the pipe must run as the client's user, since a pipe name is
+//! machine-wide and another user could have created it first.
+//!
+//! SIDs come from process tokens through `sysinfo` (this crate forbids
 //! `unsafe`), and the descriptor is built from SDDL by `interprocess`.
 
 use std::io;
@@ -38,25 +42,60 @@ pub fn from_sddl(sddl: &str) -> io::Result<SecurityDescriptor> {
 
 /// The SID (`S-1-5-21-...`) of the user this process runs as, from its token.
 pub fn current_user_sid() -> io::Result<String> {
-    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
     let pid = sysinfo::get_current_pid().map_err(io::Error::other)?;
+    user_sid_of(pid).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "cannot read the user SID from this process's token",
+        )
+    })
+}
+
+/// The SID of the user process `pid` runs as, when its token can be read.
+fn user_sid_of(pid: sysinfo::Pid) -> Option<String> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
     let mut system = System::new();
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[pid]),
         false,
         ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
     );
-    let sid = system
+    system
         .process(pid)
         .and_then(|process| process.user_id())
         .map(|uid| uid.to_string())
-        .filter(|sid| sid.starts_with("S-1-"));
-    sid.ok_or_else(|| {
+        .filter(|sid| sid.starts_with("S-1-"))
+}
+
+/// The client's side: fails unless the process serving the pipe runs as this
+/// user. A pipe name is machine-wide, so another user's program could have
+/// created it before the broker started; without this check a client would
+/// hand it its frames (and its credentials). The counterpart of the Unix
+/// client's check of the socket directory's owner.
+pub fn check_server(stream: &super::Stream) -> io::Result<()> {
+    use interprocess::local_socket::tokio::prelude::*;
+    let server = stream
+        .peer_creds()?
+        .pid()
+        .ok_or_else(|| io::Error::other("the pipe does not tell its server's process id"))?;
+    let own = current_user_sid()?;
+    let theirs = user_sid_of(sysinfo::Pid::from_u32(server));
+    server_is_trusted(&own, theirs.as_deref()).map_err(|reason| {
         io::Error::new(
             io::ErrorKind::PermissionDenied,
-            "cannot read the user SID from this process's token",
+            format!("the pipe is served by process {server}, which {reason}"),
         )
     })
+}
+
+/// Whether a server running as `server_sid` (`None`: its token could not be
+/// read) may be trusted by a client running as `own_sid`; why not if not.
+fn server_is_trusted(own_sid: &str, server_sid: Option<&str>) -> Result<(), String> {
+    match server_sid {
+        Some(sid) if sid == own_sid => Ok(()),
+        Some(sid) => Err(format!("runs as {sid}, another user")),
+        None => Err("runs as a user this process may not see".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +108,15 @@ mod tests {
             owner_only_sddl("S-1-5-21-1-2-3-1001"),
             "D:P(A;;GA;;;S-1-5-21-1-2-3-1001)"
         );
+    }
+
+    #[test]
+    fn only_a_server_of_the_same_user_is_trusted() {
+        let own = "S-1-5-21-1-2-3-1001";
+        assert!(server_is_trusted(own, Some(own)).is_ok());
+        assert!(server_is_trusted(own, Some("S-1-5-21-1-2-3-1002")).is_err());
+        assert!(server_is_trusted(own, Some("S-1-5-18")).is_err());
+        assert!(server_is_trusted(own, None).is_err());
     }
 
     #[test]
