@@ -304,7 +304,7 @@ impl Outbound {
     /// Like [`push_quiet`](Self::push_quiet), it leaves waking the writer to the
     /// caller's [`try_flush`](Self::try_flush).
     ///
-    /// A delivery that has to wait behind [`DETACH_AFTER`] others gets its
+    /// A delivery that has to wait behind `DETACH_AFTER` others gets its
     /// own copy of the bytes it shares with the read buffer it came from, so
     /// a slow subscriber's backlog holds what it counts, not the read buffers
     /// around it.
