@@ -65,6 +65,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most unsettled direct messages one client may hold; more are refused (QueueFull).",
     ),
     (
+        "max_gather_recipients",
+        "Most recipients of one gather (scatter-gather); more are refused (QuotaExceeded).",
+    ),
+    (
         "allowed_uids",
         "Extra user ids allowed to connect besides the broker's own (Unix only).",
     ),
@@ -94,6 +98,10 @@ const COMMENTS: &[(&str, &str)] = &[
     (
         "quotas.max_queued_bytes",
         "Most bytes of one client's messages waiting or in flight in queue groups.",
+    ),
+    (
+        "quotas.max_concurrent_gathers",
+        "Most gathers one client may have going at once.",
     ),
     (
         "memory",

@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     /// Most unsettled direct messages one client may hold; more are refused with
     /// `QueueFull`.
     pub max_direct_in_flight: usize,
+    /// Most recipients of one gather; a gather to more is refused with
+    /// `QuotaExceeded`.
+    pub max_gather_recipients: usize,
     /// Extra user ids allowed to connect besides the broker's own (Unix only).
     pub allowed_uids: Vec<u32>,
     /// The auth file (users, secrets, permissions; see `docs/security.md`);
@@ -73,6 +76,8 @@ pub struct QuotaConfig {
     pub max_queued_messages: usize,
     /// Most bytes of those.
     pub max_queued_bytes: usize,
+    /// Most gathers one client may have going at once.
+    pub max_concurrent_gathers: usize,
 }
 
 /// The broker's memory ceiling: above it, publishes into queue groups are
@@ -225,6 +230,7 @@ impl Default for BrokerConfig {
             drain_timeout_ms: 5000,
             max_pending_requests: 65_536,
             max_direct_in_flight: 1024,
+            max_gather_recipients: 1024,
             allowed_uids: Vec::new(),
             auth_file: None,
             quotas: QuotaConfig::default(),
@@ -242,6 +248,7 @@ impl Default for QuotaConfig {
             max_direct_unsettled: 1024,
             max_queued_messages: 50_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            max_concurrent_gathers: 16,
         }
     }
 }
@@ -332,6 +339,7 @@ impl BrokerConfig {
             ("max_heartbeat_misses", u64::from(self.max_heartbeat_misses)),
             ("max_pending_requests", self.max_pending_requests as u64),
             ("max_direct_in_flight", self.max_direct_in_flight as u64),
+            ("max_gather_recipients", self.max_gather_recipients as u64),
             ("subscriber.max_len", self.subscriber.max_len as u64),
             ("queue.max_len", self.queue.max_len as u64),
             ("queue.max_prefetch", u64::from(self.queue.max_prefetch)),

@@ -343,7 +343,6 @@ impl QueueGroup {
         self.in_flight
     }
 
-    #[cfg(test)]
     pub fn members(&self) -> &[Member] {
         &self.members
     }

@@ -73,6 +73,10 @@ pub(crate) enum ProtocolRefusal {
     PublishWithoutMessage,
     #[error("a publish or reply the broker cannot read")]
     Unreadable,
+    #[error("a gather goes to subscribers, not to one client")]
+    GatherWithTarget,
+    #[error("gather scope {0} is not known")]
+    UnknownGatherScope(i32),
 }
 
 /// Why a publish (or request, or direct send) was not accepted.
@@ -294,7 +298,9 @@ impl Refusal {
             Self::Protocol(r) => match r {
                 ProtocolRefusal::PublishWithoutMessage
                 | ProtocolRefusal::UnknownPublishMode(_)
-                | ProtocolRefusal::Unreadable => C::InvalidArgument,
+                | ProtocolRefusal::Unreadable
+                | ProtocolRefusal::GatherWithTarget
+                | ProtocolRefusal::UnknownGatherScope(_) => C::InvalidArgument,
                 ProtocolRefusal::HelloTwice | ProtocolRefusal::NotFromClients(_) => C::Protocol,
             },
             Self::Publish(r) => match r {

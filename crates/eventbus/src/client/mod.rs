@@ -333,6 +333,7 @@ impl Client {
                     message: Some(message),
                     target_client,
                     timeout_ms: 0,
+                    ..Default::default()
                 })
             })
             .await;

@@ -85,6 +85,7 @@ impl Client {
                     message: Some(message),
                     target_client,
                     timeout_ms,
+                    ..Default::default()
                 })
             })
             .await;
@@ -117,6 +118,7 @@ impl Client {
                 message: Some(message),
                 target_client: String::new(),
                 timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                ..Default::default()
             })),
         };
         if self.is_closed() || self.push_now(frame).is_err() {

@@ -189,6 +189,7 @@ impl Router {
             self.hand_over_direct(&capabilities, f.into_queued(), reason);
         }
         self.requests.forget_requester(conn);
+        self.gathers_on_disconnect(conn);
         let c = self.conns.remove(conn).expect("checked above");
         let _ = c.out.push(Frame {
             kind: Some(Kind::Goodbye(proto::Goodbye {
@@ -288,6 +289,10 @@ impl Router {
         }
         self.expire_deliveries();
         if let Some(d) = self.in_flight.next_deadline() {
+            next = next.min(d);
+        }
+        self.expire_gathers();
+        if let Some(d) = self.gathers.next_deadline() {
             next = next.min(d);
         }
         self.reap();

@@ -23,6 +23,7 @@
 mod connections;
 mod counters;
 mod fanout;
+mod gather;
 mod in_flight;
 #[cfg(test)]
 mod invariants;
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connections::Connections;
 use counters::{TopicCounters, Totals};
+use gather::Gathers;
 use in_flight::InFlightTable;
 use queues::Queues;
 use requests::{Requests, Responders};
@@ -128,6 +130,7 @@ pub(crate) struct Router {
     queues: Queues,
     in_flight: InFlightTable,
     requests: Requests,
+    gathers: Gathers,
     totals: Totals,
     topics: TopicCounters,
     /// What messages in queue groups add up to, per publisher and in all.
@@ -162,6 +165,7 @@ impl Router {
             queues: Queues::default(),
             in_flight: InFlightTable::default(),
             requests: Requests::default(),
+            gathers: Gathers::default(),
             totals: Totals::default(),
             topics: TopicCounters::default(),
             usage: Usage::default(),
@@ -213,6 +217,7 @@ impl Router {
         };
         let (seq, result): (Seq, Result<(), Refusal>) = match command {
             Command::Publish(p) => return self.publish_or_refuse(conn, p),
+            Command::Gather(g) => (g.seq, self.gather(conn, g).map_err(Into::into)),
             Command::Subscribe(s) => (s.seq, self.subscribe(conn, s).map_err(Into::into)),
             Command::Unsubscribe { seq, sid } => (seq, self.unsubscribe(conn, seq, sid)),
             Command::Settle { delivery, how, seq } => (

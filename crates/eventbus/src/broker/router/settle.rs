@@ -1,6 +1,7 @@
 //! Settling deliveries: acks, nacks, replies, cancellation, ack timeouts,
 //! redelivery and dead letters.
 
+use super::gather::GatherReplyError;
 use super::in_flight::InFlight;
 use super::{DEAD_LETTER_PREFIX, Router, ok};
 use crate::broker::command::{Reply, Settlement};
@@ -64,6 +65,19 @@ impl Router {
     /// plain subscriber it was copied to.
     pub(super) fn reply(&mut self, conn: ConnId, r: Reply) -> Result<(), ReplyRefusal> {
         let token = r.correlation;
+        if r.delivery.is_none() && self.gathers.contains(token) {
+            return match self.gather_reply(conn, token, r.envelope) {
+                Ok(()) => {
+                    self.confirm(conn, r.seq);
+                    Ok(())
+                }
+                Err(GatherReplyError::NotARecipient) => Err(ReplyRefusal::NotAResponder(token)),
+                Err(GatherReplyError::NotAwaited) => Err(ReplyRefusal::NotAwaited(token)),
+                Err(GatherReplyError::TooLarge { size, limit }) => {
+                    Err(ReplyRefusal::TooLarge { size, limit })
+                }
+            };
+        }
         match r.delivery {
             Some(delivery) => {
                 let held = self

@@ -5,6 +5,7 @@
 //! invariants are checked after every step.
 
 mod delivery;
+mod gather;
 mod isolation;
 mod lifecycle;
 mod ownership;
@@ -81,6 +82,8 @@ pub(super) enum Got {
     Heartbeat,
     Goodbye(String),
     Stats(proto::StatsResponse),
+    GatherStarted(proto::GatherStarted),
+    GatherDone(proto::GatherDone),
 }
 
 pub(super) fn hello(id: &str) -> proto::Hello {
@@ -442,6 +445,8 @@ fn flatten(item: Outgoing) -> Got {
         Kind::Heartbeat(_) => Got::Heartbeat,
         Kind::Goodbye(g) => Got::Goodbye(g.reason),
         Kind::StatsResponse(s) => Got::Stats(s),
+        Kind::GatherStarted(s) => Got::GatherStarted(s),
+        Kind::GatherDone(d) => Got::GatherDone(d),
         other => panic!("the broker does not send {other:?}"),
     }
 }

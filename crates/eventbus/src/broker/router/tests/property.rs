@@ -91,7 +91,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (peer.clone(), 4..7u64, 0..FILTERS.len(), 0..GROUPS.len(), 0..3u32)
             .prop_map(|(peer, sid, filter, group, prefetch)| Op::Join { peer, sid, filter, group, prefetch }),
         1 => (peer.clone(), 1..7u64).prop_map(|(peer, sid)| Op::Unsubscribe { peer, sid }),
-        8 => (peer.clone(), 0..TOPICS.len(), 0..4i32, proptest::option::weighted(0.15, 0..PEERS))
+        8 => (peer.clone(), 0..TOPICS.len(), 0..5i32, proptest::option::weighted(0.15, 0..PEERS))
             .prop_map(|(peer, topic, mode, direct)| Op::Publish { peer, topic, mode, direct }),
         5 => (peer.clone(), 0..4usize, 0..4u8).prop_map(|(peer, pick, how)| Op::Settle { peer, pick, how }),
         2 => (peer.clone(), 0..4usize).prop_map(|(peer, pick)| Op::Reply { peer, pick }),
@@ -115,6 +115,9 @@ struct Client {
     held: Vec<(u64, u64, u64, u64, Place)>,
     /// Its queue memberships: sid → (filter, group).
     joined: HashMap<u64, (usize, usize)>,
+    /// Correlation tokens of requests and gathers it got without a delivery
+    /// to settle (as a plain subscriber or a gather's recipient).
+    tokens: Vec<u64>,
 }
 
 /// Where a held delivery came from: a queue group (filter and name) or the
@@ -282,12 +285,18 @@ impl Model {
             }
             Op::Reply { peer, pick } => {
                 if let Some(p) = self.live(peer) {
-                    let delivery = self.pick_delivery(peer, pick);
-                    let correlation = self.clients[peer]
-                        .held
-                        .iter()
-                        .find(|h| h.0 == delivery)
-                        .map_or(delivery, |h| h.2);
+                    let c = &self.clients[peer];
+                    let (delivery, correlation) = if c.held.is_empty() && !c.tokens.is_empty() {
+                        (0, c.tokens[pick % c.tokens.len()])
+                    } else {
+                        let delivery = self.pick_delivery(peer, pick);
+                        let correlation = c
+                            .held
+                            .iter()
+                            .find(|h| h.0 == delivery)
+                            .map_or(delivery, |h| h.2);
+                        (delivery, correlation)
+                    };
                     self.clients[peer].held.retain(|h| h.0 != delivery);
                     self.send(
                         peer,
@@ -384,6 +393,9 @@ impl Model {
                 match got {
                     Got::Deliver { delivery, msg, sid } => {
                         self.messages.push(msg.id);
+                        if delivery == 0 && msg.correlation_id != 0 {
+                            self.clients[i].tokens.push(msg.correlation_id);
+                        }
                         if delivery != 0 {
                             let place = self.clients[i].joined.get(&sid).copied();
                             self.clients[i].held.push((
