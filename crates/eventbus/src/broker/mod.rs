@@ -20,6 +20,7 @@ mod config;
 mod connection;
 mod effects;
 mod ids;
+pub mod journal;
 mod queue;
 mod refusal;
 mod router;

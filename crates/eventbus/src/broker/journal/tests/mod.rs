@@ -1,0 +1,3 @@
+//! The journal's tests, on real files in temp dirs.
+
+pub(crate) mod support;
