@@ -454,6 +454,24 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+impl Journal {
+    /// Stops as a crash would: what is pending is never written.
+    pub(crate) fn crash(mut self) {
+        self.stop(true).expect("threads stop");
+    }
+
+    /// Runs one compaction on the caller's thread.
+    pub(crate) fn compact_now(&self) {
+        compact::compact(&self.shared).expect("compaction");
+    }
+
+    /// The writer's sync gate.
+    pub(crate) fn gate(&self) -> &tests::support::Gate {
+        &self.shared.gate
+    }
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         let _ = self.stop(false);

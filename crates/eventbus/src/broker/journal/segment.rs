@@ -140,7 +140,8 @@ pub(crate) enum DirEntry {
     Temp(u64, PathBuf),
 }
 
-/// The segment and temporary files in `dir` (other files are left alone).
+/// The segment and temporary files in `dir` by file number (other files are
+/// left alone).
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<DirEntry>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -164,6 +165,9 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<DirEntry>> {
             _ => {}
         }
     }
+    out.sort_by_key(|entry| match entry {
+        DirEntry::Segment(no, _) | DirEntry::Temp(no, _) => *no,
+    });
     Ok(out)
 }
 
