@@ -213,7 +213,7 @@ impl Batch {
 }
 
 /// `record` without its byte fields, to keep beside its frame.
-fn skeleton(record: &Record<'_>) -> Record<'static> {
+pub(crate) fn skeleton(record: &Record<'_>) -> Record<'static> {
     match *record {
         Record::Accepted {
             queue, id, attempt, ..
