@@ -456,8 +456,14 @@ impl Journal {
 
 #[cfg(test)]
 impl Journal {
-    /// Stops as a crash would: what is pending is never written.
+    /// Stops as a crash would: what is pending is never written (a sync
+    /// held at the test gate completes first).
     pub(crate) fn crash(mut self) {
+        {
+            let mut st = self.shared.lock();
+            st.crashing = true;
+        }
+        self.shared.gate.open();
         self.stop(true).expect("threads stop");
     }
 

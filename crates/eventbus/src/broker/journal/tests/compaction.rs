@@ -210,3 +210,41 @@ fn compaction_drops_expired_and_removed_replies() {
     assert_eq!(ids, [1]);
     assert_eq!(queue(&recovered, &key("a", "g")).counters.dropped, 600);
 }
+
+#[test]
+fn compaction_keeps_a_message_whose_settlement_is_not_durable_yet() {
+    let dir = temp_dir();
+    let config = config(dir.path());
+    let (journal, _, _) = open(&config);
+    let q = journal.queue(&key("a", "g"));
+    let mut last = Lsn::ZERO;
+    for id in 1..=100 {
+        last = journal.append(accepted(q, id, &[4; 60])).unwrap();
+    }
+    wait_durable(&journal, last);
+    // Hold the writer in a sync; the settlement after it stays pending.
+    journal.gate().close();
+    let arrived = journal.gate().arrived();
+    journal
+        .append(Record::IdFloor {
+            id: MessageId::new(100),
+        })
+        .unwrap();
+    journal.gate().wait_arrived(arrived + 1);
+    journal
+        .append(Record::Settled {
+            queue: q,
+            id: MessageId::new(1),
+            outcome: Outcome::Acked,
+        })
+        .unwrap();
+    journal.compact_now();
+    journal.crash();
+    let recovered = reopen(&config);
+    let want: Vec<u64> = (1..=100).collect();
+    assert_eq!(
+        ids(queue(&recovered, &key("a", "g"))),
+        want,
+        "the settlement was lost, the message kept"
+    );
+}

@@ -177,6 +177,9 @@ impl Model {
         out.queues
             .retain(|_, q| !q.messages.is_empty() || q.counters != Counters::default());
         out.max_id = 0;
+        // Expired replies are not recovered.
+        out.results
+            .retain(|_, (expires_at_ms, _)| *expires_at_ms > 1);
         out
     }
 }

@@ -50,6 +50,11 @@ impl Gate {
         self.changed.notify_all();
     }
 
+    /// Syncs that reached the gate so far.
+    pub(crate) fn arrived(&self) -> u64 {
+        self.state.lock().unwrap().arrived
+    }
+
     /// Waits until `n` syncs have reached the gate in all.
     pub(crate) fn wait_arrived(&self, n: u64) {
         let deadline = Instant::now() + DEADLINE;
