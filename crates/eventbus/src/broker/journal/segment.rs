@@ -172,13 +172,16 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<DirEntry>> {
 }
 
 /// Creates segment `file_no` with `header`, durably (file and directory
-/// entry), and returns it open for appending.
+/// entry), and returns it open for writing, positioned after the header.
 pub(crate) fn create(dir: &Path, file_no: u64, header: Header) -> io::Result<File> {
     let path = segment_path(dir, file_no);
     let result = (|| {
+        // Written at the file's position rather than in append mode: a
+        // failed write is cut back with `set_len`, which Windows refuses on
+        // a handle opened for appending.
         let mut file = fs::OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
         file.write_all(&header.encode())?;
         file.sync_data()?;

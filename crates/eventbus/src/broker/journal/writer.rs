@@ -13,7 +13,7 @@
 //! have dropped the pages), so the journal stops taking records.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -253,8 +253,11 @@ impl Writer {
                 };
                 let first_lost = self.ends[whole].1;
                 self.defined.clear();
-                let cut = self.file.set_len(self.active.bytes + kept as u64);
-                let synced = cut.and_then(|()| self.sync());
+                let end = self.active.bytes + kept as u64;
+                let cut = self.file.set_len(end);
+                let synced = cut
+                    .and_then(|()| self.file.seek(SeekFrom::Start(end)).map(drop))
+                    .and_then(|()| self.sync());
                 match synced {
                     Ok(()) => {
                         self.active.bytes += kept as u64;
