@@ -444,3 +444,164 @@ pub(crate) fn decode(kind: u8, body: &[u8]) -> Result<Entry<'_>, BodyError> {
     };
     Ok(Entry::Record(record))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::journal::record::Counter;
+
+    fn entries() -> Vec<Entry<'static>> {
+        let (queue, id) = (QueueRef(3), MessageId::new(u64::MAX - 1));
+        let mut counters = Counters::default();
+        for (i, counter) in Counter::ALL.into_iter().enumerate() {
+            counters.add(counter, i as u64 * 1000 + 1);
+        }
+        let records = [
+            Record::Accepted {
+                queue,
+                id,
+                attempt: 7,
+                envelope: b"envelope bytes",
+            },
+            Record::Accepted {
+                queue,
+                id,
+                attempt: 1,
+                envelope: b"",
+            },
+            Record::Delivered {
+                queue,
+                id,
+                attempt: u32::MAX,
+            },
+            Record::Requeued {
+                queue,
+                id,
+                attempt: 2,
+                nacked: true,
+            },
+            Record::Requeued {
+                queue,
+                id,
+                attempt: 2,
+                nacked: false,
+            },
+            Record::ResultKept {
+                id,
+                expires_at_ms: 99,
+                reply: b"reply",
+            },
+            Record::ResultRemoved { id },
+            Record::IdFloor { id },
+        ];
+        let mut out: Vec<Entry<'static>> = records.into_iter().map(Entry::Record).collect();
+        for outcome in [
+            Outcome::Acked,
+            Outcome::DeadLettered,
+            Outcome::Cancelled,
+            Outcome::Expired,
+            Outcome::Evicted,
+        ] {
+            out.push(Entry::Record(Record::Settled { queue, id, outcome }));
+        }
+        for counter in Counter::ALL {
+            out.push(Entry::Record(Record::Counted {
+                queue,
+                counter,
+                by: 5,
+            }));
+        }
+        out.push(Entry::QueueDef {
+            queue: 3,
+            filter: "task.+.#",
+            group: "workers",
+        });
+        out.push(Entry::Checkpoint {
+            as_of: Lsn::new(12),
+            id_floor: id,
+            counters: vec![(0, Counters::default()), (3, counters)],
+        });
+        out
+    }
+
+    #[test]
+    fn every_entry_round_trips_and_its_length_is_known() {
+        for entry in entries() {
+            let mut buf = Vec::new();
+            encode(&mut buf, Lsn::new(42), &entry);
+            if let Entry::Record(record) = &entry {
+                assert_eq!(encoded_len(record), buf.len(), "{entry:?}");
+            }
+            let FrameRead::Frame {
+                lsn,
+                kind,
+                body,
+                len,
+            } = read_frame(&buf, 1 << 20)
+            else {
+                panic!("not read back: {entry:?}");
+            };
+            assert_eq!((lsn, len), (Lsn::new(42), buf.len()));
+            assert_eq!(decode(kind, body).unwrap(), entry);
+            // Every shorter prefix is torn, never a frame.
+            for cut in 0..buf.len() {
+                let read = read_frame(&buf[..cut], 1 << 20);
+                assert!(
+                    matches!(read, FrameRead::End | FrameRead::Torn(_)),
+                    "{cut}: {read:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_its_kind_is_an_error_not_a_panic() {
+        for entry in entries() {
+            let mut buf = Vec::new();
+            encode(&mut buf, Lsn::new(1), &entry);
+            let kind = buf[FRAME_HEADER - 1];
+            let body = &buf[FRAME_HEADER..];
+            for cut in 0..body.len() {
+                let _ = decode(kind, &body[..cut]);
+            }
+            let mut longer = body.to_vec();
+            longer.push(0);
+            let _ = decode(kind, &longer);
+        }
+        assert_eq!(decode(200, b""), Err(BodyError::UnknownKind(200)));
+        assert_eq!(
+            decode(KIND_DELIVERED, &[0; 15]),
+            Err(BodyError::Short(KIND_DELIVERED))
+        );
+        let mut settled = vec![0; 12];
+        settled.push(9);
+        assert!(matches!(
+            decode(KIND_SETTLED, &settled),
+            Err(BodyError::Invalid {
+                field: "outcome",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_not_trusted() {
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            Lsn::new(1),
+            &Entry::Record(Record::IdFloor {
+                id: MessageId::new(1),
+            }),
+        );
+        assert!(matches!(
+            read_frame(&buf, buf.len() - 1),
+            FrameRead::Torn(TornReason::BadLength)
+        ));
+        buf[0..4].copy_from_slice(&3u32.to_le_bytes());
+        assert!(matches!(
+            read_frame(&buf, 1 << 20),
+            FrameRead::Torn(TornReason::BadLength)
+        ));
+    }
+}

@@ -194,3 +194,40 @@ pub(crate) fn create(dir: &Path, file_no: u64, header: Header) -> io::Result<Fil
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_damage_is_told_apart_from_a_newer_format() {
+        for kind in [
+            SegmentKind::Log,
+            SegmentKind::Compacted {
+                covers: Lsn::new(90),
+            },
+        ] {
+            let header = Header {
+                kind,
+                base: Lsn::new(7),
+            };
+            let bytes = header.encode();
+            assert_eq!(Header::decode(&bytes), Ok(header));
+            assert_eq!(
+                Header::decode(&bytes[..HEADER_LEN - 1]),
+                Err(HeaderError::Short)
+            );
+            for at in (0..HEADER_LEN).filter(|at| !(8..10).contains(at)) {
+                let mut bad = bytes;
+                bad[at] ^= 1;
+                assert_eq!(Header::decode(&bad), Err(HeaderError::Corrupt), "byte {at}");
+            }
+            let mut newer = bytes;
+            newer[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+            assert_eq!(
+                Header::decode(&newer),
+                Err(HeaderError::Newer(FORMAT_VERSION + 1))
+            );
+        }
+    }
+}
