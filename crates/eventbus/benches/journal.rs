@@ -5,7 +5,7 @@
 //! - throughput: 8 writers, each keeping 256 records in flight;
 //! - recovery: 1,000,000 queued 64 B messages, reopened.
 //!
-//! `cargo bench -p eventbus --bench journal [-- --dir PATH] [--quick]`
+//! `cargo bench -p eventbus --bench journal [-- --dir PATH] [--quick] [--recovery-only]`
 //! (default dir: under `target/`, which is on the disk a broker would use
 //! here; `--quick` runs a tenth of each load).
 #![allow(missing_docs)]
@@ -42,6 +42,10 @@ fn main() {
         if quick { "quick" } else { "full" }
     );
 
+    if args.iter().any(|a| a == "--recovery-only") {
+        recovery(&base.join("recovery"), 1_000_000 / scale);
+        return;
+    }
     let floor = fsync_floor(&base.join("floor.log"), 3000 / scale);
     report("fsync floor (64 B append + fdatasync)", &floor);
     let latency = one_in_flight(&base.join("latency"), 3000 / scale);
@@ -217,15 +221,23 @@ fn recovery(dir: &Path, n: u64) {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     let rss_before = eventbus::broker::rss_bytes();
+    let cpu_before = thread_cpu();
     let started = Instant::now();
     let (journal, _, recovered) = open(dir);
     let elapsed = started.elapsed();
+    let cpu = thread_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let rss_after = eventbus::broker::rss_bytes();
     assert_eq!(recovered.queues[0].messages.len() as u64, n);
     println!(
-        "recovery: {n} queued 64 B messages ({:.0} MB of segments) opened in {:.0} ms; RSS +{:.0} MB ({} -> {} MB)",
+        "recovery: {n} queued 64 B messages ({:.0} MB of segments) opened in {:.0} ms ({} ms on CPU); RSS +{:.0} MB ({} -> {} MB)",
         bytes as f64 / 1e6,
         elapsed.as_secs_f64() * 1e3,
+        cpu.map_or_else(
+            || "?".to_owned(),
+            |d| format!("{:.0}", d.as_secs_f64() * 1e3)
+        ),
         (rss_after
             .unwrap_or(0)
             .saturating_sub(rss_before.unwrap_or(0))) as f64
@@ -235,4 +247,12 @@ fn recovery(dir: &Path, n: u64) {
     );
     drop(recovered);
     journal.close().expect("close");
+}
+
+/// CPU time of the calling thread (Linux), so a figure on a busy machine
+/// says how much of the wall time was the work itself.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }

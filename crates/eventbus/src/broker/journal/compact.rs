@@ -28,7 +28,7 @@ use super::Shared;
 use super::codec::{self, Entry, FrameRead};
 use super::record::{Counters, Lsn, MessageId, QueueKey, QueueRef, Record};
 use super::segment::{self, HEADER_LEN, Header, Segment, SegmentKind};
-use super::state::Key;
+use super::state::{Key, Map};
 use crate::names::GroupName;
 use crate::topic::TopicFilter;
 
@@ -87,8 +87,8 @@ pub(crate) fn compact(shared: &Shared) -> std::io::Result<()> {
         cutoff,
         bytes: header.encode().to_vec(),
         defined: Vec::new(),
-        updates: HashMap::new(),
-        results: HashMap::new(),
+        updates: Map::default(),
+        results: Map::default(),
         now_ms: super::now_ms(),
     };
     for segment in &prefix {
@@ -149,9 +149,9 @@ struct Rewrite<'a> {
     defined: Vec<bool>,
     /// The last `Delivered`/`Requeued` of each message, written after the
     /// `Accepted` records (they are absolute, so order among them is moot).
-    updates: HashMap<(QueueRef, MessageId), Held>,
+    updates: Map<(QueueRef, MessageId), Held>,
     /// The last `ResultKept` of each id.
-    results: HashMap<MessageId, (Lsn, u64, Vec<u8>)>,
+    results: Map<MessageId, (Lsn, u64, Vec<u8>)>,
     now_ms: u64,
 }
 

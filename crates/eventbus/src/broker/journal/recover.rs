@@ -18,7 +18,7 @@ use super::error::OpenError;
 use super::queues::QueueTable;
 use super::record::{Counters, Lsn, MessageId, QueueKey, QueueRef, Record};
 use super::segment::{self, DirEntry, FORMAT_VERSION, HEADER_LEN, Header, HeaderError, Segment};
-use super::state::Index;
+use super::state::{Index, Map};
 use crate::names::GroupName;
 use crate::topic::TopicFilter;
 
@@ -143,23 +143,16 @@ pub(crate) struct Replayed {
     pub next_file_no: u64,
 }
 
-/// A message while replaying: `None` once settled.
-struct Live {
-    id: MessageId,
-    attempt: u32,
-    in_flight: bool,
-    envelope: Bytes,
-    frame_len: u32,
-}
-
 #[derive(Default)]
 struct Replay {
     queues: QueueTable,
-    messages: Vec<Vec<Option<Live>>>,
-    positions: HashMap<(QueueRef, MessageId), usize>,
+    /// Each queue's messages in the order accepted; `None` once settled.
+    messages: Vec<Vec<Option<RecoveredMessage>>>,
+    /// Live messages with their places in `messages`, and sizes.
+    index: Index,
     counters: Vec<Counters>,
     counters_as_of: Lsn,
-    results: HashMap<MessageId, (u64, Bytes, u32)>,
+    results: Map<MessageId, (u64, Bytes, u32)>,
     id_floor: MessageId,
     last_lsn: Lsn,
     loss: LossReport,
@@ -394,6 +387,7 @@ impl Replay {
         if self.messages.len() < self.queues.len() {
             self.messages.push(Vec::new());
             self.counters.push(Counters::default());
+            self.index.add_queue();
         }
         queue
     }
@@ -415,15 +409,16 @@ impl Replay {
                 envelope,
             } => {
                 let list = &mut self.messages[queue.index()];
-                if let Some(old) = self.positions.insert((queue, id), list.len()) {
-                    list[old] = None;
+                let len = u32::try_from(frame_len).expect("frames are under 4 GiB");
+                let at = u32::try_from(list.len()).expect("fewer than 2^32 messages a queue");
+                if let Some(old) = self.index.replay_accept(queue, id, len, at) {
+                    list[old as usize] = None;
                 }
-                list.push(Some(Live {
+                list.push(Some(RecoveredMessage {
                     id,
                     attempt,
                     in_flight: false,
                     envelope: data.slice_ref(envelope),
-                    frame_len: u32::try_from(frame_len).expect("frames are under 4 GiB"),
                 }));
             }
             Record::Delivered { queue, id, attempt } => {
@@ -441,8 +436,8 @@ impl Replay {
                 }
             }
             Record::Settled { queue, id, .. } => {
-                if let Some(at) = self.positions.remove(&(queue, id)) {
-                    self.messages[queue.index()][at] = None;
+                if let Some(at) = self.index.replay_settle(queue, id) {
+                    self.messages[queue.index()][at as usize] = None;
                 }
             }
             Record::ResultKept {
@@ -461,31 +456,18 @@ impl Replay {
         }
     }
 
-    fn live(&mut self, queue: QueueRef, id: MessageId) -> Option<&mut Live> {
-        let at = *self.positions.get(&(queue, id))?;
-        self.messages[queue.index()][at].as_mut()
+    fn live(&mut self, queue: QueueRef, id: MessageId) -> Option<&mut RecoveredMessage> {
+        let at = self.index.position(queue, id)?;
+        self.messages[queue.index()][at as usize].as_mut()
     }
 
     fn finish(self, segments: Vec<Segment>, next_file_no: u64, now_ms: u64) -> Replayed {
-        drop(self.positions);
-        let mut index = Index::new(self.queues.len());
+        let mut index = self.index;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, list) in self.messages.into_iter().enumerate() {
             let queue = QueueRef(u32::try_from(i).expect("fewer than 2^32 queues"));
             let key = self.queues.key(queue).expect("interned").clone();
-            let messages: Vec<RecoveredMessage> = list
-                .into_iter()
-                .flatten()
-                .map(|m| {
-                    index.insert_message(queue, m.id, m.frame_len);
-                    RecoveredMessage {
-                        id: m.id,
-                        attempt: m.attempt,
-                        in_flight: m.in_flight,
-                        envelope: m.envelope,
-                    }
-                })
-                .collect();
+            let messages: Vec<RecoveredMessage> = list.into_iter().flatten().collect();
             queues.push(RecoveredQueue {
                 key,
                 queue,

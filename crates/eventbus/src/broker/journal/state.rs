@@ -11,6 +11,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// The journal's maps: keys are the broker's own numbers, so a fast hash.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::codec;
 use super::error::DiskError;
 use super::queues::QueueTable;
@@ -24,13 +27,22 @@ pub(crate) enum Key {
     Result(MessageId),
 }
 
+/// A live message in the index.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Its framed size.
+    len: u32,
+    /// While replaying: its place in its queue's list.
+    at: u32,
+}
+
 /// Live messages and kept replies, by key, with their framed sizes.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    messages: HashMap<(QueueRef, MessageId), u32>,
-    results: HashMap<MessageId, u32>,
+    messages: Map<(QueueRef, MessageId), Slot>,
+    results: Map<MessageId, u32>,
     /// Settlements appended and not yet durable, by key ...
-    settling: HashMap<Key, Lsn>,
+    settling: Map<Key, Lsn>,
     /// ... and in LSN order.
     settling_order: VecDeque<(Lsn, Key)>,
     queue_live: Vec<u64>,
@@ -38,13 +50,6 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn new(queues: usize) -> Self {
-        Self {
-            queue_live: vec![0; queues],
-            ..Self::default()
-        }
-    }
-
     pub(crate) fn add_queue(&mut self) {
         self.queue_live.push(0);
     }
@@ -59,7 +64,7 @@ impl Index {
 
     fn size(&self, key: Key) -> Option<u32> {
         match key {
-            Key::Message(q, id) => self.messages.get(&(q, id)).copied(),
+            Key::Message(q, id) => self.messages.get(&(q, id)).map(|s| s.len),
             Key::Result(id) => self.results.get(&id).copied(),
         }
     }
@@ -96,14 +101,40 @@ impl Index {
         }
         self.settling.remove(&key);
         match key {
-            Key::Message(q, id) => self.messages.insert((q, id), len),
-            Key::Result(id) => self.results.insert(id, len),
+            Key::Message(q, id) => self.messages.insert((q, id), Slot { len, at: 0 }).map(drop),
+            Key::Result(id) => self.results.insert(id, len).map(drop),
         };
         self.set_bytes(key, len, true);
     }
 
-    pub(crate) fn insert_message(&mut self, queue: QueueRef, id: MessageId, len: u32) {
-        self.insert(Key::Message(queue, id), len);
+    /// Replay: message `id` accepted into `queue` at place `at` of its
+    /// list; returns the place of an earlier copy it replaces. (Nothing is
+    /// settling while replaying: one lookup.)
+    pub(crate) fn replay_accept(
+        &mut self,
+        queue: QueueRef,
+        id: MessageId,
+        len: u32,
+        at: u32,
+    ) -> Option<u32> {
+        let old = self.messages.insert((queue, id), Slot { len, at });
+        if let Some(old) = old {
+            self.set_bytes(Key::Message(queue, id), old.len, false);
+        }
+        self.set_bytes(Key::Message(queue, id), len, true);
+        old.map(|s| s.at)
+    }
+
+    /// Replay: the place of live message `id` in its queue's list.
+    pub(crate) fn position(&self, queue: QueueRef, id: MessageId) -> Option<u32> {
+        self.messages.get(&(queue, id)).map(|s| s.at)
+    }
+
+    /// Replay: message `id` settled; returns its place in its queue's list.
+    pub(crate) fn replay_settle(&mut self, queue: QueueRef, id: MessageId) -> Option<u32> {
+        let slot = self.messages.remove(&(queue, id))?;
+        self.set_bytes(Key::Message(queue, id), slot.len, false);
+        Some(slot.at)
     }
 
     pub(crate) fn insert_result(&mut self, id: MessageId, len: u32) {
@@ -118,8 +149,8 @@ impl Index {
         }
         self.settling.remove(&key);
         match key {
-            Key::Message(q, id) => self.messages.remove(&(q, id)),
-            Key::Result(id) => self.results.remove(&id),
+            Key::Message(q, id) => self.messages.remove(&(q, id)).map(drop),
+            Key::Result(id) => self.results.remove(&id).map(drop),
         };
     }
 
@@ -166,7 +197,7 @@ impl Index {
     /// Applies an appended record.
     fn apply(&mut self, record: &Record<'_>, lsn: Lsn, len: u32) {
         match *record {
-            Record::Accepted { queue, id, .. } => self.insert_message(queue, id, len),
+            Record::Accepted { queue, id, .. } => self.insert(Key::Message(queue, id), len),
             Record::Settled { queue, id, .. } => self.settle(Key::Message(queue, id), lsn),
             Record::ResultKept { id, .. } => self.insert_result(id, len),
             Record::ResultRemoved { id } => self.settle(Key::Result(id), lsn),
