@@ -180,15 +180,19 @@ impl Shared {
         self.lock().queues.key(queue).expect("issued").clone()
     }
 
-    /// Asks for a compaction if there is enough garbage in closed segments.
+    /// Asks for a compaction if there is enough garbage. At most one per
+    /// segment closed: garbage in the active segment stays until it is
+    /// closed, and compacting again before that would only copy the same
+    /// live records again.
     fn maybe_compact(&self, st: &mut State) {
         let config = &self.config;
         let garbage = st.garbage_bytes();
-        if st.closed.is_empty() || st.compacting || st.compact_requested {
+        let newly_closed = st.closed.iter().any(|s| s.header.kind == SegmentKind::Log);
+        if !newly_closed || st.compacting || st.compact_requested {
             return;
         }
         let ratio_met = garbage as f64 >= config.compact_garbage_ratio * st.file_bytes as f64;
-        let over_budget = st.file_bytes > config.max_disk_bytes && garbage > 0;
+        let over_budget = st.file_bytes > config.max_disk_bytes && garbage * 8 >= st.file_bytes;
         if (garbage >= config.compact_min_garbage_bytes && ratio_met) || over_budget {
             st.compact_requested = true;
             self.wake_compactor.notify_one();
@@ -324,6 +328,19 @@ impl Journal {
     /// `max_disk_bytes` for an `Accepted` or `ResultKept`).
     pub fn record_len(record: &Record<'_>) -> u64 {
         codec::encoded_len(record) as u64
+    }
+
+    /// Whether a new message or reply of `len` framed bytes
+    /// ([`record_len`](Self::record_len)) fits under `max_disk_bytes` now:
+    /// the broker can apply a queue's overflow policy (evict, then append)
+    /// before its append would be refused with the same error.
+    pub fn would_fit(&self, len: u64) -> Result<(), AppendError> {
+        let live = self.shared.lock().index.live_bytes();
+        let limit = self.shared.config.max_disk_bytes;
+        if live + len > limit {
+            return Err(AppendError::DiskBudget { live, len, limit });
+        }
+        Ok(())
     }
 
     /// Appends `record` and returns its LSN; the writer thread makes it

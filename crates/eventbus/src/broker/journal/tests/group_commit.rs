@@ -138,6 +138,14 @@ fn the_disk_budget_counts_live_bytes_and_settling_frees_them() {
         journal.queue_live_bytes(a) + journal.queue_live_bytes(b),
         fit * len
     );
+    assert_eq!(
+        journal.would_fit(len),
+        Err(AppendError::DiskBudget {
+            live: fit * len,
+            len,
+            limit: 1000
+        })
+    );
     let error = journal.append(accepted(a, 99, &envelope)).unwrap_err();
     assert_eq!(
         error,
@@ -154,6 +162,7 @@ fn the_disk_budget_counts_live_bytes_and_settling_frees_them() {
     };
     journal.append(settle).unwrap();
     assert_eq!(journal.queue_live_bytes(a), (fit / 2 - 1) * len);
+    assert_eq!(journal.would_fit(len), Ok(()));
     journal.append(accepted(a, 99, &envelope)).unwrap();
     journal.close().unwrap();
 }
