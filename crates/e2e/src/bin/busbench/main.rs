@@ -49,11 +49,9 @@ enum Command {
     },
     /// Sequential raw round trips of SIZE bytes through SOCKET; prints JSON.
     RawRtt(roles::RttArgs),
-    /// Answer every request on `bench.rtt` with its own payload.
-    Responder {
-        #[arg(long)]
-        socket: PathBuf,
-    },
+    /// Answer every request on TOPIC with its own payload (plain
+    /// subscription, or a queue group with `--queue`).
+    Responder(roles::ResponderArgs),
     /// Sequential request/reply round trips through the broker; prints JSON.
     Rtt(roles::RttArgs),
     /// Receive COUNT messages on `bench.stream`; prints JSON with the rate.
@@ -107,11 +105,8 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
-    /// Answer every task on `bench.work` (queue group `workers`, prefetch 16).
-    Worker {
-        #[arg(long)]
-        socket: PathBuf,
-    },
+    /// Answer every task on `bench.work` (queue group `workers`), reply = ack.
+    Worker(stream::WorkerArgs),
     /// Send tasks on `bench.work`, several at a time; prints JSON.
     Tasks(stream::TasksArgs),
     /// Run every measurement with the given broker binary and print the report.
@@ -138,7 +133,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Relay { listen, upstream } => floor::relay(&listen, &upstream).await,
                 Command::Echo { listen } => floor::echo(&listen).await,
                 Command::RawRtt(args) => floor::raw_rtt(&args).await,
-                Command::Responder { socket } => roles::responder(&socket).await,
+                Command::Responder(args) => roles::responder(&args).await,
                 Command::Rtt(args) => roles::rtt(&args).await,
                 Command::Sub { socket, count } => roles::sub(&socket, count).await,
                 Command::Pub {
@@ -160,7 +155,7 @@ fn main() -> anyhow::Result<()> {
                     count,
                     size,
                 } => stream::raw_pub(&socket, count, size).await,
-                Command::Worker { socket } => stream::worker(&socket).await,
+                Command::Worker(args) => stream::worker(&args).await,
                 Command::Tasks(args) => stream::tasks(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
             }

@@ -25,6 +25,9 @@ pub struct RttArgs {
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Topic the requests go to (a `responder` answers on the same one).
+    #[arg(long, default_value = "bench.rtt")]
+    pub topic: String,
     /// Retry failed requests (for a responder still reconnecting) instead of failing.
     #[arg(long)]
     pub retry: bool,
@@ -113,19 +116,46 @@ pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
 }
 
-pub async fn responder(socket: &Path) -> anyhow::Result<()> {
-    let client = connect(socket).await?;
-    let mut requests = client.subscribe(&TopicFilter::new("bench.rtt")?).await?;
-    ready();
-    while let Some(m) = next(&mut requests).await {
-        client.reply(&m, m.payload().clone())?;
+/// Arguments of `busbench responder`.
+#[derive(Debug, clap::Args)]
+pub struct ResponderArgs {
+    /// Socket to connect to.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Topic to answer on.
+    #[arg(long, default_value = "bench.rtt")]
+    pub topic: String,
+    /// Answer as a member of queue group `responders` (prefetch 1), with a
+    /// reply that is also the ack, as collectors do; without it, a plain
+    /// subscription answers with `Client::reply`.
+    #[arg(long)]
+    pub queue: bool,
+}
+
+/// Answers every request on its topic with the request's own payload.
+pub async fn responder(args: &ResponderArgs) -> anyhow::Result<()> {
+    let client = connect(&args.socket).await?;
+    let filter = TopicFilter::new(&args.topic)?;
+    if args.queue {
+        let group = eventbus::GroupName::new("responders")?;
+        let mut requests = client.queue_subscribe(&filter, &group, 1).await?;
+        ready();
+        while let Some(d) = next(&mut requests).await {
+            d.reply(d.message().payload().clone())?;
+        }
+    } else {
+        let mut requests = client.subscribe(&filter).await?;
+        ready();
+        while let Some(m) = next(&mut requests).await {
+            client.reply(&m, m.payload().clone())?;
+        }
     }
     Ok(())
 }
 
 pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
     let client = connect(&args.socket).await?;
-    let topic = Topic::new("bench.rtt")?;
+    let topic = Topic::new(&args.topic)?;
     let payload = bytes::Bytes::from(vec![7u8; args.size]);
     let mut recorder = Recorder::new(args);
     for i in 0..args.warmup + args.count {

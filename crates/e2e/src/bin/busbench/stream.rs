@@ -2,6 +2,7 @@
 //! several workers answering tasks.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,14 +63,25 @@ pub async fn raw_pub(socket: &Path, count: u64, size: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// Joins group `workers` on `bench.work` with prefetch 16 and answers every task.
-pub async fn worker(socket: &Path) -> anyhow::Result<()> {
-    let client = connect(socket).await?;
+/// Arguments of `busbench worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    socket: PathBuf,
+    /// Deliveries this worker holds unsettled at once.
+    #[arg(long, default_value_t = 16)]
+    prefetch: u32,
+}
+
+/// Joins group `workers` on `bench.work` and answers every task with a
+/// reply that is also its ack.
+pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    let client = connect(&args.socket).await?;
     let mut tasks = client
         .queue_subscribe(
             &TopicFilter::new("bench.work")?,
             &GroupName::new("workers")?,
-            16,
+            args.prefetch,
         )
         .await?;
     ready();
@@ -86,11 +98,13 @@ pub struct TasksArgs {
     socket: PathBuf,
     #[arg(long, default_value_t = 100_000)]
     count: u64,
+    /// Requests in flight at once, from this one client.
     #[arg(long, default_value_t = 64)]
     concurrency: u64,
 }
 
-/// Sends `count` tasks on `bench.work`, `concurrency` at a time; prints JSON.
+/// Sends `count` tasks on `bench.work`, `concurrency` in flight at once from
+/// one client; prints JSON with the rate and how many each worker answered.
 pub async fn tasks(args: &TasksArgs) -> anyhow::Result<()> {
     let client = connect(&args.socket).await?;
     let topic = Topic::new("bench.work")?;
@@ -101,21 +115,44 @@ pub async fn tasks(args: &TasksArgs) -> anyhow::Result<()> {
         let share = args.count / args.concurrency + u64::from(i < args.count % args.concurrency);
         let (client, topic, payload) = (client.clone(), topic.clone(), payload.clone());
         loops.push(tokio::spawn(async move {
+            // Who answered, counted per loop and merged at the end: no
+            // shared map on the measured path.
+            let mut answered: HashMap<String, u64> = HashMap::new();
             for _ in 0..share {
-                client
+                let reply = client
                     .request(&topic, payload.clone(), Duration::from_secs(30))
                     .await?;
+                match answered.get_mut(reply.source()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        answered.insert(reply.source().to_owned(), 1);
+                    }
+                }
             }
-            anyhow::Ok(())
+            anyhow::Ok(answered)
         }));
     }
+    let mut shares: HashMap<String, u64> = HashMap::new();
     for l in loops {
-        l.await??;
+        for (worker, n) in l.await?? {
+            *shares.entry(worker).or_default() += n;
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"completed": args.count, "seconds": secs, "per_s": args.count as f64 / secs})
+        json!({
+            "completed": args.count, "in_flight": args.concurrency, "seconds": secs,
+            "per_s": args.count as f64 / secs, "shares": sorted_shares(shares),
+        })
     );
     Ok(())
+}
+
+/// Tasks answered per worker, largest first (worker names are not kept:
+/// they differ from run to run).
+pub fn sorted_shares(shares: HashMap<String, u64>) -> Vec<u64> {
+    let mut counts: Vec<u64> = shares.into_values().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    counts
 }

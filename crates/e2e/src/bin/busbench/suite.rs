@@ -92,6 +92,11 @@ pub fn rss_kib(pid: u64) -> anyhow::Result<u64> {
     Ok(bytes / 1024)
 }
 
+/// The plain responder's topic in the latency runs.
+pub const PLAIN_TOPIC: &str = "bench.rtt";
+/// The queue-group responder's topic in the latency runs.
+pub const QUEUE_TOPIC: &str = "bench.qrtt";
+
 /// Latency runs alternate between the floor and the bus in this many
 /// blocks (each a fresh requester with the full warm-up), so both see the
 /// same drift of a noisy machine.
@@ -102,11 +107,13 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
     let s = |p: &str| dir.join(p).to_string_lossy().into_owned();
     let block = args.count.div_ceil(LATENCY_BLOCKS);
     let (count, warmup) = (block.to_string(), args.warmup.to_string());
-    let run = |role: &str, sock: &str| -> anyhow::Result<Vec<u64>> {
+    let run = |role: &str, sock: &str, topic: &str| -> anyhow::Result<Vec<u64>> {
         let role_args = [
             role,
             "--socket",
             sock,
+            "--topic",
+            topic,
             "--count",
             &count,
             "--warmup",
@@ -125,24 +132,49 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
         &["relay", "--listen", &relay_sock, "--upstream", &echo_sock],
     )?;
     let (_broker, _) = start(pinned, &args.broker, &["--socket", &bus_sock])?;
-    let _responder = start(pinned, &me, &["responder", "--socket", &bus_sock])?;
-    let (mut floor, mut bus) = (crate::roles::histogram(), crate::roles::histogram());
+    // Two responders: a plain subscription answering with `Client::reply`,
+    // and a queue-group member whose reply is also its ack (as collectors
+    // answer), each on its own topic.
+    let _plain = start(
+        pinned,
+        &me,
+        &["responder", "--socket", &bus_sock, "--topic", PLAIN_TOPIC],
+    )?;
+    let _queue = start(
+        pinned,
+        &me,
+        &[
+            "responder",
+            "--socket",
+            &bus_sock,
+            "--topic",
+            QUEUE_TOPIC,
+            "--queue",
+        ],
+    )?;
+    let mut hists = [(); 3].map(|()| crate::roles::histogram());
     for _ in 0..LATENCY_BLOCKS {
-        for ns in run("raw-rtt", &relay_sock)? {
-            floor.record(ns)?;
-        }
-        for ns in run("rtt", &bus_sock)? {
-            bus.record(ns)?;
+        let series = [
+            ("raw-rtt", relay_sock.as_str(), ""),
+            ("rtt", bus_sock.as_str(), PLAIN_TOPIC),
+            ("rtt", bus_sock.as_str(), QUEUE_TOPIC),
+        ];
+        for (hist, (role, sock, topic)) in hists.iter_mut().zip(series) {
+            for ns in run(role, sock, topic)? {
+                hist.record(ns)?;
+            }
         }
     }
     for f in [&relay_sock, &echo_sock] {
         let _ = std::fs::remove_file(f);
     }
-    let (floor, bus) = (crate::roles::summary(&floor), crate::roles::summary(&bus));
-    let ratio = |k: &str| bus[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
+    let [floor, bus, queue] = hists.map(|h| crate::roles::summary(&h));
+    let ratio =
+        |of: &Value, k: &str| of[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
-        "pinned": pinned, "floor": floor, "bus": bus, "blocks": LATENCY_BLOCKS,
-        "ratio_p50": ratio("p50_us"), "ratio_p99": ratio("p99_us"),
+        "pinned": pinned, "floor": floor, "bus": bus, "queue": queue, "blocks": LATENCY_BLOCKS,
+        "ratio_p50": ratio(&bus, "p50_us"), "ratio_p99": ratio(&bus, "p99_us"),
+        "queue_ratio_p50": ratio(&queue, "p50_us"), "queue_ratio_p99": ratio(&queue, "p99_us"),
     }))
 }
 
@@ -242,17 +274,34 @@ fn stream_floor(args: &SuiteArgs, dir: &Path, pinned: bool) -> anyhow::Result<Va
     Ok(received)
 }
 
-/// Tasks per second through a queue group of 5 worker processes, with replies.
-fn work_queue(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+/// Requests in flight from the one requester of the pipelined work-queue run.
+pub const PIPELINED_IN_FLIGHT: u64 = 10_000;
+/// Worker processes in the work-queue runs.
+pub const WORKERS: usize = 5;
+
+/// Tasks per second through a queue group of [`WORKERS`] worker processes,
+/// each answering with a reply that is also its ack, `in_flight` requests
+/// at once from one requester; with the broker's RSS once they are done.
+pub fn work_queue(
+    args: &SuiteArgs,
+    dir: &Path,
+    pinned: bool,
+    in_flight: u64,
+) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let sock = dir.join("w.sock").to_string_lossy().into_owned();
-    let (_broker, _) = start(false, &args.broker, &["--socket", &sock])?;
-    let _workers: Vec<_> = (0..5)
-        .map(|_| start(false, &me, &["worker", "--socket", &sock]))
+    let (_broker, ready) = start(pinned, &args.broker, &["--socket", &sock])?;
+    let pid = ready["pid"].as_u64().context("pid")?;
+    let _workers: Vec<_> = (0..WORKERS)
+        .map(|_| start(pinned, &me, &["worker", "--socket", &sock]))
         .collect::<Result<_, _>>()?;
-    let count = (args.messages / 20).max(1_000).to_string();
-    finish(
-        false,
+    let count = (args.messages / 20)
+        .max(1_000)
+        .max(5 * in_flight)
+        .to_string();
+    let in_flight_arg = in_flight.to_string();
+    let mut out = finish(
+        pinned,
         &me,
         &[
             "tasks",
@@ -261,9 +310,12 @@ fn work_queue(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
             "--count",
             &count,
             "--concurrency",
-            "64",
+            &in_flight_arg,
         ],
-    )
+    )?;
+    out["pinned"] = json!(pinned);
+    out["broker_rss_kib_after"] = json!(rss_kib(pid)?);
+    Ok(out)
 }
 
 fn memory(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
@@ -303,7 +355,17 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         report.insert("memory".into(), memory(args, &dir)?);
     }
     if wants("work") {
-        report.insert("work_queue_5_workers".into(), work_queue(args, &dir)?);
+        report.insert(
+            "work_queue_5_workers".into(),
+            work_queue(args, &dir, false, 64)?,
+        );
+        report.insert(
+            "work_queue_pipelined".into(),
+            json!([
+                work_queue(args, &dir, false, PIPELINED_IN_FLIGHT)?,
+                work_queue(args, &dir, true, PIPELINED_IN_FLIGHT)?
+            ]),
+        );
     }
     if wants("queue") {
         report.insert("queue".into(), crate::queue::measure(args, &dir)?);
