@@ -14,6 +14,8 @@ mod queue;
 #[cfg(unix)]
 mod roles;
 #[cfg(unix)]
+mod scale;
+#[cfg(unix)]
 mod stream;
 #[cfg(unix)]
 mod suite;
@@ -109,6 +111,9 @@ enum Command {
     Worker(stream::WorkerArgs),
     /// Send tasks on `bench.work`, several at a time; prints JSON.
     Tasks(stream::TasksArgs),
+    /// Connect CLIENTS idle clients with 11 subscriptions each; count what
+    /// the fan-out topic brings them; prints JSON.
+    Idle(scale::IdleArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
 }
@@ -157,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 } => stream::raw_pub(&socket, count, size).await,
                 Command::Worker(args) => stream::worker(&args).await,
                 Command::Tasks(args) => stream::tasks(&args).await,
+                Command::Idle(args) => scale::idle(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
             }
         });

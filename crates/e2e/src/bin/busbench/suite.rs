@@ -24,11 +24,11 @@ pub struct SuiteArgs {
     /// Messages in the pub/sub throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     messages: u64,
-    /// Sections to run: latency, throughput, work, memory, queue.
+    /// Sections to run: latency, throughput, work, memory, queue, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,work,memory,queue"
+        default_value = "latency,throughput,work,memory,queue,scale"
     )]
     sections: Vec<String>,
     /// Where to write `report.json`.
@@ -176,6 +176,57 @@ fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> 
         "ratio_p50": ratio(&bus, "p50_us"), "ratio_p99": ratio(&bus, "p99_us"),
         "queue_ratio_p50": ratio(&queue, "p50_us"), "queue_ratio_p99": ratio(&queue, "p99_us"),
     }))
+}
+
+/// Round trips through the broker on `bus_sock` (a plain responder must be
+/// connected), in two blocks alternating with the relay floor, unpinned.
+pub fn rtt_next_to_floor(args: &SuiteArgs, dir: &Path, bus_sock: &str) -> anyhow::Result<Value> {
+    let me = std::env::current_exe()?;
+    let (echo_sock, relay_sock) = (dir.join("se.sock"), dir.join("sr.sock"));
+    for f in [&echo_sock, &relay_sock] {
+        let _ = std::fs::remove_file(f);
+    }
+    let (echo_sock, relay_sock) = (echo_sock.to_string_lossy(), relay_sock.to_string_lossy());
+    let _echo = start(false, &me, &["echo", "--listen", &echo_sock])?;
+    let _relay = start(
+        false,
+        &me,
+        &["relay", "--listen", &relay_sock, "--upstream", &echo_sock],
+    )?;
+    let count = (args.count.min(10_000) / 2).max(1).to_string();
+    let warmup = args.warmup.min(1_000).to_string();
+    let (mut floor, mut bus) = (crate::roles::histogram(), crate::roles::histogram());
+    for _ in 0..2 {
+        for (hist, role, sock) in [
+            (&mut floor, "raw-rtt", &*relay_sock),
+            (&mut bus, "rtt", bus_sock),
+        ] {
+            let out = finish(
+                false,
+                &me,
+                &[
+                    role,
+                    "--socket",
+                    sock,
+                    "--count",
+                    &count,
+                    "--warmup",
+                    &warmup,
+                    "--samples",
+                ],
+            )?;
+            let samples: Vec<u64> =
+                serde_json::from_value(out["samples_ns"].clone()).context("samples_ns")?;
+            for ns in samples {
+                hist.record(ns)?;
+            }
+        }
+    }
+    let (floor, bus) = (crate::roles::summary(&floor), crate::roles::summary(&bus));
+    let ratio = |k: &str| bus[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
+    Ok(
+        json!({"floor": floor, "bus": bus, "ratio_p50": ratio("p50_us"), "ratio_p99": ratio("p99_us")}),
+    )
 }
 
 /// One pub/sub run of `args.messages` 64-byte messages, the publisher as
@@ -365,6 +416,13 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
                 work_queue(args, &dir, false, PIPELINED_IN_FLIGHT)?,
                 work_queue(args, &dir, true, PIPELINED_IN_FLIGHT)?
             ]),
+        );
+    }
+    if wants("scale") {
+        let fan_messages = (args.messages / 500).max(100);
+        report.insert(
+            "scale".into(),
+            crate::scale::measure(args, &dir, fan_messages)?,
         );
     }
     if wants("queue") {
