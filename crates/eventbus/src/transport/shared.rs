@@ -90,19 +90,25 @@ mod imp {
     /// Bytes read from the socket per `read`, at most.
     const READ_CHUNK: usize = 64 * 1024;
 
+    thread_local! {
+        /// Initialised memory each `read` lands in before it is copied to
+        /// the caller's buffer: reading safely into uninitialised memory
+        /// means zeroing it first, and the callers' buffers (fresh spare
+        /// capacity of a `BytesMut`) would be zeroed whole on every read,
+        /// up to 64 KiB for a 100-byte frame. Copying what was read costs
+        /// only what was read. One per thread, not per connection: it holds
+        /// nothing between reads (what was read is copied out before
+        /// `poll_read` returns), and 64 KiB per connection was most of what
+        /// an idle connection cost a broker with many clients.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     /// The socket, watched for readability only, and a watcher for
     /// writability that exists only while a write is blocked.
     #[derive(Debug)]
     pub struct Conn {
         socket: AsyncFd<UnixStream>,
         write_wait: Mutex<Option<AsyncFd<OwnedFd>>>,
-        /// Initialised memory each `read` lands in before it is copied to
-        /// the caller's buffer: reading safely into uninitialised memory
-        /// means zeroing it first, and the callers' buffers (fresh spare
-        /// capacity of a `BytesMut`) would be zeroed whole on every read,
-        /// up to 64 KiB for a 100-byte frame. Copying what was read costs
-        /// only what was read.
-        scratch: Mutex<Vec<u8>>,
     }
 
     impl Conn {
@@ -115,7 +121,6 @@ mod imp {
             Ok(Self {
                 socket: register(socket, Interest::READABLE)?,
                 write_wait: Mutex::new(None),
-                scratch: Mutex::new(Vec::new()),
             })
         }
 
@@ -126,16 +131,20 @@ mod imp {
         ) -> Poll<io::Result<()>> {
             loop {
                 let mut guard = ready!(self.socket.poll_read_ready(cx))?;
-                // Only the connection's reader reads: never contended.
-                let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-                if scratch.is_empty() {
-                    scratch.resize(READ_CHUNK, 0);
-                }
                 let want = buf.remaining().min(READ_CHUNK);
-                let into = &mut scratch[..want];
-                match guard.try_io(|s| s.get_ref().read(into)) {
-                    Ok(Ok(n)) => {
+                // Nothing else runs on this thread while it is borrowed.
+                let read = SCRATCH.with_borrow_mut(|scratch| {
+                    if scratch.is_empty() {
+                        scratch.resize(READ_CHUNK, 0);
+                    }
+                    let read = guard.try_io(|s| s.get_ref().read(&mut scratch[..want]));
+                    if let Ok(Ok(n)) = read {
                         buf.put_slice(&scratch[..n]);
+                    }
+                    read
+                });
+                match read {
+                    Ok(Ok(n)) => {
                         // Epoll is edge-triggered: a read that filled less
                         // than it asked for drained the socket, so wait for
                         // the next edge instead of making a read that can
