@@ -19,8 +19,12 @@ pub use outbound::{
 };
 pub use reader::{FrameReader, ReadError};
 
-/// Read buffer start size; it grows to hold the largest frame seen.
+/// The most room a read is given: a connection under load reads in
+/// batches up to this size (a larger frame gets room for itself).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// The room a read is given at first and on a quiet connection: enough for
+/// an idle client's control frames (see [`FrameReader`]).
+const READ_BUFFER_MIN_BYTES: usize = 1024;
 
 /// What happens when a bounded buffer is full and one more message arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

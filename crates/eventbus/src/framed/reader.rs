@@ -5,7 +5,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::READ_BUFFER_BYTES;
+use super::{READ_BUFFER_BYTES, READ_BUFFER_MIN_BYTES};
 use crate::codec::{FrameCodec, FrameError};
 use crate::proto::Frame;
 
@@ -24,11 +24,59 @@ pub enum ReadError {
 /// Reads frames from a stream, keeping partial frames between reads.
 ///
 /// `read_batch` is cancel-safe: bytes read before a cancellation stay in the buffer.
+///
+/// The read buffer is sized to what the connection uses (as NATS sizes its
+/// connections' read buffers): it starts at [`READ_BUFFER_MIN_BYTES`],
+/// doubles up to [`READ_BUFFER_BYTES`] each time a read fills all the room
+/// it was given, and halves after [`SHORT_READS_TO_SHRINK`] reads in a row
+/// that fill less than half of it. Whenever every byte read has been cut
+/// into frames, a buffer more than twice that size is let go, so a quiet
+/// connection holds a small buffer, not the largest a burst needed. (A
+/// frame larger than the size gets room for itself, up to the frame limit.)
 #[derive(Debug)]
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     codec: FrameCodec,
+    sizing: ReadSizing,
+}
+
+/// Reads in a row that filled less than half of the buffer's size before
+/// the size is halved.
+const SHORT_READS_TO_SHRINK: u8 = 3;
+
+/// How much room the next read gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadSizing {
+    /// The room a read is given, between the min and max read buffer sizes.
+    size: usize,
+    /// Reads in a row that filled less than half of `size`.
+    short_reads: u8,
+}
+
+impl ReadSizing {
+    const fn new() -> Self {
+        Self {
+            size: READ_BUFFER_MIN_BYTES,
+            short_reads: 0,
+        }
+    }
+
+    /// Learns from a read of `n` bytes into `room` bytes of spare capacity.
+    fn after_read(&mut self, n: usize, room: usize) {
+        if n >= room && self.size < READ_BUFFER_BYTES {
+            self.size = (self.size * 2).min(READ_BUFFER_BYTES);
+            self.short_reads = 0;
+        } else if n < self.size / 2 && self.size > READ_BUFFER_MIN_BYTES {
+            self.short_reads += 1;
+            if self.short_reads >= SHORT_READS_TO_SHRINK {
+                self.size = (self.size / 2).max(READ_BUFFER_MIN_BYTES);
+                self.short_reads = 0;
+            }
+        } else {
+            self.short_reads = 0;
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -36,8 +84,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, codec: FrameCodec) -> Self {
         Self {
             io,
-            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            buf: BytesMut::new(),
             codec,
+            sizing: ReadSizing::new(),
         }
     }
 
@@ -86,10 +135,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if any {
                 return Ok(true);
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(READ_BUFFER_BYTES);
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if self.read_more().await? == 0 {
                 return match self.codec.decode_body_eof(&mut self.buf)? {
                     Some(body) => {
                         take(body)?;
@@ -109,10 +155,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.codec.decode(&mut self.buf)? {
                 return Ok(Some(frame));
             }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if self.read_more().await? == 0 {
                 return Ok(self.codec.decode_eof(&mut self.buf)?);
             }
         }
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// One read into the buffer, with the room [`ReadSizing`] gives it.
+    ///
+    /// Cancel-safe: the only await is the read, and a cancelled read has
+    /// put nothing in the buffer.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        let size = self.sizing.size;
+        if self.buf.is_empty() && self.buf.capacity() > 2 * size {
+            // Nothing partial to keep: let a burst's large buffer go (frames
+            // cut from it still hold it until they are done).
+            self.buf = BytesMut::new();
+        }
+        if self.buf.capacity() - self.buf.len() < size / 2 {
+            self.buf.reserve(size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self.io.read_buf(&mut self.buf).await?;
+        self.sizing.after_read(n, room);
+        Ok(n)
     }
 }
 
@@ -120,6 +188,132 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 mod tests {
     use super::*;
     use crate::proto::{self, frame::Kind};
+
+    #[test]
+    fn read_size_grows_on_full_reads_and_shrinks_after_short_ones() {
+        let mut sizing = ReadSizing::new();
+        while sizing.size < READ_BUFFER_BYTES {
+            let before = sizing.size;
+            sizing.after_read(before, before);
+            assert_eq!(sizing.size, (before * 2).min(READ_BUFFER_BYTES));
+        }
+        sizing.after_read(READ_BUFFER_BYTES, READ_BUFFER_BYTES);
+        assert_eq!(sizing.size, READ_BUFFER_BYTES, "never past the max");
+        // One short read, then a long one: no shrink.
+        sizing.after_read(10, READ_BUFFER_BYTES);
+        sizing.after_read(READ_BUFFER_BYTES / 2, READ_BUFFER_BYTES);
+        assert_eq!(sizing.size, READ_BUFFER_BYTES);
+        for _ in 0..SHORT_READS_TO_SHRINK {
+            sizing.after_read(10, READ_BUFFER_BYTES);
+        }
+        assert_eq!(sizing.size, READ_BUFFER_BYTES / 2);
+        for _ in 0..100 {
+            sizing.after_read(10, sizing.size);
+        }
+        assert_eq!(sizing.size, READ_BUFFER_MIN_BYTES, "never under the min");
+    }
+
+    /// A reader that hands out its bytes `chunk` at a time, never past
+    /// `stop` in one read.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+        stop: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let end = if self.at < self.stop {
+                self.stop
+            } else {
+                self.data.len()
+            };
+            let n = self.chunk.min(buf.remaining()).min(end - self.at);
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn publishes(n: u64, payload: usize) -> (Vec<u8>, Vec<Frame>) {
+        let codec = FrameCodec::default();
+        let mut wire = BytesMut::new();
+        let mut frames = Vec::new();
+        for i in 0..n {
+            let frame = Frame {
+                kind: Some(Kind::Publish(proto::Publish {
+                    seq: i,
+                    message: Some(Box::new(proto::Envelope {
+                        topic: "a.b".into(),
+                        payload: vec![i as u8; payload].into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })),
+            };
+            codec.encode(&frame, &mut wire).unwrap();
+            frames.push(frame);
+        }
+        (wire.to_vec(), frames)
+    }
+
+    #[tokio::test]
+    async fn a_burst_grows_the_buffer_and_a_quiet_link_lets_it_go() {
+        // 2,000 frames of ~1 KiB arriving as fast as they can be read: the
+        // buffer grows to the max; then small frames one read at a time.
+        let (mut wire, mut want) = publishes(2_000, 1_000);
+        let (small, small_frames) = publishes(100, 10);
+        let small_len = small.len() / 100;
+        let stop = wire.len();
+        wire.extend_from_slice(&small);
+        want.extend(small_frames);
+        let io = Chunked {
+            data: wire,
+            at: 0,
+            chunk: usize::MAX,
+            stop,
+        };
+        let mut reader = FrameReader::new(io, FrameCodec::default());
+        let mut got = Vec::new();
+        while got.len() < 2_000 {
+            assert!(reader.read_batch(&mut got).await.unwrap());
+        }
+        assert_eq!(reader.sizing.size, READ_BUFFER_BYTES);
+        // The small frames, one read each.
+        reader.io.chunk = small_len;
+        while got.len() < want.len() {
+            assert!(reader.read_batch(&mut got).await.unwrap());
+        }
+        assert_eq!(got, want, "every frame, in order, whatever the sizes");
+        assert_eq!(reader.sizing.size, READ_BUFFER_MIN_BYTES);
+        assert!(
+            reader.buf.capacity() <= 2 * READ_BUFFER_MIN_BYTES,
+            "a quiet link keeps a small buffer, not {} bytes",
+            reader.buf.capacity()
+        );
+        assert!(!reader.read_batch(&mut got).await.unwrap(), "clean end");
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_the_buffer_gets_room_for_itself() {
+        let (wire, want) = publishes(3, 200_000);
+        let io = Chunked {
+            data: wire,
+            at: 0,
+            chunk: 4096,
+            stop: 0,
+        };
+        let mut reader = FrameReader::new(io, FrameCodec::default());
+        let mut got = Vec::new();
+        while reader.read_batch(&mut got).await.unwrap() {}
+        assert_eq!(got, want);
+    }
 
     #[tokio::test]
     async fn reader_reports_truncation_at_eof() {
