@@ -12,6 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use self::idle::{IDLE_TRIM, WriterBufs};
 use super::{OverflowPolicy, READ_BUFFER_BYTES};
 use crate::codec::raw::{RawPublishOut, StampedDeliver, StampedReply};
 use crate::codec::{FrameCodec, FrameError};
@@ -185,6 +186,12 @@ struct State {
     /// Buffers an inline flush reuses.
     spare_batch: VecDeque<Entry>,
     spare_buf: BytesMut,
+    /// Batches taken so far, by the writer or inline: a quiet connection's
+    /// count stands still (see [`idle`]).
+    activity: u64,
+    /// The writer waits with a deadline, to let oversized buffers go once
+    /// the connection is quiet.
+    trim_armed: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -457,7 +464,10 @@ impl Outbound {
         }
         st.spare_batch = batch;
         st.writer_busy = false;
-        let wake = !st.frames.is_empty() || !st.pending.is_empty() || st.closed;
+        st.activity += 1;
+        // Spares a burst grew: the writer watches for the quiet that lets them go.
+        let arm = st.arm_trim(None);
+        let wake = !st.frames.is_empty() || !st.pending.is_empty() || st.closed || arm;
         drop(st);
         self.drained.notify_waiters();
         if wake {
@@ -468,17 +478,21 @@ impl Outbound {
     /// Takes the pen and everything queued (and bytes an inline flush left), or
     /// waits for something to take. Returns `false` once the queue is closed and
     /// empty. The caller gives the pen back with [`put_down`](Self::put_down).
-    async fn take(&self, batch: &mut VecDeque<Entry>, pending: &mut BytesMut) -> bool {
+    ///
+    /// While any buffer is oversized, it waits at most [`IDLE_TRIM`] at a time,
+    /// and lets them go after a wait in which nothing was taken.
+    async fn take(&self, bufs: &mut WriterBufs) -> bool {
         loop {
-            {
+            let watch = {
                 let mut st = self.lock();
                 if !st.writer_busy && (!st.frames.is_empty() || !st.pending.is_empty()) {
-                    std::mem::swap(&mut st.frames, batch);
-                    std::mem::swap(&mut st.pending, pending);
+                    std::mem::swap(&mut st.frames, &mut bufs.batch);
+                    std::mem::swap(&mut st.pending, &mut bufs.pending);
                     st.bytes = 0;
                     st.droppable = 0;
                     st.droppable_bytes = 0;
                     st.writer_busy = true;
+                    st.activity += 1;
                     drop(st);
                     self.drained.notify_waiters();
                     return true;
@@ -486,8 +500,16 @@ impl Outbound {
                 if st.closed && !st.writer_busy && st.frames.is_empty() && st.pending.is_empty() {
                     return false;
                 }
+                st.arm_trim(Some(bufs));
+                st.trim_armed.then_some(st.activity)
+            };
+            match watch {
+                None => self.notify.notified().await,
+                Some(seen) => tokio::select! {
+                    () = self.notify.notified() => {}
+                    () = tokio::time::sleep(IDLE_TRIM) => self.lock().trim_if_quiet(seen, bufs),
+                },
             }
-            self.notify.notified().await;
         }
     }
 
@@ -515,32 +537,40 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut io: W,
     codec: FrameCodec,
 ) -> io::Result<()> {
-    let mut batch = VecDeque::new();
-    let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES + READ_BUFFER_BYTES);
-    let mut pending = BytesMut::new();
-    while out.take(&mut batch, &mut pending).await {
+    // Buffers grow with what the connection sends (a quiet one needs little)
+    // and are let go once it is quiet again (see `idle`).
+    let mut bufs = WriterBufs::default();
+    while out.take(&mut bufs).await {
         // Give the pen back however this batch ends, or nothing writes again.
         let _pen = PutDown(&out);
+        let WriterBufs {
+            batch,
+            pending,
+            buf,
+        } = &mut bufs;
         if !pending.is_empty() {
-            io.write_all(&pending).await?;
+            io.write_all(pending).await?;
             pending.clear();
         }
+        let bytes: usize = batch.iter().map(|e| e.weight).sum();
+        buf.reserve(bytes.min(WRITE_CHUNK_BYTES + READ_BUFFER_BYTES));
         for entry in batch.drain(..) {
-            if let Err(e) = entry.item.encode(&codec, &mut buf) {
+            if let Err(e) = entry.item.encode(&codec, buf) {
                 tracing::warn!(error = %e, "dropping an outbound frame the codec refused");
             }
             if buf.len() >= WRITE_CHUNK_BYTES {
-                io.write_all(&buf).await?;
+                io.write_all(buf).await?;
                 buf.clear();
             }
         }
         if !buf.is_empty() {
-            io.write_all(&buf).await?;
+            io.write_all(buf).await?;
             buf.clear();
         }
     }
     io.shutdown().await
 }
 
+mod idle;
 #[cfg(test)]
 mod tests;
