@@ -419,10 +419,9 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         );
     }
     if wants("scale") {
-        let fan_messages = (args.messages / 500).max(100);
         report.insert(
             "scale".into(),
-            crate::scale::measure(args, &dir, fan_messages)?,
+            crate::scale::measure(args, &dir, args.messages / 4)?,
         );
     }
     if wants("queue") {
