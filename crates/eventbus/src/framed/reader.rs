@@ -27,9 +27,12 @@ pub enum ReadError {
 ///
 /// The read buffer is sized to what the connection uses (as NATS sizes its
 /// connections' read buffers): it starts at [`READ_BUFFER_MIN_BYTES`],
-/// doubles up to [`READ_BUFFER_BYTES`] each time a read fills all the room
-/// it was given, and halves after [`SHORT_READS_TO_SHRINK`] reads in a row
-/// that fill less than half of it. Whenever every byte read has been cut
+/// goes straight to [`READ_BUFFER_BYTES`] when a read fills all the room it
+/// was given (so a burst is read in large batches from its second read on:
+/// growing by doubling took six rounds of small batches, and a fan-out to
+/// many subscribers paid for each round with a write to every one of
+/// them), and halves after [`SHORT_READS_TO_SHRINK`] reads in a row that
+/// fill less than half of it. Whenever every byte read has been cut
 /// into frames, a buffer more than twice that size is let go, so a quiet
 /// connection holds a small buffer, not the largest a burst needed. (A
 /// frame larger than the size gets room for itself, up to the frame limit.)
@@ -65,7 +68,7 @@ impl ReadSizing {
     /// Learns from a read of `n` bytes into `room` bytes of spare capacity.
     fn after_read(&mut self, n: usize, room: usize) {
         if n >= room && self.size < READ_BUFFER_BYTES {
-            self.size = (self.size * 2).min(READ_BUFFER_BYTES);
+            self.size = READ_BUFFER_BYTES;
             self.short_reads = 0;
         } else if n < self.size / 2 && self.size > READ_BUFFER_MIN_BYTES {
             self.short_reads += 1;
@@ -190,13 +193,18 @@ mod tests {
     use crate::proto::{self, frame::Kind};
 
     #[test]
-    fn read_size_grows_on_full_reads_and_shrinks_after_short_ones() {
+    fn read_size_jumps_on_a_full_read_and_shrinks_after_short_ones() {
         let mut sizing = ReadSizing::new();
-        while sizing.size < READ_BUFFER_BYTES {
-            let before = sizing.size;
-            sizing.after_read(before, before);
-            assert_eq!(sizing.size, (before * 2).min(READ_BUFFER_BYTES));
-        }
+        sizing.after_read(READ_BUFFER_MIN_BYTES / 2, READ_BUFFER_MIN_BYTES);
+        assert_eq!(
+            sizing.size, READ_BUFFER_MIN_BYTES,
+            "room to spare: no growth"
+        );
+        sizing.after_read(READ_BUFFER_MIN_BYTES, READ_BUFFER_MIN_BYTES);
+        assert_eq!(
+            sizing.size, READ_BUFFER_BYTES,
+            "a full read: straight to the max"
+        );
         sizing.after_read(READ_BUFFER_BYTES, READ_BUFFER_BYTES);
         assert_eq!(sizing.size, READ_BUFFER_BYTES, "never past the max");
         // One short read, then a long one: no shrink.

@@ -26,7 +26,7 @@ pub(super) const IDLE_TRIM: Duration = Duration::from_secs(1);
 /// Byte buffers up to this capacity are kept across quiet periods.
 const KEEP_BUF_BYTES: usize = 16 * 1024;
 /// Queues of entries up to this capacity are kept across quiet periods.
-const KEEP_ENTRIES: usize = 32;
+const KEEP_ENTRIES: usize = 4;
 
 /// The writer task's own buffers, reused from batch to batch.
 #[derive(Default)]
