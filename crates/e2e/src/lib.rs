@@ -4,6 +4,7 @@
 //! lists every scenario, what it proves and how to run it alone. Map of the
 //! harness:
 //!
+//! - [`bench`]: what every benchmark role prints (`busbench`, `peerbench`).
 //! - [`binaries`]: finding (or building, once) the `broker` and
 //!   `mock-collector` binaries.
 //! - [`cluster`]: a [`Cluster`], one broker process in a fresh temp directory,
@@ -34,6 +35,7 @@
 //! modules are portable.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod binaries;
 #[cfg(unix)]
 pub mod broker;

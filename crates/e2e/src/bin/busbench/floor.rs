@@ -44,7 +44,7 @@ pub async fn raw_rtt(args: &RttArgs) -> anyhow::Result<()> {
     let mut conn = UnixStream::connect(&args.socket).await?;
     let payload = vec![7u8; args.size];
     let mut back = vec![0u8; args.size];
-    let mut recorder = Recorder::new(args);
+    let mut recorder = Recorder::new(args.count, args.samples);
     for i in 0..args.warmup + args.count {
         let start = std::time::Instant::now();
         conn.write_all(&payload).await?;

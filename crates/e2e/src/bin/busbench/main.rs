@@ -10,6 +10,10 @@
 #[cfg(unix)]
 mod floor;
 #[cfg(unix)]
+mod latency;
+#[cfg(unix)]
+mod peers;
+#[cfg(unix)]
 mod queue;
 #[cfg(unix)]
 mod roles;

@@ -37,61 +37,7 @@ pub struct RttArgs {
     pub samples: bool,
 }
 
-/// The round trips one role measures.
-pub struct Recorder {
-    hist: Histogram<u64>,
-    samples: Option<Vec<u64>>,
-}
-
-impl Recorder {
-    pub fn new(args: &RttArgs) -> Self {
-        Self {
-            hist: histogram(),
-            samples: args
-                .samples
-                .then(|| Vec::with_capacity(args.count as usize)),
-        }
-    }
-
-    pub fn record(&mut self, elapsed: Duration) -> anyhow::Result<()> {
-        let ns = elapsed.as_nanos() as u64;
-        self.hist.record(ns)?;
-        if let Some(samples) = &mut self.samples {
-            samples.push(ns);
-        }
-        Ok(())
-    }
-
-    /// Prints the percentiles (and the samples, if kept) as one JSON line.
-    pub fn report(&self) {
-        let mut summary = summary(&self.hist);
-        if let Some(samples) = &self.samples {
-            summary["samples_ns"] = serde_json::json!(samples);
-        }
-        println!("{summary}");
-    }
-}
-
-/// Tells the parent process this role is ready.
-pub fn ready() {
-    println!(
-        "{}",
-        serde_json::json!({"event": "ready", "pid": std::process::id()})
-    );
-}
-
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
-}
-
-/// Percentiles in microseconds.
-pub fn summary(h: &Histogram<u64>) -> serde_json::Value {
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    serde_json::json!({
-        "count": h.len(), "p50_us": us(0.5), "p90_us": us(0.9), "p99_us": us(0.99),
-        "p999_us": us(0.999), "max_us": h.max() as f64 / 1000.0, "mean_us": h.mean() / 1000.0,
-    })
-}
+pub use e2e::bench::{Recorder, histogram, ready, summary};
 
 /// Prints percentiles in microseconds as one JSON line.
 pub fn report_histogram(h: &Histogram<u64>) {
@@ -157,7 +103,7 @@ pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
     let client = connect(&args.socket).await?;
     let topic = Topic::new(&args.topic)?;
     let payload = bytes::Bytes::from(vec![7u8; args.size]);
-    let mut recorder = Recorder::new(args);
+    let mut recorder = Recorder::new(args.count, args.samples);
     for i in 0..args.warmup + args.count {
         let start = Instant::now();
         loop {

@@ -15,8 +15,9 @@ use anyhow::Context;
 use eventbus::TopicFilter;
 use serde_json::{Value, json};
 
+use crate::peers::Broker;
 use crate::roles::{connect, next, ready};
-use crate::suite::{Proc, SuiteArgs, command, finish, rss_kib, start};
+use crate::suite::{Proc, SuiteArgs, command, rss_kib, start};
 
 /// Subscriptions with a `+` wildcard each idle client holds (never matched).
 pub const WILDCARD_SUBS: usize = 10;
@@ -127,51 +128,57 @@ pub async fn idle(args: &IdleArgs) -> anyhow::Result<()> {
 pub const SCALES: [usize; 3] = [10, 100, 1_000];
 
 /// One scale run: a fresh broker, `n` idle clients, and what they cost.
-fn one(args: &SuiteArgs, dir: &Path, n: usize, fan_messages: u64) -> anyhow::Result<Value> {
-    let me = std::env::current_exe()?;
-    let sock = dir.join("s.sock").to_string_lossy().into_owned();
-    let (_broker, ready) = start(false, &args.broker, &["--socket", &sock])?;
-    let pid = ready["pid"].as_u64().context("pid")?;
-    let _responder = start(false, &me, &["responder", "--socket", &sock])?;
-    let before = rss_kib(pid)?;
+fn one(
+    args: &SuiteArgs,
+    dir: &Path,
+    broker: &Broker,
+    n: usize,
+    fan_messages: u64,
+) -> anyhow::Result<Value> {
+    let started = broker.start(&dir.join(format!("s-{}", broker.name())), false)?;
+    let run = |role: &str, extra: &[&str]| {
+        let (program, args) = started.role(role, extra);
+        command(false, &program, &args)
+    };
+    let (program, responder) = started.role("responder", &[]);
+    let _responder = start(false, &program, &responder)?;
+    let before = rss_kib(started.pid)?;
     let (n_arg, expect) = (n.to_string(), fan_messages.to_string());
-    let mut idle = command(
-        false,
-        &me,
-        &[
-            "idle",
-            "--socket",
-            &sock,
-            "--clients",
-            &n_arg,
-            "--expect",
-            &expect,
-        ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()?;
+    let mut idle = run("idle", &["--clients", &n_arg, "--expect", &expect])
+        .stdout(Stdio::piped())
+        .spawn()?;
     let stdout = idle.stdout.take().context("stdout")?;
     let idle = Proc(idle);
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     lines.next().context("idle clients ready")??;
-    let with = rss_kib(pid)?;
-    let rtt = crate::suite::rtt_next_to_floor(args, dir, &sock)?;
-    let publisher = finish(
-        false,
-        &me,
-        &[
-            "pub", "--socket", &sock, "--count", &expect, "--topic", FAN_TOPIC,
-        ],
+    let with = rss_kib(started.pid)?;
+    let rtt = crate::suite::rtt_next_to_floor(args, dir, &started)?;
+    let mut publish = vec!["--count", &expect];
+    if started.is_bus() {
+        publish.extend(["--topic", FAN_TOPIC]);
+    }
+    let out = run("pub", &publish).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} publisher failed: {}",
+        broker.name(),
+        out.status
+    );
+    let publisher: Value = serde_json::from_str(
+        String::from_utf8(out.stdout)?
+            .lines()
+            .last()
+            .context("publisher output")?,
     )?;
     let fanout: Value = serde_json::from_str(&lines.next().context("fan-out result")??)?;
-    let after_fanout = rss_kib(pid)?;
+    let after_fanout = rss_kib(started.pid)?;
     // The broker lets a burst's buffers go once a connection has been quiet
     // for a second.
     std::thread::sleep(QUIET);
-    let after_quiet = rss_kib(pid)?;
+    let after_quiet = rss_kib(started.pid)?;
     drop(idle);
     Ok(json!({
-        "clients": n, "subscriptions_per_client": WILDCARD_SUBS + 1,
+        "broker": broker.name(), "clients": n, "subscriptions_per_client": WILDCARD_SUBS + 1,
         "broker_rss_kib_before": before, "broker_rss_kib_with_clients": with,
         "broker_kib_per_client": with.saturating_sub(before) as f64 / n as f64,
         "broker_rss_kib_after_fanout": after_fanout,
@@ -180,17 +187,25 @@ fn one(args: &SuiteArgs, dir: &Path, n: usize, fan_messages: u64) -> anyhow::Res
     }))
 }
 
-/// Every scale run, [`SCALES`] clients in turn, each with a fan-out of
-/// about `deliveries` deliveries in all (at least 100 messages).
+/// Every scale run, for every broker, [`SCALES`] clients in turn, each with
+/// a fan-out of about `deliveries` deliveries in all (at least 100 messages).
 ///
 /// The fan-out is kept to that total because the broker routes a whole
 /// read of publishes in one go: 1,000 messages to 1,000 subscribers
 /// (1,000,000 deliveries) held it long enough on a loaded machine for the
 /// publisher's heartbeat to give up on the link.
 pub fn measure(args: &SuiteArgs, dir: &Path, deliveries: u64) -> anyhow::Result<Value> {
-    SCALES
-        .iter()
-        .map(|&n| one(args, dir, n, (deliveries / n as u64).max(100)))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map(Value::from)
+    let mut runs = Vec::new();
+    for broker in crate::peers::brokers(args) {
+        for n in SCALES {
+            runs.push(one(
+                args,
+                dir,
+                &broker,
+                n,
+                (deliveries / n as u64).max(100),
+            )?);
+        }
+    }
+    Ok(Value::from(runs))
 }

@@ -2,6 +2,7 @@
 //! figure next to the floor measured in the same run, pinned to one CPU and not.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,13 +18,13 @@ pub struct SuiteArgs {
     pub broker: PathBuf,
     /// Measured round trips per latency run.
     #[arg(long, default_value_t = 20_000)]
-    count: u64,
+    pub count: u64,
     /// Warm-up round trips per latency run.
     #[arg(long, default_value_t = 1_000)]
-    warmup: u64,
+    pub warmup: u64,
     /// Messages in the pub/sub throughput run.
     #[arg(long, default_value_t = 2_000_000)]
-    messages: u64,
+    pub messages: u64,
     /// Sections to run: latency, throughput, work, memory, queue, scale.
     #[arg(
         long,
@@ -34,6 +35,19 @@ pub struct SuiteArgs {
     /// Where to write `report.json`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The `peerbench` binary, to run the same roles against the peers
+    /// whose servers are given below (each one is left out without it).
+    #[arg(long)]
+    pub peerbench: Option<PathBuf>,
+    /// A `nats-server` binary to measure side by side.
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// A `redis-server` binary to measure side by side.
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// A `mosquitto` binary to measure side by side.
+    #[arg(long)]
+    pub mosquitto: Option<PathBuf>,
 }
 
 /// A child process killed and reaped when dropped.
@@ -46,7 +60,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
+pub fn command<S: AsRef<OsStr>>(pinned: bool, program: &Path, args: &[S]) -> Command {
     let mut cmd = if pinned {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(program);
@@ -59,7 +73,11 @@ pub fn command(pinned: bool, program: &Path, args: &[&str]) -> Command {
 }
 
 /// Starts a role and waits for its JSON ready line.
-pub fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Proc, Value)> {
+pub fn start<S: AsRef<OsStr> + std::fmt::Debug>(
+    pinned: bool,
+    program: &Path,
+    args: &[S],
+) -> anyhow::Result<(Proc, Value)> {
     let mut child = command(pinned, program, args)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -76,7 +94,11 @@ pub fn start(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<(Pro
 }
 
 /// Runs a role to completion and parses the JSON it prints last.
-pub fn finish(pinned: bool, program: &Path, args: &[&str]) -> anyhow::Result<Value> {
+pub fn finish<S: AsRef<OsStr> + std::fmt::Debug>(
+    pinned: bool,
+    program: &Path,
+    args: &[S],
+) -> anyhow::Result<Value> {
     let out = command(pinned, program, args).output()?;
     if !out.status.success() {
         bail!("{program:?} {args:?} failed: {}", out.status);
@@ -92,95 +114,14 @@ pub fn rss_kib(pid: u64) -> anyhow::Result<u64> {
     Ok(bytes / 1024)
 }
 
-/// The plain responder's topic in the latency runs.
-pub const PLAIN_TOPIC: &str = "bench.rtt";
-/// The queue-group responder's topic in the latency runs.
-pub const QUEUE_TOPIC: &str = "bench.qrtt";
-
-/// Latency runs alternate between the floor and the bus in this many
-/// blocks (each a fresh requester with the full warm-up), so both see the
-/// same drift of a noisy machine.
-const LATENCY_BLOCKS: u64 = 4;
-
-fn latency(args: &SuiteArgs, pinned: bool, dir: &Path) -> anyhow::Result<Value> {
-    let me = std::env::current_exe()?;
-    let s = |p: &str| dir.join(p).to_string_lossy().into_owned();
-    let block = args.count.div_ceil(LATENCY_BLOCKS);
-    let (count, warmup) = (block.to_string(), args.warmup.to_string());
-    let run = |role: &str, sock: &str, topic: &str| -> anyhow::Result<Vec<u64>> {
-        let role_args = [
-            role,
-            "--socket",
-            sock,
-            "--topic",
-            topic,
-            "--count",
-            &count,
-            "--warmup",
-            &warmup,
-            "--samples",
-        ];
-        let out = finish(pinned, &me, &role_args)?;
-        serde_json::from_value(out["samples_ns"].clone()).context("samples_ns")
-    };
-
-    let (echo_sock, relay_sock, bus_sock) = (s("e.sock"), s("r.sock"), s("b.sock"));
-    let _echo = start(pinned, &me, &["echo", "--listen", &echo_sock])?;
-    let _relay = start(
-        pinned,
-        &me,
-        &["relay", "--listen", &relay_sock, "--upstream", &echo_sock],
-    )?;
-    let (_broker, _) = start(pinned, &args.broker, &["--socket", &bus_sock])?;
-    // Two responders: a plain subscription answering with `Client::reply`,
-    // and a queue-group member whose reply is also its ack (as collectors
-    // answer), each on its own topic.
-    let _plain = start(
-        pinned,
-        &me,
-        &["responder", "--socket", &bus_sock, "--topic", PLAIN_TOPIC],
-    )?;
-    let _queue = start(
-        pinned,
-        &me,
-        &[
-            "responder",
-            "--socket",
-            &bus_sock,
-            "--topic",
-            QUEUE_TOPIC,
-            "--queue",
-        ],
-    )?;
-    let mut hists = [(); 3].map(|()| crate::roles::histogram());
-    for _ in 0..LATENCY_BLOCKS {
-        let series = [
-            ("raw-rtt", relay_sock.as_str(), ""),
-            ("rtt", bus_sock.as_str(), PLAIN_TOPIC),
-            ("rtt", bus_sock.as_str(), QUEUE_TOPIC),
-        ];
-        for (hist, (role, sock, topic)) in hists.iter_mut().zip(series) {
-            for ns in run(role, sock, topic)? {
-                hist.record(ns)?;
-            }
-        }
-    }
-    for f in [&relay_sock, &echo_sock] {
-        let _ = std::fs::remove_file(f);
-    }
-    let [floor, bus, queue] = hists.map(|h| crate::roles::summary(&h));
-    let ratio =
-        |of: &Value, k: &str| of[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(f64::NAN);
-    Ok(json!({
-        "pinned": pinned, "floor": floor, "bus": bus, "queue": queue, "blocks": LATENCY_BLOCKS,
-        "ratio_p50": ratio(&bus, "p50_us"), "ratio_p99": ratio(&bus, "p99_us"),
-        "queue_ratio_p50": ratio(&queue, "p50_us"), "queue_ratio_p99": ratio(&queue, "p99_us"),
-    }))
-}
-
-/// Round trips through the broker on `bus_sock` (a plain responder must be
-/// connected), in two blocks alternating with the relay floor, unpinned.
-pub fn rtt_next_to_floor(args: &SuiteArgs, dir: &Path, bus_sock: &str) -> anyhow::Result<Value> {
+/// Round trips through `broker` (its plain responder, or a peer's
+/// queue-group responder, must be connected), in two blocks alternating
+/// with the relay floor, unpinned.
+pub fn rtt_next_to_floor(
+    args: &SuiteArgs,
+    dir: &Path,
+    broker: &crate::peers::Started,
+) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let (echo_sock, relay_sock) = (dir.join("se.sock"), dir.join("sr.sock"));
     for f in [&echo_sock, &relay_sock] {
@@ -196,25 +137,17 @@ pub fn rtt_next_to_floor(args: &SuiteArgs, dir: &Path, bus_sock: &str) -> anyhow
     let count = (args.count.min(10_000) / 2).max(1).to_string();
     let warmup = args.warmup.min(1_000).to_string();
     let (mut floor, mut bus) = (crate::roles::histogram(), crate::roles::histogram());
+    let measured = ["--count", &count, "--warmup", &warmup, "--samples"];
+    let mut raw = vec!["raw-rtt", "--socket", &relay_sock];
+    raw.extend(measured);
+    let raw: Vec<String> = raw.iter().map(|a| (*a).to_owned()).collect();
+    let (program, bus_args) = broker.role("rtt", &measured);
     for _ in 0..2 {
-        for (hist, role, sock) in [
-            (&mut floor, "raw-rtt", &*relay_sock),
-            (&mut bus, "rtt", bus_sock),
+        for (hist, program, role_args) in [
+            (&mut floor, me.as_path(), &raw),
+            (&mut bus, program.as_path(), &bus_args),
         ] {
-            let out = finish(
-                false,
-                &me,
-                &[
-                    role,
-                    "--socket",
-                    sock,
-                    "--count",
-                    &count,
-                    "--warmup",
-                    &warmup,
-                    "--samples",
-                ],
-            )?;
+            let out = finish(false, program, role_args)?;
             let samples: Vec<u64> =
                 serde_json::from_value(out["samples_ns"].clone()).context("samples_ns")?;
             for ns in samples {
@@ -330,42 +263,37 @@ pub const PIPELINED_IN_FLIGHT: u64 = 10_000;
 /// Worker processes in the work-queue runs.
 pub const WORKERS: usize = 5;
 
-/// Tasks per second through a queue group of [`WORKERS`] worker processes,
-/// each answering with a reply that is also its ack, `in_flight` requests
-/// at once from one requester; with the broker's RSS once they are done.
+/// Tasks per second through a queue group of [`WORKERS`] worker processes
+/// (for eventbus, each answering with a reply that is also its ack; for a
+/// peer, its analogue), `in_flight` requests at once from one requester;
+/// with the broker's RSS once they are done.
 pub fn work_queue(
     args: &SuiteArgs,
     dir: &Path,
     pinned: bool,
     in_flight: u64,
+    broker: &crate::peers::Broker,
 ) -> anyhow::Result<Value> {
-    let me = std::env::current_exe()?;
-    let sock = dir.join("w.sock").to_string_lossy().into_owned();
-    let (_broker, ready) = start(pinned, &args.broker, &["--socket", &sock])?;
-    let pid = ready["pid"].as_u64().context("pid")?;
+    let started = broker.start(&dir.join(format!("w-{}", broker.name())), pinned)?;
     let _workers: Vec<_> = (0..WORKERS)
-        .map(|_| start(pinned, &me, &["worker", "--socket", &sock]))
+        .map(|_| {
+            let (program, role) = started.role("worker", &[]);
+            start(pinned, &program, &role)
+        })
         .collect::<Result<_, _>>()?;
     let count = (args.messages / 20)
         .max(1_000)
         .max(5 * in_flight)
         .to_string();
     let in_flight_arg = in_flight.to_string();
-    let mut out = finish(
-        pinned,
-        &me,
-        &[
-            "tasks",
-            "--socket",
-            &sock,
-            "--count",
-            &count,
-            "--concurrency",
-            &in_flight_arg,
-        ],
-    )?;
+    let (program, role) = started.role(
+        "tasks",
+        &["--count", &count, "--concurrency", &in_flight_arg],
+    );
+    let mut out = finish(pinned, &program, &role)?;
+    out["broker"] = json!(broker.name());
     out["pinned"] = json!(pinned);
-    out["broker_rss_kib_after"] = json!(rss_kib(pid)?);
+    out["broker_rss_kib_after"] = json!(rss_kib(started.pid)?);
     Ok(out)
 }
 
@@ -391,7 +319,10 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     if wants("latency") {
         report.insert(
             "latency".into(),
-            json!([latency(args, true, &dir)?, latency(args, false, &dir)?]),
+            json!([
+                crate::latency::measure(args, true, &dir)?,
+                crate::latency::measure(args, false, &dir)?
+            ]),
         );
     }
     if wants("throughput") {
@@ -406,17 +337,24 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         report.insert("memory".into(), memory(args, &dir)?);
     }
     if wants("work") {
+        let bus = crate::peers::Broker::Bus(args.broker.clone());
         report.insert(
             "work_queue_5_workers".into(),
-            work_queue(args, &dir, false, 64)?,
+            work_queue(args, &dir, false, 64, &bus)?,
         );
-        report.insert(
-            "work_queue_pipelined".into(),
-            json!([
-                work_queue(args, &dir, false, PIPELINED_IN_FLIGHT)?,
-                work_queue(args, &dir, true, PIPELINED_IN_FLIGHT)?
-            ]),
-        );
+        let mut pipelined = Vec::new();
+        for broker in crate::peers::brokers(args) {
+            for pinned in [false, true] {
+                pipelined.push(work_queue(
+                    args,
+                    &dir,
+                    pinned,
+                    PIPELINED_IN_FLIGHT,
+                    &broker,
+                )?);
+            }
+        }
+        report.insert("work_queue_pipelined".into(), json!(pipelined));
     }
     if wants("scale") {
         report.insert(
