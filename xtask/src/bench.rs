@@ -6,18 +6,23 @@
 //! 2. `busbench suite` against a release build of the broker: every process
 //!    figure next to the raw-socket floor measured in the same run (see
 //!    `docs/performance.md`).
-//! 3. Whether `nats-server` is on `PATH`. A side-by-side comparison with it is
-//!    not implemented yet; the run says so either way.
+//! 3. The peers, side by side in the same `busbench suite` run: nats-server,
+//!    redis-server and mosquitto, found on `PATH` (or in `/usr/sbin`),
+//!    installed with apt-get when missing and possible (`--no-install` turns
+//!    that off), driven through their own clients by `peerbench`; a peer
+//!    that cannot be had is left out with a note in the output and the
+//!    report.
 //!
 //! The report directory, `target/bench-report/`, holds `report.md` (the
 //! summary tables, also printed), `report.json` (micro-benchmarks and process
 //! figures together), `latency.svg` (round-trip latency by percentile, floor
 //! and bus, pinned and unpinned) and `busbench.json` (busbench's own output).
 
+mod peers;
 mod report;
+mod side_by_side;
 mod svg;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -37,6 +42,9 @@ pub struct Args {
     /// makes 5,000 round trips per latency run and streams 500,000 messages.
     #[arg(long)]
     quick: bool,
+    /// Do not install missing peer brokers with apt-get (they are left out).
+    #[arg(long)]
+    no_install: bool,
 }
 
 /// Runs every benchmark and writes the report directory.
@@ -58,7 +66,16 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     run_cmd(&mut bench)?;
     let micro = report::read_criterion(&target.join("criterion"), &BENCHES, Some(started))?;
 
-    run_cmd(cargo().args(["build", "--release", "-p", "broker", "-p", "e2e"]))?;
+    let found = peers::find(!args.no_install);
+    for note in &found.notes {
+        eprintln!("WARNING: {note}");
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "broker", "-p", "e2e"]);
+    if !found.servers.is_empty() {
+        build.args(["-p", "peerbench"]);
+    }
+    run_cmd(&mut build)?;
     let release = target.join("release");
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let busbench_json = out_dir.join("busbench.json");
@@ -69,6 +86,12 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         .arg(exe("broker"))
         .arg("--out")
         .arg(&busbench_json);
+    if !found.servers.is_empty() {
+        suite.arg("--peerbench").arg(exe("peerbench"));
+        for (peer, path) in &found.servers {
+            suite.arg(peer.option).arg(path);
+        }
+    }
     if args.quick {
         suite.args(["--count", "5000", "--messages", "500000"]);
     }
@@ -82,17 +105,17 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         .with_context(|| format!("reading {}", busbench_json.display()))?;
     let process: Value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", busbench_json.display()))?;
-
-    let nats = if on_path("nats-server") {
-        "nats-server found on PATH, but a side-by-side NATS comparison is not implemented yet"
+    let peer_names: Vec<&str> = found.servers.iter().map(|(p, _)| p.name).collect();
+    let nats = if peer_names.is_empty() {
+        "no peer broker measured".to_owned()
     } else {
-        "nats-server is not on PATH: the NATS comparison is skipped"
+        format!("peers measured side by side: {}", peer_names.join(", "))
     };
-    eprintln!("{nats}");
 
     let report = json!({
         "mode": if args.quick { "quick" } else { "full" },
         "nats": nats,
+        "peer_notes": found.notes,
         "micro": micro,
         "process": process,
     });
@@ -118,13 +141,6 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-/// Whether an executable called `name` is in a directory of `$PATH`.
-fn on_path(name: &str) -> bool {
-    let file = OsString::from(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&file).is_file()))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -104,8 +104,18 @@ pub fn markdown(report: &Value) -> String {
     throughput(&mut md, "pinned to CPU 0", &process["throughput_pinned"]);
     lossless(&mut md, &process["throughput_lossless"]);
     work_queue(&mut md, &process["work_queue_5_workers"]);
+    pipelined(&mut md, &process["work_queue_pipelined"]);
     memory(&mut md, &process["memory"]);
     queue(&mut md, &process["queue"]);
+    let notes: Vec<String> = report["peer_notes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    super::side_by_side::markdown(&mut md, process, &notes);
     md
 }
 
@@ -151,24 +161,30 @@ fn latency(md: &mut String, runs: &Value) {
         "## Round-trip latency, 64 B (floor and bus in alternating blocks of the same run)\n\n",
     );
     md.push_str("| measurement | floor | eventbus | ratio |\n|---|---|---|---|\n");
-    for run in runs {
-        let pinned = if run["pinned"].as_bool() == Some(true) {
-            "pinned"
-        } else {
-            "unpinned"
-        };
-        for (key, label) in PERCENTILES {
-            let (floor, bus) = (run["floor"][key].as_f64(), run["bus"][key].as_f64());
-            let ratio = match (floor, bus) {
-                (Some(f), Some(b)) if f > 0.0 => format!("{:.2}", b / f),
-                _ => "—".to_owned(),
+    // The plain responder's rows, then the queue group's (reply = ack).
+    for (series, name) in [("bus", "round trip"), ("queue", "queue-group round trip")] {
+        for run in runs {
+            let pinned = if run["pinned"].as_bool() == Some(true) {
+                "pinned"
+            } else {
+                "unpinned"
             };
-            let _ = writeln!(
-                md,
-                "| round trip {label}, {pinned} | {} | {} | {ratio} |",
-                us_text(floor),
-                us_text(bus)
-            );
+            if !run[series].is_object() {
+                continue;
+            }
+            for (key, label) in PERCENTILES {
+                let (floor, bus) = (run["floor"][key].as_f64(), run[series][key].as_f64());
+                let ratio = match (floor, bus) {
+                    (Some(f), Some(b)) if f > 0.0 => format!("{:.2}", b / f),
+                    _ => "—".to_owned(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {name} {label}, {pinned} | {} | {} | {ratio} |",
+                    us_text(floor),
+                    us_text(bus)
+                );
+            }
         }
     }
     md.push_str("\nPlot: `latency.svg`.\n\n");
@@ -254,6 +270,39 @@ fn work_queue(md: &mut String, w: &Value) {
         count(&w["completed"]),
         rate(&w["per_s"])
     );
+}
+
+/// The work queue with 10,000 requests in flight from one requester.
+fn pipelined(md: &mut String, runs: &Value) {
+    let Some(runs) = runs.as_array() else {
+        return;
+    };
+    md.push_str(
+        "## Work queue, 5 worker processes, one requester with 10,000 in flight\n\n\
+         | broker | mode | tasks | tasks answered per worker | broker RSS after |\n|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        let shares = r["shares"].as_array().map_or_else(String::new, |s| {
+            s.iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} completed, {} | {shares} | {} |",
+            r["broker"].as_str().unwrap_or("eventbus"),
+            if r["pinned"].as_bool() == Some(true) {
+                "pinned"
+            } else {
+                "unpinned"
+            },
+            count(&r["completed"]),
+            rate(&r["per_s"]),
+            kib(&r["broker_rss_kib_after"])
+        );
+    }
+    md.push('\n');
 }
 
 fn memory(md: &mut String, m: &Value) {

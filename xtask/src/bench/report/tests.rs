@@ -197,3 +197,63 @@ fn criterion_results_are_read_for_the_named_groups_only() {
             .is_empty()
     );
 }
+
+#[test]
+fn side_by_side_has_the_floor_every_broker_and_the_ratios() {
+    let md = markdown(&fixture());
+    assert!(
+        md.contains("## Side by side: eventbus and its peers"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| measurement | relay floor | eventbus | nats-server | redis | mosquitto |"),
+        "{md}"
+    );
+    // The queue-group figure, its ratio to the floor, a peer's, and a peer
+    // left out of the run.
+    assert!(
+        md.contains(
+            "| round trip p50, unpinned | 56.8 µs | 61.0 µs (1.07 ×) | 105.8 µs (1.86 ×) | — | 70.6 µs (1.24 ×) |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| work queue, 5 workers, 10 k in flight, unpinned | — | 41 k/s | 63 k/s | — | 20 k/s |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| broker memory per idle client (1000 clients × 11 subscriptions) | — | 14.4 KiB | 27.0 KiB | — | — |"),
+        "{md}"
+    );
+    // eventbus ÷ each peer.
+    assert!(
+        md.contains("| round trip p50, unpinned | 0.58 | — | 0.86 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| queue-group round trip p50, pinned | 33.9 µs | 34.5 µs | 1.02 |"),
+        "{md}"
+    );
+    assert!(md.contains("## Scale: idle clients"), "{md}");
+    assert!(
+        md.contains("| eventbus | 1000 | 4.5 MiB → 18.6 MiB | 14.4 KiB | 50.3 MiB → 29.9 MiB |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| eventbus | unpinned | 50000 completed"),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_peer_left_out_is_said_loudly() {
+    let mut report = fixture();
+    report["peer_notes"] = json!(["redis is LEFT OUT: `redis-server` not found"]);
+    let md = markdown(&report);
+    assert!(
+        md.contains("**redis is LEFT OUT: `redis-server` not found**"),
+        "{md}"
+    );
+}
