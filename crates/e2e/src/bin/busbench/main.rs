@@ -14,6 +14,8 @@ mod latency;
 #[cfg(unix)]
 mod peers;
 #[cfg(unix)]
+mod probe;
+#[cfg(unix)]
 mod queue;
 #[cfg(unix)]
 mod roles;
@@ -118,6 +120,9 @@ enum Command {
     /// Connect CLIENTS idle clients with 11 subscriptions each; count what
     /// the fan-out topic brings them; prints JSON.
     Idle(scale::IdleArgs),
+    /// Count syscalls, context switches, migrations and frames per round
+    /// trip, per process: relay floor, plain and queue-group request/reply.
+    Probe(probe::ProbeArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
 }
@@ -167,6 +172,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Worker(args) => stream::worker(&args).await,
                 Command::Tasks(args) => stream::tasks(&args).await,
                 Command::Idle(args) => scale::idle(&args).await,
+                Command::Probe(args) => probe::run(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
             }
         });
