@@ -19,20 +19,29 @@
 //! so shares per worker are counted as for the bus.
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
 mod fanout;
+#[cfg(unix)]
 mod mqtt;
+#[cfg(unix)]
 mod nats;
+#[cfg(unix)]
 mod redis;
 
+#[cfg(unix)]
 use std::time::Duration;
 
+#[cfg(unix)]
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Payload bytes of every request and reply, as in busbench.
+#[cfg(unix)]
 pub const PAYLOAD_BYTES: usize = 64;
 /// How long a requester waits for a reply before it gives up on the run.
+#[cfg(unix)]
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[cfg(unix)]
 #[derive(Debug, Parser)]
 #[command(about = "benchmark roles against nats-server, redis and mosquitto")]
 struct Cli {
@@ -41,6 +50,7 @@ struct Cli {
 }
 
 /// Which peer, and where it listens.
+#[cfg(unix)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// The peer broker.
@@ -52,6 +62,7 @@ pub struct Target {
 }
 
 /// The peer brokers.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Peer {
     /// nats-server.
@@ -62,6 +73,7 @@ pub enum Peer {
     Mqtt,
 }
 
+#[cfg(unix)]
 #[derive(Debug, Subcommand)]
 enum Role {
     /// Answer every request, as a queue-group member (nats, mqtt) or a list
@@ -81,6 +93,7 @@ enum Role {
 }
 
 /// Arguments of `peerbench rtt`.
+#[cfg(unix)]
 #[derive(Debug, clap::Args)]
 pub struct RttArgs {
     /// The peer.
@@ -98,6 +111,7 @@ pub struct RttArgs {
 }
 
 /// Arguments of `peerbench tasks`.
+#[cfg(unix)]
 #[derive(Debug, clap::Args)]
 pub struct TasksArgs {
     /// The peer.
@@ -112,6 +126,7 @@ pub struct TasksArgs {
 }
 
 /// Arguments of `peerbench idle`.
+#[cfg(unix)]
 #[derive(Debug, clap::Args)]
 pub struct IdleArgs {
     /// The peer.
@@ -126,6 +141,7 @@ pub struct IdleArgs {
 }
 
 /// Arguments of `peerbench pub`.
+#[cfg(unix)]
 #[derive(Debug, clap::Args)]
 pub struct PubArgs {
     /// The peer.
@@ -138,6 +154,7 @@ pub struct PubArgs {
 
 /// A reply to `request`: its payload with the first 8 bytes replaced by
 /// this worker's id (its pid), so the requester can count shares.
+#[cfg(unix)]
 pub fn reply_payload(request: &[u8]) -> bytes::Bytes {
     let mut reply = request.to_vec();
     reply.resize(reply.len().max(8), 0);
@@ -146,6 +163,7 @@ pub fn reply_payload(request: &[u8]) -> bytes::Bytes {
 }
 
 /// Which worker a reply came from.
+#[cfg(unix)]
 pub fn worker_of(reply: &[u8]) -> u64 {
     reply
         .get(..8)
@@ -154,11 +172,13 @@ pub fn worker_of(reply: &[u8]) -> u64 {
 }
 
 /// The payload of every request.
+#[cfg(unix)]
 pub fn request_payload() -> bytes::Bytes {
     bytes::Bytes::from(vec![7u8; PAYLOAD_BYTES])
 }
 
 /// Prints the work-queue result as busbench's `tasks` does.
+#[cfg(unix)]
 pub fn report_tasks(
     count: u64,
     concurrency: u64,
@@ -176,6 +196,12 @@ pub fn report_tasks(
     );
 }
 
+#[cfg(not(unix))]
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("peerbench drives the peers over Unix sockets and runs on Unix only")
+}
+
+#[cfg(unix)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -187,6 +213,7 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+#[cfg(unix)]
 async fn run(role: Role) -> anyhow::Result<()> {
     let peer = match &role {
         Role::Responder(t) | Role::Worker(t) => t.peer,
