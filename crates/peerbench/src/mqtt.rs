@@ -20,6 +20,8 @@ pub const RTT: &str = "bench/rtt";
 pub const WORK: &str = "bench/work";
 /// The fan-out topic of the scale role.
 const FAN: &str = "bench/fan";
+/// Seconds a connection attempt or a write may take.
+const NETWORK_TIMEOUT_S: u64 = 60;
 /// Requests the client queues for its event loop, at most.
 const REQUEST_CHANNEL: usize = 16_384;
 
@@ -40,7 +42,14 @@ fn client(target: &Target) -> (AsyncClient, EventLoop) {
         .set_transport(Transport::Unix)
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(64 * 1024, 64 * 1024);
-    AsyncClient::new(options, REQUEST_CHANNEL)
+    let (client, mut events) = AsyncClient::new(options, REQUEST_CHANNEL);
+    // rumqttc gives up on a write that takes longer than this (5 s by
+    // default); a publisher fanning out to many clients waits on mosquitto
+    // longer than that on a loaded machine.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(NETWORK_TIMEOUT_S);
+    events.set_network_options(network);
+    (client, events)
 }
 
 /// Subscribes to each of `filters` and polls until the broker has
