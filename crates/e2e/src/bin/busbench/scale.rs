@@ -62,7 +62,7 @@ pub async fn idle(args: &IdleArgs) -> anyhow::Result<()> {
                 let client = connect(&socket).await?;
                 let mut held = Vec::with_capacity(WILDCARD_SUBS);
                 for j in 0..WILDCARD_SUBS {
-                    let filter = TopicFilter::new(&format!("scale.c{i}.s{j}.+"))?;
+                    let filter = TopicFilter::new(format!("scale.c{i}.s{j}.+"))?;
                     held.push(client.subscribe(&filter).await?);
                 }
                 let fan = client.subscribe(&TopicFilter::new(FAN_TOPIC)?).await?;
