@@ -47,6 +47,14 @@ pub struct RunOptions {
     /// everything but cancel other clients' messages.
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Where durable queues keep their journal [default:
+    /// $XDG_STATE_HOME/eventbus, else ~/.local/state/eventbus].
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// Make every queue group durable (`queue.durable`): confirmed messages
+    /// survive a broker crash.
+    #[arg(long)]
+    pub durable: bool,
     /// Heartbeat interval offered to clients, in milliseconds.
     #[arg(long, value_name = "N")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -100,6 +108,12 @@ impl RunOptions {
         }
         if let Some(path) = &self.auth_file {
             config.auth_file = Some(path.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if self.durable {
+            config.queue.durable = true;
         }
         if let Some(ms) = self.heartbeat_interval_ms {
             config.heartbeat_interval_ms = ms;

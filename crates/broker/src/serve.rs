@@ -32,6 +32,7 @@ pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
+        survive_file_size_limit()?;
         let broker = Broker::bind(config)?;
         announce(broker.socket())?;
         tracing::info!(socket = %broker.socket().display(), "broker ready");
@@ -39,6 +40,27 @@ pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         tracing::info!("broker stopped");
         Ok(())
     })
+}
+
+/// A write past `RLIMIT_FSIZE` raises SIGXFSZ, whose default action kills
+/// the process. With a handler installed (tokio's, which only records it),
+/// the write fails with `EFBIG` instead, which the journal turns into
+/// refusals of durable publishes, as it does a full disk. The handler stays
+/// installed for the life of the process.
+#[cfg(unix)]
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    /// SIGXFSZ on Linux, macOS and the BSDs.
+    const SIGXFSZ: i32 = 25;
+    // Dropping the stream leaves the handler installed (tokio never
+    // uninstalls one); only its notifications stop.
+    let _ = signal(SignalKind::from_raw(SIGXFSZ)).context("cannot handle SIGXFSZ")?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// Prints the ready line and flushes it, so a reader sees it immediately.

@@ -79,6 +79,45 @@ const COMMENTS: &[(&str, &str)] = &[
          other clients' messages.",
     ),
     (
+        "data_dir",
+        "Where durable queues keep their journal (created 0700). Left unset:\n\
+         $XDG_STATE_HOME/eventbus, else ~/.local/state/eventbus. Opened only when\n\
+         a queue is durable.",
+    ),
+    (
+        "durability",
+        "The journal of durable queues (docs/durability.md) and the replies to\n\
+         durable requests it keeps for `Client::result` / `ebctl result`.",
+    ),
+    (
+        "durability.max_disk_bytes",
+        "Most bytes of unsettled durable messages and kept replies on disk; at the\n\
+         bound the queue's overflow policy applies (reject and block refuse with\n\
+         Storage, drop-oldest evicts, drop-incoming drops).",
+    ),
+    (
+        "durability.segment_bytes",
+        "A journal segment file is closed at this size (then compacted when mostly\n\
+         settled); at least max_frame_bytes + 4 KiB.",
+    ),
+    (
+        "durability.max_queues",
+        "Most durable queues (filter and group): they outlive their members, so\n\
+         joining a new one past this is refused with QuotaExceeded.",
+    ),
+    (
+        "durability.max_results",
+        "Most replies to durable requests kept for their requesters.",
+    ),
+    (
+        "durability.max_result_bytes",
+        "Most bytes of those replies (the oldest go first).",
+    ),
+    (
+        "durability.result_ttl_ms",
+        "How long a reply is kept, in milliseconds; after it, asking gives Expired.",
+    ),
+    (
         "quotas",
         "What one client may hold in the broker (an auth file can set them per user);\n\
          a client at a quota gets QuotaExceeded and nobody else notices.",
@@ -166,6 +205,11 @@ const COMMENTS: &[(&str, &str)] = &[
         "With overflow = \"block\": how long a publisher waits for room, in ms.",
     ),
     (
+        "queue.durable",
+        "Journal every queue group's messages, so a confirmed one survives a broker\n\
+         crash (confirmed once on disk); set it per pattern in [[queue.overrides]].",
+    ),
+    (
         "queue.ack_timeout_ms",
         "A delivery not settled within this many ms is taken back and redelivered;\n\
          0 disables the timeout.",
@@ -187,7 +231,8 @@ const COMMENTS: &[(&str, &str)] = &[
          filter = \"control.collector.task.#\"\n\
          max_len = 100\n\
          overflow = \"drop-oldest\"\n\
-         (also max_bytes, block_timeout_ms, ack_timeout_ms, max_attempts, concurrency).\n\
+         (also max_bytes, durable, block_timeout_ms, ack_timeout_ms, max_attempts,\n\
+         concurrency).\n\
          A queue group on a filter starting with a wildcard (\"#\", \"+.x\") exists\n\
          only where an entry names that exact filter.",
     ),
@@ -203,8 +248,10 @@ const COMMENTS: &[(&str, &str)] = &[
 
 /// Settings with no default value (`None`), which TOML cannot show: each is
 /// printed commented out, with an example, after the key named first.
-const UNSET: &[(&str, &str, &str)] =
-    &[("allowed_uids", "auth_file", "\"/etc/eventbus/auth.toml\"")];
+const UNSET: &[(&str, &str, &str)] = &[
+    ("allowed_uids", "auth_file", "\"/etc/eventbus/auth.toml\""),
+    ("allowed_uids", "data_dir", "\"/var/lib/eventbus\""),
+];
 
 /// The default configuration as commented TOML, ready to save and edit.
 pub fn generate() -> String {

@@ -17,6 +17,7 @@
 mod auth;
 mod command;
 mod config;
+mod confirm;
 mod connection;
 mod effects;
 mod ids;
@@ -39,8 +40,8 @@ pub use auth::{
     AuthConfig, AuthError, BadSecretHash, QuotaOverrides, TopicRulesConfig, UserConfig, hash_secret,
 };
 pub use config::{
-    BrokerConfig, ConfigError, MemoryConfig, QueueConfig, QueueOverride, QuotaConfig,
-    SubscriberConfig,
+    BrokerConfig, ConfigError, DurabilityConfig, MemoryConfig, QueueConfig, QueueOverride,
+    QuotaConfig, SubscriberConfig,
 };
 pub use stats::rss_bytes;
 
@@ -95,6 +96,9 @@ pub enum StartError {
     /// The auth file is unusable.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The journal of durable queues could not be opened.
+    #[error("the journal could not be opened: {0}")]
+    Journal(#[from] journal::OpenError),
 }
 
 /// A broker bound to its socket, ready to [`run`](Broker::run).
@@ -121,10 +125,28 @@ impl Broker {
         let listener = crate::transport::bind(&config.socket)?;
         let socket = config.socket.clone();
         let config = Arc::new(config);
+        let router = RouterCell::new(Router::new(config.clone(), Instant::now()));
+        if config.uses_journal() {
+            // Opened once the socket is ours: a second broker on the same
+            // socket fails above and never touches the journal.
+            let confirmations = router.confirmations().clone();
+            let (journal, recovered) =
+                journal::Journal::open(config.journal_config(), move |report| {
+                    confirmations.synced(&report);
+                })?;
+            tracing::info!(
+                dir = %config.journal_dir().display(),
+                queues = recovered.queues.len(),
+                messages = recovered.queues.iter().map(|q| q.messages.len()).sum::<usize>(),
+                results = recovered.results.len(),
+                "journal opened"
+            );
+            router.with(|r| r.attach_journal(journal, &recovered));
+        }
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
-                router: RouterCell::new(Router::new(config.clone(), Instant::now())),
+                router,
                 auth,
                 config,
                 tracker: TaskTracker::new(),
@@ -188,6 +210,7 @@ impl Broker {
         {
             tracing::warn!("connections still open after the drain timeout; leaving them");
         }
+        close_journal(&shared).await;
         result
     }
 }
@@ -216,6 +239,20 @@ fn ticker_stopped(stopped: Result<(), tokio::task::JoinError>) -> String {
             format!("it panicked: {}", effects::panic_text(panic.as_ref()))
         }
         Err(e) => e.to_string(),
+    }
+}
+
+/// Closes the journal, if there is one: its last records written and synced
+/// (on a blocking thread, as closing joins the journal's threads).
+async fn close_journal(shared: &Shared) {
+    let Some(journal) = shared.router.with(Router::detach_journal) else {
+        return;
+    };
+    let closed = tokio::task::spawn_blocking(move || journal.close()).await;
+    match closed {
+        Ok(Ok(())) => tracing::info!("journal closed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the journal failed"),
+        Err(e) => tracing::error!(error = %e, "closing the journal panicked"),
     }
 }
 

@@ -189,6 +189,7 @@ impl Router {
             self.hand_over_direct(&capabilities, f.into_queued(), reason);
         }
         self.requests.forget_requester(conn);
+        self.results.forget(conn);
         self.gathers_on_disconnect(conn);
         let c = self.conns.remove(conn).expect("checked above");
         let _ = c.out.push(Frame {
@@ -295,6 +296,9 @@ impl Router {
         if let Some(d) = self.gathers.next_deadline() {
             next = next.min(d);
         }
+        if let Some(d) = self.expire_results() {
+            next = next.min(d);
+        }
         self.reap();
         self.schedule.planned(now, next)
     }
@@ -320,10 +324,14 @@ impl Router {
             self.usage.add(&queued.message.source, queued.size);
             if max > 0 && queued.message.attempt >= max {
                 group.counters.accepted += 1;
+                self.journal_accepted(gid, &queued, false);
                 let reason = format!("{reason}; {max} attempts used");
                 self.dead_letter(gid, queued, &reason);
             } else {
-                group.adopt(queued);
+                self.journal_accepted(gid, &queued, true);
+                if let Some(group) = self.queues.get_mut(gid) {
+                    group.adopt(queued);
+                }
             }
             self.pump(gid);
         } else {

@@ -6,9 +6,10 @@ use super::in_flight::InFlight;
 use super::{DEAD_LETTER_PREFIX, Router, ok};
 use crate::broker::command::{Reply, Settlement};
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
+use crate::broker::journal::{Counter, Outcome};
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
-use crate::codec::raw::StampedReply;
+use crate::codec::raw::{ReplyStamp, StampedReply};
 use crate::framed::Outgoing;
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
@@ -48,9 +49,13 @@ impl Router {
         if let Some(group) = self.queues.get_mut(gid) {
             group.settle(conn, f.sid, how == Settlement::Ack);
             match how {
-                Settlement::Ack => self.usage.remove(&f.message.source, f.size),
-                Settlement::Requeue => self.redeliver(gid, f.into_queued(), "nacked"),
+                Settlement::Ack => {
+                    self.usage.remove(&f.message.source, f.size);
+                    self.journal_settled(gid, f.message.id, Outcome::Acked);
+                }
+                Settlement::Requeue => self.redeliver(gid, f.into_queued(), Taken::Nacked),
                 Settlement::Reject => {
+                    self.journal_counted(gid, Counter::Nacked);
                     self.dead_letter(gid, f.into_queued(), "rejected by the consumer");
                 }
             }
@@ -78,6 +83,9 @@ impl Router {
                 }
             };
         }
+        // The request's id and requester, if its reply is kept (it came
+        // through a durable group).
+        let mut kept_for = None;
         match r.delivery {
             Some(delivery) => {
                 let held = self
@@ -86,6 +94,11 @@ impl Router {
                     .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
                 if held.message.correlation() != token.get() {
                     return Err(ReplyRefusal::NotAResponder(token));
+                }
+                if let (Some(gid), ReplyStamp::Request { to, .. }) =
+                    (held.group, &held.message.reply)
+                {
+                    kept_for = Some((gid, held.message_id(), to.clone()));
                 }
             }
             None => {
@@ -120,15 +133,28 @@ impl Router {
                 return Err(ReplyRefusal::TooLarge { size, limit });
             }
         }
+        // Kept before the delivery is settled, so the journal never has the
+        // request acked without its result.
+        let kept = match kept_for {
+            Some((gid, id, requester)) if self.journaled(gid) => {
+                self.keep_result(id, requester, &reply);
+                true
+            }
+            _ => false,
+        };
         if let Some(delivery) = r.delivery {
             self.settle(conn, delivery, Settlement::Ack)?;
         }
-        let pending = self
-            .requests
-            .take(token)
-            .ok_or(ReplyRefusal::NotAwaited(token))?;
-        self.request_done(pending.conn);
-        self.conns.send(pending.conn, Outgoing::Reply(reply));
+        match self.requests.take(token) {
+            Some(pending) => {
+                self.request_done(pending.conn);
+                self.conns.send(pending.conn, Outgoing::Reply(reply));
+            }
+            // Its requester left, or the broker restarted: it asks for the
+            // result by id.
+            None if kept => {}
+            None => return Err(ReplyRefusal::NotAwaited(token)),
+        }
         self.confirm(conn, r.seq);
         Ok(())
     }
@@ -159,6 +185,7 @@ impl Router {
             if let Some(group) = self.queues.get_mut(gid) {
                 group.counters.cancelled += 1;
             }
+            self.journal_settled(gid, id.get(), Outcome::Cancelled);
         }
         while let Some(delivery) = self.in_flight.find_message(id) {
             found = true;
@@ -169,6 +196,7 @@ impl Router {
                 group.settle(f.conn, f.sid, false);
                 group.counters.cancelled += 1;
                 self.usage.remove(&f.message.source, f.size);
+                self.journal_settled(gid, id.get(), Outcome::Cancelled);
             }
             self.withdraw(&f);
             if let Some(gid) = f.group {
@@ -219,15 +247,20 @@ impl Router {
     /// Puts a message taken back from its holder at the front of its group's queue
     /// with the attempt count raised, or dead-letters it after `max_attempts`.
     /// The caller pumps the group.
-    pub(super) fn redeliver(&mut self, gid: GroupId, message: Queued, reason: &str) {
+    pub(super) fn redeliver(&mut self, gid: GroupId, message: Queued, why: Taken) {
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         let max = group.policy().max_attempts;
-        if max > 0 && message.message.attempt >= max {
-            self.dead_letter(gid, message, &format!("{reason}; {max} attempts used"));
+        let (id, attempt) = (message.message.id, message.message.attempt);
+        if max > 0 && attempt >= max {
+            if why == Taken::Nacked {
+                self.journal_counted(gid, Counter::Nacked);
+            }
+            self.dead_letter(gid, message, &format!("{why}; {max} attempts used"));
         } else {
             group.requeue_front(message);
+            self.journal_requeued(gid, id, attempt + 1, why == Taken::Nacked);
         }
     }
 
@@ -236,6 +269,7 @@ impl Router {
     /// gets `DeadLettered` at once.
     pub(super) fn dead_letter(&mut self, gid: GroupId, queued: Queued, reason: &str) {
         self.usage.remove(&queued.message.source, queued.size);
+        self.journal_settled(gid, queued.message.id, Outcome::DeadLettered);
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
@@ -277,9 +311,30 @@ impl Router {
                 if let Some(group) = self.queues.get_mut(gid) {
                     group.release(f.conn, f.sid);
                 }
-                self.redeliver(gid, f.into_queued(), "ack timeout");
+                self.redeliver(gid, f.into_queued(), Taken::AckTimeout);
                 self.pump(gid);
             }
         }
+    }
+}
+
+/// Why a delivery was taken back from its holder to be redelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Its holder nacked it with requeue.
+    Nacked,
+    /// Its ack deadline passed.
+    AckTimeout,
+    /// Its holder unsubscribed or left.
+    ConsumerLeft,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Nacked => "nacked",
+            Self::AckTimeout => "ack timeout",
+            Self::ConsumerLeft => "consumer left",
+        })
     }
 }

@@ -5,6 +5,7 @@
 //! invariants are checked after every step.
 
 mod delivery;
+mod durable;
 mod gather;
 mod isolation;
 mod lifecycle;
@@ -23,6 +24,7 @@ use super::{Applied, Registration, Router};
 use crate::broker::auth::{AuthConfig, Authenticator};
 use crate::broker::command;
 use crate::broker::config::BrokerConfig;
+use crate::broker::confirm::Confirmations;
 use crate::broker::effects::Effects;
 use crate::broker::ids::ConnId;
 use crate::broker::refusal::HandshakeRefusal;
@@ -40,6 +42,8 @@ pub(super) struct Bus {
     pub auth: Authenticator,
     /// The edge's topic cache (one for all fake connections).
     pub topics: command::TopicCache,
+    /// Where confirmations of durable publishes wait for the journal.
+    pub confirmations: Arc<Confirmations>,
 }
 
 /// The uid the fake connections' socket peers run as.
@@ -118,6 +122,7 @@ impl Bus {
             config,
             auth,
             topics: command::TopicCache::default(),
+            confirmations: Arc::default(),
         }
     }
 
@@ -154,6 +159,7 @@ impl Bus {
         let result = work(&mut self.router, self.now);
         let mut effects = Effects::default();
         self.router.finish(&mut effects);
+        self.confirmations.hold(std::mem::take(&mut effects.held));
         if let Err(broken) = self.router.check_invariants() {
             panic!("router invariant broken: {broken}");
         }
