@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::monitor::{MAX_HISTORY_SECONDS, MAX_TASKS, MonitorConfig};
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::framed::{OutboundLimits, OverflowPolicy};
 use crate::topic::{Topic, TopicFilter};
@@ -59,6 +60,8 @@ pub struct BrokerConfig {
     pub subscriber: SubscriberConfig,
     /// Queue groups.
     pub queue: QueueConfig,
+    /// What a monitor keeps, and `_sys.stats`.
+    pub monitor: MonitorConfig,
 }
 
 /// What one client may hold in the broker; an auth file can set them per
@@ -237,6 +240,7 @@ impl Default for BrokerConfig {
             memory: MemoryConfig::default(),
             subscriber: SubscriberConfig::default(),
             queue: QueueConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -434,6 +438,20 @@ impl BrokerConfig {
                 field: "subscriber.hard_cap_bytes",
                 value: self.subscriber.hard_cap_bytes.to_string(),
                 reason: "must be at least subscriber.max_bytes",
+            });
+        }
+        if !(1..=MAX_TASKS).contains(&self.monitor.tasks) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.tasks",
+                value: self.monitor.tasks.to_string(),
+                reason: "must be between 1 and 1000000",
+            });
+        }
+        if !(1..=MAX_HISTORY_SECONDS).contains(&self.monitor.history_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.history_seconds",
+                value: self.monitor.history_seconds.to_string(),
+                reason: "must be between 1 and 86400",
             });
         }
         if self.subscriber.hard_cap < self.subscriber.max_len {

@@ -5,6 +5,7 @@ use super::queues::GroupKey;
 use super::{Router, Target};
 use crate::broker::command::Subscribe;
 use crate::broker::ids::{ConnId, GroupId, Seq, SubscriptionId};
+use crate::broker::monitor::AttemptEnd;
 use crate::broker::queue::Member;
 use crate::broker::refusal::{Refusal, SubscribeRefusal};
 use crate::names::GroupName;
@@ -146,6 +147,7 @@ impl Router {
                     group.leave(conn, sid);
                 }
                 for f in returned {
+                    self.observe_taken_back(&f, AttemptEnd::HolderLeft);
                     self.release(&f);
                     self.redeliver(gid, f.into_queued(), "consumer left");
                 }

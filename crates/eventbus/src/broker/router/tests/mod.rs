@@ -8,6 +8,7 @@ mod delivery;
 mod gather;
 mod isolation;
 mod lifecycle;
+mod monitor;
 mod ownership;
 mod property;
 mod pubsub;
@@ -25,6 +26,7 @@ use crate::broker::command;
 use crate::broker::config::BrokerConfig;
 use crate::broker::effects::Effects;
 use crate::broker::ids::ConnId;
+use crate::broker::monitor::MonitorEvent;
 use crate::broker::refusal::HandshakeRefusal;
 use crate::codec::FrameCodec;
 use crate::framed::{Outbound, Outgoing};
@@ -119,6 +121,15 @@ impl Bus {
             auth,
             topics: command::TopicCache::default(),
         }
+    }
+
+    /// Attaches a monitor's observer, as `Broker::monitor` does; returns
+    /// its events.
+    pub fn observe(&mut self) -> tokio::sync::broadcast::Receiver<MonitorEvent> {
+        let (events, rx) = tokio::sync::broadcast::channel(super::observe::MONITOR_EVENTS);
+        let observer = super::observe::Observer::new(&self.config.monitor, events);
+        self.router.attach_observer(observer);
+        rx
     }
 
     pub fn connect(&mut self, id: &str) -> Peer {
