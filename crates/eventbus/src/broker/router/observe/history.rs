@@ -62,6 +62,15 @@ impl History {
         }
     }
 
+    /// Starts counting at `at`, from the broker's totals then (the
+    /// observer's own counters start at zero).
+    pub fn start(&mut self, at: Instant, published: u64, delivered: u64, dropped: u64) {
+        self.last = Some(Last {
+            at,
+            totals: [published, delivered, 0, dropped, 0],
+        });
+    }
+
     pub fn forget_client(&mut self, conn: ConnId) {
         self.clients.remove(&conn);
     }
@@ -122,14 +131,8 @@ impl Router {
         h.clients.retain(|id, _| self.conns.contains(*id));
         for (id, c) in self.conns.iter() {
             let counts = [c.counters.published, c.counters.delivered, c.counters.acked];
-            h.clients.entry(id).or_insert_with(|| Rates {
-                counts,
-                per_s: [0.0; 3],
-            });
-            h.clients
-                .get_mut(&id)
-                .expect("just ensured")
-                .update(counts, secs);
+            // A client new since the last sample counts from zero.
+            h.clients.entry(id).or_default().update(counts, secs);
         }
         h.queues.retain(|gid, _| self.queues.get(*gid).is_some());
         let mut depth = 0;
@@ -137,11 +140,7 @@ impl Router {
             depth += g.depth() as u64;
             let c = &g.counters;
             let counts = [c.accepted, c.delivered, c.acked];
-            let entry = h.queues.entry(gid).or_insert_with(|| Rates {
-                counts,
-                per_s: [0.0; 3],
-            });
-            entry.update(counts, secs);
+            h.queues.entry(gid).or_default().update(counts, secs);
         }
         let sample = Sample {
             at_ms: super::super::wall_us() / 1000,

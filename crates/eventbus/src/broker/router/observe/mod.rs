@@ -100,6 +100,10 @@ impl Router {
     pub(crate) fn attach_observer(&mut self, observer: Observer) {
         let now = self.clock.wall_us;
         let mut observer = observer;
+        let t = self.totals;
+        observer
+            .history
+            .start(self.clock.now, t.published, t.delivered, t.dropped);
         for (id, _) in self.conns.iter() {
             observer.connected_at.insert(id, wall_ms(now));
         }
