@@ -3,7 +3,7 @@
 //! [`Broker::monitor`](super::Broker::monitor) returns a [`Monitor`]: a cheap
 //! `Clone` handle whose methods take a snapshot under the router's lock
 //! (briefly, never across an await) and return plain owned values
-//! ([`types`]). Calling it turns the recording on: the task ring, per-worker
+//! (the types below). Calling it turns the recording on: the task ring, per-worker
 //! settlement windows and the one-second samples (`router/observe/`), each
 //! bounded by [`MonitorConfig`]. A broker nobody asked for a monitor records
 //! nothing and pays one branch per hook.
@@ -155,7 +155,7 @@ impl Monitor {
 
     /// Events as they happen: connects, disconnects, slow consumers, dead
     /// letters, and each second's sample. A receiver that falls more than
-    /// [`MONITOR_EVENTS`](Self::EVENT_CAPACITY) behind loses the oldest and
+    /// [`EVENT_CAPACITY`](Self::EVENT_CAPACITY) behind loses the oldest and
     /// is told how many (`RecvError::Lagged`).
     pub fn events(&self) -> broadcast::Receiver<MonitorEvent> {
         self.events.subscribe()
