@@ -80,8 +80,15 @@ pub struct Args {
     #[arg(long)]
     keep_logs: bool,
     /// Where the broker serves its live dashboard (open the printed URL in a
-    /// browser) [default: 127.0.0.1 on a free port].
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    /// browser); on by default, `--http` alone or without it: 127.0.0.1 on a
+    /// free port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:0"
+    )]
     http: std::net::SocketAddr,
     /// No dashboard.
     #[arg(long, conflicts_with = "http")]
