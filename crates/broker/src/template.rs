@@ -330,6 +330,7 @@ pub fn generate() -> String {
                 }
                 let name = unset.rsplit('.').next().unwrap_or(unset);
                 out.push_str(&format!("# {name} = {example}\n"));
+                after_header = false;
             }
         }
     }

@@ -61,7 +61,15 @@ async fn every_endpoint_reports_the_traffic_the_test_made() {
         client.publish_wait(&news, vec![b'n'; 1024]).await.unwrap();
     }
 
-    // The numbers, as soon as the one-second sample has them.
+    // `publish_wait` returns once the client queued a message: wait for the
+    // broker to have taken them all, and for the slow consumer's drops.
+    wait_until("the broker took every news message", DEADLINE, || async {
+        let topics = get_json(addr, "/api/v1/topics").await;
+        find(&topics["topics"], "topic", "news.flash")
+            .is_some_and(|t| t["published"].as_u64() == Some(NEWS as u64))
+    })
+    .await
+    .unwrap();
     wait_until("the monitor sees the slow consumer", DEADLINE, || async {
         let clients = get_json(addr, "/api/v1/clients").await;
         find(&clients["clients"], "id", "stalled-1")
