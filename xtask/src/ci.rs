@@ -88,7 +88,12 @@ impl Step {
             Step::UnsafeAudit => unsafe_audit(ctx),
             Step::Nextest => {
                 ensure_cargo_tool("nextest", "cargo-nextest")?;
-                run(cargo().args(["nextest", "run", "--workspace", "--profile", "ci"]))
+                let mut command = cargo();
+                command.args(["nextest", "run", "--workspace", "--profile", "ci"]);
+                if !browser_available(ctx)? {
+                    command.args(["-E", &format!("not ({BROWSER_TESTS})")]);
+                }
+                run(&mut command)
             }
             Step::Doctest => run(cargo().args(["test", "--workspace", "--doc"])),
             Step::Doc => run(cargo()
@@ -207,6 +212,35 @@ fn format_duration(duration: Duration) -> String {
             duration.as_secs() % 60
         )
     }
+}
+
+/// The nextest filter of the tests that drive a real browser.
+const BROWSER_TESTS: &str = "package(e2e) & test(/^browser::/)";
+
+/// Whether the browser tests can run: Chromium is on the PATH (or named by
+/// `$CHROMIUM`). Without it they are left out with a WARNING, except in CI
+/// (`CI` set), where `.ci/run` installs it and its absence is an error:
+/// never a silent pass.
+fn browser_available(ctx: &mut StepContext) -> Result<bool> {
+    let found = std::env::var_os("CHROMIUM").is_some()
+        || std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("chromium").is_file())
+        });
+    if found {
+        return Ok(true);
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!(
+            "chromium not found, and CI is set: the dashboard's browser test must run in CI \
+             (.ci/run installs Debian's chromium)"
+        );
+    }
+    ctx.warn(
+        "the dashboard's browser test NOT run: chromium not found \
+         (apt-get install chromium, or set $CHROMIUM)"
+            .to_owned(),
+    );
+    Ok(false)
 }
 
 /// Adds `-D warnings` to whatever `RUSTDOCFLAGS` the caller already set.

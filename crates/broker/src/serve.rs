@@ -5,11 +5,15 @@
 //! supervisor that reads it may connect — or send SIGTERM — at once.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use eventbus::{Broker, BrokerConfig};
+use eventbus::Broker;
 use serde::Serialize;
+
+use crate::cli::Settings;
+use crate::http::HttpServer;
 
 /// The one line printed on stdout once the broker accepts connections.
 #[derive(Debug, Serialize)]
@@ -18,14 +22,19 @@ struct Ready<'a> {
     socket: &'a Path,
     pid: u32,
     version: &'static str,
+    /// The monitor's address, when `--http` serves one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<SocketAddr>,
 }
 
 /// Binds the socket, announces readiness and serves until SIGTERM or SIGINT
 /// (on Windows: Ctrl-C, Ctrl-Break or the console closing).
 ///
 /// A current-thread runtime: the broker's work is short, lock-protected routing
-/// steps, and one thread avoids cross-thread wake-ups on every message.
-pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+/// steps, and one thread avoids cross-thread wake-ups on every message. The
+/// monitor listener, when asked for, runs on a thread of its own; it keeps
+/// serving (`/healthz` says `draining`) until the broker has stopped.
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,10 +42,18 @@ pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
         survive_file_size_limit()?;
-        let broker = Broker::bind(config)?;
-        announce(broker.socket())?;
+        let broker = Broker::bind(settings.broker)?;
+        let http = match settings.http.listen {
+            Some(_) => Some(HttpServer::start(&settings.http, broker.monitor())?),
+            None => None,
+        };
+        announce(broker.socket(), http.as_ref().map(HttpServer::addr))?;
         tracing::info!(socket = %broker.socket().display(), "broker ready");
-        broker.run(shutdown).await?;
+        let result = broker.run(shutdown).await;
+        if let Some(http) = http {
+            http.stop();
+        }
+        result?;
         tracing::info!("broker stopped");
         Ok(())
     })
@@ -64,12 +81,13 @@ fn survive_file_size_limit() -> anyhow::Result<()> {
 }
 
 /// Prints the ready line and flushes it, so a reader sees it immediately.
-fn announce(socket: &Path) -> anyhow::Result<()> {
+fn announce(socket: &Path, http: Option<SocketAddr>) -> anyhow::Result<()> {
     let ready = Ready {
         event: "ready",
         socket,
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
+        http,
     };
     let line = serde_json::to_string(&ready)?;
     let mut stdout = std::io::stdout().lock();

@@ -199,3 +199,27 @@ fn stats_json_has_every_documented_key() {
         assert!(text.contains(section), "{text}");
     }
 }
+
+#[test]
+fn stats_watch_prints_one_document_per_interval_and_top_needs_a_terminal() {
+    let broker = TestBroker::start();
+    let out = broker
+        .busctl()
+        .args(["stats", "--json", "--watch", "0.1", "--count", "3"])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let documents: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert_eq!(documents.len(), 3, "{stdout}");
+    let uptimes: Vec<u64> = documents
+        .iter()
+        .map(|d| d["uptime_ms"].as_u64().unwrap())
+        .collect();
+    assert!(uptimes.windows(2).all(|w| w[0] < w[1]), "{uptimes:?}");
+    // Without a terminal, `top` says what to use instead.
+    let out = broker.busctl().arg("top").assert().code(2);
+    assert_one_line(&out.get_output().stderr, "busctl: ", "stats --watch");
+}

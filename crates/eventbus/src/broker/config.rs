@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::monitor::{MAX_HISTORY_SECONDS, MAX_TASKS, MonitorConfig};
 use crate::broker::journal::JournalConfig;
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
+use crate::framed::{OutboundLimits, OverflowPolicy};
+use crate::topic::{Topic, TopicFilter};
 
 /// What a journal record may take beyond the largest frame: the broker's
 /// stamps on a message, or a kept reply's source and requester.
 const RECORD_ALLOWANCE: u64 = 4096;
-use crate::framed::{OutboundLimits, OverflowPolicy};
-use crate::topic::{Topic, TopicFilter};
 
 /// How the broker runs and what it bounds. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +70,8 @@ pub struct BrokerConfig {
     pub subscriber: SubscriberConfig,
     /// Queue groups.
     pub queue: QueueConfig,
+    /// What a monitor keeps, and `_sys.stats`.
+    pub monitor: MonitorConfig,
 }
 
 /// What one client may hold in the broker; an auth file can set them per
@@ -279,6 +282,7 @@ impl Default for BrokerConfig {
             durability: DurabilityConfig::default(),
             subscriber: SubscriberConfig::default(),
             queue: QueueConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -497,6 +501,20 @@ impl BrokerConfig {
                 field: "subscriber.hard_cap_bytes",
                 value: self.subscriber.hard_cap_bytes.to_string(),
                 reason: "must be at least subscriber.max_bytes",
+            });
+        }
+        if !(1..=MAX_TASKS).contains(&self.monitor.tasks) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.tasks",
+                value: self.monitor.tasks.to_string(),
+                reason: "must be between 1 and 1000000",
+            });
+        }
+        if !(1..=MAX_HISTORY_SECONDS).contains(&self.monitor.history_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.history_seconds",
+                value: self.monitor.history_seconds.to_string(),
+                reason: "must be between 1 and 86400",
             });
         }
         if self.subscriber.hard_cap < self.subscriber.max_len {

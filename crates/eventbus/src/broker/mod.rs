@@ -22,6 +22,7 @@ mod connection;
 mod effects;
 mod ids;
 pub mod journal;
+pub mod monitor;
 mod queue;
 mod refusal;
 mod router;
@@ -43,6 +44,7 @@ pub use config::{
     BrokerConfig, ConfigError, DurabilityConfig, MemoryConfig, QueueConfig, QueueOverride,
     QuotaConfig, SubscriberConfig,
 };
+pub use monitor::{Monitor, MonitorConfig};
 pub use stats::rss_bytes;
 
 use crate::transport::{BindError, Listener};
@@ -161,6 +163,15 @@ impl Broker {
         &self.socket
     }
 
+    /// A read-only [`Monitor`] of this broker, for dashboards and exporters.
+    /// The first call turns on what it records (the task ring, per-worker
+    /// statistics and one-second samples, bounded by [`MonitorConfig`]); a
+    /// broker never asked for one records nothing. Call it before
+    /// [`run`](Self::run) for samples to be taken.
+    pub fn monitor(&self) -> Monitor {
+        Monitor::attach(self.shared.clone())
+    }
+
     /// Serves clients until `shutdown` completes, then shuts down gracefully:
     /// stops accepting, refuses new publishes, waits up to the drain timeout for
     /// in-flight deliveries to be acknowledged, says goodbye to every client,
@@ -172,6 +183,7 @@ impl Broker {
             socket,
         } = self;
         let mut ticker = tokio::spawn(tick(shared.clone()));
+        let sampler = tokio::spawn(monitor::sample(shared.clone()));
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -199,6 +211,7 @@ impl Broker {
         tracing::info!(socket = %socket.display(), "shutting down");
         drain(&shared).await;
         ticker.abort();
+        sampler.abort();
         shared
             .router
             .with(|router| router.close_all(DisconnectReason::ShuttingDown));

@@ -354,9 +354,14 @@ impl QueueGroup {
     }
 
     /// Messages waiting.
-    #[cfg(test)]
     pub fn depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// When the first message in line was published (microseconds since
+    /// the Unix epoch), if one waits.
+    pub fn oldest_waiting_us(&self) -> Option<u64> {
+        self.queue.front().map(|m| m.message.timestamp_us)
     }
 
     /// Deliveries in flight to members.

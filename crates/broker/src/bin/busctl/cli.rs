@@ -43,8 +43,11 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Send one request and print the reply.
     Request(RequestArgs),
-    /// Print the broker's counters.
+    /// Print the broker's counters (once, or every N seconds with --watch).
     Stats(StatsArgs),
+    /// Live per-queue and per-client rates, depths and in-flight counts in
+    /// the terminal, like `top` (q or Esc quits).
+    Top(TopArgs),
     /// Send many requests, some at once, and summarise replies and latency.
     Tasks(TasksArgs),
 }
@@ -98,9 +101,35 @@ pub struct RequestArgs {
 /// Arguments of `busctl stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Print the stable JSON document (see docs/stats.md) instead of tables.
+    /// Print the stable JSON document (see docs/stats.md) instead of tables;
+    /// with --watch, one compact document per line.
     #[arg(long)]
     pub json: bool,
+    /// Print a snapshot every SECS seconds until interrupted.
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+    /// With --watch: stop after this many snapshots.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// Arguments of `busctl top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+}
+
+/// An interval in seconds (decimals allowed), from 0.1 s to a day.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.1..=86_400.0).contains(&secs) {
+        return Err(format!("{text}: must be between 0.1 and 86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Arguments of `busctl tasks`.
@@ -146,6 +175,18 @@ mod tests {
         assert!(matches!(topic("events.#"), Err(Failure::Usage(_))));
         assert!(filter("events.#").is_ok());
         assert!(matches!(filter("#.events"), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn intervals_are_seconds_within_bounds() {
+        assert_eq!(
+            parse_interval("0.5"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        for bad in ["0", "-1", "abc", "1e9", "NaN"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["busctl", "stats", "--count", "2"]).is_err());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! - [`cli`]: the command line, and validation of topics and filters.
 //! - [`failure`]: how errors become one stderr line and an exit code
 //!   (0 success, 1 operational failure, 2 usage error).
-//! - [`publish`], [`subscribe`], [`request`], [`stats`], [`tasks`]: one module
-//!   per command.
+//! - [`publish`], [`subscribe`], [`request`], [`stats`], [`tasks`], [`top`]:
+//!   one module per command.
 //!
 //! Every command connects as client `busctl-<pid>` (kind `busctl`) on a
 //! current-thread runtime, does its work, and closes the connection.
@@ -20,6 +20,7 @@ mod request;
 mod stats;
 mod subscribe;
 mod tasks;
+mod top;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -67,6 +68,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Stats(args) => {
             with_client(&socket, async |client| stats::run(client, &args).await)
+        }
+        Command::Top(args) => {
+            if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(Failure::Usage(
+                    "top needs a terminal; for a stream of snapshots use `busctl stats --watch SECS`"
+                        .to_owned(),
+                ));
+            }
+            with_client(&socket, async |client| top::run(client, &args).await)
         }
         Command::Tasks(args) => {
             let topic = cli::topic(&args.topic)?;

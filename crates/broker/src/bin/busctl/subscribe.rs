@@ -34,6 +34,9 @@ struct MessageJson<'a> {
     attempt: u32,
     /// When the broker accepted it, microseconds since the Unix epoch.
     timestamp_us: u64,
+    /// Its headers, sorted by name (a dead letter's `x-dead-letter-reason`,
+    /// `x-attempts`, `x-original-topic`, `x-group` among them).
+    headers: std::collections::BTreeMap<&'a str, &'a str>,
 }
 
 /// Subscribes to `filter` and prints messages until `--count` is reached, the
@@ -92,6 +95,11 @@ fn print(message: &Message, json: bool) -> Result<(), Failure> {
             id: message.id(),
             attempt: message.attempt(),
             timestamp_us: message.timestamp_us(),
+            headers: message
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
         })?
     } else {
         format!("{} {payload}", message.topic())

@@ -18,6 +18,7 @@ impl Router {
         self.check_queues()?;
         self.check_quotas()?;
         self.check_gathers()?;
+        self.check_observer();
         if self.requests.len() > self.config.max_pending_requests {
             return Err(format!(
                 "{} requests pending, over the bound {}",

@@ -29,6 +29,7 @@ mod in_flight;
 #[cfg(test)]
 mod invariants;
 mod lifecycle;
+pub(crate) mod observe;
 mod publish;
 mod queues;
 mod requests;
@@ -37,6 +38,7 @@ mod schedule;
 mod settle;
 mod stats;
 mod subscribe;
+mod sys_stats;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -167,6 +169,8 @@ pub(crate) struct Router {
     slow_announcements: Vec<String>,
     draining: bool,
     started: Instant,
+    /// What a monitor records; `None` (no cost) unless one is attached.
+    observer: Option<Box<observe::Observer>>,
 }
 
 impl Router {
@@ -196,6 +200,7 @@ impl Router {
             slow_announcements: Vec::new(),
             draining: false,
             started: now,
+            observer: None,
         }
     }
 

@@ -419,14 +419,19 @@ impl Router {
         let accepted = journaled.then(|| message.clone());
         let group = self.queues.get_mut(gid).expect("indexed groups exist");
         let (source, size) = (message.message.source.clone(), message.size);
+        let id = MessageId::new(message.message.id);
         match group.enqueue(message) {
-            Enqueued::Queued => self.usage.add(&source, size),
+            Enqueued::Queued => {
+                self.usage.add(&source, size);
+                self.observe_queued(gid, topic, id, &source, &[]);
+            }
             Enqueued::EvictedOldest(evicted) => {
                 self.usage.add(&source, size);
-                for m in evicted {
+                for m in &evicted {
                     self.usage.remove(&m.message.source, m.size);
                     self.journal_settled(gid, m.message.id, Outcome::Evicted);
                 }
+                self.observe_queued(gid, topic, id, &source, &evicted);
             }
             Enqueued::DroppedIncoming => {
                 self.totals.dropped += 1;
@@ -496,6 +501,7 @@ impl Router {
         if let Some(d) = deadline {
             self.schedule.due_by(d);
         }
+        self.observe_dispatched(conn, delivery, group, &message);
         self.in_flight.insert(
             delivery,
             InFlight {

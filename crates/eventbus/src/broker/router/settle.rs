@@ -7,6 +7,7 @@ use super::{DEAD_LETTER_PREFIX, Router, ok};
 use crate::broker::command::{Reply, Settlement};
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
 use crate::broker::journal::{Counter, Outcome};
+use crate::broker::monitor::AttemptEnd;
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
 use crate::codec::raw::{ReplyStamp, StampedReply};
@@ -27,6 +28,7 @@ impl Router {
             .remove_held(delivery, conn)
             .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
         self.release(&f);
+        self.observe_settled(&f, how == Settlement::Ack, how == Settlement::Requeue);
         if how == Settlement::Ack
             && let Some(c) = self.conns.get_mut(conn)
         {
@@ -206,6 +208,7 @@ impl Router {
         if !found {
             return Err(CancelRefusal::UnknownMessage(id));
         }
+        self.observe_cancelled(id);
         self.fail_request(id, RequestFailure::Cancelled(id));
         if seq.wants_answer() {
             self.conns.send(conn, ok(seq, id.get()));
@@ -276,6 +279,7 @@ impl Router {
         group.count_dead_lettered();
         let group_name = group.name.to_string();
         let message = queued.message;
+        self.observe_dead_letter(gid, &message, &group_name, reason);
         let id = MessageId::new(message.id);
         self.fail_request(
             id,
@@ -306,6 +310,7 @@ impl Router {
     /// holder, and redelivers it.
     pub(super) fn expire_deliveries(&mut self) {
         for f in self.in_flight.take_expired(self.clock.now) {
+            self.observe_taken_back(&f, AttemptEnd::TimedOut);
             self.withdraw(&f);
             if let Some(gid) = f.group {
                 if let Some(group) = self.queues.get_mut(gid) {

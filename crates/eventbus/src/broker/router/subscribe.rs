@@ -6,6 +6,7 @@ use super::settle::Taken;
 use super::{Router, Target};
 use crate::broker::command::Subscribe;
 use crate::broker::ids::{ConnId, GroupId, Seq, SubscriptionId};
+use crate::broker::monitor::AttemptEnd;
 use crate::broker::queue::Member;
 use crate::broker::refusal::{Refusal, SubscribeRefusal};
 use crate::names::GroupName;
@@ -156,6 +157,7 @@ impl Router {
                     group.leave(conn, sid);
                 }
                 for f in returned {
+                    self.observe_taken_back(&f, AttemptEnd::HolderLeft);
                     self.release(&f);
                     self.redeliver(gid, f.into_queued(), Taken::ConsumerLeft);
                 }

@@ -1,7 +1,7 @@
 //! `busctl stats`: the broker's counters, as tables or as a stable JSON document.
 #![forbid(unsafe_code)]
 
-mod document;
+pub(crate) mod document;
 mod table;
 
 use eventbus::Client;
@@ -11,13 +11,32 @@ use crate::failure::Failure;
 use crate::output;
 use document::StatsDocument;
 
-/// Fetches a snapshot and prints it.
+/// Fetches a snapshot and prints it; with `--watch`, every interval until
+/// interrupted or `--count` snapshots.
 pub async fn run(client: &Client, args: &StatsArgs) -> Result<(), Failure> {
-    let stats = StatsDocument::from(client.stats().await?);
-    let text = if args.json {
-        serde_json::to_string_pretty(&stats)?
-    } else {
-        table::render(&stats)
+    let Some(every) = args.watch else {
+        let stats = StatsDocument::from(client.stats().await?);
+        let text = if args.json {
+            serde_json::to_string_pretty(&stats)?
+        } else {
+            table::render(&stats)
+        };
+        return output::line(text.trim_end());
     };
-    output::line(text.trim_end())
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut printed = 0;
+    while args.count.is_none_or(|count| printed < count) {
+        ticks.tick().await;
+        let stats = StatsDocument::from(client.stats().await?);
+        let text = if args.json {
+            // One document per line, for `jq` and friends.
+            serde_json::to_string(&stats)?
+        } else {
+            format!("{}\n", table::render(&stats).trim_end())
+        };
+        output::line(&text)?;
+        printed += 1;
+    }
+    Ok(())
 }

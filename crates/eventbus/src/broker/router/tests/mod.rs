@@ -9,6 +9,7 @@ mod durable;
 mod gather;
 mod isolation;
 mod lifecycle;
+mod monitor;
 mod ownership;
 mod property;
 mod pubsub;
@@ -27,6 +28,7 @@ use crate::broker::config::BrokerConfig;
 use crate::broker::confirm::Confirmations;
 use crate::broker::effects::Effects;
 use crate::broker::ids::ConnId;
+use crate::broker::monitor::MonitorEvent;
 use crate::broker::refusal::HandshakeRefusal;
 use crate::codec::FrameCodec;
 use crate::framed::{Outbound, Outgoing};
@@ -124,6 +126,15 @@ impl Bus {
             topics: command::TopicCache::default(),
             confirmations: Arc::default(),
         }
+    }
+
+    /// Attaches a monitor's observer, as `Broker::monitor` does; returns
+    /// its events.
+    pub fn observe(&mut self) -> tokio::sync::broadcast::Receiver<MonitorEvent> {
+        let (events, rx) = tokio::sync::broadcast::channel(super::observe::MONITOR_EVENTS);
+        let observer = super::observe::Observer::new(&self.config.monitor, events);
+        self.router.attach_observer(observer);
+        rx
     }
 
     pub fn connect(&mut self, id: &str) -> Peer {
