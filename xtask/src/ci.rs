@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the project's gate.
 //!
 //! The last step, `windows`, runs the Windows build under Wine (see
-//! [`crate::windows`]); it fails, never skips, when Wine cannot be installed.
+//! [`crate::windows`]); it fails, never skips, when Wine cannot be installed
+//! or the build fails; a Wine that is installed but cannot boot a prefix on
+//! the machine is a warning that quotes Wine's errors.
 //!
 //! A fixed sequence of [`Step`]s run from the workspace root. Each step prints
 //! its name and its duration; the first failure stops the run with a non-zero
@@ -101,7 +103,7 @@ impl Step {
                 .env("RUSTDOCFLAGS", rustdocflags())),
             Step::Deny => deny(ctx),
             Step::CrossCheck => cross_check(ctx),
-            Step::Windows => crate::windows::run(ctx.root, &crate::windows::Args::default()),
+            Step::Windows => windows(ctx),
         }
     }
 }
@@ -112,6 +114,25 @@ impl fmt::Display for Step {
             .to_possible_value()
             .expect("no step is skipped by clap");
         f.write_str(value.get_name())
+    }
+}
+
+/// The Windows build under Wine. The build (cross-compiled and linked with
+/// mingw-w64) must succeed and so must the suite; only a Wine that cannot
+/// boot a prefix on this machine — the emulator failing before any of the
+/// project's code runs — is a warning, with Wine's own error lines quoted.
+fn windows(ctx: &mut StepContext) -> Result<()> {
+    match crate::windows::run(ctx.root, &crate::windows::Args::default()) {
+        Err(error) => match error.downcast_ref::<crate::windows::BootFailed>() {
+            Some(boot) => {
+                ctx.warn(format!(
+                    "the Windows build compiled and linked, but its smoke suite did not run: {boot}"
+                ));
+                Ok(())
+            }
+            None => Err(error),
+        },
+        ok => ok,
     }
 }
 
