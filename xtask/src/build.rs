@@ -93,7 +93,7 @@ mod tests {
         let messages = [
             r#"{"reason":"compiler-artifact","target":{"name":"eventbus"},"executable":null}"#,
             r#"{"reason":"compiler-artifact","target":{"name":"broker"},"executable":"/t/release/broker"}"#,
-            r#"{"reason":"compiler-message","target":{"name":"busctl"},"executable":"/x"}"#,
+            r#"{"reason":"compiler-message","target":{"name":"ebctl"},"executable":"/x"}"#,
             "not json",
             r#"{"reason":"build-finished","success":true}"#,
         ]

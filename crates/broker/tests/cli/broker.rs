@@ -43,7 +43,7 @@ fn a_second_broker_on_a_live_socket_refuses_to_start() {
     assert!(out.stdout.is_empty(), "no ready line expected");
     assert_one_line(&out.stderr, "broker: ", "another broker is listening");
     // The first broker still serves.
-    broker.busctl().arg("stats").assert().success();
+    broker.ebctl().arg("stats").assert().success();
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn a_stale_socket_file_is_replaced() {
     assert!(path.exists(), "the stale socket file stays behind");
     let broker = TestBroker::start_in(dir, &[]);
     assert_eq!(broker.socket, path);
-    broker.busctl().arg("stats").assert().success();
+    broker.ebctl().arg("stats").assert().success();
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn generate_config_prints_the_defaults_as_toml_that_the_broker_accepts() {
     let file = dir.path().join("broker.toml");
     std::fs::write(&file, &text).unwrap();
     let broker = TestBroker::start_in(dir, &["--config", file.to_str().unwrap()]);
-    broker.busctl().arg("stats").assert().success();
+    broker.ebctl().arg("stats").assert().success();
 }
 
 #[test]

@@ -148,14 +148,14 @@ impl TestBroker {
         self.process.0.id()
     }
 
-    /// A `busctl` command already pointed at this broker.
-    pub fn busctl(&self) -> assert_cmd::Command {
-        busctl(&self.socket)
+    /// A `ebctl` command already pointed at this broker.
+    pub fn ebctl(&self) -> assert_cmd::Command {
+        ebctl(&self.socket)
     }
 
-    /// `busctl stats --json`, parsed.
+    /// `ebctl stats --json`, parsed.
     pub fn stats(&self) -> Value {
-        let out = self.busctl().args(["stats", "--json"]).assert().success();
+        let out = self.ebctl().args(["stats", "--json"]).assert().success();
         serde_json::from_slice(&out.get_output().stdout).expect("stats --json is JSON")
     }
 
@@ -166,14 +166,14 @@ impl TestBroker {
     }
 }
 
-/// A `busctl` command pointed at `socket`.
-pub fn busctl(socket: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("busctl").expect("the busctl binary");
+/// A `ebctl` command pointed at `socket`.
+pub fn ebctl(socket: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("ebctl").expect("the ebctl binary");
     cmd.arg("--socket").arg(socket).timeout(DEADLINE);
     cmd
 }
 
-/// Asserts that `stderr` is exactly one line, `busctl: ...`, containing `needle`.
+/// Asserts that `stderr` is exactly one line, `ebctl: ...`, containing `needle`.
 pub fn assert_one_line(stderr: &[u8], prefix: &str, needle: &str) {
     let text = String::from_utf8_lossy(stderr);
     assert_eq!(text.lines().count(), 1, "expected one line: {text:?}");

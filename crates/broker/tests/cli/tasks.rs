@@ -1,4 +1,4 @@
-//! `busctl tasks` against a responder written with the eventbus library.
+//! `ebctl tasks` against a responder written with the eventbus library.
 
 use std::future::poll_fn;
 use std::path::Path;
@@ -13,7 +13,7 @@ use crate::harness::{TestBroker, assert_one_line};
 /// A queue-group member that echoes every request, on its own runtime.
 ///
 /// The runtime's worker threads serve requests while the test thread blocks on
-/// a `busctl` process; dropping the responder shuts them down.
+/// a `ebctl` process; dropping the responder shuts them down.
 pub struct Responder {
     runtime: Option<tokio::runtime::Runtime>,
     /// Kept so the connection outlives the subscription task.
@@ -62,7 +62,7 @@ fn tasks_are_all_answered_by_the_responder() {
     let broker = TestBroker::start();
     let _responder = Responder::start(&broker.socket, "work.echo", "responder-1");
     let out = broker
-        .busctl()
+        .ebctl()
         .args([
             "tasks",
             "work.echo",
@@ -94,7 +94,7 @@ fn tasks_are_all_answered_by_the_responder() {
 
     // The same run through `request`, with the responder's id in the reply.
     let out = broker
-        .busctl()
+        .ebctl()
         .args(["request", "work.echo", "--payload", "ping", "--json"])
         .assert()
         .success();
@@ -108,7 +108,7 @@ fn tasks_are_all_answered_by_the_responder() {
 fn tasks_without_responders_fail_with_exit_1() {
     let broker = TestBroker::start();
     let out = broker
-        .busctl()
+        .ebctl()
         .args([
             "tasks",
             "work.none",
@@ -124,5 +124,5 @@ fn tasks_without_responders_fail_with_exit_1() {
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["completed"], 0, "{summary}");
     assert_eq!(summary["failed"], 5, "{summary}");
-    assert_one_line(&output.stderr, "busctl: ", "5 of 5 tasks did not complete");
+    assert_one_line(&output.stderr, "ebctl: ", "5 of 5 tasks did not complete");
 }

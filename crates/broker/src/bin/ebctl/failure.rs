@@ -10,7 +10,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
-/// Why `busctl` failed, which decides its exit code.
+/// Why `ebctl` failed, which decides its exit code.
 #[derive(Debug)]
 pub enum Failure {
     /// The command line is wrong (exit code 2).
@@ -41,7 +41,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-/// Always one line, so scripts can rely on `busctl: <message>`: the error
+/// Always one line, so scripts can rely on `ebctl: <message>`: the error
 /// chain is joined with `: ` and stray newlines are flattened.
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

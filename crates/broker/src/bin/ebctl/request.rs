@@ -1,4 +1,4 @@
-//! `busctl request`: one request, one reply.
+//! `ebctl request`: one request, one reply.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use crate::cli::RequestArgs;
 use crate::failure::Failure;
 use crate::output;
 
-/// The reply as `busctl request --json` prints it.
+/// The reply as `ebctl request --json` prints it.
 #[derive(Debug, Serialize)]
 struct ReplyJson<'a> {
     /// Client id of the responder.

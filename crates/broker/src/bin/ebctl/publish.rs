@@ -1,4 +1,4 @@
-//! `busctl publish`: confirmed publishes, one after another.
+//! `ebctl publish`: confirmed publishes, one after another.
 #![forbid(unsafe_code)]
 
 use bytes::Bytes;

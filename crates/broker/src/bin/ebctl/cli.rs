@@ -1,4 +1,4 @@
-//! The `busctl` command line, and validation of the names it carries.
+//! The `ebctl` command line, and validation of the names it carries.
 //!
 //! Topics and filters arrive as plain strings and are validated with
 //! [`Topic::new`] / [`TopicFilter::new`] before anything connects, so an
@@ -14,7 +14,7 @@ use crate::failure::Failure;
 
 /// Talk to a running eventbus broker.
 #[derive(Debug, Parser)]
-#[command(name = "busctl", version)]
+#[command(name = "ebctl", version)]
 pub struct Cli {
     /// Broker socket [default: $EVENTBUS_SOCKET, else
     /// $XDG_RUNTIME_DIR/eventbus/broker.sock, else /tmp/eventbus-$UID/broker.sock].
@@ -34,7 +34,7 @@ impl Cli {
     }
 }
 
-/// The `busctl` commands.
+/// The `ebctl` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Publish messages, each confirmed by the broker; prints how many were published.
@@ -49,7 +49,7 @@ pub enum Command {
     Tasks(TasksArgs),
 }
 
-/// Arguments of `busctl publish`.
+/// Arguments of `ebctl publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Topic to publish on, e.g. `events.process.start`.
@@ -62,7 +62,7 @@ pub struct PublishArgs {
     pub count: u64,
 }
 
-/// Arguments of `busctl subscribe`.
+/// Arguments of `ebctl subscribe`.
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     /// Topic filter, e.g. `events.#` or `events.+.start`.
@@ -79,7 +79,7 @@ pub struct SubscribeArgs {
     pub json: bool,
 }
 
-/// Arguments of `busctl request`.
+/// Arguments of `ebctl request`.
 #[derive(Debug, Args)]
 pub struct RequestArgs {
     /// Topic to send the request on.
@@ -95,7 +95,7 @@ pub struct RequestArgs {
     pub json: bool,
 }
 
-/// Arguments of `busctl stats`.
+/// Arguments of `ebctl stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print the stable JSON document (see docs/stats.md) instead of tables.
@@ -103,7 +103,7 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-/// Arguments of `busctl tasks`.
+/// Arguments of `ebctl tasks`.
 #[derive(Debug, Args)]
 pub struct TasksArgs {
     /// Topic to send the requests on.
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn concurrency_must_be_positive() {
         let parsed =
-            Cli::try_parse_from(["busctl", "tasks", "t", "--count", "1", "--concurrency", "0"]);
+            Cli::try_parse_from(["ebctl", "tasks", "t", "--count", "1", "--concurrency", "0"]);
         assert!(parsed.is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! `busctl tasks`: many requests, a fixed number outstanding, and a summary.
+//! `ebctl tasks`: many requests, a fixed number outstanding, and a summary.
 //!
 //! `--concurrency` worker futures share one [`Client`] (a cheap clone) and pull
 //! request numbers from one counter until `--count` are taken, so exactly that
@@ -64,7 +64,7 @@ impl Tally {
     }
 }
 
-/// The summary `busctl tasks` prints.
+/// The summary `ebctl tasks` prints.
 #[derive(Debug, Serialize)]
 struct Summary {
     /// Requests answered.

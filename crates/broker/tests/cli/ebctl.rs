@@ -1,17 +1,17 @@
-//! The `busctl` commands against a live broker, and its exit codes.
+//! The `ebctl` commands against a live broker, and its exit codes.
 
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use crate::harness::{
-    Reaped, TestBroker, assert_one_line, busctl, lines, rest_of, short_dir, wait_for_line,
+    Reaped, TestBroker, assert_one_line, ebctl, lines, rest_of, short_dir, wait_for_line,
 };
 
 #[test]
 fn publish_and_subscribe_round_trip() {
     let broker = TestBroker::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_busctl"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ebctl"))
         .arg("--socket")
         .arg(&broker.socket)
         .args(["subscribe", "t.x", "--count", "2", "--json"])
@@ -25,7 +25,7 @@ fn publish_and_subscribe_round_trip() {
     let mut subscriber = Reaped(child);
     // Printed once the broker has registered the subscription.
     wait_for_line(&stderr, |l| l == "subscribed to t.x");
-    let id = format!("busctl-{}", subscriber.0.id());
+    let id = format!("ebctl-{}", subscriber.0.id());
     let stats = broker.stats();
     let connection = stats["connections"]
         .as_array()
@@ -33,10 +33,10 @@ fn publish_and_subscribe_round_trip() {
         .iter()
         .find(|c| c["id"] == id.as_str())
         .unwrap_or_else(|| panic!("no connection {id} in {stats}"));
-    assert_eq!(connection["kind"], "busctl");
+    assert_eq!(connection["kind"], "ebctl");
 
     let out = broker
-        .busctl()
+        .ebctl()
         .args(["publish", "t.x", "--count", "2", "--payload", "hi"])
         .assert()
         .success();
@@ -56,7 +56,7 @@ fn publish_and_subscribe_round_trip() {
         assert_eq!(m["topic"], "t.x");
         assert_eq!(m["payload"], "hi");
         assert_eq!(m["attempt"], 1);
-        assert!(m["source"].as_str().unwrap().starts_with("busctl-"), "{m}");
+        assert!(m["source"].as_str().unwrap().starts_with("ebctl-"), "{m}");
         assert!(m["id"].as_u64().unwrap() > 0, "{m}");
         assert!(m["timestamp_us"].as_u64().unwrap() > 0, "{m}");
     }
@@ -66,7 +66,7 @@ fn publish_and_subscribe_round_trip() {
 fn subscribe_times_out_with_exit_1_when_too_few_messages_arrive() {
     let broker = TestBroker::start();
     let out = broker
-        .busctl()
+        .ebctl()
         .args(["subscribe", "t.x", "--count", "1", "--timeout-ms", "100"])
         .assert()
         .code(1);
@@ -74,7 +74,7 @@ fn subscribe_times_out_with_exit_1_when_too_few_messages_arrive() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr:?}");
     assert_eq!(lines[0], "subscribed to t.x");
-    assert!(lines[1].starts_with("busctl: "), "{stderr:?}");
+    assert!(lines[1].starts_with("ebctl: "), "{stderr:?}");
     assert!(lines[1].contains("received 0 of 1"), "{stderr:?}");
 }
 
@@ -82,11 +82,11 @@ fn subscribe_times_out_with_exit_1_when_too_few_messages_arrive() {
 fn a_request_without_responders_exits_1() {
     let broker = TestBroker::start();
     let out = broker
-        .busctl()
+        .ebctl()
         .args(["request", "t.nobody"])
         .assert()
         .code(1);
-    assert_one_line(&out.get_output().stderr, "busctl: ", "no responders");
+    assert_one_line(&out.get_output().stderr, "ebctl: ", "no responders");
 }
 
 #[test]
@@ -98,26 +98,26 @@ fn an_invalid_topic_or_filter_is_a_usage_error() {
         &["subscribe", "a.#.b"],
         &["tasks", "a.+", "--count", "1"],
     ] {
-        let out = broker.busctl().args(args).assert().code(2);
-        assert_one_line(&out.get_output().stderr, "busctl: ", "topic");
+        let out = broker.ebctl().args(args).assert().code(2);
+        assert_one_line(&out.get_output().stderr, "ebctl: ", "topic");
     }
 }
 
 #[test]
 fn a_missing_socket_exits_1() {
     let dir = short_dir();
-    let out = busctl(&dir.path().join("none.sock"))
+    let out = ebctl(&dir.path().join("none.sock"))
         .arg("stats")
         .assert()
         .code(1);
-    assert_one_line(&out.get_output().stderr, "busctl: ", "cannot connect");
+    assert_one_line(&out.get_output().stderr, "ebctl: ", "cannot connect");
 }
 
 #[test]
 fn stats_json_has_every_documented_key() {
     let broker = TestBroker::start();
     let responder = crate::tasks::Responder::start(&broker.socket, "work.echo", "r-stats");
-    broker.busctl().args(["publish", "t.x"]).assert().success();
+    broker.ebctl().args(["publish", "t.x"]).assert().success();
     let stats = broker.stats();
     let has = |v: &Value, keys: &[&str]| {
         for key in keys {
@@ -193,7 +193,7 @@ fn stats_json_has_every_documented_key() {
     drop(responder);
 
     // The table form names the same sections.
-    let out = broker.busctl().arg("stats").assert().success();
+    let out = broker.ebctl().arg("stats").assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     for section in ["CONNECTIONS", "QUEUES", "TOPICS"] {
         assert!(text.contains(section), "{text}");

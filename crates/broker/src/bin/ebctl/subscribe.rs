@@ -1,4 +1,4 @@
-//! `busctl subscribe`: print matching messages as they arrive.
+//! `ebctl subscribe`: print matching messages as they arrive.
 //!
 //! Once the broker has registered the subscription, `subscribed to <filter>` is
 //! written to stderr: from then on no matching message is missed, which is what
@@ -19,7 +19,7 @@ use crate::cli::SubscribeArgs;
 use crate::failure::Failure;
 use crate::output;
 
-/// One message as `busctl subscribe --json` prints it.
+/// One message as `ebctl subscribe --json` prints it.
 #[derive(Debug, Serialize)]
 struct MessageJson<'a> {
     /// The topic it was published on.

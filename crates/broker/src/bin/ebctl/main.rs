@@ -1,4 +1,4 @@
-//! `busctl`: a command-line client for a running eventbus broker.
+//! `ebctl`: a command-line client for a running eventbus broker.
 //!
 //! Map of the binary:
 //!
@@ -8,7 +8,7 @@
 //! - [`publish`], [`subscribe`], [`request`], [`stats`], [`tasks`]: one module
 //!   per command.
 //!
-//! Every command connects as client `busctl-<pid>` (kind `busctl`) on a
+//! Every command connects as client `ebctl-<pid>` (kind `ebctl`) on a
 //! current-thread runtime, does its work, and closes the connection.
 #![forbid(unsafe_code)]
 
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("busctl: {failure}");
+            eprintln!("ebctl: {failure}");
             failure.exit_code()
         }
     }
@@ -77,7 +77,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Connects as `busctl-<pid>`, runs `command`, then closes the connection.
+/// Connects as `ebctl-<pid>`, runs `command`, then closes the connection.
 fn with_client(
     socket: &Path,
     command: impl AsyncFnOnce(&Client) -> Result<(), Failure>,
@@ -87,9 +87,9 @@ fn with_client(
         .build()
         .map_err(|e| Failure::operational(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let id = ClientId::new(format!("busctl-{}", std::process::id()))
-            .expect("busctl-<pid> is a valid client id");
-        let options = ClientOptions::new(socket).client_id(id).kind("busctl");
+        let id = ClientId::new(format!("ebctl-{}", std::process::id()))
+            .expect("ebctl-<pid> is a valid client id");
+        let options = ClientOptions::new(socket).client_id(id).kind("ebctl");
         let client = Client::connect(options).await?;
         let result = command(&client).await;
         client.close().await;

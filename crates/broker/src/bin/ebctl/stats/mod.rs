@@ -1,4 +1,4 @@
-//! `busctl stats`: the broker's counters, as tables or as a stable JSON document.
+//! `ebctl stats`: the broker's counters, as tables or as a stable JSON document.
 #![forbid(unsafe_code)]
 
 mod document;

@@ -1,4 +1,4 @@
-//! The stable JSON document printed by `busctl stats --json`.
+//! The stable JSON document printed by `ebctl stats --json`.
 //!
 //! These structs, not the wire types, define the field names: renaming a field
 //! in `proto/eventbus.proto` must not change what scripts read. Every field is
@@ -36,7 +36,7 @@ pub struct ConnectionDocument {
     pub id: String,
     /// The client's process id (0 where unknown).
     pub pid: u32,
-    /// The client's self-declared kind, e.g. `collector` or `busctl`.
+    /// The client's self-declared kind, e.g. `collector` or `ebctl`.
     pub kind: String,
     /// Messages this client published.
     pub published: u64,

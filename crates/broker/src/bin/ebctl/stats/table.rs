@@ -155,7 +155,7 @@ mod tests {
             connections: vec![ConnectionDocument {
                 id: "a-much-longer-client-id".into(),
                 pid: 42,
-                kind: "busctl".into(),
+                kind: "ebctl".into(),
                 published: 3,
                 delivered: 0,
                 acked: 0,
