@@ -28,8 +28,8 @@ pub mod transport;
 
 pub use broker::{Broker, BrokerConfig};
 pub use client::{
-    Client, ClientOptions, ConnectionEvent, Delivery, Message, QueueSubscription, ReconnectPolicy,
-    Subscription,
+    Body, Client, ClientOptions, ConnectionEvent, Delivery, HeaderError, Headers, Message,
+    QueueSubscription, ReconnectPolicy, Subscription,
 };
 pub use framed::OverflowPolicy;
 pub use names::{ClientId, GroupName};

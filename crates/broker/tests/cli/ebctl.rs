@@ -59,6 +59,7 @@ fn publish_and_subscribe_round_trip() {
         assert!(m["source"].as_str().unwrap().starts_with("ebctl-"), "{m}");
         assert!(m["id"].as_u64().unwrap() > 0, "{m}");
         assert!(m["timestamp_us"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["headers"], serde_json::json!({}), "{m}");
     }
 }
 

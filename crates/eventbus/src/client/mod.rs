@@ -14,9 +14,11 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod connection;
 mod credentials;
 mod error;
+mod headers;
 mod mailbox;
 mod message;
 mod options;
@@ -29,14 +31,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use body::Body;
 pub use credentials::{CREDENTIALS_ENV, CREDENTIALS_FILE_ENV, Credentials, CredentialsError};
 pub use error::{
     AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
 };
+pub use headers::{HeaderError, Headers, MAX_HEADER_NAME_BYTES};
 pub use message::Message;
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
@@ -218,37 +221,50 @@ impl Client {
         }
     }
 
-    fn envelope(&self, topic: &str, payload: Bytes) -> Result<Box<proto::Envelope>, PublishError> {
-        let len = payload.len() + topic.len() + ENVELOPE_OVERHEAD;
+    /// Refuses a message that cannot fit in one frame, before it is queued.
+    fn check_size(&self, topic: &str, body: &Body) -> Result<(), PublishError> {
+        let len =
+            body.payload.len() + body.headers.encoded_len_bound() + topic.len() + ENVELOPE_OVERHEAD;
         let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);
         if len > max {
             return Err(PublishError::TooLarge { len, max });
         }
+        Ok(())
+    }
+
+    fn envelope(&self, topic: &str, body: Body) -> Result<Box<proto::Envelope>, PublishError> {
+        self.check_size(topic, &body)?;
         Ok(Box::new(proto::Envelope {
             topic: topic.to_owned(),
-            payload,
+            payload: body.payload,
+            headers: body.headers.into_wire(),
             ..Default::default()
         }))
     }
 
     /// Publishes without waiting: returns once the message is queued for the broker.
-    pub fn publish(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<(), PublishError> {
-        let payload = payload.into();
-        let len = payload.len() + topic.as_str().len() + ENVELOPE_OVERHEAD;
-        let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);
-        if len > max {
-            return Err(PublishError::TooLarge { len, max });
-        }
-        // Encoded by hand into the write buffer: the hottest call of a
-        // publisher builds no `Frame` and no buffer of its own.
-        let publish = RawPublishOut {
-            topic: topic.clone(),
-            payload,
+    pub fn publish(&self, topic: &Topic, body: impl Into<Body>) -> Result<(), PublishError> {
+        let body = body.into();
+        self.check_size(topic.as_str(), &body)?;
+        let item = if body.headers.is_empty() {
+            // Encoded by hand into the write buffer: the hottest call of a
+            // publisher builds no `Frame` and no buffer of its own.
+            Outgoing::Publish(RawPublishOut {
+                topic: topic.clone(),
+                payload: body.payload,
+            })
+        } else {
+            Outgoing::Frame(Frame {
+                kind: Some(Kind::Publish(proto::Publish {
+                    seq: 0,
+                    mode: PublishMode::FireAndForget as i32,
+                    message: Some(self.envelope(topic.as_str(), body)?),
+                    target_client: String::new(),
+                    timeout_ms: 0,
+                })),
+            })
         };
-        self.inner()
-            .out
-            .push(Outgoing::Publish(publish))
-            .map_err(|e| self.push_error(e))
+        self.inner().out.push(item).map_err(|e| self.push_error(e))
     }
 
     fn push_error(&self, e: PushError) -> PublishError {
@@ -266,11 +282,11 @@ impl Client {
     pub async fn publish_wait(
         &self,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
     ) -> Result<(), PublishError> {
-        let payload = payload.into();
+        let body = body.into();
         loop {
-            match self.publish(topic, payload.clone()) {
+            match self.publish(topic, body.clone()) {
                 Err(PublishError::BufferFull { .. }) => self.inner().out.drained().await,
                 other => return other,
             }
@@ -291,9 +307,9 @@ impl Client {
     pub async fn publish_confirmed(
         &self,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
     ) -> Result<u64, PublishError> {
-        self.confirmed(topic.as_str(), payload.into(), String::new())
+        self.confirmed(topic.as_str(), body.into(), String::new())
             .await
     }
 
@@ -303,9 +319,9 @@ impl Client {
         &self,
         target: &ClientId,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
     ) -> Result<u64, RequestError> {
-        self.confirmed(topic.as_str(), payload.into(), target.as_str().to_owned())
+        self.confirmed(topic.as_str(), body.into(), target.as_str().to_owned())
             .await
             .map_err(|e| match e {
                 PublishError::Refused(r) if r.code == ErrorCode::NoSuchClient => {
@@ -320,10 +336,10 @@ impl Client {
     async fn confirmed(
         &self,
         topic: &str,
-        payload: Bytes,
+        body: Body,
         target_client: String,
     ) -> Result<u64, PublishError> {
-        let message = self.envelope(topic, payload)?;
+        let message = self.envelope(topic, body)?;
         let timeout = self.inner().options.request_timeout;
         let answer = self
             .call(timeout, |seq| {
@@ -347,7 +363,12 @@ impl Client {
     }
 
     /// Replies to a request received on a plain subscription.
-    pub fn reply(&self, request: &Message, payload: impl Into<Bytes>) -> Result<(), AckError> {
+    pub fn reply(&self, request: &Message, body: impl Into<Body>) -> Result<(), AckError> {
+        self.send_reply(request, 0, body.into())
+    }
+
+    /// Replies to `request`; a non-zero `delivery_id` also acks that delivery.
+    fn send_reply(&self, request: &Message, delivery_id: u64, body: Body) -> Result<(), AckError> {
         if !request.is_request() {
             return Err(AckError::NotARequest {
                 message_id: request.id(),
@@ -356,10 +377,11 @@ impl Client {
         self.push_now(Frame {
             kind: Some(Kind::Reply(proto::Reply {
                 correlation_id: request.correlation_id(),
-                delivery_id: 0,
+                delivery_id,
                 message: Some(Box::new(proto::Envelope {
                     topic: request.topic().to_owned(),
-                    payload: payload.into(),
+                    payload: body.payload,
+                    headers: body.headers.into_wire(),
                     ..Default::default()
                 })),
                 seq: 0,

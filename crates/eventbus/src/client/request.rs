@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::error::{Refused, RequestError};
-use super::{Answer, CallFailure, Client, Message, lock, publish_refusal};
+use super::{Answer, Body, CallFailure, Client, Message, lock, publish_refusal};
 use crate::names::ClientId;
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::Topic;
@@ -49,10 +48,10 @@ impl Client {
     pub async fn request(
         &self,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, String::new())
+        self.request_to(topic, body.into(), timeout, String::new())
             .await
     }
 
@@ -61,21 +60,21 @@ impl Client {
         &self,
         target: &ClientId,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, target.as_str().to_owned())
+        self.request_to(topic, body.into(), timeout, target.as_str().to_owned())
             .await
     }
 
     async fn request_to(
         &self,
         topic: &Topic,
-        payload: Bytes,
+        body: Body,
         timeout: Duration,
         target_client: String,
     ) -> Result<Message, RequestError> {
-        let message = self.envelope(topic.as_str(), payload)?;
+        let message = self.envelope(topic.as_str(), body)?;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let answer = self
             .call(timeout, |seq| {
@@ -97,10 +96,10 @@ impl Client {
     pub async fn submit(
         &self,
         topic: &Topic,
-        payload: impl Into<Bytes>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<PendingRequest, RequestError> {
-        let message = self.envelope(topic.as_str(), payload.into())?;
+        let message = self.envelope(topic.as_str(), body.into())?;
         let deadline = tokio::time::Instant::now() + timeout;
         let seq = self.next_seq();
         let (accept_tx, accept_rx) = oneshot::channel();

@@ -3,12 +3,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_core::Stream;
 
 use super::error::AckError;
 use super::mailbox::Inbox;
-use super::{Client, Message};
+use super::{Body, Client, Message};
 use crate::proto::{self, Frame, frame::Kind};
 
 /// What the reader hands a subscription: the message and, for queue and direct
@@ -175,25 +174,8 @@ impl Delivery {
     }
 
     /// Replies to a request, which also acknowledges the delivery.
-    pub fn reply(&self, payload: impl Into<Bytes>) -> Result<(), AckError> {
-        if !self.message.is_request() {
-            return Err(AckError::NotARequest {
-                message_id: self.message.id(),
-            });
-        }
+    pub fn reply(&self, body: impl Into<Body>) -> Result<(), AckError> {
         self.client
-            .push_now(Frame {
-                kind: Some(Kind::Reply(proto::Reply {
-                    correlation_id: self.message.correlation_id(),
-                    delivery_id: self.delivery_id,
-                    message: Some(Box::new(proto::Envelope {
-                        topic: self.message.topic().to_owned(),
-                        payload: payload.into(),
-                        ..Default::default()
-                    })),
-                    seq: 0,
-                })),
-            })
-            .map_err(|_| AckError::Closed)
+            .send_reply(&self.message, self.delivery_id, body.into())
     }
 }

@@ -1,6 +1,7 @@
 //! `ebctl request`: one request, one reply.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use eventbus::{Client, Topic};
@@ -19,6 +20,8 @@ struct ReplyJson<'a> {
     payload: String,
     /// Time from sending the request to receiving the reply.
     latency_us: u64,
+    /// Headers the responder set, in name order.
+    headers: BTreeMap<&'a str, &'a str>,
 }
 
 /// Sends one request on `topic` and prints the reply.
@@ -33,6 +36,7 @@ pub async fn run(client: &Client, topic: &Topic, args: &RequestArgs) -> Result<(
             source: reply.source(),
             payload,
             latency_us,
+            headers: reply.headers().iter().collect(),
         };
         output::line(&serde_json::to_string(&json)?)?;
     } else {

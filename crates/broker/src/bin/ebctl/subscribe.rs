@@ -5,6 +5,7 @@
 //! scripts (and the tests) wait for before publishing.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::io::Write as _;
 use std::pin::Pin;
@@ -34,6 +35,8 @@ struct MessageJson<'a> {
     attempt: u32,
     /// When the broker accepted it, microseconds since the Unix epoch.
     timestamp_us: u64,
+    /// Headers set by the publisher or the broker, in name order.
+    headers: BTreeMap<&'a str, &'a str>,
 }
 
 /// Subscribes to `filter` and prints messages until `--count` is reached, the
@@ -92,6 +95,7 @@ fn print(message: &Message, json: bool) -> Result<(), Failure> {
             id: message.id(),
             attempt: message.attempt(),
             timestamp_us: message.timestamp_us(),
+            headers: message.headers().iter().collect(),
         })?
     } else {
         format!("{} {payload}", message.topic())
