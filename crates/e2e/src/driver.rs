@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::client::{BrokerStats, QueueStats};
 use eventbus::client::{CallError, ConnectError, PublishError, RequestError};
-use eventbus::proto::{QueueStats, StatsResponse};
 use eventbus::{Client, ClientOptions, GroupName, TopicFilter};
 use futures_core::Stream;
 use hdrhistogram::Histogram;
@@ -293,14 +293,14 @@ impl Driver {
     }
 
     /// A snapshot of the broker's counters. Panics if the broker does not answer.
-    pub async fn stats(&self) -> StatsResponse {
+    pub async fn stats(&self) -> BrokerStats {
         self.try_stats()
             .await
             .unwrap_or_else(|e| panic!("broker stats: {e}"))
     }
 
     /// A snapshot of the broker's counters.
-    pub async fn try_stats(&self) -> Result<StatsResponse, CallError> {
+    pub async fn try_stats(&self) -> Result<BrokerStats, CallError> {
         self.client.stats().await
     }
 

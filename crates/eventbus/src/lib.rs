@@ -6,8 +6,8 @@
 //!   subscription index that matches them.
 //! - [`names`]: validated [`ClientId`] and [`GroupName`].
 //! - [`proto`]: the wire types generated from `proto/eventbus.proto`.
-//! - [`codec`]: length-prefixed framing with a size limit and typed errors.
-//! - [`framed`]: frames over a stream: a batching reader and a bounded outbound
+//! - `codec`: length-prefixed framing with a size limit and typed errors.
+//! - `framed`: frames over a stream: a batching reader and a bounded outbound
 //!   queue drained by one writer per connection.
 //! - [`transport`]: the socket path, binding it safely, connecting to it.
 //! - [`broker`]: the embeddable [`Broker`].
@@ -19,7 +19,11 @@
 
 pub mod broker;
 pub mod client;
+// Internals, public only for the benches, the e2e fault proxy and the tests
+// that write hostile frames: not part of the API, no semver promise.
+#[doc(hidden)]
 pub mod codec;
+#[doc(hidden)]
 pub mod framed;
 pub mod names;
 pub mod proto;
@@ -28,9 +32,9 @@ pub mod transport;
 
 pub use broker::{Broker, BrokerConfig};
 pub use client::{
-    Body, Client, ClientOptions, ConnectionEvent, Delivery, HeaderError, Headers, Message,
-    QueueSubscription, ReconnectPolicy, Subscription,
+    Body, BrokerStats, Client, ClientOptions, ConnectionEvent, Delivery, HeaderError, Headers,
+    Message, PendingRequest, QueueSubscription, ReconnectPolicy, Subscription,
 };
 pub use framed::OverflowPolicy;
-pub use names::{ClientId, GroupName};
+pub use names::{ClientId, GroupName, IntoName, Name};
 pub use topic::{Topic, TopicFilter};

@@ -71,7 +71,7 @@ async fn max_attempts_sends_the_message_to_the_dead_letter_topic() {
     for attempt in 1..=2 {
         let d = next(&mut q).await.unwrap();
         assert_eq!(d.message().attempt(), attempt);
-        d.nack(true).await.unwrap();
+        d.nack_confirmed(true).await.unwrap();
     }
     let letter = next(&mut dead).await.unwrap();
     assert_eq!(letter.topic(), "_sys.dead-letter.w");
@@ -86,7 +86,12 @@ async fn max_attempts_sends_the_message_to_the_dead_letter_topic() {
         .publish_confirmed(&t("jobs"), "rejected")
         .await
         .unwrap();
-    next(&mut q).await.unwrap().nack(false).await.unwrap();
+    next(&mut q)
+        .await
+        .unwrap()
+        .nack_confirmed(false)
+        .await
+        .unwrap();
     let letter = next(&mut dead).await.unwrap();
     assert_eq!(
         letter.headers()["x-dead-letter-reason"],
@@ -412,11 +417,12 @@ async fn direct_task_of_a_dead_collector_goes_to_its_capability_group() {
     });
     let held = next(&mut inbox).await.unwrap();
     assert_eq!(&held.message().payload()[..], b"scan");
-    // procmond-1 dies mid-task.
+    // procmond-1 dies mid-task: its connection ends with the task unsettled
+    // (dropping the delivery first would nack it, handing it back).
+    one.close().await;
     drop(held);
     drop(inbox);
     drop(_q1);
-    one.close().await;
     let d = next(&mut q2).await.unwrap();
     assert_eq!(
         (&d.message().payload()[..], d.message().attempt()),

@@ -123,7 +123,7 @@ async fn a_dead_letter_keeps_the_publishers_headers_next_to_the_brokers() {
         .await
         .unwrap();
     let delivery = next(&mut tasks).await.unwrap();
-    delivery.nack(false).await.unwrap();
+    delivery.nack_confirmed(false).await.unwrap();
     let letter = next(&mut letters).await.unwrap();
     assert_eq!(letter.headers().get("trace-id"), Some("dl-1"));
     assert_eq!(letter.headers()["x-original-topic"], "jobs");
@@ -136,7 +136,7 @@ async fn headers_count_against_the_frame_limit_before_anything_is_sent() {
     let publisher = broker.client("pub").await;
     let huge = Body::new("x").header("big", "v".repeat(8192)).unwrap();
     assert!(matches!(
-        publisher.publish(&t("events.x"), huge.clone()),
+        publisher.publish(t("events.x"), huge.clone()),
         Err(PublishError::TooLarge { max: 4096, .. })
     ));
     assert!(matches!(

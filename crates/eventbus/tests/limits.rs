@@ -70,7 +70,7 @@ async fn still_works(broker: &TestBroker, bystander: &Client) {
         .await
         .unwrap();
     let other = broker.client("other-publisher").await;
-    other.publish(&Topic::new("alive").unwrap(), "yes").unwrap();
+    other.publish(Topic::new("alive").unwrap(), "yes").unwrap();
     assert_eq!(&next(&mut s).await.unwrap().payload()[..], b"yes");
 }
 
@@ -101,7 +101,7 @@ async fn oversized_frame_disconnects_only_the_sender() {
     still_works(&broker, &bystander).await;
 
     let err = bystander
-        .publish(&Topic::new("big").unwrap(), vec![0u8; 8192])
+        .publish(Topic::new("big").unwrap(), vec![0u8; 8192])
         .unwrap_err();
     assert!(
         matches!(err, PublishError::TooLarge { max: 4096, .. }),
@@ -311,7 +311,7 @@ async fn stats_count_traffic_per_connection_topic_and_queue() {
     // Fire-and-forget publishes take the fan-out fast path, which counts on
     // its cached route: a change of topic and a stats request settle it.
     for topic in ["metrics.cpu", "metrics.cpu", "metrics.mem", "metrics.cpu"] {
-        c.publish(&Topic::new(topic).unwrap(), "1").unwrap();
+        c.publish(Topic::new(topic).unwrap(), "1").unwrap();
     }
     for _ in 0..7 {
         next(&mut s).await.unwrap();

@@ -48,7 +48,7 @@ async fn one_publisher_one_topic_arrives_in_order() {
     let mut stream = sub.subscribe(&f("seq.n")).await.unwrap();
     for i in 0..2000u32 {
         publisher
-            .publish(&t("seq.n"), i.to_be_bytes().to_vec())
+            .publish(t("seq.n"), i.to_be_bytes().to_vec())
             .unwrap();
     }
     for i in 0..2000u32 {

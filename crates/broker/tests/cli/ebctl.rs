@@ -151,6 +151,7 @@ fn stats_json_has_every_documented_key() {
             "in_flight",
             "dropped",
             "outbound_depth",
+            "slow_consumer_events",
         ],
     );
     let queue = stats["queues"]

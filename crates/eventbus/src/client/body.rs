@@ -59,6 +59,20 @@ impl Body {
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
+
+    /// A body whose payload is the JSON encoding of `value`, without headers
+    /// (a `content-type` header would take every JSON message off the
+    /// broker's fast path; add one if your consumers need it).
+    ///
+    /// ```
+    /// let body = eventbus::Body::json(&serde_json::json!({"pid": 42}))?;
+    /// assert_eq!(body.payload(), r#"{"pid":42}"#);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(value).map(Self::new)
+    }
 }
 
 macro_rules! body_from {

@@ -104,6 +104,26 @@ impl Message {
         }
     }
 
+    /// The payload decoded from JSON.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Started { pid: u32 }
+    /// let mut starts = client.subscribe("events.process.start").await?;
+    /// while let Some(message) = starts.next().await {
+    ///     match message.json::<Started>() {
+    ///         Ok(started) => println!("pid {}", started.pid),
+    ///         Err(e) => eprintln!("not a start event: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self.payload())
+    }
+
     /// Whether the sender waits for a reply.
     pub fn is_request(&self) -> bool {
         !self.reply_to().is_empty()

@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::document::StatsDocument;
+use eventbus::BrokerStats;
 
 /// Renders the snapshot as aligned text tables.
-pub fn render(s: &StatsDocument) -> String {
+pub fn render(s: &BrokerStats) -> String {
     let mut out = format!(
         "uptime {:.1}s  published {}  delivered {}  dropped {}  rss {:.1} MiB\n",
         s.uptime_ms as f64 / 1000.0,
@@ -142,35 +142,29 @@ fn section(out: &mut String, title: &str, header: &[&str], rows: &[Vec<String>])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::document::{ConnectionDocument, TopicDocument};
+    use eventbus::proto;
 
     #[test]
     fn columns_line_up_and_empty_sections_say_none() {
-        let doc = StatsDocument {
+        let stats = BrokerStats::from(proto::StatsResponse {
             uptime_ms: 1500,
             published: 3,
             delivered: 2,
-            dropped: 0,
-            rss_bytes: 0,
-            connections: vec![ConnectionDocument {
+            connections: vec![proto::ConnectionStats {
                 id: "a-much-longer-client-id".into(),
                 pid: 42,
                 kind: "ebctl".into(),
                 published: 3,
-                delivered: 0,
-                acked: 0,
-                in_flight: 0,
-                dropped: 0,
-                outbound_depth: 0,
+                ..Default::default()
             }],
-            queues: Vec::new(),
-            topics: vec![TopicDocument {
+            topics: vec![proto::TopicStats {
                 topic: "t.x".into(),
                 published: 3,
                 delivered: 2,
             }],
-        };
-        let text = render(&doc);
+            ..Default::default()
+        });
+        let text = render(&stats);
         assert!(text.starts_with("uptime 1.5s  published 3"), "{text}");
         assert!(text.contains("QUEUES\n(none)\n"), "{text}");
         let lines: Vec<&str> = text.lines().collect();
