@@ -37,6 +37,9 @@ pub enum Step {
     Fmt,
     /// `cargo clippy --workspace --all-targets -- -D warnings`.
     Clippy,
+    /// `cargo clippy -p eventbus` with each feature set a user may pick alone
+    /// (see [`FEATURE_SETS`]): the workspace build unifies them all.
+    Features,
     /// The unsafe audit: `unsafe_code` forbidden in every crate (see `audit.rs`).
     UnsafeAudit,
     /// `cargo nextest run --workspace --profile ci`.
@@ -61,10 +64,15 @@ pub const CROSS_TARGETS: [&str; 3] = [
     "x86_64-unknown-freebsd",
 ];
 
+/// `eventbus` feature sets checked by [`Step::Features`], each without the
+/// defaults: none, each half alone, and the JSON helpers without a client.
+pub const FEATURE_SETS: [&str; 4] = ["", "client", "broker", "serde"];
+
 impl Step {
     const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
+        Step::Features,
         Step::UnsafeAudit,
         Step::Nextest,
         Step::Doctest,
@@ -85,6 +93,7 @@ impl Step {
                 "-D",
                 "warnings",
             ])),
+            Step::Features => features(),
             Step::UnsafeAudit => unsafe_audit(ctx),
             Step::Nextest => {
                 ensure_cargo_tool("nextest", "cargo-nextest")?;
@@ -215,6 +224,26 @@ fn rustdocflags() -> String {
         Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),
         _ => "-D warnings".to_owned(),
     }
+}
+
+/// Each of [`FEATURE_SETS`] builds without a warning on its own.
+fn features() -> Result<()> {
+    for set in FEATURE_SETS {
+        eprintln!("eventbus --no-default-features --features '{set}'");
+        run(cargo().args([
+            "clippy",
+            "--package",
+            "eventbus",
+            "--no-default-features",
+            "--features",
+            set,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .with_context(|| format!("eventbus with features '{set}'"))?;
+    }
+    Ok(())
 }
 
 fn unsafe_audit(ctx: &mut StepContext) -> Result<()> {

@@ -12,6 +12,7 @@
 //! numbers, valid UTF-8 strings, no headers, a plain fire-and-forget mode, no
 //! direct target); anything else returns `None` and takes the decoding path.
 
+#[cfg(any(feature = "client", feature = "broker"))]
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -19,10 +20,12 @@ use bytes::{Bytes, BytesMut};
 use super::WIRE_VERSION;
 use crate::topic::Topic;
 
+#[cfg(feature = "client")]
 mod deliver;
 mod scan;
 mod stamped;
 
+#[cfg(feature = "client")]
 pub(crate) use deliver::{WireEnvelope, decode_deliver};
 pub(crate) use scan::{RawPublish, RawReply, scan_publish, scan_reply};
 pub(crate) use stamped::{ReplyStamp, Stamped};
@@ -34,11 +37,13 @@ const VARINT: u8 = 0;
 const LEN: u8 = 2;
 
 /// A reader over protobuf fields that refuses anything malformed.
+#[cfg(any(feature = "client", feature = "broker"))]
 struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
+#[cfg(any(feature = "client", feature = "broker"))]
 impl<'a> Fields<'a> {
     fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
@@ -147,6 +152,7 @@ impl<'a> Fields<'a> {
 
 /// Where the message of a frame body is, if `field` (length-delimited) is
 /// the body's only field.
+#[cfg(any(feature = "client", feature = "broker"))]
 fn only_field(body: &[u8], field: u64) -> Option<Range<usize>> {
     let mut frame = Fields::new(body);
     if frame.key()? != Some((field, LEN)) {
