@@ -5,4 +5,5 @@
 mod broker;
 mod ebctl;
 mod harness;
+mod reply;
 mod tasks;

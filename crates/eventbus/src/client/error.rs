@@ -285,6 +285,14 @@ pub enum AckError {
         /// The message.
         message_id: u64,
     },
+    /// The reply does not fit in one frame.
+    #[error("reply of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Negotiated limit.
+        max: usize,
+    },
     /// The broker did not confirm in time.
     #[error("no confirmation within {0:?}")]
     Timeout(Duration),

@@ -320,16 +320,15 @@ impl Client {
                 message_id: request.id(),
             });
         }
+        let message = self.envelope(request.topic(), body).map_err(|e| match e {
+            PublishError::TooLarge { len, max } => AckError::TooLarge { len, max },
+            _ => AckError::Closed,
+        })?;
         self.push_now(Frame {
             kind: Some(Kind::Reply(proto::Reply {
                 correlation_id: request.correlation_id(),
                 delivery_id,
-                message: Some(Box::new(proto::Envelope {
-                    topic: request.topic().to_owned(),
-                    payload: body.payload,
-                    headers: body.headers.into_wire(),
-                    ..Default::default()
-                })),
+                message: Some(message),
                 seq: 0,
             })),
         })

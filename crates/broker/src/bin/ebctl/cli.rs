@@ -1,16 +1,21 @@
-//! The `ebctl` command line, and validation of the names it carries.
+//! The `ebctl` command line, and validation of what it carries.
 //!
-//! Topics and filters arrive as plain strings and are validated with
-//! [`Topic::new`] / [`TopicFilter::new`] before anything connects, so an
+//! Topics, filters, group names and headers arrive as plain strings and are
+//! validated (and a payload file read) before anything connects, so an
 //! invalid one is a usage error (exit 2) with a one-line message.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use eventbus::{Topic, TopicFilter};
+use eventbus::{Body, GroupName, Headers, Topic, TopicFilter};
 
 use crate::failure::Failure;
+
+/// The largest payload `--file` reads; the broker's frame limit (1 MiB by
+/// default) refuses anything larger than it allows anyway.
+pub const MAX_PAYLOAD_FILE_BYTES: u64 = 64 << 20;
 
 /// Talk to a running eventbus broker.
 #[derive(Debug, Parser)]
@@ -43,10 +48,33 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Send one request and print the reply.
     Request(RequestArgs),
+    /// Answer requests: echo them, or run a command per request and reply
+    /// with its output.
+    Reply(ReplyArgs),
     /// Print the broker's counters.
     Stats(StatsArgs),
     /// Send many requests, some at once, and summarise replies and latency.
     Tasks(TasksArgs),
+    /// Print a shell completion script, e.g. `ebctl completions bash > /etc/bash_completion.d/ebctl`.
+    Completions(CompletionsArgs),
+    /// Write the man pages (`cargo xtask cli-assets` uses it).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// Where a message's payload comes from, and its headers.
+#[derive(Debug, Args)]
+pub struct BodyArgs {
+    /// Message payload [default: empty].
+    #[arg(long, conflicts_with = "file")]
+    pub payload: Option<String>,
+    /// Read the payload from a file; `-` reads standard input.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// A header, `NAME=VALUE` (repeatable). Names are `[a-z0-9._-]`; `x-`
+    /// names are the broker's.
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = header)]
+    pub headers: Vec<(String, String)>,
 }
 
 /// Arguments of `ebctl publish`.
@@ -54,12 +82,15 @@ pub enum Command {
 pub struct PublishArgs {
     /// Topic to publish on, e.g. `events.process.start`.
     pub topic: String,
-    /// Message payload.
-    #[arg(long, default_value = "")]
-    pub payload: String,
+    /// Payload and headers.
+    #[command(flatten)]
+    pub body: BodyArgs,
     /// How many messages to publish.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
+    /// Print `{"topic", "published", "ids"}` as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `ebctl subscribe`.
@@ -84,15 +115,62 @@ pub struct SubscribeArgs {
 pub struct RequestArgs {
     /// Topic to send the request on.
     pub topic: String,
-    /// Request payload.
-    #[arg(long, default_value = "")]
-    pub payload: String,
+    /// Payload and headers.
+    #[command(flatten)]
+    pub body: BodyArgs,
     /// How long to wait for the reply, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub timeout_ms: u64,
-    /// Print the reply as JSON: source, payload, latency_us.
+    /// Print the reply as JSON: source, payload, latency_us, headers.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `ebctl reply`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("answer").required(true).args(["echo", "command"])))]
+pub struct ReplyArgs {
+    /// Topic filter to answer on, e.g. `control.collector.task.process`.
+    pub filter: String,
+    /// Join this queue group: each request goes to one member. Without it,
+    /// every request on the filter is answered (by every such responder).
+    #[arg(long, value_name = "GROUP")]
+    pub queue: Option<String>,
+    /// Reply with the request's own payload.
+    #[arg(long)]
+    pub echo: bool,
+    /// Run `sh -c CMD` per request, the payload on its standard input, and
+    /// reply with its standard output. A failing command (non-zero exit, or
+    /// past `--command-timeout-ms`) rejects the request: a queue member
+    /// dead-letters it and its requester fails at once.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    /// How long a command may run, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 30_000)]
+    pub command_timeout_ms: u64,
+    /// A header on every reply, `NAME=VALUE` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = header)]
+    pub headers: Vec<(String, String)>,
+    /// Exit 0 after answering this many messages [default: run until interrupted].
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Print each message handled as one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+/// Arguments of `ebctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `ebctl man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `ebctl.1` and one `ebctl-<command>.1` per command here.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Arguments of `ebctl stats`.
@@ -114,9 +192,9 @@ pub struct TasksArgs {
     /// How many requests to keep outstanding at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
-    /// Payload of every request.
-    #[arg(long, default_value = "")]
-    pub payload: String,
+    /// Payload and headers of every request.
+    #[command(flatten)]
+    pub body: BodyArgs,
     /// How long to wait for each reply, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -135,6 +213,57 @@ pub fn filter(text: &str) -> Result<TopicFilter, Failure> {
     TopicFilter::new(text).map_err(|e| Failure::Usage(e.to_string()))
 }
 
+/// Validates a queue group name given on the command line.
+pub fn group(text: &str) -> Result<GroupName, Failure> {
+    GroupName::new(text).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// Splits `NAME=VALUE` (the name is validated with the other headers).
+fn header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+        None => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+/// Validates header names given on the command line.
+pub fn headers(pairs: &[(String, String)]) -> Result<Headers, Failure> {
+    Headers::from_pairs(pairs.iter().cloned()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+impl BodyArgs {
+    /// The payload (read from `--file` if given) and the headers.
+    pub fn body(&self) -> Result<Body, Failure> {
+        let payload = match &self.file {
+            Some(path) => read_payload(path)?,
+            None => self.payload.clone().unwrap_or_default().into_bytes(),
+        };
+        Ok(Body::new(payload).with_headers(headers(&self.headers)?))
+    }
+}
+
+/// The whole file, or standard input for `-`, up to [`MAX_PAYLOAD_FILE_BYTES`].
+fn read_payload(path: &Path) -> Result<Vec<u8>, Failure> {
+    let mut payload = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_PAYLOAD_FILE_BYTES + 1)
+            .read_to_end(&mut payload)
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PAYLOAD_FILE_BYTES + 1).read_to_end(&mut payload))
+    };
+    let name = path.display();
+    read.map_err(|e| Failure::Usage(format!("cannot read the payload from {name}: {e}")))?;
+    if payload.len() as u64 > MAX_PAYLOAD_FILE_BYTES {
+        return Err(Failure::Usage(format!(
+            "the payload in {name} is larger than {MAX_PAYLOAD_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +275,61 @@ mod tests {
         assert!(matches!(topic("events.#"), Err(Failure::Usage(_))));
         assert!(filter("events.#").is_ok());
         assert!(matches!(filter("#.events"), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn headers_are_name_value_pairs_with_valid_names() {
+        let cli = Cli::try_parse_from(["ebctl", "publish", "t", "-H", "a=1", "--header", "b=x=y"])
+            .unwrap();
+        let Command::Publish(args) = cli.command else {
+            panic!("not publish")
+        };
+        let body = args.body.body().unwrap();
+        assert_eq!(body.headers().get("a"), Some("1"));
+        assert_eq!(body.headers().get("b"), Some("x=y"));
+        assert!(Cli::try_parse_from(["ebctl", "publish", "t", "-H", "novalue"]).is_err());
+        let bad = Cli::try_parse_from(["ebctl", "publish", "t", "-H", "Bad=1"]).unwrap();
+        let Command::Publish(args) = bad.command else {
+            panic!("not publish")
+        };
+        assert!(matches!(args.body.body(), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn payload_comes_from_the_flag_or_a_file_but_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, b"{\"a\":1}").unwrap();
+        let args = BodyArgs {
+            payload: None,
+            file: Some(path.clone()),
+            headers: Vec::new(),
+        };
+        assert_eq!(args.body().unwrap().payload(), "{\"a\":1}");
+        let missing = BodyArgs {
+            file: Some(dir.path().join("missing")),
+            ..args
+        };
+        assert!(matches!(missing.body(), Err(Failure::Usage(_))));
+        let both = Cli::try_parse_from([
+            "ebctl",
+            "publish",
+            "t",
+            "--payload",
+            "x",
+            "--file",
+            path.to_str().unwrap(),
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn reply_needs_exactly_one_way_to_answer() {
+        assert!(Cli::try_parse_from(["ebctl", "reply", "t"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ebctl", "reply", "t", "--echo", "--command", "cat"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["ebctl", "reply", "t", "--echo"]).is_ok());
     }
 
     #[test]

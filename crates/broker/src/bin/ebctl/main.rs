@@ -5,17 +5,22 @@
 //! - [`cli`]: the command line, and validation of topics and filters.
 //! - [`failure`]: how errors become one stderr line and an exit code
 //!   (0 success, 1 operational failure, 2 usage error).
-//! - [`publish`], [`subscribe`], [`request`], [`stats`], [`tasks`]: one module
-//!   per command.
+//! - [`publish`], [`subscribe`], [`request`], [`reply`], [`stats`], [`tasks`]:
+//!   one module per command that talks to the broker.
+//! - [`assets`]: `completions` and the hidden `man`, generated from the same
+//!   clap definitions (`cargo xtask cli-assets` writes them all).
 //!
-//! Every command connects as client `ebctl-<pid>` (kind `ebctl`) on a
-//! current-thread runtime, does its work, and closes the connection.
+//! Every command that talks to the broker connects as client `ebctl-<pid>`
+//! (kind `ebctl`) on a current-thread runtime, does its work, and closes the
+//! connection.
 #![forbid(unsafe_code)]
 
+mod assets;
 mod cli;
 mod failure;
 mod output;
 mod publish;
+mod reply;
 mod request;
 mod stats;
 mod subscribe;
@@ -49,8 +54,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Publish(args) => {
             let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
             with_client(&socket, async |client| {
-                publish::run(client, &topic, &args).await
+                publish::run(client, &topic, body, &args).await
             })
         }
         Command::Subscribe(args) => {
@@ -61,8 +67,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Request(args) => {
             let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
             with_client(&socket, async |client| {
-                request::run(client, &topic, &args).await
+                request::run(client, &topic, body, &args).await
+            })
+        }
+        Command::Reply(args) => {
+            let filter = cli::filter(&args.filter)?;
+            let group = args.queue.as_deref().map(cli::group).transpose()?;
+            let headers = cli::headers(&args.headers)?;
+            with_client(&socket, async |client| {
+                reply::run(client, &filter, group, headers, &args).await
             })
         }
         Command::Stats(args) => {
@@ -70,10 +85,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Tasks(args) => {
             let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
             with_client(&socket, async |client| {
-                tasks::run(client, &topic, &args).await
+                tasks::run(client, &topic, body, &args).await
             })
         }
+        Command::Completions(args) => assets::completions(args.shell),
+        Command::Man(args) => assets::man(&args.out),
     }
 }
 

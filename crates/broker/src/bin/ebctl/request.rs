@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use eventbus::{Client, Topic};
+use eventbus::{Body, Client, Topic};
 use serde::Serialize;
 
 use crate::cli::RequestArgs;
@@ -25,10 +25,15 @@ struct ReplyJson<'a> {
 }
 
 /// Sends one request on `topic` and prints the reply.
-pub async fn run(client: &Client, topic: &Topic, args: &RequestArgs) -> Result<(), Failure> {
+pub async fn run(
+    client: &Client,
+    topic: &Topic,
+    body: Body,
+    args: &RequestArgs,
+) -> Result<(), Failure> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let start = Instant::now();
-    let reply = client.request(topic, args.payload.clone(), timeout).await?;
+    let reply = client.request(topic, body, timeout).await?;
     let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let payload = String::from_utf8_lossy(reply.payload()).into_owned();
     if args.json {

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use eventbus::client::RequestError;
-use eventbus::{Client, Topic};
+use eventbus::{Body, Client, Topic};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -93,9 +92,13 @@ struct Latency {
 
 /// Sends `args.count` requests on `topic`, `args.concurrency` at a time, and
 /// prints the summary. Fails (exit 1) unless every request was answered.
-pub async fn run(client: &Client, topic: &Topic, args: &TasksArgs) -> Result<(), Failure> {
+pub async fn run(
+    client: &Client,
+    topic: &Topic,
+    body: Body,
+    args: &TasksArgs,
+) -> Result<(), Failure> {
     let next = Arc::new(AtomicU64::new(0));
-    let payload = Bytes::from(args.payload.clone());
     let timeout = Duration::from_millis(args.timeout_ms);
     let start = Instant::now();
     let mut workers = JoinSet::new();
@@ -103,7 +106,7 @@ pub async fn run(client: &Client, topic: &Topic, args: &TasksArgs) -> Result<(),
         workers.spawn(worker(
             client.clone(),
             topic.clone(),
-            payload.clone(),
+            body.clone(),
             timeout,
             next.clone(),
             args.count,
@@ -139,7 +142,7 @@ pub async fn run(client: &Client, topic: &Topic, args: &TasksArgs) -> Result<(),
 async fn worker(
     client: Client,
     topic: Topic,
-    payload: Bytes,
+    body: Body,
     timeout: Duration,
     next: Arc<AtomicU64>,
     count: u64,
@@ -147,7 +150,7 @@ async fn worker(
     let mut tally = Tally::new();
     while next.fetch_add(1, Ordering::Relaxed) < count {
         let sent = Instant::now();
-        match client.request(&topic, payload.clone(), timeout).await {
+        match client.request(&topic, body.clone(), timeout).await {
             Ok(reply) => {
                 tally.completed += 1;
                 *tally
