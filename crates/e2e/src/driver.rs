@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::history::History;
 use crate::tasks::{CollectorKind, TaskReply};
-use crate::wait::DEADLINE;
+use eventbus_harness::DEADLINE;
+use eventbus_harness::History;
 
 /// How [`Driver::run_tasks`] sends its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +195,7 @@ impl Driver {
             let sent = Instant::now();
             match self.request_task(kind, &task_id, options.timeout).await {
                 Ok(reply) => {
-                    history.replied(&task_id, &reply);
+                    history.record_all(&task_id, reply.events(&task_id));
                     return Attempted {
                         task_id,
                         outcome: Ok((reply, sent.elapsed())),

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, DEADLINE, Direction, FaultProxy, wait_until};
 use eventbus::client::{ConnectionEvent, ReconnectPolicy, RequestError};
 use eventbus::{Client, ClientId, ClientOptions, Message, Topic, TopicFilter};

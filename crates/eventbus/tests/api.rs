@@ -1,14 +1,12 @@
 //! The client API as a user writes it: names as strings, JSON payloads,
 //! deliveries that settle on drop, cancelled subscribes, typed stats.
 
-mod common;
-
 use std::future::Future as _;
 use std::time::Duration;
 
-use common::{DEADLINE, TestBroker, next, quiet_for};
 use eventbus::client::{AckError, PublishError, RequestError, SubscribeError};
 use eventbus::{Body, Topic};
+use eventbus_harness::{DEADLINE, TestBroker, next, quiet_for};
 use serde::{Deserialize, Serialize};
 
 #[tokio::test]

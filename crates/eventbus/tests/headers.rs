@@ -1,13 +1,11 @@
 //! Headers set by a sender, over a real socket: on every kind of send, in
 //! both directions of a request, next to headerless messages on the fast path.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{DEADLINE, TestBroker, next};
 use eventbus::client::PublishError;
 use eventbus::{Body, GroupName, Headers, Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next};
 
 fn t(s: &str) -> Topic {
     Topic::new(s).unwrap()

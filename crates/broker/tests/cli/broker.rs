@@ -9,10 +9,11 @@ use crate::harness::{TestBroker, assert_one_line, short_dir};
 #[test]
 fn ready_line_names_socket_pid_and_version_and_the_socket_is_private() {
     let broker = TestBroker::start();
-    assert_eq!(broker.ready["event"], "ready");
-    assert_eq!(broker.ready["socket"], broker.socket.to_str().unwrap());
-    assert_eq!(broker.ready["pid"], broker.pid());
-    assert_eq!(broker.ready["version"], env!("CARGO_PKG_VERSION"));
+    let ready = broker.ready();
+    assert_eq!(ready["event"], "ready");
+    assert_eq!(ready["socket"], broker.socket.to_str().unwrap());
+    assert_eq!(ready["pid"], broker.process.pid());
+    assert_eq!(ready["version"], env!("CARGO_PKG_VERSION"));
     let mode = std::fs::metadata(&broker.socket)
         .unwrap()
         .permissions()
@@ -23,8 +24,7 @@ fn ready_line_names_socket_pid_and_version_and_the_socket_is_private() {
 #[test]
 fn sigterm_exits_zero_and_removes_the_socket() {
     let mut broker = TestBroker::start();
-    broker.terminate();
-    let status = broker.process.wait_exit();
+    let status = broker.process.terminate_blocking(crate::harness::DEADLINE);
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(!broker.socket.exists(), "socket file left behind");
 }

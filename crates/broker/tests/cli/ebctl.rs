@@ -1,31 +1,19 @@
 //! The `ebctl` commands against a live broker, and its exit codes.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-use crate::harness::{
-    Reaped, TestBroker, assert_one_line, ebctl, lines, rest_of, short_dir, wait_for_line,
-};
+use crate::harness::{DEADLINE, Output, TestBroker, assert_one_line, ebctl, short_dir};
 
 #[test]
 fn publish_and_subscribe_round_trip() {
     let broker = TestBroker::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebctl"))
-        .arg("--socket")
-        .arg(&broker.socket)
-        .args(["subscribe", "t.x", "--count", "2", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    let mut subscriber = Reaped(child);
+    let mut subscriber = broker.spawn_ebctl(
+        "subscriber",
+        &["subscribe", "t.x", "--count", "2", "--json"],
+    );
     // Printed once the broker has registered the subscription.
-    wait_for_line(&stderr, |l| l == "subscribed to t.x");
-    let id = format!("ebctl-{}", subscriber.0.id());
+    subscriber.wait_for_line_blocking(Output::Stderr, DEADLINE, |l| l == "subscribed to t.x");
+    let id = format!("ebctl-{}", subscriber.pid());
     let stats = broker.stats();
     let connection = stats["connections"]
         .as_array()
@@ -45,10 +33,11 @@ fn publish_and_subscribe_round_trip() {
         "published 2"
     );
 
-    let status = subscriber.wait_exit();
+    let status = subscriber.wait_exit_blocking(DEADLINE);
     assert!(status.success(), "{status}");
-    let messages: Vec<Value> = rest_of(&stdout)
-        .iter()
+    let messages: Vec<Value> = subscriber
+        .output(Output::Stdout)
+        .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
@@ -117,7 +106,8 @@ fn a_missing_socket_exits_1() {
 #[test]
 fn stats_json_has_every_documented_key() {
     let broker = TestBroker::start();
-    let responder = crate::tasks::Responder::start(&broker.socket, "work.echo", "r-stats");
+    let (responder, id) =
+        crate::reply::responder(&broker, "work.echo", &["--queue", "workers", "--echo"]);
     broker.ebctl().args(["publish", "t.x"]).assert().success();
     let stats = broker.stats();
     let has = |v: &Value, keys: &[&str]| {
@@ -183,7 +173,7 @@ fn stats_json_has_every_documented_key() {
         member,
         &["client_id", "delivered", "acked", "in_flight", "prefetch"],
     );
-    assert_eq!(member["client_id"], "r-stats");
+    assert_eq!(member["client_id"], id.as_str());
     let topic = stats["topics"]
         .as_array()
         .unwrap()

@@ -1,29 +1,22 @@
 //! `ebctl reply` (echo and command responders), headers and payload files on
 //! the sending side, `--json` output, completions and man pages.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-use crate::harness::{Reaped, TestBroker, assert_one_line, lines, wait_for_line};
+use crate::harness::{DEADLINE, Output, Process, TestBroker, assert_one_line};
 
-/// `ebctl reply FILTER ARGS...` as a child, returned once subscribed.
-fn responder(broker: &TestBroker, filter: &str, args: &[&str]) -> (Reaped, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebctl"))
-        .arg("--socket")
-        .arg(&broker.socket)
-        .args(["reply", filter])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let id = format!("ebctl-{}", child.id());
-    let child = Reaped(child);
-    wait_for_line(&stderr, |l| l == format!("subscribed to {filter}"));
-    (child, id)
+/// `ebctl reply FILTER ARGS...` as a child, returned once subscribed, with
+/// its client id.
+pub fn responder(broker: &TestBroker, filter: &str, args: &[&str]) -> (Process, String) {
+    let args: Vec<&str> = ["reply", filter]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let process = broker.spawn_ebctl("responder", &args);
+    let subscribed = format!("subscribed to {filter}");
+    process.wait_for_line_blocking(Output::Stderr, DEADLINE, |l| l == subscribed);
+    let id = format!("ebctl-{}", process.pid());
+    (process, id)
 }
 
 fn json(stdout: &[u8]) -> Value {
@@ -128,19 +121,11 @@ fn a_command_past_its_timeout_is_killed_and_the_request_rejected() {
 #[test]
 fn headers_and_a_payload_from_stdin_reach_a_json_subscriber() {
     let broker = TestBroker::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebctl"))
-        .arg("--socket")
-        .arg(&broker.socket)
-        .args(["subscribe", "t.h", "--count", "1", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    let mut subscriber = Reaped(child);
-    wait_for_line(&stderr, |l| l == "subscribed to t.h");
+    let mut subscriber = broker.spawn_ebctl(
+        "subscriber",
+        &["subscribe", "t.h", "--count", "1", "--json"],
+    );
+    subscriber.wait_for_line_blocking(Output::Stderr, DEADLINE, |l| l == "subscribed to t.h");
 
     let out = broker
         .ebctl()
@@ -161,8 +146,9 @@ fn headers_and_a_payload_from_stdin_reach_a_json_subscriber() {
     assert_eq!(summary["published"], 1, "{summary}");
     assert_eq!(summary["ids"].as_array().unwrap().len(), 1, "{summary}");
 
-    assert!(subscriber.wait_exit().success());
-    let message: Value = serde_json::from_str(&wait_for_line(&stdout, |_| true)).unwrap();
+    assert!(subscriber.wait_exit_blocking(DEADLINE).success());
+    let output = subscriber.output(Output::Stdout);
+    let message: Value = serde_json::from_str(output.trim()).unwrap();
     assert_eq!(message["payload"], "{\"pid\":42}", "{message}");
     assert_eq!(message["headers"]["trace-id"], "7f", "{message}");
     assert_eq!(message["id"], summary["ids"][0], "{message}");

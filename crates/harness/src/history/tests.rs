@@ -1,7 +1,6 @@
 //! The checker on synthetic histories: one per finding, plus the clean case.
 
 use super::*;
-use crate::tasks::Timings;
 
 /// A task that went through the whole life: published, accepted, delivered to
 /// `collector` at `started_us`, acked.
@@ -10,22 +9,6 @@ fn complete(h: &History, id: &str, collector: &str, started_us: u64) {
     h.accepted(id);
     h.delivered(id, collector, started_us);
     h.acked(id);
-}
-
-fn reply(task_id: &str, collector: &str, source: &str) -> TaskReply {
-    TaskReply {
-        task_id: Some(task_id.to_owned()),
-        collector_id: collector.to_owned(),
-        collector_pid: 1,
-        status: "ok".to_owned(),
-        error: None,
-        timings: Timings {
-            queued_us: 1,
-            started_us: 2,
-            finished_us: 3,
-        },
-        source: source.to_owned(),
-    }
 }
 
 #[test]
@@ -153,17 +136,22 @@ fn events_for_unknown_tasks_and_flagged_events_are_unexpected() {
 }
 
 #[test]
-fn a_reply_is_recorded_as_accepted_delivered_and_acked_and_checked() {
+fn record_all_keeps_a_tasks_events_together() {
     let h = History::new();
     h.published("t1");
-    h.replied("t1", &reply("t1", "procmond-1", "procmond-1"));
+    h.record_all(
+        "t1",
+        [
+            Event::Accepted,
+            Event::Delivered {
+                collector: "w-1".into(),
+                started_us: 2,
+            },
+            Event::Acked,
+        ],
+    );
     assert!(h.check(Order::Any).is_clean());
-
-    h.published("t2");
-    h.replied("t2", &reply("t9", "procmond-1", "netmond-1"));
-    let v = h.check(Order::Any);
-    assert_eq!(v.unexpected.len(), 2, "{v}");
-    assert!(v.lost.is_empty());
+    assert_eq!(h.completed(), 1);
 }
 
 #[test]

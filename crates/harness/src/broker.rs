@@ -1,15 +1,13 @@
 //! The `broker` binary as a child process: how to start it, and the faults a
-//! scenario can inflict on it.
+//! test can inflict on it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use rustix::process::Signal;
-
 use crate::binaries;
-use crate::process::{LogPaths, Supervised};
+use crate::process::{LogPaths, Process, ProcessBuilder, Ready};
 use crate::wait::DEADLINE;
 
 /// How to start a broker: flags passed through to `broker`.
@@ -17,7 +15,7 @@ use crate::wait::DEADLINE;
 /// ```no_run
 /// # async fn demo() {
 /// use std::time::Duration;
-/// use e2e::{BrokerBuilder, Cluster};
+/// use eventbus_harness::{BrokerBuilder, Cluster};
 /// let cluster = Cluster::start_with(
 ///     BrokerBuilder::new()
 ///         .heartbeat(Duration::from_millis(50), 3)
@@ -28,6 +26,7 @@ use crate::wait::DEADLINE;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct BrokerBuilder {
+    bin: Option<PathBuf>,
     heartbeat_interval: Option<Duration>,
     heartbeat_misses: Option<u32>,
     config_toml: Option<String>,
@@ -38,6 +37,12 @@ impl BrokerBuilder {
     /// A broker with its defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The `broker` binary to run [default: [`binaries::broker_bin`]].
+    pub fn bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bin = Some(path.into());
+        self
     }
 
     /// `--heartbeat-interval-ms` and `--heartbeat-misses`: the defaults offered
@@ -61,7 +66,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// Starts the broker on `socket`, with its config file and logs in `dir`.
+    /// Starts the broker on `socket`, with its config file and logs in
+    /// `dir`, and waits for its ready line. Panics, with its logs, if it
+    /// does not start.
     pub(crate) async fn start(self, dir: &Path, socket: &Path) -> BrokerProcess {
         let config = self.config_toml.as_ref().map(|toml| {
             let path = dir.join("broker.toml");
@@ -69,16 +76,31 @@ impl BrokerBuilder {
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
             path
         });
-        let mut broker = BrokerProcess {
-            builder: self,
-            bin: binaries::broker_bin(),
+        let bin = self.bin.clone().unwrap_or_else(binaries::broker_bin);
+        let mut command = ProcessBuilder::new("broker", bin)
+            .arg("--socket")
+            .arg(socket)
+            .logs_in(dir)
+            .ready(Ready::JsonLine);
+        if let Some(config) = &config {
+            command = command.arg("--config").arg(config);
+        }
+        if let Some(interval) = self.heartbeat_interval {
+            command = command.arg(format!("--heartbeat-interval-ms={}", interval.as_millis()));
+        }
+        if let Some(misses) = self.heartbeat_misses {
+            command = command.arg(format!("--heartbeat-misses={misses}"));
+        }
+        let process = command
+            .args(&self.args)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let broker = BrokerProcess {
             socket: socket.to_owned(),
-            config,
-            logs: LogPaths::in_dir(dir, "broker"),
-            process: None,
-            version: String::new(),
+            process,
         };
-        broker.spawn().await;
+        broker.check_ready_line();
         broker
     }
 }
@@ -86,52 +108,25 @@ impl BrokerBuilder {
 /// A running `broker` process, killed and reaped on drop.
 #[derive(Debug)]
 pub struct BrokerProcess {
-    builder: BrokerBuilder,
-    bin: PathBuf,
     socket: PathBuf,
-    config: Option<PathBuf>,
-    logs: LogPaths,
-    process: Option<Supervised>,
-    version: String,
+    process: Process,
 }
 
 impl BrokerProcess {
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.bin);
-        command.arg("--socket").arg(&self.socket);
-        if let Some(config) = &self.config {
-            command.arg("--config").arg(config);
-        }
-        if let Some(interval) = self.builder.heartbeat_interval {
-            command.arg(format!("--heartbeat-interval-ms={}", interval.as_millis()));
-        }
-        if let Some(misses) = self.builder.heartbeat_misses {
-            command.arg(format!("--heartbeat-misses={misses}"));
-        }
-        command.args(&self.builder.args);
-        command
-    }
-
-    async fn spawn(&mut self) {
-        let (process, ready) = Supervised::spawn("broker", self.command(), self.logs.clone()).await;
+    fn check_ready_line(&self) {
+        let ready = self
+            .process
+            .ready()
+            .expect("started on its JSON ready line");
         if ready["socket"].as_str() != self.socket.to_str() {
-            process.fail(&format!("announced another socket: {ready}"));
+            self.process
+                .fail(&format!("announced another socket: {ready}"));
         }
-        self.version = ready["version"].as_str().unwrap_or_default().to_owned();
-        self.process = Some(process);
-    }
-
-    fn process(&self) -> &Supervised {
-        self.process.as_ref().expect("the broker was started")
-    }
-
-    fn process_mut(&mut self) -> &mut Supervised {
-        self.process.as_mut().expect("the broker was started")
     }
 
     /// The pid of the current run.
     pub fn pid(&self) -> u32 {
-        self.process().pid()
+        self.process.pid()
     }
 
     /// The socket it listens on (the same across restarts).
@@ -141,64 +136,65 @@ impl BrokerProcess {
 
     /// The version from its ready line.
     pub fn version(&self) -> &str {
-        &self.version
+        self.process
+            .ready()
+            .and_then(|r| r["version"].as_str())
+            .unwrap_or_default()
     }
 
     /// Where its output goes.
     pub fn logs(&self) -> &LogPaths {
-        &self.logs
+        self.process.logs()
+    }
+
+    /// The process itself, for anything else.
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// The exit status, if it has exited (reaping it).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.process_mut().try_exit()
+        self.process.try_exit()
     }
 
     /// SIGKILL and reap: a crash. Its socket file stays behind, as after a crash.
     pub fn kill(&mut self) -> ExitStatus {
-        self.process_mut().kill()
-    }
-
-    /// Kills and reaps the current run, if there is one (a restart that failed
-    /// half-way leaves none). For drops, which must not panic.
-    pub(crate) fn kill_if_started(&mut self) {
-        if let Some(process) = &mut self.process {
-            process.kill();
-        }
+        self.process.kill()
     }
 
     /// SIGTERM (and SIGCONT, so a paused process acts on it), then waits up to
     /// [`DEADLINE`] for the exit status (a graceful shutdown drains in-flight
     /// deliveries for up to its drain timeout).
     pub async fn terminate(&mut self) -> ExitStatus {
-        self.process_mut().terminate(DEADLINE).await
+        self.process.terminate(DEADLINE).await
     }
 
     /// SIGSTOP: the broker freezes with its socket open.
+    #[cfg(unix)]
     pub fn pause(&self) {
-        self.process().signal(Signal::STOP);
+        self.process.pause();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
+    #[cfg(unix)]
     pub fn resume(&self) {
-        self.process().signal(Signal::CONT);
+        self.process.resume();
     }
 
     /// Terminates the broker if it still runs (panicking unless it exits 0),
     /// then starts it again on the same socket with the same flags.
     pub async fn restart(&mut self) {
-        if let Some(mut old) = self.process.take() {
-            let status = old.terminate(DEADLINE).await;
-            if !status.success() && !old_was_killed(&status) {
-                old.fail(&format!("exited with {status} on SIGTERM"));
+        if self.process.try_exit().is_none() {
+            let status = self.process.terminate(DEADLINE).await;
+            if !status.success() {
+                self.process
+                    .fail(&format!("exited with {status} on SIGTERM"));
             }
         }
-        self.spawn().await;
+        self.process
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check_ready_line();
     }
-}
-
-/// A broker killed by the scenario itself before a restart is fine.
-fn old_was_killed(status: &ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt as _;
-    status.signal() == Some(Signal::KILL.as_raw())
 }

@@ -1,18 +1,32 @@
-//! The history of a scenario, task by task, and the checker that judges it.
+//! The history of a test run, task by task, and the checker that judges it.
 //!
-//! The driver records, per task id and in the order they happen: published,
+//! Whatever drives the system (a requester, a publisher, the workers
+//! themselves) records, per task id and in the order they happen: published,
 //! accepted (the broker confirmed the publish, or a request was sent and may
-//! have been taken), delivered (to which collector, started when), acked (a
+//! have been taken), delivered (to which consumer, started when), acked (a
 //! reply or an ack came back), and errors. [`History::check`] turns the log
 //! into a [`Verdict`]: which accepted tasks were lost, which were delivered or
 //! acked again after their ack, which started out of publish order (for FIFO
 //! queues), and anything that should not have happened at all.
+//!
+//! Task ids are the application's: any string that names one unit of work
+//! across retries and redeliveries.
+//!
+//! ```
+//! use eventbus_harness::{History, Order};
+//! let history = History::new();
+//! history.published("t-1");
+//! history.accepted("t-1");
+//! history.delivered("t-1", "worker-1", 1); // crashed mid-task
+//! history.delivered("t-1", "worker-2", 2); // redelivered
+//! history.acked("t-1");
+//! let verdict = history.check(Order::Any);
+//! assert!(verdict.is_clean(), "{verdict}");
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use crate::tasks::TaskReply;
 
 /// One thing that happened to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,38 +187,13 @@ impl History {
         self.record(task_id, Event::Error(error.to_string()));
     }
 
-    /// Records what a reply to the request for `task_id` says: accepted,
-    /// delivered to its collector, acked; a reply for another task, or one whose
-    /// payload and broker-stamped source disagree, is unexpected; an error reply
-    /// is an error.
-    pub fn replied(&self, task_id: &str, reply: &TaskReply) {
+    /// Appends several events for one task at once (no other event comes
+    /// between them).
+    pub fn record_all(&self, task_id: &str, events: impl IntoIterator<Item = Event>) {
         let mut log = self.log();
-        let id = task_id.to_owned();
-        log.push((id.clone(), Event::Accepted));
-        if reply.task_id.as_deref() != Some(task_id) {
-            let why = format!("reply for task {:?}", reply.task_id);
-            log.push((id.clone(), Event::Unexpected(why)));
+        for event in events {
+            log.push((task_id.to_owned(), event));
         }
-        if reply.source != reply.collector_id {
-            let why = format!(
-                "reply from {} claims to be from {}",
-                reply.source, reply.collector_id
-            );
-            log.push((id.clone(), Event::Unexpected(why)));
-        }
-        let collector = reply.collector_id.clone();
-        let started_us = reply.timings.started_us;
-        log.push((
-            id.clone(),
-            Event::Delivered {
-                collector,
-                started_us,
-            },
-        ));
-        if let Some(error) = &reply.error {
-            log.push((id.clone(), Event::Error(format!("error reply: {error}"))));
-        }
-        log.push((id, Event::Acked));
     }
 
     /// Distinct tasks acked so far.

@@ -1,25 +1,27 @@
-//! Finding the `broker` and `mock-collector` binaries the scenarios run.
+//! Finding (or building, once) the binaries a test runs: the `broker`, or any
+//! binary of a package in the test's own cargo workspace (a worker, a
+//! collector).
 //!
 //! Cargo tells a test where the binaries of its *own* package are
-//! (`CARGO_BIN_EXE_<name>`), but these two belong to other packages, so each
-//! is resolved in this order:
+//! (`CARGO_BIN_EXE_<name>`), but not those of other packages, so each is
+//! resolved in this order:
 //!
-//! 1. **Overrides:** `EVENTBUS_BROKER_BIN` and `EVENTBUS_COLLECTOR_BIN`, used as
-//!    given (each on its own). Set both when the tests run from a nextest
-//!    archive (`cargo nextest archive`, then `run --archive-file`), where there
-//!    may be no cargo and no sources to build from: archive the binaries next to
-//!    the tests and point the variables at them.
+//! 1. **Override:** an environment variable naming the file (for the broker,
+//!    `EVENTBUS_BROKER_BIN`), used as given. Set it when the tests run from a
+//!    nextest archive (`cargo nextest archive`, then `run --archive-file`),
+//!    where there may be no cargo and no sources to build from: archive the
+//!    binaries next to the tests and point the variables at them.
 //! 2. **Build once:** otherwise the first use in a test process runs
-//!    `$CARGO build -p broker -p mock-collector` (`cargo` when `CARGO` is unset)
+//!    `$CARGO build -p <package> --bin <bin>` (`cargo` when `CARGO` is unset)
 //!    for the profile, target triple and target directory of the running test.
 //!    The build inherits the whole environment (`RUSTFLAGS`, `CARGO_TARGET_DIR`,
 //!    `LLVM_PROFILE_FILE`, ...), so under cargo-llvm-cov the binaries are
 //!    instrumented like the tests. A plain `cargo nextest run` from a clean
 //!    checkout therefore needs no pre-build. Nextest runs every test in its own
-//!    process: an exclusive lock on `<target>/e2e-build.lock` (std
+//!    process: an exclusive lock on `<target>/eventbus-harness-build.lock` (std
 //!    [`File::lock`](std::fs::File::lock)) lets one of them build while the
 //!    others wait and then find everything fresh (a no-op build); a
-//!    [`OnceLock`] makes it once per process under `cargo test` too.
+//!    [`OnceLock`] per binary makes it once per process under `cargo test` too.
 //! 3. **Locate:** the binaries are then in `<target>/[<triple>/]<profile>/`,
 //!    derived from the test's own path, [`std::env::current_exe`], which is
 //!    `<target>/[<triple>/]<profile>/deps/<test>-<hash>`.
@@ -27,28 +29,32 @@
 //! Every failure here panics with what was tried: these functions run inside
 //! tests, where that is the most useful report.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Environment variable overriding the path of the `broker` binary.
 pub const BROKER_BIN_ENV: &str = "EVENTBUS_BROKER_BIN";
-/// Environment variable overriding the path of the `mock-collector` binary.
-pub const COLLECTOR_BIN_ENV: &str = "EVENTBUS_COLLECTOR_BIN";
 
-/// The path of the `broker` binary (see the module doc for how it is found).
+/// The path of the `broker` binary of package `broker` (see the module doc
+/// for how it is found). Outside this project's workspace, set
+/// [`BROKER_BIN_ENV`], or use an embedded broker
+/// ([`Cluster::embedded`](crate::Cluster::embedded)).
 pub fn broker_bin() -> PathBuf {
-    resolve(BROKER_BIN_ENV, "broker")
+    workspace_bin("broker", "broker", BROKER_BIN_ENV)
 }
 
-/// The path of the `mock-collector` binary (see the module doc for how it is found).
-pub fn collector_bin() -> PathBuf {
-    resolve(COLLECTOR_BIN_ENV, "mock-collector")
-}
-
-fn resolve(env: &str, name: &str) -> PathBuf {
+/// The path of binary `bin` of package `package` in the running test's cargo
+/// workspace, or of the file `env` names when that variable is set (see the
+/// module doc).
+///
+/// ```no_run
+/// let worker = eventbus_harness::binaries::workspace_bin("my-app", "worker", "MY_APP_WORKER_BIN");
+/// ```
+pub fn workspace_bin(package: &str, bin: &str, env: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         assert!(
@@ -58,13 +64,13 @@ fn resolve(env: &str, name: &str) -> PathBuf {
         );
         return path;
     }
-    let layout = built();
+    let layout = built(package, bin);
     let path = layout
         .output_dir
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
-        "{} is missing after `cargo build -p broker -p mock-collector`; set {env} to its path",
+        "{} is missing after `cargo build -p {package} --bin {bin}`; set {env} to its path",
         path.display()
     );
     path
@@ -116,9 +122,9 @@ impl Layout {
         })
     }
 
-    /// `cargo build` arguments that build into this layout.
-    fn build_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = ["build", "-p", "broker", "-p", "mock-collector"]
+    /// `cargo build` arguments that build `bin` of `package` into this layout.
+    fn build_args(&self, package: &str, bin: &str) -> Vec<OsString> {
+        let mut args: Vec<OsString> = ["build", "-p", package, "--bin", bin]
             .map(OsString::from)
             .into();
         args.extend(["--profile".into(), self.profile.clone().into()]);
@@ -139,28 +145,35 @@ fn profile_name(dir: &str) -> &str {
     }
 }
 
-/// Builds the binaries once per process, under the cross-process lock.
-fn built() -> &'static Layout {
-    static BUILT: OnceLock<Layout> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the path of the running test");
-        let layout = Layout::from_test_exe(&exe).unwrap_or_else(|| {
-            panic!(
-                "cannot find the target directory from {}: expected \
-                 <target>/<profile>/deps/<test>; set {BROKER_BIN_ENV} and {COLLECTOR_BIN_ENV}",
-                exe.display()
-            )
-        });
-        let lock = lock_file(&layout.target_dir);
-        build(&layout);
-        drop(lock);
-        layout
-    })
+/// Builds `bin` of `package` once per process, under the cross-process lock.
+fn built(package: &str, bin: &str) -> Layout {
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), Layout>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let key = (package.to_owned(), bin.to_owned());
+    if let Some(layout) = built.get(&key) {
+        return layout.clone();
+    }
+    let exe = std::env::current_exe().expect("the path of the running test");
+    let layout = Layout::from_test_exe(&exe).unwrap_or_else(|| {
+        panic!(
+            "cannot find the target directory from {}: expected \
+             <target>/<profile>/deps/<test>; set the binary's environment variable",
+            exe.display()
+        )
+    });
+    let lock = lock_file(&layout.target_dir);
+    build(&layout, package, bin);
+    drop(lock);
+    built.insert(key, layout.clone());
+    layout
 }
 
 /// Takes the exclusive build lock; it is released when the file is closed.
 fn lock_file(target_dir: &Path) -> File {
-    let path = target_dir.join("e2e-build.lock");
+    let path = target_dir.join("eventbus-harness-build.lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -172,9 +185,9 @@ fn lock_file(target_dir: &Path) -> File {
     file
 }
 
-fn build(layout: &Layout) {
+fn build(layout: &Layout, package: &str, bin: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let args = layout.build_args();
+    let args = layout.build_args(package, bin);
     let output = Command::new(&cargo)
         .args(&args)
         .current_dir(workspace_dir())
@@ -193,8 +206,9 @@ fn build(layout: &Layout) {
     );
 }
 
-/// The directory to run cargo in: this package's, at run time when cargo or
-/// nextest says where it is (archives remap it), else where it was built.
+/// The directory to run cargo in: the running test's package, at run time
+/// when cargo or nextest says where it is (archives remap it), else this
+/// crate's, where it was built.
 fn workspace_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
@@ -230,7 +244,7 @@ mod tests {
         assert_eq!(layout.triple.as_deref(), Some("x86_64-unknown-linux-musl"));
         assert_eq!(layout.profile, "ci-fast");
         let args: Vec<String> = layout
-            .build_args()
+            .build_args("broker", "broker")
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
