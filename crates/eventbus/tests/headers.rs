@@ -148,3 +148,16 @@ async fn headers_count_against_the_frame_limit_before_anything_is_sent() {
         .unwrap();
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn x_headers_are_the_brokers_and_a_publish_that_sets_one_is_refused() {
+    let broker = TestBroker::start().await;
+    let publisher = broker.client("pub").await;
+    let forged = Body::new("x").header("x-attempts", "1").unwrap();
+    let refused = publisher.publish_confirmed(&t("jobs"), forged).await;
+    assert!(
+        matches!(&refused, Err(PublishError::Refused(r)) if r.code == eventbus::proto::ErrorCode::PermissionDenied),
+        "{refused:?}"
+    );
+    broker.shutdown().await;
+}

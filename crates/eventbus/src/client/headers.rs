@@ -18,8 +18,9 @@ pub const MAX_HEADER_NAME_BYTES: usize = 64;
 /// fit in one frame.
 ///
 /// Names starting with `x-` are the broker's: it stamps them on dead letters
-/// (`x-dead-letter-reason`, `x-attempts`, `x-original-topic`, `x-group`).
-/// Don't set them yourself: a later protocol version reserves the prefix.
+/// (`x-dead-letter-reason`, `x-attempts`, `x-original-topic`, `x-group`),
+/// and refuses a message or reply that sets one (`PermissionDenied`; a
+/// fire-and-forget publish is dropped and counted).
 ///
 /// Headers of a received message are kept as the broker sent them, so
 /// [`Message::headers`](super::Message::headers) may hold names another
