@@ -48,6 +48,9 @@ pub enum Step {
     Doctest,
     /// `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS="-D warnings"`.
     Doc,
+    /// `cargo publish --dry-run` of every publishable crate (packaged and
+    /// built from the package, never uploaded).
+    Publish,
     /// `cargo deny check`: advisories (when the database can be fetched), bans, licenses, sources.
     Deny,
     /// `cargo check --workspace` for the Windows, macOS and FreeBSD targets.
@@ -77,6 +80,7 @@ impl Step {
         Step::Nextest,
         Step::Doctest,
         Step::Doc,
+        Step::Publish,
         Step::Deny,
         Step::CrossCheck,
         Step::Windows,
@@ -103,6 +107,7 @@ impl Step {
             Step::Doc => run(cargo()
                 .args(["doc", "--workspace", "--no-deps"])
                 .env("RUSTDOCFLAGS", rustdocflags())),
+            Step::Publish => publish_dry_run(ctx),
             Step::Deny => deny(ctx),
             Step::CrossCheck => cross_check(ctx),
             Step::Windows => crate::windows::run(ctx.root, &crate::windows::Args::default()),
@@ -242,6 +247,59 @@ fn features() -> Result<()> {
             "warnings",
         ]))
         .with_context(|| format!("eventbus with features '{set}'"))?;
+    }
+    Ok(())
+}
+
+/// Packages every publishable workspace crate and builds it from its package,
+/// in dependency order (`cargo publish --workspace` semantics), without
+/// uploading: always `--dry-run`. What would block a real release is a
+/// warning: a placeholder repository, or a crate name crates.io already has.
+fn publish_dry_run(ctx: &mut StepContext) -> Result<()> {
+    let metadata: serde_json::Value = serde_json::from_str(&process::output(cargo().args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))?)
+    .context("cargo metadata is JSON")?;
+    let mut args = vec![
+        "publish".to_owned(),
+        "--dry-run".to_owned(),
+        "--allow-dirty".to_owned(),
+    ];
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        // `publish = false` is an empty list of registries.
+        if package["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let repository = package["repository"].as_str().unwrap_or_default();
+        if repository.contains("example.invalid") {
+            ctx.warn(format!(
+                "{name}: `repository` is the placeholder {repository} (see docs/releasing.md)"
+            ));
+        }
+        args.extend(["--package".to_owned(), name.to_owned()]);
+    }
+    let output = cargo()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("running cargo publish --dry-run")?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    eprint!("{log}");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("already exists on crates.io"))
+    {
+        ctx.warn(format!(
+            "{}: the name is taken on crates.io by another project (see docs/releasing.md)",
+            line.trim_start_matches("warning: ").trim()
+        ));
+    }
+    if !output.status.success() {
+        bail!("cargo publish --dry-run failed ({})", output.status);
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ mod ci;
 mod cli_assets;
 mod coverage;
 mod demo;
+#[cfg(test)]
+mod docs_tests;
 mod e2e;
 mod fleet;
 mod mutants;

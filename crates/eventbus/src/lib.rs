@@ -59,4 +59,9 @@ pub use client::{
 };
 pub use framed::OverflowPolicy;
 pub use names::{ClientId, GroupName, IntoName, Name};
+
+/// The crate README's examples (the 5-minute tour), run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use topic::{Topic, TopicFilter};
