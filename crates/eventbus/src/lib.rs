@@ -21,8 +21,8 @@
 //! - `serde`: JSON helpers (`publish_json`, `request_json`, `Message::json`,
 //!   `Body::json`) and `Serialize`/`Deserialize` for [`BrokerStats`]. Off by
 //!   default: it adds `serde`, `serde_derive` and `serde_json` to a client's
-//!   build (about 12 % more compile time for a client-only application,
-//!   measured in `docs/performance.md`).
+//!   build, about a fifth more compile time for a client-only application
+//!   (measured in `docs/performance.md`).
 //!
 //! A client-only dependency compiles neither the broker nor its
 //! configuration parser, and tokio with only `rt`, `net`, `io-util`, `sync`,
