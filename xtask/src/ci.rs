@@ -72,7 +72,7 @@ pub const CROSS_TARGETS: [&str; 3] = [
 pub const FEATURE_SETS: [&str; 4] = ["", "client", "broker", "serde"];
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::Fmt,
         Step::Clippy,
         Step::Features,

@@ -22,12 +22,18 @@ use crate::topic::Topic;
 
 #[cfg(feature = "client")]
 mod deliver;
+#[cfg(feature = "broker")]
 mod scan;
+// Built by the broker only; the outbound queue, which the client shares,
+// names the types.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
 mod stamped;
 
 #[cfg(feature = "client")]
 pub(crate) use deliver::{WireEnvelope, decode_deliver};
+#[cfg(feature = "broker")]
 pub(crate) use scan::{RawPublish, RawReply, scan_publish, scan_reply};
+#[cfg(feature = "broker")]
 pub(crate) use stamped::{ReplyStamp, Stamped};
 pub use stamped::{StampedDeliver, StampedReply};
 
