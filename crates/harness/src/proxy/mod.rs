@@ -73,15 +73,17 @@ pub enum Direction {
 /// ```no_run
 /// # async fn demo() {
 /// use std::time::Duration;
-/// use e2e::{Cluster, Direction};
+/// use eventbus::{Client, ClientOptions};
+/// use eventbus_harness::{Cluster, Direction};
 /// let cluster = Cluster::start().await;
 /// let proxy = cluster.fault_proxy(7).await;
 /// proxy.set_latency(Direction::Both, Duration::from_millis(20), Duration::from_millis(5));
-/// let driver = e2e::Driver::connect(proxy.socket()).await.unwrap();
+/// // Any client behind it: this one, or a process started with `Cluster::spawn_behind`.
+/// let client = Client::connect(ClientOptions::new(proxy.socket())).await.unwrap();
 /// proxy.partition();
 /// // ... frames are held both ways ...
 /// proxy.heal();
-/// # drop(driver);
+/// # drop(client);
 /// # }
 /// ```
 #[derive(Debug)]
