@@ -39,6 +39,9 @@ pub enum Step {
     Fmt,
     /// `cargo clippy --workspace --all-targets -- -D warnings`.
     Clippy,
+    /// `cargo clippy -p eventbus` with each feature set a user may pick alone
+    /// (see [`FEATURE_SETS`]): the workspace build unifies them all.
+    Features,
     /// The unsafe audit: `unsafe_code` forbidden in every crate (see `audit.rs`).
     UnsafeAudit,
     /// `cargo nextest run --workspace --profile ci`.
@@ -47,6 +50,9 @@ pub enum Step {
     Doctest,
     /// `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS="-D warnings"`.
     Doc,
+    /// `cargo publish --dry-run` of every publishable crate (packaged and
+    /// built from the package, never uploaded).
+    Publish,
     /// `cargo deny check`: advisories (when the database can be fetched), bans, licenses, sources.
     Deny,
     /// `cargo check --workspace` for the Windows, macOS and FreeBSD targets.
@@ -63,14 +69,20 @@ pub const CROSS_TARGETS: [&str; 3] = [
     "x86_64-unknown-freebsd",
 ];
 
+/// `eventbus` feature sets checked by [`Step::Features`], each without the
+/// defaults: none, each half alone, and the JSON helpers without a client.
+pub const FEATURE_SETS: [&str; 4] = ["", "client", "broker", "serde"];
+
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 11] = [
         Step::Fmt,
         Step::Clippy,
+        Step::Features,
         Step::UnsafeAudit,
         Step::Nextest,
         Step::Doctest,
         Step::Doc,
+        Step::Publish,
         Step::Deny,
         Step::CrossCheck,
         Step::Windows,
@@ -87,6 +99,7 @@ impl Step {
                 "-D",
                 "warnings",
             ])),
+            Step::Features => features(),
             Step::UnsafeAudit => unsafe_audit(ctx),
             Step::Nextest => {
                 ensure_cargo_tool("nextest", "cargo-nextest")?;
@@ -101,6 +114,7 @@ impl Step {
             Step::Doc => run(cargo()
                 .args(["doc", "--workspace", "--no-deps"])
                 .env("RUSTDOCFLAGS", rustdocflags())),
+            Step::Publish => publish_dry_run(ctx),
             Step::Deny => deny(ctx),
             Step::CrossCheck => cross_check(ctx),
             Step::Windows => windows(ctx),
@@ -270,6 +284,79 @@ fn rustdocflags() -> String {
         Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),
         _ => "-D warnings".to_owned(),
     }
+}
+
+/// Each of [`FEATURE_SETS`] builds without a warning on its own.
+fn features() -> Result<()> {
+    for set in FEATURE_SETS {
+        eprintln!("eventbus --no-default-features --features '{set}'");
+        run(cargo().args([
+            "clippy",
+            "--package",
+            "eventbus",
+            "--no-default-features",
+            "--features",
+            set,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .with_context(|| format!("eventbus with features '{set}'"))?;
+    }
+    Ok(())
+}
+
+/// Packages every publishable workspace crate and builds it from its package,
+/// in dependency order (`cargo publish --workspace` semantics), without
+/// uploading: always `--dry-run`. What would block a real release is a
+/// warning: a placeholder repository, or a crate name crates.io already has.
+fn publish_dry_run(ctx: &mut StepContext) -> Result<()> {
+    let metadata: serde_json::Value = serde_json::from_str(&process::output(cargo().args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))?)
+    .context("cargo metadata is JSON")?;
+    let mut args = vec![
+        "publish".to_owned(),
+        "--dry-run".to_owned(),
+        "--allow-dirty".to_owned(),
+    ];
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        // `publish = false` is an empty list of registries.
+        if package["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let repository = package["repository"].as_str().unwrap_or_default();
+        if repository.contains("example.invalid") {
+            ctx.warn(format!(
+                "{name}: `repository` is the placeholder {repository} (see docs/releasing.md)"
+            ));
+        }
+        args.extend(["--package".to_owned(), name.to_owned()]);
+    }
+    let output = cargo()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("running cargo publish --dry-run")?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    eprint!("{log}");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("already exists on crates.io"))
+    {
+        ctx.warn(format!(
+            "{}: the name is taken on crates.io by another project (see docs/releasing.md)",
+            line.trim_start_matches("warning: ").trim()
+        ));
+    }
+    if !output.status.success() {
+        bail!("cargo publish --dry-run failed ({})", output.status);
+    }
+    Ok(())
 }
 
 fn unsafe_audit(ctx: &mut StepContext) -> Result<()> {

@@ -32,7 +32,7 @@ use host::{Bins, Host};
 use suite::{Step, Suite};
 
 /// The command-line client's binary name, the one place it is spelled.
-pub const CLI: &str = "busctl";
+pub const CLI: &str = "ebctl";
 
 /// The Windows target the suite builds for (linked by mingw-w64).
 pub const TARGET: &str = "x86_64-pc-windows-gnu";

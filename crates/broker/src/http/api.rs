@@ -194,7 +194,8 @@ async fn overview(State(state): State<AppState>, uri: Uri) -> Result<Response, A
 
 async fn stats(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     params(&uri, &[])?;
-    Ok(ok(super::StatsDocument::from(state.monitor.stats())))
+    // The stable document of `ebctl stats --json` (docs/stats.md).
+    Ok(ok(eventbus::BrokerStats::from(state.monitor.stats())))
 }
 
 async fn clients(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {

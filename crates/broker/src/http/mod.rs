@@ -18,11 +18,7 @@
 
 mod api;
 mod config;
-// The stable document of `busctl stats --json` (docs/stats.md), shared by
-// `/api/v1/stats`.
 mod dashboard;
-#[path = "../bin/busctl/stats/document.rs"]
-mod document;
 mod live;
 mod metrics;
 mod server;
@@ -37,7 +33,6 @@ use eventbus::broker::Monitor;
 use tokio::sync::oneshot;
 
 pub use config::HttpConfig;
-use document::StatsDocument;
 
 /// How long a stopping listener waits for its connections' tasks.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{CollectorBuilder, CollectorKind, DEADLINE, History, RunOptions, task_ids, wait_until};
 use eventbus::{GroupName, Topic, TopicFilter};
 use futures_core::Stream as _;
@@ -52,7 +53,7 @@ async fn every_endpoint_reports_the_traffic_the_test_made() {
         .unwrap();
     let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut doomed).poll_next(cx));
     let delivery = tokio::time::timeout(DEADLINE, next).await.unwrap().unwrap();
-    delivery.nack(false).await.unwrap();
+    delivery.nack(false).unwrap();
 
     // A slow consumer: subscribed, never reading.
     let _stalled = Stalled::subscribe(cluster.socket(), "stalled-1", "news.#").await;

@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{CollectorBuilder, CollectorKind, DEADLINE, History, RunOptions, task_ids};
 use eventbus::{GroupName, Topic, TopicFilter};
 use futures_core::Stream as _;
@@ -104,7 +105,7 @@ async fn browser_dashboard_shows_tasks_collectors_and_dead_letters_live() {
         .unwrap();
     let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut doomed).poll_next(cx));
     let delivery = tokio::time::timeout(DEADLINE, next).await.unwrap().unwrap();
-    delivery.nack(false).await.unwrap();
+    delivery.nack(false).unwrap();
     page.wait(
         "the dead letter shown",
         "[...document.querySelectorAll('#dead li')].some(li => li.textContent.includes('jobs.doomed in doomed'))",

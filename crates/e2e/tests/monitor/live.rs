@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use e2e::ClusterExt as _;
 use e2e::DEADLINE;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;

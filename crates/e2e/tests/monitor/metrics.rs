@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use e2e::ClusterExt as _;
 use e2e::{CollectorBuilder, CollectorKind, DEADLINE, History, RunOptions, task_ids, wait_until};
 use eventbus::Topic;
 use prometheus_parse::{Scrape, Value};

@@ -69,7 +69,7 @@ pub struct ClientInfo {
     pub id: String,
     /// The identity it authenticated as (`uid:<n>`, or an auth-file user).
     pub identity: String,
-    /// Its self-declared kind (`collector`, `busctl`, ...).
+    /// Its self-declared kind (`collector`, `ebctl`, ...).
     pub kind: String,
     /// The capabilities it declared.
     pub capabilities: Vec<String>,

@@ -1,4 +1,4 @@
-//! Statistics snapshots: what `busctl stats` and `Client::stats` report.
+//! Statistics snapshots: what `ebctl stats` and `Client::stats` report.
 //!
 //! Counters live where the work happens (the router's parts, queue groups,
 //! connections); this only gathers them into one `StatsResponse`.
