@@ -8,10 +8,10 @@ use std::process::{ChildStdout, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use eventbus::{ClientOptions, GroupName, Topic, TopicFilter};
+use eventbus::{ClientOptions, Topic};
 use serde_json::{Value, json};
 
-use crate::roles::{connect, histogram, next, ready};
+use crate::roles::{connect, histogram, ready};
 use crate::suite::{Proc, SuiteArgs, command, finish, rss_kib, start};
 
 /// Arguments of `busbench hold`.
@@ -42,15 +42,11 @@ pub async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
     }
     let client = eventbus::Client::connect(options).await?;
     let mut q = client
-        .queue_subscribe(
-            &TopicFilter::new(&args.topic)?,
-            &GroupName::new("bench")?,
-            1,
-        )
+        .queue_subscribe(args.topic.as_str(), "bench", 1)
         .await?;
     ready();
     let mut held = Vec::new();
-    while let Some(d) = next(&mut q).await {
+    while let Some(d) = q.next().await {
         println!(
             "{}",
             json!({"event": "delivered", "id": d.message().id(), "attempt": d.message().attempt(), "t_us": now_us()})
@@ -66,21 +62,13 @@ pub async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
 
 pub async fn cancel_rtt(socket: &Path, count: u64) -> anyhow::Result<()> {
     let worker = connect(socket).await?;
-    let mut q = worker
-        .queue_subscribe(
-            &TopicFilter::new("bench.cancel")?,
-            &GroupName::new("bench")?,
-            1,
-        )
-        .await?;
+    let mut q = worker.queue_subscribe("bench.cancel", "bench", 1).await?;
     let client = connect(socket).await?;
     let topic = Topic::new("bench.cancel")?;
     let _busy = client
         .submit(&topic, "occupy", Duration::from_secs(600))
         .await?;
-    let _held = next(&mut q)
-        .await
-        .context("the worker holds the first task")?;
+    let _held = q.next().await.context("the worker holds the first task")?;
     let mut hist = histogram();
     for _ in 0..count {
         let queued = client

@@ -1,13 +1,10 @@
 //! Bus-side roles: a responder, a sequential requester, a publisher and a subscriber.
 #![forbid(unsafe_code)]
 
-use std::future::poll_fn;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use eventbus::{Client, ClientOptions, Topic, TopicFilter};
-use futures_core::Stream;
+use eventbus::{Client, ClientOptions, Topic};
 use hdrhistogram::Histogram;
 
 /// Arguments shared by the round-trip roles.
@@ -58,10 +55,6 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
     .await?)
 }
 
-pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
-    poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
-}
-
 /// Arguments of `busbench responder`.
 #[derive(Debug, clap::Args)]
 pub struct ResponderArgs {
@@ -81,18 +74,18 @@ pub struct ResponderArgs {
 /// Answers every request on its topic with the request's own payload.
 pub async fn responder(args: &ResponderArgs) -> anyhow::Result<()> {
     let client = connect(&args.socket).await?;
-    let filter = TopicFilter::new(&args.topic)?;
     if args.queue {
-        let group = eventbus::GroupName::new("responders")?;
-        let mut requests = client.queue_subscribe(&filter, &group, 1).await?;
+        let mut requests = client
+            .queue_subscribe(args.topic.as_str(), "responders", 1)
+            .await?;
         ready();
-        while let Some(d) = next(&mut requests).await {
+        while let Some(d) = requests.next().await {
             d.reply(d.message().payload().clone())?;
         }
     } else {
-        let mut requests = client.subscribe(&filter).await?;
+        let mut requests = client.subscribe(args.topic.as_str()).await?;
         ready();
-        while let Some(m) = next(&mut requests).await {
+        while let Some(m) = requests.next().await {
             client.reply(&m, m.payload().clone())?;
         }
     }
@@ -128,7 +121,7 @@ pub async fn rtt(args: &RttArgs) -> anyhow::Result<()> {
 /// Counts messages on `bench.stream` until COUNT, or a second of silence.
 pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
     let client = connect(socket).await?;
-    let mut stream = client.subscribe(&TopicFilter::new("bench.stream")?).await?;
+    let mut stream = client.subscribe("bench.stream").await?;
     ready();
     let mut first = None;
     let mut got = 0u64;
@@ -141,7 +134,7 @@ pub async fn sub(socket: &Path, count: u64) -> anyhow::Result<()> {
     while got < count {
         tokio::select! {
             biased;
-            m = next(&mut stream) => {
+            m = stream.next() => {
                 if m.is_none() {
                     break;
                 }

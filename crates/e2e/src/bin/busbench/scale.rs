@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use eventbus::TopicFilter;
 use serde_json::{Value, json};
 
 use crate::peers::Broker;
-use crate::roles::{connect, next, ready};
+use crate::roles::{connect, ready};
 use crate::suite::{Proc, SuiteArgs, command, rss_kib, start};
 
 /// Subscriptions with a `+` wildcard each idle client holds (never matched).
@@ -62,10 +61,9 @@ pub async fn idle(args: &IdleArgs) -> anyhow::Result<()> {
                 let client = connect(&socket).await?;
                 let mut held = Vec::with_capacity(WILDCARD_SUBS);
                 for j in 0..WILDCARD_SUBS {
-                    let filter = TopicFilter::new(format!("scale.c{i}.s{j}.+"))?;
-                    held.push(client.subscribe(&filter).await?);
+                    held.push(client.subscribe(format!("scale.c{i}.s{j}.+")).await?);
                 }
-                let fan = client.subscribe(&TopicFilter::new(FAN_TOPIC)?).await?;
+                let fan = client.subscribe(FAN_TOPIC).await?;
                 anyhow::Ok((client, held, fan))
             }));
         }
@@ -82,7 +80,7 @@ pub async fn idle(args: &IdleArgs) -> anyhow::Result<()> {
         let (received, first, last, done) =
             (received.clone(), first.clone(), last.clone(), done.clone());
         tokio::spawn(async move {
-            while next(&mut stream).await.is_some() {
+            while stream.next().await.is_some() {
                 first.get_or_init(Instant::now);
                 let n = received.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(1024) || n == total {

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eventbus::{GroupName, Topic, TopicFilter};
+use eventbus::Topic;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::roles::{connect, next, ready};
+use crate::roles::{connect, ready};
 
 /// Bytes written per `write` by the raw publisher, like the bus's batching writer.
 const RAW_CHUNK: usize = 64 * 1024;
@@ -78,14 +78,10 @@ pub struct WorkerArgs {
 pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
     let client = connect(&args.socket).await?;
     let mut tasks = client
-        .queue_subscribe(
-            &TopicFilter::new("bench.work")?,
-            &GroupName::new("workers")?,
-            args.prefetch,
-        )
+        .queue_subscribe("bench.work", "workers", args.prefetch)
         .await?;
     ready();
-    while let Some(task) = next(&mut tasks).await {
+    while let Some(task) = tasks.next().await {
         task.reply(task.message().payload().clone())?;
     }
     Ok(())
