@@ -273,13 +273,23 @@ impl Router {
             return None;
         }
         let journal = &self.durable.as_ref()?.journal;
-        match journal.admits(total) {
-            Ok(()) => None,
-            Err(AppendError::DiskBudget { .. }) if !refuses_when_full => None,
-            Err(e) => Some(PublishRefusal::Storage {
-                reason: e.to_string(),
-            }),
+        let reason = match journal.admits(total) {
+            Ok(()) => return None,
+            Err(AppendError::DiskBudget { .. }) if !refuses_when_full => return None,
+            Err(e) => e.to_string(),
+        };
+        // Refused by every durable group it was for: each counts it.
+        for target in targets {
+            if let super::Target::Group(gid) = *target
+                && self.journaled(gid)
+            {
+                if let Some(g) = self.queues.get_mut(gid) {
+                    g.reject();
+                }
+                self.journal_counted(gid, Counter::Rejected);
+            }
         }
+        Some(PublishRefusal::Storage { reason })
     }
 
     /// Makes room in the journal for `msg` in durable group `gid` under its
