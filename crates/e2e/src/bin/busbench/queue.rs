@@ -111,11 +111,23 @@ fn start_hold(
 fn memory_per_task(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
     let me = std::env::current_exe()?;
     let sock = dir.join("q.sock").to_string_lossy().into_owned();
-    let (_broker, ready) = start(false, &args.broker, &["--socket", &sock])?;
+    let n: u64 = 100_000;
+    // One publisher queues them all: its quota (50,000 queued messages by
+    // default, refused with `QuotaExceeded`) is raised to hold every one.
+    let config = dir.join("q.toml");
+    std::fs::write(
+        &config,
+        format!("[quotas]\nmax_queued_messages = {}\n", 2 * n),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let (_broker, ready) = start(
+        false,
+        &args.broker,
+        &["--socket", &sock, "--config", &config],
+    )?;
     let pid = ready["pid"].as_u64().context("pid")?;
     let (_holder, mut lines) = start_hold(&me, &sock, &[])?;
     let before = rss_kib(pid)?;
-    let n: u64 = 100_000;
     finish(
         false,
         &me,
