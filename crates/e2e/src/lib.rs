@@ -12,6 +12,8 @@
 //!   ([`BrokerBuilder`], [`CollectorBuilder`]) and faults: kill, terminate,
 //!   pause, resume, restart.
 //! - [`tasks`]: the collectors' task protocol: kinds, topics, payloads, replies.
+//! - [`hostile`]: a [`RawClient`](hostile::RawClient) that speaks the wire
+//!   protocol frame by frame, for the hostile-client scenarios.
 //! - [`proxy`]: a [`FaultProxy`] between clients and the broker that delays,
 //!   paces, drops, duplicates, holds (partitions) or tears whole frames.
 //! - [`driver`]: a [`Driver`] client that sends tasks, collects replies with
@@ -45,6 +47,8 @@ pub mod cluster;
 pub mod collector;
 pub mod driver;
 pub mod history;
+#[cfg(unix)]
+pub mod hostile;
 #[cfg(unix)]
 pub mod process;
 #[cfg(unix)]
