@@ -1,5 +1,6 @@
 //! `cargo xtask e2e`: runs a type of process scenarios (`crates/e2e/tests/scenarios/`,
-//! and the collectors' emit tests in `crates/mock-collector/tests/emit.rs`)
+//! the hostile-client suite in `crates/e2e/tests/hostile/`, and the collectors'
+//! emit tests in `crates/mock-collector/tests/emit.rs`)
 //! under `cargo nextest run --profile ci` and writes a report directory.
 //!
 //! A type is a nextest filter over the scenarios' module paths ([`ScenarioType::filter`]);
@@ -60,6 +61,9 @@ pub enum ScenarioType {
     /// Seeded fault schedules (the nemesis, fault proxies) under load, judged
     /// by success criteria.
     Chaos,
+    /// Hostile clients (`crates/e2e/tests/hostile/`): one client attacks the
+    /// others; the victims are unaffected, the attacker is refused.
+    Hostile,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
     All,
 }
@@ -74,7 +78,10 @@ impl ScenarioType {
             Self::Load => "binary(scenarios) & test(/^load::/)",
             Self::Collectors => "package(mock-collector) & binary(emit)",
             Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
-            Self::All => "binary(scenarios) | (package(mock-collector) & binary(emit))",
+            Self::Hostile => "package(e2e) & binary(hostile)",
+            Self::All => {
+                "binary(scenarios) | (package(e2e) & binary(hostile)) | (package(mock-collector) & binary(emit))"
+            }
         }
     }
 }
@@ -449,11 +456,14 @@ mod tests {
         for kind in ScenarioType::value_variants() {
             let filter = kind.filter();
             assert!(
-                filter.starts_with("binary(scenarios)") || filter.contains("binary(emit)"),
+                filter.starts_with("binary(scenarios)")
+                    || filter.contains("binary(emit)")
+                    || filter.contains("binary(hostile)"),
                 "{filter}"
             );
         }
         assert!(ScenarioType::Chaos.filter().contains("chaos::"));
+        assert!(ScenarioType::All.filter().contains("binary(hostile)"));
     }
 
     #[test]
