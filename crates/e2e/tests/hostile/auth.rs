@@ -4,7 +4,7 @@ use e2e::hostile::{RawClient, hello};
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, TaskReply};
 use eventbus::client::Credentials;
 use eventbus::proto::{self, ErrorCode, frame::Kind};
-use eventbus::{Client, ClientId, ClientOptions};
+use eventbus::{Client, ClientId, ClientOptions, GroupName, Topic, TopicFilter};
 
 use super::{assert_refused, raw};
 
@@ -43,7 +43,7 @@ admin = true
 /// (a client of the `procmond` identity) may publish on
 /// `events.process.#` but not `events.network.#` nor hand out tasks; may not
 /// read stats, snoop on `events.#`, join the `network` group or another
-/// group on its own topic, nor cancel the agent's task; it may not connect
+/// group on its own topic, nor cancel the agent's queued job; it may not connect
 /// as `netmond-1`, and a wrong secret for `agent` is refused — every refusal
 /// a `PermissionDenied`. Meanwhile the real `procmond-1` (same identity)
 /// answers the agent's tasks, and the agent reads stats.
@@ -85,22 +85,28 @@ async fn auth_an_auth_file_confines_each_identity() {
     let side_group = evil.subscribe(3, task_topic.as_str(), "shadow", 1).await;
     assert_refused(side_group, denied, "a group of its own on the task topic");
 
-    let pending = agent
-        .submit(&task_topic, CollectorKind::Process.payload("a-1"), DEADLINE)
+    // A job of the agent's that stays queued (its own worker never acks).
+    let jobs = Topic::new("jobs.agent").unwrap();
+    let _worker = agent
+        .queue_subscribe(
+            &TopicFilter::new("jobs.agent").unwrap(),
+            &GroupName::new("agentq").unwrap(),
+            1,
+        )
         .await
         .unwrap();
+    agent.publish_confirmed(&jobs, "first").await.unwrap();
+    let waiting = agent.publish_confirmed(&jobs, "waiting").await.unwrap();
     let seq = evil.next_seq();
     let cancel = Kind::Cancel(proto::Cancel {
         seq,
-        message_id: pending.message_id(),
+        message_id: waiting,
     });
     assert_refused(
         evil.call(cancel, seq).await,
         denied,
-        "cancel the agent's task",
+        "cancel the agent's job",
     );
-    let reply = TaskReply::parse(&pending.reply().await.unwrap()).unwrap();
-    assert_eq!(reply.collector_pid, real.pid());
 
     let as_netmond = RawClient::connect(cluster.socket(), hello("netmond-1")).await;
     assert_refused(as_netmond.map(drop), denied, "connect as netmond-1");
@@ -123,6 +129,103 @@ async fn auth_an_auth_file_confines_each_identity() {
             )
             .await
             .unwrap();
-        assert_eq!(TaskReply::parse(&reply).unwrap().source, "procmond-1");
+        let reply = TaskReply::parse(&reply).unwrap();
+        assert_eq!(
+            (reply.source.as_str(), reply.collector_pid),
+            ("procmond-1", real.pid())
+        );
+    }
+}
+
+/// The user the fake broker runs as.
+const NOBODY: u32 = 65534;
+
+/// A child process killed and reaped when dropped, panics included. (The
+/// harness's processes run as the test's own user; this one does not.)
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Proves that a client checks who runs the broker before it sends a
+/// single frame: a real broker started as user `nobody` (admitting root's
+/// clients through `allowed_uids`), on a socket in a directory that user
+/// owns, stands for another user's fake broker. A `mock-collector` pointed
+/// at it exits with an error instead of connecting (and serving that
+/// broker's tasks), and an eventbus client gets `UntrustedBroker` naming
+/// uid 65534. Starting a process as another user needs root: elsewhere the
+/// scenario prints `SKIPPED` and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_a_client_refuses_a_broker_run_by_another_user() {
+    use std::os::unix::process::CommandExt as _;
+    if rustix::process::geteuid().as_raw() != 0 {
+        println!("SKIPPED: starting a broker as another user needs root");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("e2e")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = dir.path().join("b.sock");
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "allowed_uids = [0]\n").unwrap();
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let _broker = Reaped(
+        std::process::Command::new(e2e::binaries::broker_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&config)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(log("broker.stdout.log"))
+            .stderr(log("broker.stderr.log"))
+            .spawn()
+            .unwrap(),
+    );
+    e2e::wait_until("the other user's broker listens", DEADLINE, || async {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    })
+    .await
+    .unwrap();
+
+    let mut collector = Reaped(
+        std::process::Command::new(e2e::binaries::collector_bin())
+            .args(["--type=process", "--instance=1", "--socket"])
+            .arg(&socket)
+            .stdout(log("collector.stdout.log"))
+            .stderr(log("collector.stderr.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = dir.path().join("collector.stdout.log");
+    let said = || std::fs::read_to_string(&stdout).unwrap_or_default();
+    let mut exited = None;
+    // It gives up, or says it is ready (connected).
+    let _ = e2e::wait_until("the collector gives up", DEADLINE, || {
+        exited = collector.0.try_wait().unwrap();
+        std::future::ready(exited.is_some() || !said().is_empty())
+    })
+    .await;
+    let said = said();
+    assert!(
+        exited.is_some_and(|status| !status.success()) && said.is_empty(),
+        "a collector and a broker run by uid {NOBODY}: exit {exited:?}, said {said:?}"
+    );
+
+    let connected = Client::connect(ClientOptions::new(&socket)).await;
+    match connected {
+        Err(eventbus::client::ConnectError::UntrustedBroker { uid, .. }) => {
+            assert_eq!(uid, Some(NOBODY));
+        }
+        other => panic!(
+            "a client and a broker run by uid {NOBODY}: {:?}",
+            other.map(drop)
+        ),
     }
 }
