@@ -22,17 +22,17 @@ use super::{assert_refused, victim_tasks_complete};
 /// The connection limit of the flood scenario.
 const MAX_CONNECTIONS: usize = 16;
 /// The most sockets the flood opens: far more than the limit.
-const FLOOD: usize = 40;
+const FLOOD: usize = 64;
 /// Refusals in a row after which the broker is taken to be full.
 const FULL: usize = 5;
 /// How long a new silent socket is watched for a refusal.
-const WATCH: Duration = Duration::from_millis(100);
+const WATCH: Duration = Duration::from_millis(250);
 
 /// Proves that sockets that never say hello count against
 /// `max_connections`: with `max_connections = 16` (and a 60 s handshake
 /// timeout, so nothing expires meanwhile), a collector and a driver
 /// connected, an attacker opens silent sockets one at a time until 5 in a
-/// row are refused with `ConnectionLimit` before any hello (at most 40);
+/// row are refused with `ConnectionLimit` before any hello (at most 64);
 /// a legitimate client then gets `ConnectionLimit` too, the connected
 /// victim's tasks complete, and once the flood closes the legitimate client
 /// connects.

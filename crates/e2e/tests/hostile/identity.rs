@@ -1,7 +1,6 @@
 //! Who a client is: a live client's id is its own, `broker` is nobody's,
 //! and nobody holds a slot longer than the broker allows.
 
-use std::time::Duration;
 
 use e2e::hostile::{RawClient, hello, message};
 use e2e::{
@@ -179,42 +178,46 @@ async fn identity_heartbeat_requests_are_clamped_to_the_brokers_bounds() {
 }
 
 /// Proves that the heartbeat bound is enforced, not only announced: with
-/// `max_heartbeat_interval_ms = 250` and `max_heartbeat_misses = 4`, a
-/// client that asks for 60 s x 100, joins the process group first (so it
-/// is handed the first task) and then goes silent is declared dead within
-/// the bound; the task it held is redelivered to `procmond-1` (counted by
-/// the broker) and the victim's request is answered.
+/// `max_heartbeat_interval_ms = 500` and `max_heartbeat_misses = 4`, a
+/// client that asks for 60 s x 100, joins the process group next to
+/// `procmond-1` and goes silent once it holds one of the victim's two tasks
+/// is declared dead within the bound (2 s); the task it held is redelivered
+/// (counted by the broker) to `procmond-1`, which answers both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_a_silent_client_loses_its_tasks_within_the_brokers_heartbeat_bound() {
     let cluster = Cluster::start_with(BrokerBuilder::new().config_toml(
-        "heartbeat_interval_ms = 100\nmax_heartbeat_interval_ms = 250\nmax_heartbeat_misses = 4\n",
+        "heartbeat_interval_ms = 250\nheartbeat_misses = 4\n\
+         max_heartbeat_interval_ms = 500\nmax_heartbeat_misses = 4\n",
     ))
     .await;
-    let task_topic = CollectorKind::Process.task_topic();
+    let kind = CollectorKind::Process;
+    let real = cluster.add_collector(CollectorBuilder::new(kind, 1)).await;
+    let driver = cluster.driver().await;
     let mut squatter = raw(cluster.socket(), "squatter").await;
     squatter
-        .subscribe(1, task_topic.as_str(), "process", 1)
+        .subscribe(1, kind.task_topic().as_str(), "process", 1)
         .await
         .unwrap();
-    let real = cluster
-        .add_collector(CollectorBuilder::new(CollectorKind::Process, 1))
-        .await;
-    let driver = cluster.driver().await;
-    let reply = driver
-        .client()
-        .request(
-            &task_topic,
-            CollectorKind::Process.payload("held"),
-            DEADLINE,
-        )
-        .await;
-    let held = squatter.next_delivery(Duration::ZERO).await;
-    let reply = reply.unwrap_or_else(|e| {
-        panic!("the victim's task, held by the silent squatter ({held:?}): {e}")
-    });
-    let reply = TaskReply::parse(&reply).unwrap();
-    assert_eq!(reply.collector_pid, real.pid());
-    let queue = driver.queue_stats(CollectorKind::Process).await.unwrap();
+    // Round robin hands one of the two to each member.
+    let mut pending = Vec::new();
+    for task in ["first", "second"] {
+        let submitted = driver
+            .client()
+            .submit(&kind.task_topic(), kind.payload(task), DEADLINE)
+            .await
+            .unwrap();
+        pending.push(submitted);
+    }
+    let held = squatter.next_delivery(DEADLINE).await;
+    assert!(held.is_some(), "the squatter was handed a task");
+    for submitted in pending {
+        let reply = submitted
+            .reply()
+            .await
+            .unwrap_or_else(|e| panic!("a task, one held by the silent squatter: {e}"));
+        assert_eq!(TaskReply::parse(&reply).unwrap().collector_pid, real.pid());
+    }
+    let queue = driver.queue_stats(kind).await.unwrap();
     assert!(queue.redelivered >= 1, "{queue:?}");
     wait_until("the squatter is gone", DEADLINE, || async {
         !driver
