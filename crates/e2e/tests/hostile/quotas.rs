@@ -178,6 +178,10 @@ async fn quotas_big_payloads_into_a_never_acked_queue_are_bounded() {
         })
         .await;
     let growth_mib = filled.rss_growth >> 20;
+    println!(
+        "figure: big payloads: {} of {BIG_ATTEMPTS} accepted, broker RSS +{growth_mib} MiB",
+        filled.accepted
+    );
     assert!(
         filled.refusal.is_some() && filled.rss_growth < MAX_GROWTH,
         "accepted {} of {BIG_ATTEMPTS} messages of {BIG} bytes ({} MB); broker RSS +{growth_mib} MiB; \
@@ -224,6 +228,10 @@ async fn quotas_headers_are_counted_as_bytes() {
     })
     .await;
     let growth_mib = filled.rss_growth >> 20;
+    println!(
+        "figure: 1 MB headers: {} of {BIG_ATTEMPTS} accepted, broker RSS +{growth_mib} MiB",
+        filled.accepted
+    );
     assert!(
         filled.refusal.is_some() && filled.rss_growth < MAX_GROWTH,
         "accepted {} of {BIG_ATTEMPTS} messages with {HEADER_BYTES} bytes of headers; \
