@@ -163,6 +163,10 @@ pub enum Next {
 
 /// One connection to the broker, driven frame by frame. Dropping it closes
 /// the socket.
+///
+/// Cancel safety: none of its async methods is cancel safe (a call dropped
+/// mid-await may lose the frames it had read, or write half a frame); a
+/// scenario awaits each to completion, and every wait has its own deadline.
 #[derive(Debug)]
 pub struct RawClient {
     writer: OwnedWriteHalf,
