@@ -1,7 +1,11 @@
-//! With an auth file: each identity may do only what its entry allows.
+//! Identities: with an auth file each may do only what its entry allows;
+//! and a client trusts no broker run by another user.
+
+use std::path::{Path, PathBuf};
 
 use e2e::hostile::{RawClient, hello};
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, TaskReply};
+use eventbus::client::ConnectError;
 use eventbus::client::Credentials;
 use eventbus::proto::{self, ErrorCode, frame::Kind};
 use eventbus::{Client, ClientId, ClientOptions, GroupName, Topic, TopicFilter};
@@ -137,11 +141,11 @@ async fn auth_an_auth_file_confines_each_identity() {
     }
 }
 
-/// The user the fake broker runs as.
+/// The user the fake brokers run as.
 const NOBODY: u32 = 65534;
 
 /// A child process killed and reaped when dropped, panics included. (The
-/// harness's processes run as the test's own user; this one does not.)
+/// harness's processes run as the test's own user; these do not.)
 struct Reaped(std::process::Child);
 
 impl Drop for Reaped {
@@ -151,31 +155,16 @@ impl Drop for Reaped {
     }
 }
 
-/// Proves that a client checks who runs the broker before it sends a
-/// single frame: a real broker started as user `nobody` (admitting root's
-/// clients through `allowed_uids`), on a socket in a directory that user
-/// owns, stands for another user's fake broker. A `mock-collector` pointed
-/// at it exits with an error instead of connecting (and serving that
-/// broker's tasks), and an eventbus client gets `UntrustedBroker` naming
-/// uid 65534. Starting a process as another user needs root: elsewhere the
-/// scenario prints `SKIPPED` and passes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_a_client_refuses_a_broker_run_by_another_user() {
+/// Starts the `broker` binary as user `nobody` on `<dir>/b.sock` (admitting
+/// root's clients through `allowed_uids`), its config and logs in `logs`,
+/// and waits until it listens.
+async fn broker_of_another_user(dir: &Path, logs: &Path) -> (Reaped, PathBuf) {
     use std::os::unix::process::CommandExt as _;
-    if rustix::process::geteuid().as_raw() != 0 {
-        println!("SKIPPED: starting a broker as another user needs root");
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("e2e")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-    let socket = dir.path().join("b.sock");
-    let config = dir.path().join("broker.toml");
+    let socket = dir.join("b.sock");
+    let config = logs.join(format!("{}.toml", dir.file_name().unwrap().display()));
     std::fs::write(&config, "allowed_uids = [0]\n").unwrap();
-    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-    let _broker = Reaped(
+    let log = |ext: &str| std::fs::File::create(config.with_extension(ext)).unwrap();
+    let broker = Reaped(
         std::process::Command::new(e2e::binaries::broker_bin())
             .arg("--socket")
             .arg(&socket)
@@ -183,8 +172,8 @@ async fn auth_a_client_refuses_a_broker_run_by_another_user() {
             .arg(&config)
             .uid(NOBODY)
             .gid(NOBODY)
-            .stdout(log("broker.stdout.log"))
-            .stderr(log("broker.stderr.log"))
+            .stdout(log("stdout.log"))
+            .stderr(log("stderr.log"))
             .spawn()
             .unwrap(),
     );
@@ -192,40 +181,94 @@ async fn auth_a_client_refuses_a_broker_run_by_another_user() {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        let stderr = std::fs::read_to_string(config.with_extension("stderr.log"));
+        panic!("{e}: {stderr:?}")
+    });
+    (broker, socket)
+}
 
+/// Starts a `mock-collector` on `socket` and waits until it exits or says
+/// it is ready (connected); its exit status, if it exited, and its stdout.
+async fn collector_on(socket: &Path, logs: &Path) -> (Option<std::process::ExitStatus>, String) {
+    let name = socket
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .display()
+        .to_string();
+    let stdout = logs.join(format!("{name}.collector.stdout.log"));
+    let stderr = logs.join(format!("{name}.collector.stderr.log"));
     let mut collector = Reaped(
         std::process::Command::new(e2e::binaries::collector_bin())
             .args(["--type=process", "--instance=1", "--socket"])
-            .arg(&socket)
-            .stdout(log("collector.stdout.log"))
-            .stderr(log("collector.stderr.log"))
+            .arg(socket)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(stderr).unwrap())
             .spawn()
             .unwrap(),
     );
-    let stdout = dir.path().join("collector.stdout.log");
     let said = || std::fs::read_to_string(&stdout).unwrap_or_default();
     let mut exited = None;
-    // It gives up, or says it is ready (connected).
-    let _ = e2e::wait_until("the collector gives up", DEADLINE, || {
+    let _ = e2e::wait_until("the collector gives up or connects", DEADLINE, || {
         exited = collector.0.try_wait().unwrap();
         std::future::ready(exited.is_some() || !said().is_empty())
     })
     .await;
-    let said = said();
-    assert!(
-        exited.is_some_and(|status| !status.success()) && said.is_empty(),
-        "a collector and a broker run by uid {NOBODY}: exit {exited:?}, said {said:?}"
-    );
+    (exited, said())
+}
 
-    let connected = Client::connect(ClientOptions::new(&socket)).await;
-    match connected {
-        Err(eventbus::client::ConnectError::UntrustedBroker { uid, .. }) => {
-            assert_eq!(uid, Some(NOBODY));
+/// Proves that a client checks who runs the broker, and who owns the
+/// socket's directory, before it sends a single frame: real brokers
+/// started as user `nobody` stand for another user's fake broker, one on a
+/// socket in a directory that user owns (as a pre-created
+/// `/tmp/eventbus-<uid>/` would be), one in a root-owned directory anyone
+/// may write to (as `/tmp` itself). Against each, a `mock-collector` exits
+/// with an error instead of connecting (and serving that broker's tasks),
+/// and an eventbus client gets `UnsafeSocketDirectory`, then
+/// `UntrustedBroker` naming uid 65534. Starting a process as another user
+/// needs root: elsewhere the scenario prints `SKIPPED` and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_a_client_refuses_a_broker_run_by_another_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if rustix::process::geteuid().as_raw() != 0 {
+        println!("SKIPPED: starting a broker as another user needs root");
+        return;
+    }
+    let temp = |prefix| {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .unwrap()
+    };
+    let logs = temp("e2e");
+    let theirs = temp("e2e-theirs");
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let shared = temp("e2e-shared");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    for dir in [theirs.path(), shared.path()] {
+        let (_broker, socket) = broker_of_another_user(dir, logs.path()).await;
+        let (exited, said) = collector_on(&socket, logs.path()).await;
+        assert!(
+            exited.is_some_and(|status| !status.success()) && said.is_empty(),
+            "a collector and a broker run by uid {NOBODY} in {}: exit {exited:?}, said {said:?}",
+            dir.display()
+        );
+        let connected = Client::connect(ClientOptions::new(&socket)).await;
+        match (connected, dir == theirs.path()) {
+            (Err(ConnectError::UnsafeSocketDirectory { dir: named, .. }), true) => {
+                assert_eq!(named, dir);
+            }
+            (Err(ConnectError::UntrustedBroker { uid, .. }), false) => {
+                assert_eq!(uid, Some(NOBODY));
+            }
+            (other, _) => panic!(
+                "a client and a broker run by uid {NOBODY} in {}: {:?}",
+                dir.display(),
+                other.map(drop)
+            ),
         }
-        other => panic!(
-            "a client and a broker run by uid {NOBODY}: {:?}",
-            other.map(drop)
-        ),
     }
 }
