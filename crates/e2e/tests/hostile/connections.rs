@@ -150,12 +150,15 @@ async fn connections_hello_is_bounded_and_stats_work_for_everyone() {
     assert!(len <= 1024, "a {len}-byte stats frame for a 1 KiB reader");
 }
 
+/// The small subscriber's frame limit; a payload this large never fits it.
+const SMALL_LIMIT: usize = 2048;
+
 /// Proves that a delivery that would not fit its receiver's frame limit is
 /// refused at publish, never dropped silently: a publish exactly as large
 /// as the publisher's 1 MiB limit, whose delivery (with the broker's
 /// stamps) would exceed the subscriber's 1 MiB, is refused with
-/// `FrameTooLarge` naming the receiver; so are a 1,900-byte publish to a
-/// subscriber that reads at most 2 KiB (confirmed, and fire-and-forget
+/// `FrameTooLarge` naming the receiver; so is a 2 KiB payload to a
+/// subscriber that reads frames of at most 2 KiB (confirmed, and fire-and-forget
 /// with an `Error` without `seq`). Both subscribers stay connected and get
 /// the next message that fits, and nothing before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +172,7 @@ async fn connections_a_delivery_too_large_for_its_receiver_is_refused_at_publish
         .await
         .unwrap();
     let small_hello = proto::Hello {
-        max_frame_bytes: 2048,
+        max_frame_bytes: SMALL_LIMIT as u32,
         ..hello("small")
     };
     let (mut small, _) = RawClient::connect(cluster.socket(), small_hello)
@@ -182,10 +185,15 @@ async fn connections_a_delivery_too_large_for_its_receiver_is_refused_at_publish
     let full = publish_filling("events.big", welcome.max_frame_bytes as usize);
     let full_len = frame_len(&Kind::Publish(full.clone()));
     let too_big = attacker.publish_confirmed(full).await;
-    let for_small = attacker.publish_to("events.small", vec![b'x'; 1900]).await;
+    let for_small = attacker
+        .publish_to("events.small", vec![b'x'; SMALL_LIMIT])
+        .await;
     attacker
         .send(Kind::Publish(proto::Publish {
-            message: Some(e2e::hostile::message("events.small", vec![b'x'; 1900])),
+            message: Some(e2e::hostile::message(
+                "events.small",
+                vec![b'x'; SMALL_LIMIT],
+            )),
             ..Default::default()
         }))
         .await
@@ -211,12 +219,12 @@ async fn connections_a_delivery_too_large_for_its_receiver_is_refused_at_publish
     assert_eq!(refusal.detail("receiver"), victim_id);
     assert_eq!(
         small_payload, "fits",
-        "the 2 KiB reader's next message; the 1,900-byte publish was {for_small:?}"
+        "the 2 KiB reader's next message; the 2 KiB publish was {for_small:?}"
     );
     assert_refused(
         for_small,
         ErrorCode::FrameTooLarge,
-        "1,900 bytes to a 2 KiB reader",
+        "2 KiB to a 2 KiB reader",
     );
     let errors = attacker.take(|f| matches!(&f.kind, Some(Kind::Error(e)) if e.seq == 0));
     assert_eq!(errors.len(), 1, "the fire-and-forget refusal: {errors:?}");
