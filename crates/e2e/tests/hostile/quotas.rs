@@ -73,9 +73,7 @@ async fn quotas_parked_requests_hit_the_parkers_quota_not_the_bus() {
         })
     });
     attacker.send_all(requests).await.unwrap();
-    for _ in 1..PARKED {
-        attacker.next_seq();
-    }
+    attacker.set_next_seq(first_seq + PARKED as u64);
     // The barrier: every request before it has been routed.
     attacker.publish_to("events.parked", "x").await.unwrap();
     let refused = attacker.take(|f| matches!(&f.kind, Some(Kind::Error(e)) if e.seq >= first_seq));
@@ -119,13 +117,13 @@ struct Filled {
 }
 
 /// Joins a queue group on `bulk.jobs` (prefetch 1, never acks) and
-/// publishes `publish(i)` into it, confirmed, until the broker refuses or
+/// publishes `publish()` into it, confirmed, until the broker refuses or
 /// `attempts` are accepted; measures the broker's RSS growth.
 async fn fill_a_never_acked_queue(
     cluster: &Cluster,
     attacker: &mut RawClient,
     attempts: usize,
-    publish: impl Fn(usize) -> proto::Publish,
+    publish: impl Fn() -> proto::Publish,
 ) -> Filled {
     attacker.subscribe(1, "bulk.jobs", "bulk", 1).await.unwrap();
     let pid = cluster.broker().pid();
@@ -135,8 +133,8 @@ async fn fill_a_never_acked_queue(
         refusal: None,
         rss_growth: 0,
     };
-    for i in 0..attempts {
-        match attacker.publish_confirmed(publish(i)).await {
+    for _ in 0..attempts {
+        match attacker.publish_confirmed(publish()).await {
             Ok(_) => filled.accepted += 1,
             Err(r) => {
                 filled.refusal = Some(r);
@@ -172,7 +170,7 @@ async fn quotas_big_payloads_into_a_never_acked_queue_are_bounded() {
     let mut attacker = raw(cluster.socket(), "mallory").await;
     let payload = bytes::Bytes::from(vec![b'x'; BIG]);
     let filled =
-        fill_a_never_acked_queue(&cluster, &mut attacker, BIG_ATTEMPTS, |_| proto::Publish {
+        fill_a_never_acked_queue(&cluster, &mut attacker, BIG_ATTEMPTS, || proto::Publish {
             message: Some(message("bulk.jobs", payload.clone())),
             ..Default::default()
         })
@@ -218,7 +216,7 @@ async fn quotas_headers_are_counted_as_bytes() {
     let cluster = Cluster::start().await;
     let mut attacker = raw(cluster.socket(), "mallory").await;
     let value = "h".repeat(HEADER_BYTES);
-    let filled = fill_a_never_acked_queue(&cluster, &mut attacker, BIG_ATTEMPTS, |_| {
+    let filled = fill_a_never_acked_queue(&cluster, &mut attacker, BIG_ATTEMPTS, || {
         let mut m = message("bulk.jobs", "x");
         m.headers.insert("padding".to_owned(), value.clone());
         proto::Publish {
@@ -246,6 +244,11 @@ async fn quotas_headers_are_counted_as_bytes() {
         "{refusal:?}"
     );
     assert_eq!(refusal.detail("quota"), "max_queued_bytes");
+    assert!(
+        filled.accepted * HEADER_BYTES <= 64 << 20,
+        "{} accepted",
+        filled.accepted
+    );
     let mut observer = raw(cluster.socket(), "observer").await;
     let stats = observer.stats().await.unwrap();
     let queue = stats.queues.iter().find(|q| q.group == "bulk").unwrap();
