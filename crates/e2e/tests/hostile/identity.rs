@@ -35,7 +35,9 @@ async fn answer_stolen_tasks(mut impostor: RawClient) {
 /// refused with `DuplicateClientId` (it has no resume token), and 5 direct
 /// tasks sent to `procmond-1` are all answered by the real process, which
 /// the broker still lists under that id with its own pid. (Were the
-/// impostor admitted, it would answer every direct task it got.)
+/// impostor admitted, it would answer every direct task it got.) The
+/// holder of an id can still take it over with the resume token its
+/// `Welcome` gave it; a guessed token is refused the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_a_live_collectors_id_cannot_be_taken_over() {
     let cluster = Cluster::start().await;
@@ -82,6 +84,32 @@ async fn identity_a_live_collectors_id_cannot_be_taken_over() {
         .map(|c| c.pid)
         .collect();
     assert_eq!(listed, [real.pid()], "procmond-1 is the real process");
+
+    // The holder itself takes its id over with the token its Welcome gave
+    // it (a reconnect before its old link timed out); a guessed one fails.
+    let (_old_link, welcome) = RawClient::connect(cluster.socket(), hello("agent-7"))
+        .await
+        .unwrap();
+    let guessed = proto::Hello {
+        resume_token: vec![0; welcome.resume_token.len().max(16)].into(),
+        ..hello("agent-7")
+    };
+    let guessed = RawClient::connect(cluster.socket(), guessed).await;
+    assert_refused(
+        guessed.map(drop),
+        ErrorCode::DuplicateClientId,
+        "a guessed token",
+    );
+    let holder = proto::Hello {
+        resume_token: welcome.resume_token,
+        ..hello("agent-7")
+    };
+    let resumed = RawClient::connect(cluster.socket(), holder).await;
+    assert!(
+        resumed.is_ok(),
+        "the holder's own token: {:?}",
+        resumed.err()
+    );
 }
 
 /// Proves that `broker` is the broker's own name and `_sys.*` its own
