@@ -92,9 +92,9 @@ fn maybe_envelope(rng: &mut Rng, live: Live) -> Option<Box<proto::Envelope>> {
 }
 
 /// A frame kind with random fields, its ids mostly around `live`: any of
-/// the 16, including those only the broker sends and a second `Hello`.
+/// the 18, including those only the broker sends and a second `Hello`.
 pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
-    match rng.below(16) {
+    match rng.below(18) {
         0 => Kind::Hello(proto::Hello {
             protocol_version: number32(rng, live),
             client_id: text(rng),
@@ -120,6 +120,8 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
                 String::new()
             },
             timeout_ms: number32(rng, live),
+            gather_scope: number32(rng, live) as i32 % 4,
+            gather_group: text(rng),
         }),
         4 => Kind::Subscribe(proto::Subscribe {
             seq: number(rng, live),
@@ -169,6 +171,16 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
         13 => Kind::StatsResponse(proto::StatsResponse {
             seq: number(rng, live),
             ..Default::default()
+        }),
+        16 => Kind::GatherStarted(proto::GatherStarted {
+            seq: number(rng, live),
+            message_id: number(rng, live),
+            recipients: vec![text(rng)],
+        }),
+        17 => Kind::GatherDone(proto::GatherDone {
+            seq: number(rng, live),
+            answered: number32(rng, live),
+            missing: Vec::new(),
         }),
         14 => Kind::Ok(proto::Ok {
             seq: number(rng, live),
