@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use e2e::ClusterExt as _;
 use e2e::hostile::{RawClient, hello};
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, TaskReply};
 use eventbus::client::ConnectError;
@@ -201,7 +202,7 @@ async fn collector_on(socket: &Path, logs: &Path) -> (Option<std::process::ExitS
     let stdout = logs.join(format!("{name}.collector.stdout.log"));
     let stderr = logs.join(format!("{name}.collector.stderr.log"));
     let mut collector = Reaped(
-        std::process::Command::new(e2e::binaries::collector_bin())
+        std::process::Command::new(e2e::collector::collector_bin())
             .args(["--type=process", "--instance=1", "--socket"])
             .arg(socket)
             .stdout(std::fs::File::create(&stdout).unwrap())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::hostile::garbage::{Live, broken_bytes, random_kind};
 use e2e::hostile::{Next, RawClient, frame_len, hello, publish_filling};
 use e2e::rng::Rng;

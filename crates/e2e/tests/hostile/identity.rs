@@ -1,6 +1,7 @@
 //! Who a client is: a live client's id is its own, `broker` is nobody's,
 //! and nobody holds a slot longer than the broker allows.
 
+use e2e::ClusterExt as _;
 use e2e::hostile::{RawClient, hello, message};
 use e2e::{
     BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, TaskReply, wait_until,

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 
+use e2e::ClusterExt as _;
 use e2e::hostile::{message, rss_bytes};
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE};
 use eventbus::proto::{self, ErrorCode, frame::Kind};

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 
+use e2e::ClusterExt as _;
 use e2e::hostile::{Refusal, message};
 use e2e::{Cluster, CollectorBuilder, CollectorKind, DEADLINE, RunOptions, TaskReply, task_ids};
 use eventbus::TopicFilter;

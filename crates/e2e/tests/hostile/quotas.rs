@@ -1,6 +1,7 @@
 //! One client cannot use up what everyone shares: a queue group on `#`,
 //! the table of pending requests, the queues' memory.
 
+use e2e::ClusterExt as _;
 use e2e::hostile::{RawClient, Refusal, message, rss_bytes};
 use e2e::{Cluster, CollectorBuilder, CollectorKind};
 use eventbus::proto::{self, ErrorCode, frame::Kind};

@@ -55,6 +55,12 @@ pub(crate) enum Command {
     Stats {
         seq: Seq,
     },
+    /// The kept reply to a durable request, now or within `wait`.
+    Result {
+        seq: Seq,
+        message: MessageId,
+        wait: Duration,
+    },
     /// Proof of life; any frame counts as one, so there is nothing to do.
     Heartbeat,
     Goodbye,
@@ -290,6 +296,11 @@ impl Command {
             Kind::StatsRequest(s) => Self::Stats {
                 seq: Seq::new(s.seq),
             },
+            Kind::ResultRequest(r) => Self::Result {
+                seq: Seq::new(r.seq),
+                message: MessageId::new(r.message_id),
+                wait: Duration::from_millis(u64::from(r.timeout_ms)),
+            },
             Kind::Heartbeat(_) => Self::Heartbeat,
             Kind::Goodbye(_) => Self::Goodbye,
             Kind::Hello(_) => return Err(Rejected::new(0, ProtocolRefusal::HelloTwice)),
@@ -471,6 +482,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::Error(_) => "error",
         Kind::Goodbye(_) => "goodbye",
         Kind::GatherStarted(_) => "gather started",
+        Kind::ResultRequest(_) => "result request",
         Kind::GatherDone(_) => "gather done",
     }
 }

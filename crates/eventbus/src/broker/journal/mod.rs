@@ -54,7 +54,7 @@ mod state;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -339,6 +339,39 @@ impl Journal {
         let limit = self.shared.config.max_disk_bytes;
         if live + len > limit {
             return Err(AppendError::DiskBudget { live, len, limit });
+        }
+        Ok(())
+    }
+
+    /// Whether new messages of `len` framed bytes in all would be taken now:
+    /// the journal has not failed and is not closing, its backlog has room,
+    /// and they fit under `max_disk_bytes` (what [`append`](Self::append)
+    /// checks, in one look, so a caller can refuse before it changes
+    /// anything). A full disk is not checked: it fails a batch, and the next
+    /// batch is tried again.
+    pub fn admits(&self, len: u64) -> Result<(), AppendError> {
+        let config = &self.shared.config;
+        let st = self.shared.lock();
+        if let Some(error) = &st.failed {
+            return Err(AppendError::Failed(error.clone()));
+        }
+        if st.closing || st.crashing {
+            return Err(AppendError::Closed);
+        }
+        let pending = st.pending.bytes.len() as u64;
+        if pending + len > config.max_pending_bytes {
+            return Err(AppendError::Backlog {
+                pending,
+                limit: config.max_pending_bytes,
+            });
+        }
+        let live = st.index.live_bytes();
+        if live + len > config.max_disk_bytes {
+            return Err(AppendError::DiskBudget {
+                live,
+                len,
+                limit: config.max_disk_bytes,
+            });
         }
         Ok(())
     }

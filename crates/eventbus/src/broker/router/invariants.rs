@@ -18,6 +18,7 @@ impl Router {
         self.check_queues()?;
         self.check_quotas()?;
         self.check_gathers()?;
+        self.check_observer();
         if self.requests.len() > self.config.max_pending_requests {
             return Err(format!(
                 "{} requests pending, over the bound {}",
@@ -97,7 +98,11 @@ impl Router {
 
     /// Quota counters agree with what they count.
     fn check_quotas(&self) -> Result<(), String> {
-        let requests = self.requests.per_requester();
+        let mut requests = self.requests.per_requester();
+        // Result waiters count as pending requests.
+        for conn in self.results.waiting_conns() {
+            *requests.entry(conn).or_default() += 1;
+        }
         let mut direct: HashMap<ConnId, usize> = HashMap::new();
         let mut held: HashMap<ClientId, Held> = HashMap::new();
         for (_, f) in self.in_flight.iter() {

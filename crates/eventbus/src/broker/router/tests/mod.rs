@@ -5,9 +5,11 @@
 //! invariants are checked after every step.
 
 mod delivery;
+mod durable;
 mod gather;
 mod isolation;
 mod lifecycle;
+mod monitor;
 mod ownership;
 mod property;
 mod pubsub;
@@ -23,8 +25,10 @@ use super::{Applied, Registration, Router};
 use crate::broker::auth::{AuthConfig, Authenticator};
 use crate::broker::command;
 use crate::broker::config::BrokerConfig;
+use crate::broker::confirm::Confirmations;
 use crate::broker::effects::Effects;
 use crate::broker::ids::ConnId;
+use crate::broker::monitor::MonitorEvent;
 use crate::broker::refusal::HandshakeRefusal;
 use crate::codec::FrameCodec;
 use crate::framed::{Outbound, Outgoing};
@@ -40,6 +44,8 @@ pub(super) struct Bus {
     pub auth: Authenticator,
     /// The edge's topic cache (one for all fake connections).
     pub topics: command::TopicCache,
+    /// Where confirmations of durable publishes wait for the journal.
+    pub confirmations: Arc<Confirmations>,
 }
 
 /// The uid the fake connections' socket peers run as.
@@ -118,7 +124,17 @@ impl Bus {
             config,
             auth,
             topics: command::TopicCache::default(),
+            confirmations: Arc::default(),
         }
+    }
+
+    /// Attaches a monitor's observer, as `Broker::monitor` does; returns
+    /// its events.
+    pub fn observe(&mut self) -> tokio::sync::broadcast::Receiver<MonitorEvent> {
+        let (events, rx) = tokio::sync::broadcast::channel(super::observe::MONITOR_EVENTS);
+        let observer = super::observe::Observer::new(&self.config.monitor, events);
+        self.router.attach_observer(observer);
+        rx
     }
 
     pub fn connect(&mut self, id: &str) -> Peer {
@@ -154,6 +170,7 @@ impl Bus {
         let result = work(&mut self.router, self.now);
         let mut effects = Effects::default();
         self.router.finish(&mut effects);
+        self.confirmations.hold(std::mem::take(&mut effects.held));
         if let Err(broken) = self.router.check_invariants() {
             panic!("router invariant broken: {broken}");
         }

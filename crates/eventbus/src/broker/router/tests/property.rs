@@ -142,6 +142,8 @@ impl Model {
             c.max_direct_in_flight = 2;
             c.subscriber.max_len = 4;
             c.subscriber.hard_cap = 40;
+            // A small task ring, so it fills and forgets while observed.
+            c.monitor.tasks = 8;
             for (filter, overflow) in [
                 ("q.block.#", OverflowPolicy::Block),
                 ("q.drop.#", OverflowPolicy::DropOldest),
@@ -154,6 +156,8 @@ impl Model {
                 });
             }
         });
+        let mut bus = bus;
+        let _events = bus.observe();
         Self {
             bus,
             clients: (0..PEERS).map(|_| Client::default()).collect(),
