@@ -92,9 +92,9 @@ fn maybe_envelope(rng: &mut Rng, live: Live) -> Option<Box<proto::Envelope>> {
 }
 
 /// A frame kind with random fields, its ids mostly around `live`: any of
-/// the 18, including those only the broker sends and a second `Hello`.
+/// the 19, including those only the broker sends and a second `Hello`.
 pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
-    match rng.below(18) {
+    match rng.below(19) {
         0 => Kind::Hello(proto::Hello {
             protocol_version: number32(rng, live),
             client_id: text(rng),
@@ -181,6 +181,11 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
             seq: number(rng, live),
             answered: number32(rng, live),
             missing: Vec::new(),
+        }),
+        18 => Kind::ResultRequest(proto::ResultRequest {
+            seq: number(rng, live),
+            message_id: number(rng, live),
+            timeout_ms: number32(rng, live),
         }),
         14 => Kind::Ok(proto::Ok {
             seq: number(rng, live),

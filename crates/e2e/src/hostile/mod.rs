@@ -148,6 +148,9 @@ pub enum Answer {
     Ok(u64),
     /// A stats snapshot.
     Stats(proto::StatsResponse),
+    /// A `Reply` whose `correlation_id` is the call's `seq`: the answer to
+    /// a request (after its `Ok` when confirmed) or to a `ResultRequest`.
+    Reply(proto::Reply),
 }
 
 /// What [`RawClient::next_frame`] saw.
@@ -328,8 +331,9 @@ impl RawClient {
         closed
     }
 
-    /// Waits for the answer to `seq` (`Ok`, `Error` or `StatsResponse`),
-    /// holding back every other frame. Panics after [`DEADLINE`].
+    /// Waits for the next answer to `seq` (`Ok`, `Error`, `StatsResponse`,
+    /// or a `Reply` correlated to it), holding back every other frame.
+    /// Panics after [`DEADLINE`].
     pub async fn answer(&mut self, seq: u64) -> Result<Answer, Refusal> {
         if let Some(at) = self.held.iter().position(|f| answers(f, seq)) {
             let frame = self.held.remove(at).expect("found above");
@@ -423,6 +427,26 @@ impl RawClient {
         }
     }
 
+    /// Asks for the kept reply to durable request `message_id`, waiting up
+    /// to `timeout_ms` in the broker if it has not come yet; the `Reply`, or
+    /// the refusal.
+    pub async fn result(
+        &mut self,
+        message_id: u64,
+        timeout_ms: u32,
+    ) -> Result<proto::Reply, Refusal> {
+        let seq = self.next_seq();
+        let ask = Kind::ResultRequest(proto::ResultRequest {
+            seq,
+            message_id,
+            timeout_ms,
+        });
+        match self.call(ask, seq).await? {
+            Answer::Reply(reply) => Ok(reply),
+            other => panic!("a result request answered with {other:?}"),
+        }
+    }
+
     /// Sends a frame that asks for an answer, then waits for it.
     pub async fn call(&mut self, kind: Kind, seq: u64) -> Result<Answer, Refusal> {
         self.send_or_closed(kind).await?;
@@ -478,6 +502,7 @@ fn answers(frame: &Frame, seq: u64) -> bool {
         Some(Kind::Ok(ok)) => ok.seq == seq,
         Some(Kind::StatsResponse(s)) => s.seq == seq,
         Some(Kind::Error(e)) => e.seq == seq,
+        Some(Kind::Reply(r)) => r.correlation_id == seq,
         _ => false,
     }
 }
@@ -488,6 +513,7 @@ fn into_answer(frame: Frame) -> Result<Answer, Refusal> {
         Some(Kind::Ok(ok)) => Ok(Answer::Ok(ok.message_id)),
         Some(Kind::StatsResponse(s)) => Ok(Answer::Stats(s)),
         Some(Kind::Error(e)) => Err(Refusal::Error(e)),
+        Some(Kind::Reply(r)) => Ok(Answer::Reply(r)),
         other => unreachable!("not an answer: {other:?}"),
     }
 }
