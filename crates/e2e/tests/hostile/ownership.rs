@@ -1,13 +1,17 @@
 //! What belongs to whom, for every client with the default configuration:
 //! only a publisher cancels its messages, only a recipient answers a
-//! request, `x-` headers are the broker's, and a plain publish cannot
-//! make an honest responder answer someone else.
+//! request, `x-` headers are the broker's, a plain publish cannot make an
+//! honest responder answer someone else, and only a requester gets the
+//! kept result of its durable request.
 
 use std::pin::Pin;
 
 use e2e::ClusterExt as _;
-use e2e::hostile::{Refusal, message};
-use e2e::{Cluster, CollectorBuilder, CollectorKind, DEADLINE, RunOptions, TaskReply, task_ids};
+use e2e::hostile::{Answer, Refusal, message};
+use e2e::{
+    BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, RunOptions, TaskReply,
+    task_ids,
+};
 use eventbus::TopicFilter;
 use eventbus::proto::{self, ErrorCode, frame::Kind};
 use futures_core::Stream;
@@ -250,6 +254,75 @@ async fn ownership_reply_to_on_a_plain_publish_is_stripped() {
         requests == 0 && honest,
         "{requests} of {count} plain publishes reached the echo service as requests; \
          the victim got {answer:?}"
+    );
+    victim_tasks_complete(&driver, "after", "procmond-1").await;
+}
+
+/// Proves that the reply to a durable request is given only to its
+/// requester (issue 14 for `ResultRequest`): with durable queue groups, an
+/// agent submits a request to `procmond-1` (500 ms per task). While it is
+/// in flight, and again once its reply is kept, an attacker asks for that
+/// result (`PermissionDenied` both times, even when it offers to wait),
+/// and for ids nobody used (`UnknownMessage`). The agent gets the reply
+/// live, then the same reply again by id; other tasks still complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_a_durable_requests_result_is_only_its_requesters() {
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = {:?}\n[queue]\ndurable = true\n",
+        data.path().display().to_string()
+    );
+    let cluster = Cluster::start_with(BrokerBuilder::new().config_toml(config)).await;
+    let _real = cluster
+        .add_collector(CollectorBuilder::new(CollectorKind::Process, 1).delay_ms(500))
+        .await;
+    let driver = cluster.driver().await;
+    let kind = CollectorKind::Process;
+    let mut agent = raw(cluster.socket(), "agent").await;
+    let seq = agent.next_seq();
+    let submit = Kind::Publish(proto::Publish {
+        seq,
+        mode: proto::PublishMode::RequestConfirmed as i32,
+        message: Some(message(kind.task_topic().as_str(), kind.payload("durable"))),
+        timeout_ms: DEADLINE.as_millis() as u32,
+        ..Default::default()
+    });
+    let Ok(Answer::Ok(id)) = agent.call(submit, seq).await else {
+        panic!("the durable request is accepted with its id");
+    };
+    let mut attacker = raw(cluster.socket(), "mallory").await;
+    assert_refused(
+        attacker.result(id, 60_000).await,
+        ErrorCode::PermissionDenied,
+        "the agent's result while in flight",
+    );
+    for unknown in [0, id + 1, id + 1000, u64::MAX] {
+        assert_refused(
+            attacker.result(unknown, 0).await,
+            ErrorCode::UnknownMessage,
+            "a result nobody asked for",
+        );
+    }
+
+    let Ok(Answer::Reply(live)) = agent.answer(seq).await else {
+        panic!("the agent gets its reply");
+    };
+    let live = live.message.expect("a reply carries a message");
+    assert_eq!(live.source, "procmond-1");
+    assert_refused(
+        attacker.result(id, 0).await,
+        ErrorCode::PermissionDenied,
+        "the agent's kept result",
+    );
+    let kept = agent
+        .result(id, 0)
+        .await
+        .expect("the requester gets its kept result by id")
+        .message
+        .expect("a reply carries a message");
+    assert_eq!(
+        (kept.source.as_str(), &kept.payload),
+        ("procmond-1", &live.payload)
     );
     victim_tasks_complete(&driver, "after", "procmond-1").await;
 }
