@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use e2e::ClusterExt as _;
+use e2e::collector::collector_bin;
 use e2e::hostile::{RawClient, hello};
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, TaskReply};
 use eventbus::client::ConnectError;
 use eventbus::client::Credentials;
 use eventbus::proto::{self, ErrorCode, frame::Kind};
 use eventbus::{Client, ClientId, ClientOptions, GroupName, Topic, TopicFilter};
+use eventbus_harness::{Output, Process, ProcessBuilder, Ready};
 
 use super::{assert_refused, raw};
 
@@ -145,79 +147,46 @@ async fn auth_an_auth_file_confines_each_identity() {
 /// The user the fake brokers run as.
 const NOBODY: u32 = 65534;
 
-/// A child process killed and reaped when dropped, panics included. (The
-/// harness's processes run as the test's own user; these do not.)
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the `broker` binary as user `nobody` on `<dir>/b.sock` (admitting
 /// root's clients through `allowed_uids`), its config and logs in `logs`,
-/// and waits until it listens.
-async fn broker_of_another_user(dir: &Path, logs: &Path) -> (Reaped, PathBuf) {
-    use std::os::unix::process::CommandExt as _;
+/// and waits until it listens. Killed and reaped when dropped.
+async fn broker_of_another_user(dir: &Path, logs: &Path) -> (Process, PathBuf) {
     let socket = dir.join("b.sock");
-    let config = logs.join(format!("{}.toml", dir.file_name().unwrap().display()));
+    let name = format!("broker-{}", dir.file_name().unwrap().display());
+    let config = logs.join(format!("{name}.toml"));
     std::fs::write(&config, "allowed_uids = [0]\n").unwrap();
-    let log = |ext: &str| std::fs::File::create(config.with_extension(ext)).unwrap();
-    let broker = Reaped(
-        std::process::Command::new(e2e::binaries::broker_bin())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--config")
-            .arg(&config)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"))
-            .spawn()
-            .unwrap(),
-    );
-    e2e::wait_until("the other user's broker listens", DEADLINE, || async {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    })
-    .await
-    .unwrap_or_else(|e| {
-        let stderr = std::fs::read_to_string(config.with_extension("stderr.log"));
-        panic!("{e}: {stderr:?}")
-    });
+    let broker = ProcessBuilder::new(name, e2e::binaries::broker_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config)
+        .user(NOBODY, NOBODY)
+        .logs_in(logs)
+        .ready(Ready::SocketAccepts(socket.clone()))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the other user's broker: {e}"));
     (broker, socket)
 }
 
 /// Starts a `mock-collector` on `socket` and waits until it exits or says
 /// it is ready (connected); its exit status, if it exited, and its stdout.
 async fn collector_on(socket: &Path, logs: &Path) -> (Option<std::process::ExitStatus>, String) {
-    let name = socket
-        .parent()
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .display()
-        .to_string();
-    let stdout = logs.join(format!("{name}.collector.stdout.log"));
-    let stderr = logs.join(format!("{name}.collector.stderr.log"));
-    let mut collector = Reaped(
-        std::process::Command::new(e2e::collector::collector_bin())
-            .args(["--type=process", "--instance=1", "--socket"])
-            .arg(socket)
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(stderr).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let said = || std::fs::read_to_string(&stdout).unwrap_or_default();
+    let name = socket.parent().unwrap().file_name().unwrap().display();
+    let mut collector = ProcessBuilder::new(format!("collector-{name}"), collector_bin())
+        .args(["--type=process", "--instance=1", "--socket"])
+        .arg(socket)
+        .logs_in(logs)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the collector: {e}"));
     let mut exited = None;
     let _ = e2e::wait_until("the collector gives up or connects", DEADLINE, || {
-        exited = collector.0.try_wait().unwrap();
-        std::future::ready(exited.is_some() || !said().is_empty())
+        exited = collector.try_exit();
+        std::future::ready(exited.is_some() || !collector.output(Output::Stdout).is_empty())
     })
     .await;
-    (exited, said())
+    (exited, collector.output(Output::Stdout))
 }
 
 /// Proves that a client checks who runs the broker, and who owns the
