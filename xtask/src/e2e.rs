@@ -64,6 +64,9 @@ pub enum ScenarioType {
     /// Hostile clients (`crates/e2e/tests/hostile/`): one client attacks the
     /// others; the victims are unaffected, the attacker is refused.
     Hostile,
+    /// Durable queues across broker crashes: SIGKILL loops, order, results by
+    /// id, a full disk, a damaged journal tail.
+    Durability,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
     All,
 }
@@ -79,6 +82,7 @@ impl ScenarioType {
             Self::Collectors => "package(mock-collector) & binary(emit)",
             Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
             Self::Hostile => "package(e2e) & binary(hostile)",
+            Self::Durability => "binary(scenarios) & test(/^durability::/)",
             Self::All => {
                 "binary(scenarios) | (package(e2e) & binary(hostile)) | (package(mock-collector) & binary(emit))"
             }
@@ -147,6 +151,10 @@ fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> 
             "e2e",
             "-p",
             "mock-collector",
+            // Built before the first scenario needs it, not inside its
+            // time limit (the tests' filter leaves the broker's own tests out).
+            "-p",
+            "broker",
             "--profile",
             "ci",
         ])
@@ -155,7 +163,7 @@ fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> 
         .env("EVENTBUS_CHAOS_REPORT_DIR", chaos_dir)
         .stdout(Stdio::piped());
     eprintln!(
-        "$ cargo nextest run -p e2e --profile ci --success-output final --failure-output final -E '{filter}'"
+        "$ cargo nextest run -p e2e -p mock-collector -p broker --profile ci --success-output final --failure-output final -E '{filter}'"
     );
     let mut child = cmd.spawn().context("could not start cargo nextest")?;
     let mut log = std::fs::File::create(log_path)
@@ -463,6 +471,7 @@ mod tests {
             );
         }
         assert!(ScenarioType::Chaos.filter().contains("chaos::"));
+        assert!(ScenarioType::Durability.filter().contains("durability::"));
         assert!(ScenarioType::All.filter().contains("binary(hostile)"));
     }
 
