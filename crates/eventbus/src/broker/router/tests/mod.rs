@@ -181,11 +181,21 @@ impl Bus {
     }
 
     /// Sends a frame body (as `FrameReader` cuts it) from `peer` through
-    /// the edge, as one batch. Bytes that are not a frame are refused and
-    /// close the connection, as the broker's read loop does: `None`.
+    /// the edge, as one batch. Bytes that are not a frame, or a frame over
+    /// the size its `Welcome` allows, are refused and close the connection,
+    /// as the broker's read loop does: `None`.
     pub fn send_body(&mut self, peer: &Peer, body: Bytes) -> Option<Applied> {
         let conn = peer.conn;
-        match command::decode(body, &mut self.topics) {
+        let codec = FrameCodec::new(peer.welcome.max_frame_bytes as usize);
+        let decoded = if 1 + body.len() > codec.max_frame_bytes() {
+            Err(crate::codec::FrameError::TooLarge {
+                len: 1 + body.len(),
+                max: codec.max_frame_bytes(),
+            })
+        } else {
+            command::decode(body, &mut self.topics)
+        };
+        match decoded {
             Ok(inbound) => Some(self.run(|r, now| {
                 r.begin(conn, now);
                 r.apply(conn, inbound)

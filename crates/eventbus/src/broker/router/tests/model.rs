@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message as _;
 
 use super::{Bus, Got, Peer, hello, publish};
 use crate::broker::QueueOverride;
@@ -21,7 +22,7 @@ use crate::broker::config::BrokerConfig;
 use crate::broker::ids::{DeliveryId, GroupId};
 use crate::broker::router::{Applied, Parked};
 use crate::framed::OverflowPolicy;
-use crate::proto::{self, PublishMode, frame::Kind};
+use crate::proto::{self, Frame, PublishMode, frame::Kind};
 
 /// How many clients the model has; a peer index is taken modulo this.
 pub const PEERS: usize = 4;
@@ -526,11 +527,11 @@ impl Model {
         }
     }
 
+    /// Sends `kind` as client `i`: a frame over its size limit closes its
+    /// connection.
     fn send(&mut self, i: usize, peer: &Peer, kind: Kind) {
-        if let Applied::Parked(parked) = self.bus.send(peer, kind) {
-            self.clients[i].parked = Some((parked, self.bus.now));
-        }
-        self.drain_all();
+        let body = Frame { kind: Some(kind) }.encode_to_vec();
+        self.send_body(i, peer, body.into());
     }
 
     fn send_body(&mut self, i: usize, peer: &Peer, body: Bytes) {
