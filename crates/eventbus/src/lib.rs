@@ -26,6 +26,10 @@ pub mod proto;
 pub mod topic;
 pub mod transport;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use broker::{Broker, BrokerConfig};
 pub use client::{
     Client, ClientOptions, ConnectionEvent, Delivery, Message, QueueSubscription, ReconnectPolicy,

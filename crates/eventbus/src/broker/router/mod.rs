@@ -24,7 +24,7 @@ mod connections;
 mod counters;
 mod fanout;
 mod in_flight;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 mod invariants;
 mod lifecycle;
 mod publish;
@@ -34,7 +34,7 @@ mod schedule;
 mod settle;
 mod stats;
 mod subscribe;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 mod tests;
 mod usage;
 
@@ -51,6 +51,8 @@ use schedule::Schedule;
 use usage::Usage;
 
 pub(crate) use lifecycle::Registration;
+#[cfg(fuzzing)]
+pub use tests::model as fuzz_model;
 
 use super::command::{Command, Inbound, Publish};
 use super::config::BrokerConfig;
