@@ -131,6 +131,11 @@ pub fn run(data: &[u8]) {
         ],
     });
     let mut model = Model::with(|c| configure(setup, c), auth);
+    // `EVENTBUS_FUZZ_TRACE=1` prints the ops, to read a crash input.
+    let trace = std::env::var_os("EVENTBUS_FUZZ_TRACE").is_some();
+    if trace {
+        eprintln!("setup {setup:#04b}");
+    }
     let (mut ops, mut bytes) = (0, 0);
     'steps: for step in steps {
         for op in step.ops() {
@@ -140,6 +145,9 @@ pub fn run(data: &[u8]) {
             ops += 1;
             if ops > MAX_OPS || bytes > MAX_FRAME_BYTES {
                 break 'steps;
+            }
+            if trace {
+                eprintln!("{op:?}");
             }
             model.step(op);
         }

@@ -12,6 +12,8 @@
 #[cfg(test)]
 mod delivery;
 #[cfg(test)]
+mod fuzzed;
+#[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod lifecycle;
