@@ -76,3 +76,50 @@ fn reply_fields_written_empty_or_set_never_reach_subscribers() {
     }
 }
 
+/// Found by `router`: a group whose filter takes every topic (a declared
+/// `#` group) gets both a message and, when another group dead-letters it,
+/// its dead letter. The dead letter is a message of its own, with an id of
+/// its own (the original's in `x-original-id`): the `#` group holds two
+/// messages, not one twice.
+#[test]
+fn a_dead_letter_has_an_id_of_its_own() {
+    let mut bus = Bus::with(|c| {
+        c.queue.overrides.push(crate::broker::QueueOverride {
+            filter: "#".into(),
+            ..Default::default()
+        });
+    });
+    let everything = bus.connect("all");
+    let worker = bus.connect("w");
+    let publisher = bus.connect("p");
+    bus.join(&everything, 1, "#", "audit", 1);
+    bus.join(&worker, 1, "q.a", "g", 1);
+    let id = bus.confirmed(&publisher, 1, "q.a", "task").unwrap();
+    let got = bus.received(&worker);
+    let [Got::Deliver { delivery, .. }] = &got[..] else {
+        panic!("the worker gets the task: {got:?}");
+    };
+    // Rejected: dead-lettered at once, into `audit` too (the invariants,
+    // checked after every step, hold).
+    bus.nack(&worker, *delivery, false, 0);
+    let got = bus.received(&everything);
+    let [Got::Deliver { msg, .. }] = &got[..] else {
+        panic!("the audit member holds the task: {got:?}");
+    };
+    assert_eq!(msg.id, id);
+    bus.disconnect(&everything);
+    let again = bus.connect("all");
+    let got = bus.join(&again, 1, "#", "audit", 2);
+    let mut ids: Vec<_> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Deliver { msg, .. } => Some((msg.id, msg.headers.get("x-original-id").cloned())),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "the task and its dead letter: {got:?}");
+    assert_eq!(ids[0], (id, None), "the task");
+    assert!(ids[1].0 > id, "the dead letter's own id: {ids:?}");
+    assert_eq!(ids[1].1, Some(id.to_string()));
+}
