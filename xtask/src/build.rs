@@ -93,7 +93,7 @@ mod tests {
         let messages = [
             r#"{"reason":"compiler-artifact","target":{"name":"eventbus"},"executable":null}"#,
             r#"{"reason":"compiler-artifact","target":{"name":"broker"},"executable":"/t/release/broker"}"#,
-            r#"{"reason":"compiler-message","target":{"name":"busctl"},"executable":"/x"}"#,
+            r#"{"reason":"compiler-message","target":{"name":"ebctl"},"executable":"/x"}"#,
             "not json",
             r#"{"reason":"build-finished","success":true}"#,
         ]
@@ -101,6 +101,6 @@ mod tests {
         let found = executables(&messages);
         assert_eq!(found.len(), 1);
         assert_eq!(found["broker"], PathBuf::from("/t/release/broker"));
-        assert!(find(&found, "busctl").is_err());
+        assert!(find(&found, "ebctl").is_err());
     }
 }

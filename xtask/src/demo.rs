@@ -79,6 +79,20 @@ pub struct Args {
     /// (it is always kept when the demo fails).
     #[arg(long)]
     keep_logs: bool,
+    /// Where the broker serves its live dashboard (open the printed URL in a
+    /// browser); on by default, `--http` alone or without it: 127.0.0.1 on a
+    /// free port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:0"
+    )]
+    http: std::net::SocketAddr,
+    /// No dashboard.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
 }
 
 /// Cancellations driven by Ctrl-C.
@@ -157,6 +171,9 @@ fn demo(
     // The broker first (index 0), then the collectors.
     let mut cmd = Command::new(&binaries.broker);
     cmd.arg("--socket").arg(&socket);
+    if !args.no_http {
+        cmd.arg(format!("--http={}", args.http));
+    }
     let broker = Proc::start("broker", cmd, dir, START_DEADLINE, &interrupted)?;
     let ready = broker.ready();
     eprintln!(
@@ -165,6 +182,11 @@ fn demo(
         ready["version"].as_str().unwrap_or("?"),
         ready["socket"].as_str().unwrap_or("?"),
     );
+    if let Some(http) = ready["http"].as_str() {
+        eprintln!(
+            "dashboard:   http://{http}/  (live; JSON under /api/v1/, Prometheus at /metrics)"
+        );
+    }
     let mut procs = vec![broker];
     let collectors = (1..=args.process_collectors)
         .map(|i| ("process", "procmond", i))

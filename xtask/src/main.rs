@@ -9,6 +9,8 @@
 //! - [`mod@bench`]: `cargo xtask bench`: criterion micro-benchmarks and the
 //!   busbench process suite, with a report directory (tables, JSON, plot);
 //! - [`audit`]: the unsafe audit, a pure function over a workspace directory;
+//! - [`cli_assets`]: `cargo xtask cli-assets`: `ebctl`'s shell completions and
+//!   man pages, for packaging;
 //! - [`demo`]: `cargo xtask demo`: the broker and collectors as processes under
 //!   a stream of tasks, with live throughput and latency;
 //! - [`e2e`]: `cargo xtask e2e`: a type of process scenarios under nextest,
@@ -27,8 +29,11 @@ mod audit;
 mod bench;
 mod build;
 mod ci;
+mod cli_assets;
 mod coverage;
 mod demo;
+#[cfg(test)]
+mod docs_tests;
 mod e2e;
 mod fleet;
 mod fuzz;
@@ -56,6 +61,8 @@ enum Task {
     Bench(bench::Args),
     /// Run the gate: fmt, clippy, unsafe audit, nextest, doc, deny, cross-check.
     Ci(ci::Args),
+    /// Write ebctl's shell completions and man pages (default: target/cli-assets).
+    CliAssets(cli_assets::Args),
     /// Measure line coverage (child processes included) and check the eventbus floor.
     Coverage(coverage::Args),
     /// Run the broker and collectors as processes and push tasks through them.
@@ -90,6 +97,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Bench(args) => bench::run(&root, &args),
         Task::Ci(args) => ci::run_gate(&root, &args),
+        Task::CliAssets(args) => cli_assets::run_task(&root, &args),
         Task::Coverage(args) => coverage::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),

@@ -19,6 +19,8 @@ mod host;
 mod suite;
 mod wine;
 
+pub use wine::BootFailed;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ use host::{Bins, Host};
 use suite::{Step, Suite};
 
 /// The command-line client's binary name, the one place it is spelled.
-pub const CLI: &str = "busctl";
+pub const CLI: &str = "ebctl";
 
 /// The Windows target the suite builds for (linked by mingw-w64).
 pub const TARGET: &str = "x86_64-pc-windows-gnu";
@@ -122,7 +124,7 @@ fn run_native(root: &Path, args: &Args) -> Result<Timings> {
         cli: build::find(&built, CLI)?,
         collector: build::find(&built, "mock-collector")?,
     };
-    let dir = temp_dir("eventbus-smoke-linux-")?;
+    let dir = temp_dir(root, "eventbus-smoke-linux-")?;
     let socket = dir.path().join("bus.sock");
     let host = Host::Native;
     let result = run_steps(&host, &bins, dir.path(), socket, &mut timings);
@@ -155,7 +157,7 @@ fn run_wine(root: &Path, args: &Args) -> Result<Timings> {
         None
     };
 
-    let dir = temp_dir("eventbus-smoke-wine-")?;
+    let dir = temp_dir(root, "eventbus-smoke-wine-")?;
     let result = wine_in(dir.path(), &built, unit_tests.as_deref(), &mut timings);
     keep_or_remove(dir, result.is_err() || args.keep_logs);
     result.map(|()| timings)
@@ -297,8 +299,12 @@ fn run_steps(
 }
 
 /// A temporary directory whose socket paths stay short enough.
-fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
-    let base = std::env::temp_dir();
+/// A directory of its own under `target/` (so a `/tmp` mounted `noexec`
+/// cannot stop Wine from mapping the executables), or under `/tmp` when that
+/// would make the socket path too long.
+fn temp_dir(root: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    let base = root.join("target").join("tmp");
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let probe = base.join(format!("{prefix}XXXXXX")).join("bus.sock");
     let base = if probe.as_os_str().len() > MAX_SOCKET_PATH {
         PathBuf::from("/tmp")

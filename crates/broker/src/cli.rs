@@ -5,10 +5,14 @@
 
 use std::path::PathBuf;
 
+use std::net::SocketAddr;
+
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use eventbus::codec::MIN_MAX_FRAME_BYTES;
 use eventbus::{BrokerConfig, OverflowPolicy};
+
+use crate::http::HttpConfig;
 
 /// The eventbus broker: routes messages between local processes.
 #[derive(Debug, Parser)]
@@ -47,6 +51,14 @@ pub struct RunOptions {
     /// everything but cancel other clients' messages.
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Where durable queues keep their journal [default:
+    /// $XDG_STATE_HOME/eventbus, else ~/.local/state/eventbus].
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// Make every queue group durable (`queue.durable`): confirmed messages
+    /// survive a broker crash.
+    #[arg(long)]
+    pub durable: bool,
     /// Heartbeat interval offered to clients, in milliseconds.
     #[arg(long, value_name = "N")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -68,19 +80,71 @@ pub struct RunOptions {
     /// With `--overflow block`: how long a publisher waits for room, in milliseconds.
     #[arg(long, value_name = "N")]
     pub block_timeout_ms: Option<u64>,
+    /// Serve the monitor (dashboard, JSON API, /metrics) on this address,
+    /// e.g. 127.0.0.1:9090 (port 0: any free port, announced in the ready
+    /// line); loopback only unless --http-allow-non-loopback.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Let --http (or http.listen) be an address other than loopback; the
+    /// monitor has no authentication.
+    #[arg(long)]
+    pub http_allow_non_loopback: bool,
+}
+
+/// Everything the `broker` binary runs with: the library's configuration
+/// and the monitor listener's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub broker: BrokerConfig,
+    pub http: HttpConfig,
+}
+
+/// Parses a configuration file: `[http]` is the binary's, the rest the
+/// library's `BrokerConfig` (both refuse unknown keys).
+pub fn parse_file(text: &str) -> anyhow::Result<Settings> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    let http = match table.remove("http") {
+        Some(value) => value.try_into().context("invalid [http] section")?,
+        None => HttpConfig::default(),
+    };
+    let broker: BrokerConfig = toml::Value::Table(table).try_into()?;
+    broker.validate()?;
+    Ok(Settings { broker, http })
 }
 
 impl RunOptions {
     /// The effective configuration: defaults, then the file, then the flags.
-    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
-        let mut config = match &self.config {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut settings = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                BrokerConfig::from_toml(&text).with_context(|| path.display().to_string())?
+                parse_file(&text).with_context(|| path.display().to_string())?
             }
-            None => BrokerConfig::default(),
+            None => Settings {
+                broker: BrokerConfig::default(),
+                http: HttpConfig::default(),
+            },
         };
+        if let Some(addr) = self.http {
+            settings.http.listen = Some(addr);
+        }
+        if self.http_allow_non_loopback {
+            settings.http.allow_non_loopback = true;
+        }
+        settings.http.validate()?;
+        settings.broker = self.config_from(settings.broker)?;
+        Ok(settings)
+    }
+
+    /// The library's configuration: `config` with the flags applied.
+    #[cfg(test)]
+    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
+        self.settings().map(|s| s.broker)
+    }
+
+    fn config_from(&self, config: BrokerConfig) -> anyhow::Result<BrokerConfig> {
+        let mut config = config;
         self.apply(&mut config);
         config.validate()?;
         // `BrokerConfig::validate` leaves this one to the codec, which silently
@@ -100,6 +164,12 @@ impl RunOptions {
         }
         if let Some(path) = &self.auth_file {
             config.auth_file = Some(path.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if self.durable {
+            config.queue.durable = true;
         }
         if let Some(ms) = self.heartbeat_interval_ms {
             config.heartbeat_interval_ms = ms;
@@ -190,6 +260,44 @@ mod tests {
             format!("{err:#}").contains("max_frame_bytes = 10"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_http_section_is_the_binarys_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "max_connections = 9\n[http]\nlisten = \"127.0.0.1:9100\"\nmax_connections = 3\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let settings = parse(&["--config", file]).options.settings().unwrap();
+        assert_eq!(settings.broker.max_connections, 9);
+        assert_eq!(settings.http.max_connections, 3);
+        assert_eq!(
+            settings.http.listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let settings = parse(&["--config", file, "--http", "127.0.0.1:0"])
+            .options
+            .settings()
+            .unwrap();
+        assert_eq!(settings.http.listen, Some("127.0.0.1:0".parse().unwrap()));
+        let err = parse(&["--http", "0.0.0.0:9000"])
+            .options
+            .settings()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("allow_non_loopback"), "{err:#}");
+        parse(&["--http", "0.0.0.0:9000", "--http-allow-non-loopback"])
+            .options
+            .settings()
+            .unwrap();
+        assert!(
+            parse_file("[http]\nnope = 1\n").is_err(),
+            "unknown keys refused"
+        );
+        assert!(parse_file("nope = 1\n").is_err());
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //!   commented TOML.
 //! - [`serve`]: the runtime, binding the socket, the ready line, signals and the
 //!   graceful shutdown.
+//! - [`http`]: the monitor listener (`--http`): dashboard, JSON API,
+//!   `/metrics`, live updates.
 //!
 //! Errors end the process with one line on stderr and exit code 1; usage errors
 //! exit 2 (clap's convention).
 #![forbid(unsafe_code)]
 
 mod cli;
+mod http;
 mod serve;
 mod template;
 
@@ -32,9 +35,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::HashSecret) => hash_secret(),
-        None => cli.options.config().and_then(|config| {
+        None => cli.options.settings().and_then(|settings| {
             init_logging();
-            serve::serve(config)
+            serve::serve(settings)
         }),
     };
     match result {

@@ -5,11 +5,15 @@
 //! supervisor that reads it may connect — or send SIGTERM — at once.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use eventbus::{Broker, BrokerConfig};
+use eventbus::Broker;
 use serde::Serialize;
+
+use crate::cli::Settings;
+use crate::http::HttpServer;
 
 /// The one line printed on stdout once the broker accepts connections.
 #[derive(Debug, Serialize)]
@@ -18,36 +22,72 @@ struct Ready<'a> {
     socket: &'a Path,
     pid: u32,
     version: &'static str,
+    /// The monitor's address, when `--http` serves one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<SocketAddr>,
 }
 
 /// Binds the socket, announces readiness and serves until SIGTERM or SIGINT
 /// (on Windows: Ctrl-C, Ctrl-Break or the console closing).
 ///
 /// A current-thread runtime: the broker's work is short, lock-protected routing
-/// steps, and one thread avoids cross-thread wake-ups on every message.
-pub fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+/// steps, and one thread avoids cross-thread wake-ups on every message. The
+/// monitor listener, when asked for, runs on a thread of its own; it keeps
+/// serving (`/healthz` says `draining`) until the broker has stopped.
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let broker = Broker::bind(config)?;
-        announce(broker.socket())?;
+        survive_file_size_limit()?;
+        let broker = Broker::bind(settings.broker)?;
+        let http = match settings.http.listen {
+            Some(_) => Some(HttpServer::start(&settings.http, broker.monitor())?),
+            None => None,
+        };
+        announce(broker.socket(), http.as_ref().map(HttpServer::addr))?;
         tracing::info!(socket = %broker.socket().display(), "broker ready");
-        broker.run(shutdown).await?;
+        let result = broker.run(shutdown).await;
+        if let Some(http) = http {
+            http.stop();
+        }
+        result?;
         tracing::info!("broker stopped");
         Ok(())
     })
 }
 
+/// A write past `RLIMIT_FSIZE` raises SIGXFSZ, whose default action kills
+/// the process. With a handler installed (tokio's, which only records it),
+/// the write fails with `EFBIG` instead, which the journal turns into
+/// refusals of durable publishes, as it does a full disk. The handler stays
+/// installed for the life of the process.
+#[cfg(unix)]
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    /// SIGXFSZ on Linux, macOS and the BSDs.
+    const SIGXFSZ: i32 = 25;
+    // Dropping the stream leaves the handler installed (tokio never
+    // uninstalls one); only its notifications stop.
+    let _ = signal(SignalKind::from_raw(SIGXFSZ)).context("cannot handle SIGXFSZ")?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    Ok(())
+}
+
 /// Prints the ready line and flushes it, so a reader sees it immediately.
-fn announce(socket: &Path) -> anyhow::Result<()> {
+fn announce(socket: &Path, http: Option<SocketAddr>) -> anyhow::Result<()> {
     let ready = Ready {
         event: "ready",
         socket,
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
+        http,
     };
     let line = serde_json::to_string(&ready)?;
     let mut stdout = std::io::stdout().lock();

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use eventbus::BrokerConfig;
 
+use crate::http::HttpConfig;
+
 /// The comment for each key, by dotted path (`table.key` inside a table).
 const COMMENTS: &[(&str, &str)] = &[
     (
@@ -65,6 +67,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most unsettled direct messages one client may hold; more are refused (QueueFull).",
     ),
     (
+        "max_gather_recipients",
+        "Most recipients of one gather (scatter-gather); more are refused (QuotaExceeded).",
+    ),
+    (
         "allowed_uids",
         "Extra user ids allowed to connect besides the broker's own (Unix only).",
     ),
@@ -73,6 +79,45 @@ const COMMENTS: &[(&str, &str)] = &[
         "Auth file: users, secret hashes, permissions and quotas (docs/security.md).\n\
          Without one, every client the socket admits may do everything but cancel\n\
          other clients' messages.",
+    ),
+    (
+        "data_dir",
+        "Where durable queues keep their journal (created 0700). Left unset:\n\
+         $XDG_STATE_HOME/eventbus, else ~/.local/state/eventbus. Opened only when\n\
+         a queue is durable.",
+    ),
+    (
+        "durability",
+        "The journal of durable queues (docs/durability.md) and the replies to\n\
+         durable requests it keeps for `Client::result` / `ebctl result`.",
+    ),
+    (
+        "durability.max_disk_bytes",
+        "Most bytes of unsettled durable messages and kept replies on disk; at the\n\
+         bound the queue's overflow policy applies (reject and block refuse with\n\
+         Storage, drop-oldest evicts, drop-incoming drops).",
+    ),
+    (
+        "durability.segment_bytes",
+        "A journal segment file is closed at this size (then compacted when mostly\n\
+         settled); at least max_frame_bytes + 4 KiB.",
+    ),
+    (
+        "durability.max_queues",
+        "Most durable queues (filter and group): they outlive their members, so\n\
+         joining a new one past this is refused with QuotaExceeded.",
+    ),
+    (
+        "durability.max_results",
+        "Most replies to durable requests kept for their requesters.",
+    ),
+    (
+        "durability.max_result_bytes",
+        "Most bytes of those replies (the oldest go first).",
+    ),
+    (
+        "durability.result_ttl_ms",
+        "How long a reply is kept, in milliseconds; after it, asking gives Expired.",
     ),
     (
         "quotas",
@@ -94,6 +139,10 @@ const COMMENTS: &[(&str, &str)] = &[
     (
         "quotas.max_queued_bytes",
         "Most bytes of one client's messages waiting or in flight in queue groups.",
+    ),
+    (
+        "quotas.max_concurrent_gathers",
+        "Most gathers one client may have going at once.",
     ),
     (
         "memory",
@@ -158,6 +207,11 @@ const COMMENTS: &[(&str, &str)] = &[
         "With overflow = \"block\": how long a publisher waits for room, in ms.",
     ),
     (
+        "queue.durable",
+        "Journal every queue group's messages, so a confirmed one survives a broker\n\
+         crash (confirmed once on disk); set it per pattern in [[queue.overrides]].",
+    ),
+    (
         "queue.ack_timeout_ms",
         "A delivery not settled within this many ms is taken back and redelivered;\n\
          0 disables the timeout.",
@@ -179,7 +233,8 @@ const COMMENTS: &[(&str, &str)] = &[
          filter = \"control.collector.task.#\"\n\
          max_len = 100\n\
          overflow = \"drop-oldest\"\n\
-         (also max_bytes, block_timeout_ms, ack_timeout_ms, max_attempts, concurrency).\n\
+         (also max_bytes, durable, block_timeout_ms, ack_timeout_ms, max_attempts,\n\
+         concurrency).\n\
          A queue group on a filter starting with a wildcard (\"#\", \"+.x\") exists\n\
          only where an entry names that exact filter.",
     ),
@@ -191,12 +246,72 @@ const COMMENTS: &[(&str, &str)] = &[
         "queue.max_prefetch",
         "Largest prefetch a member may ask for.",
     ),
+    (
+        "monitor",
+        "What the monitor keeps (with --http or an embedding agent's Broker::monitor;\n\
+         nothing is recorded without one), and the _sys.stats announcements.",
+    ),
+    (
+        "monitor.tasks",
+        "Most tasks the task ring keeps for /api/v1/tasks; the oldest is forgotten\n\
+         to make room.",
+    ),
+    (
+        "monitor.history_seconds",
+        "Seconds of one-second samples kept for /api/v1/history and the dashboard's\n\
+         charts (at most 86400).",
+    ),
+    (
+        "monitor.stats_interval_ms",
+        "Publish a JSON summary of the broker on _sys.stats this often, in ms;\n\
+         0 publishes nothing.",
+    ),
+    (
+        "http",
+        "The monitor listener: dashboard at /, JSON API under /api/v1/, /healthz,\n\
+         /metrics (docs/monitoring.md). Off unless listen is set (or --http).",
+    ),
+    (
+        "http.listen",
+        "Address to serve it on; loopback only unless allow_non_loopback.",
+    ),
+    (
+        "http.allow_non_loopback",
+        "Let listen be a non-loopback address. The monitor has no authentication:\n\
+         whoever reaches it reads client ids, identities, topics and rates.",
+    ),
+    (
+        "http.max_connections",
+        "Most HTTP connections at once, live pages included; more wait.",
+    ),
+    (
+        "http.max_request_bytes",
+        "Largest request head (request line and headers), in bytes; at least 8192.",
+    ),
+    (
+        "http.header_timeout_ms",
+        "How long a client has to send a whole request head, in ms.",
+    ),
+    (
+        "http.allowed_hosts",
+        "Host names a request's Host header may name besides IP addresses and\n\
+         localhost (a guard against DNS rebinding).",
+    ),
 ];
 
 /// Settings with no default value (`None`), which TOML cannot show: each is
 /// printed commented out, with an example, after the key named first.
-const UNSET: &[(&str, &str, &str)] =
-    &[("allowed_uids", "auth_file", "\"/etc/eventbus/auth.toml\"")];
+const UNSET: &[(&str, &str, &str)] = &[
+    ("allowed_uids", "auth_file", "\"/etc/eventbus/auth.toml\""),
+    ("allowed_uids", "data_dir", "\"/var/lib/eventbus\""),
+    ("http", "http.listen", "\"127.0.0.1:9090\""),
+];
+
+/// The `[http]` table, which is the binary's, not `BrokerConfig`'s.
+#[derive(serde::Serialize)]
+struct HttpSection {
+    http: HttpConfig,
+}
 
 /// The default configuration as commented TOML, ready to save and edit.
 pub fn generate() -> String {
@@ -204,7 +319,15 @@ pub fn generate() -> String {
     // TOML strings are UTF-8; the socket line is only shown (commented out), so
     // a lossy rendering of an unusual default path is good enough.
     defaults.socket = PathBuf::from(defaults.socket.to_string_lossy().into_owned());
-    let values = toml::to_string(&defaults).expect("strings and numbers always serialize to TOML");
+    let mut values =
+        toml::to_string(&defaults).expect("strings and numbers always serialize to TOML");
+    values.push('\n');
+    values.push_str(
+        &toml::to_string(&HttpSection {
+            http: HttpConfig::default(),
+        })
+        .expect("strings and numbers always serialize to TOML"),
+    );
     let mut out = String::from(
         "# eventbus broker configuration (generated by `broker generate-config`).\n\
          # Every setting is optional: a missing one keeps the default shown here.\n\
@@ -251,7 +374,9 @@ pub fn generate() -> String {
                     out.push_str(comment);
                     out.push('\n');
                 }
-                out.push_str(&format!("# {unset} = {example}\n"));
+                let name = unset.rsplit('.').next().unwrap_or(unset);
+                out.push_str(&format!("# {name} = {example}\n"));
+                after_header = false;
             }
         }
     }
@@ -274,8 +399,13 @@ mod tests {
     #[test]
     fn generated_config_parses_back_to_the_defaults() {
         let text = generate();
-        let parsed = BrokerConfig::from_toml(&text).unwrap();
-        assert_eq!(parsed, BrokerConfig::default());
+        let parsed = crate::cli::parse_file(&text).unwrap();
+        assert_eq!(parsed.broker, BrokerConfig::default());
+        assert_eq!(parsed.http, HttpConfig::default());
+        // And an example address, left commented out, parses too.
+        let listen = text.replace("# listen = ", "listen = ");
+        let parsed = crate::cli::parse_file(&listen).unwrap();
+        assert!(parsed.http.listen.is_some());
     }
 
     #[test]

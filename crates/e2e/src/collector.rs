@@ -16,22 +16,72 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use rustix::process::Signal;
+use eventbus_harness::binaries::workspace_bin;
+use eventbus_harness::{Cluster, DEADLINE, FaultProxy, LogPaths, Process, ProcessBuilder, Ready};
 
-use crate::binaries;
-use crate::process::{LogPaths, Supervised};
+use crate::driver::Driver;
 use crate::tasks::CollectorKind;
-use crate::wait::DEADLINE;
+
+/// Environment variable overriding the path of the `mock-collector` binary
+/// (see [`eventbus_harness::binaries`]).
+pub const COLLECTOR_BIN_ENV: &str = "EVENTBUS_COLLECTOR_BIN";
+
+/// The path of the `mock-collector` binary: `EVENTBUS_COLLECTOR_BIN`, else
+/// built once from this workspace.
+pub fn collector_bin() -> PathBuf {
+    workspace_bin("mock-collector", "mock-collector", COLLECTOR_BIN_ENV)
+}
+
+/// What a [`Cluster`] can do with this project's collectors.
+#[allow(async_fn_in_trait)]
+pub trait ClusterExt {
+    /// Starts a collector on the cluster's broker, at any time, and waits for
+    /// its ready line (it has joined its queue group by then).
+    async fn add_collector(&self, collector: CollectorBuilder) -> CollectorProcess;
+
+    /// Starts a collector that connects through `proxy` instead of straight to
+    /// the broker, and waits for its ready line (so it needs the proxy to let
+    /// its handshake and subscription through).
+    async fn add_collector_behind(
+        &self,
+        proxy: &FaultProxy,
+        collector: CollectorBuilder,
+    ) -> CollectorProcess;
+
+    /// A new driver connected to the broker. Panics if it cannot connect.
+    async fn driver(&self) -> Driver;
+}
+
+impl ClusterExt for Cluster {
+    async fn add_collector(&self, collector: CollectorBuilder) -> CollectorProcess {
+        collector.start(self.dir(), self.socket()).await
+    }
+
+    async fn add_collector_behind(
+        &self,
+        proxy: &FaultProxy,
+        collector: CollectorBuilder,
+    ) -> CollectorProcess {
+        collector.start(self.dir(), proxy.socket()).await
+    }
+
+    async fn driver(&self) -> Driver {
+        let socket = self.socket();
+        Driver::connect(socket)
+            .await
+            .unwrap_or_else(|e| panic!("driver cannot connect to {}: {e}", socket.display()))
+    }
+}
 
 /// How to start a collector: `mock-collector --type <kind> --instance <n>` and
-/// the flags set here. Start it with [`Cluster::add_collector`](crate::Cluster::add_collector).
+/// the flags set here. Start it with [`ClusterExt::add_collector`].
 ///
 /// ```no_run
 /// # async fn demo(cluster: &e2e::Cluster) {
-/// use e2e::{CollectorBuilder, CollectorKind};
+/// use e2e::{ClusterExt as _, CollectorBuilder, CollectorKind};
 /// let slow = cluster
 ///     .add_collector(CollectorBuilder::new(CollectorKind::Process, 1).prefetch(1).delay_ms(20))
 ///     .await;
@@ -110,69 +160,56 @@ impl CollectorBuilder {
         self
     }
 
-    /// Starts it on `socket`, working in `dir`, where its logs also go.
+    /// Starts it on `socket`, working in `dir`, where its logs also go, and
+    /// waits for its ready line, which must carry its id.
     pub(crate) async fn start(self, dir: &Path, socket: &Path) -> CollectorProcess {
         let id = self
             .id
             .clone()
             .unwrap_or_else(|| self.kind.default_id(self.instance));
-        let mut collector = CollectorProcess {
-            logs: LogPaths::in_dir(dir, &id),
-            id,
+        let process = ProcessBuilder::new(&id, collector_bin())
+            .arg(format!("--type={}", self.kind.capability()))
+            .arg(format!("--instance={}", self.instance))
+            .arg("--socket")
+            .arg(socket)
+            .args(&self.args)
+            .current_dir(dir)
+            .logs_in(dir)
+            .ready(Ready::JsonLine)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let collector = CollectorProcess {
             builder: self,
-            bin: binaries::collector_bin(),
-            dir: dir.to_owned(),
-            socket: socket.to_owned(),
-            process: None,
+            id,
+            process,
         };
-        collector.spawn().await;
+        collector.check_ready_line();
         collector
     }
 }
 
 /// A running `mock-collector` process, killed and reaped on drop.
 ///
-/// Drop collectors before their [`Cluster`](crate::Cluster) (declare them after
-/// it), so their logs are still there if the test fails.
+/// Drop collectors before their [`Cluster`] (declare them after it), so their
+/// logs are still there if the test fails.
 #[derive(Debug)]
 pub struct CollectorProcess {
     builder: CollectorBuilder,
     id: String,
-    bin: PathBuf,
-    dir: PathBuf,
-    socket: PathBuf,
-    logs: LogPaths,
-    process: Option<Supervised>,
+    process: Process,
 }
 
 impl CollectorProcess {
-    fn command(&self) -> Command {
-        let b = &self.builder;
-        let mut command = Command::new(&self.bin);
-        command
-            .arg(format!("--type={}", b.kind.capability()))
-            .arg(format!("--instance={}", b.instance))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(&b.args)
-            .current_dir(&self.dir);
-        command
-    }
-
-    async fn spawn(&mut self) {
-        let (process, ready) = Supervised::spawn(&self.id, self.command(), self.logs.clone()).await;
+    fn check_ready_line(&self) {
+        let ready = self
+            .process
+            .ready()
+            .expect("started on its JSON ready line");
         if ready["id"].as_str() != Some(self.id.as_str()) {
-            process.fail(&format!("announced another id than {}: {ready}", self.id));
+            self.process
+                .fail(&format!("announced another id than {}: {ready}", self.id));
         }
-        self.process = Some(process);
-    }
-
-    fn process(&self) -> &Supervised {
-        self.process.as_ref().expect("the collector was started")
-    }
-
-    fn process_mut(&mut self) -> &mut Supervised {
-        self.process.as_mut().expect("the collector was started")
     }
 
     /// Its client id (the same across restarts).
@@ -187,54 +224,60 @@ impl CollectorProcess {
 
     /// The pid of the current run.
     pub fn pid(&self) -> u32 {
-        self.process().pid()
+        self.process.pid()
     }
 
     /// Where its output goes.
     pub fn logs(&self) -> &LogPaths {
-        &self.logs
+        self.process.logs()
+    }
+
+    /// The process itself, for anything else.
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// The exit status, if it has exited (reaping it).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.process_mut().try_exit()
+        self.process.try_exit()
     }
 
     /// Waits up to [`DEADLINE`] for it to exit by itself (a crash, a lost
     /// broker); panics past it.
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        self.process_mut().wait_exit(DEADLINE).await
+        self.process.wait_exit(DEADLINE).await
     }
 
     /// SIGKILL and reap: a crash without warning.
     pub fn kill(&mut self) -> ExitStatus {
-        self.process_mut().kill()
+        self.process.kill()
     }
 
     /// SIGTERM (and SIGCONT, so a paused process acts on it), then waits up to
     /// [`DEADLINE`] for the exit status (it drains running tasks first, for up
     /// to 5 s).
     pub async fn terminate(&mut self) -> ExitStatus {
-        self.process_mut().terminate(DEADLINE).await
+        self.process.terminate(DEADLINE).await
     }
 
     /// SIGSTOP: the collector freezes, heartbeats included, with its socket open.
     pub fn pause(&self) {
-        self.process().signal(Signal::STOP);
+        self.process.pause();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.process().signal(Signal::CONT);
+        self.process.resume();
     }
 
     /// Starts it again with the same id, socket and flags, after terminating it
     /// gracefully if it still runs ([`kill`](Self::kill) first for a crash).
     pub async fn restart(&mut self) {
-        if let Some(mut old) = self.process.take() {
-            old.terminate(DEADLINE).await;
-        }
-        self.spawn().await;
+        self.process
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check_ready_line();
     }
 
     /// Squeezes its memory: lowers the soft `RLIMIT_AS` of the running process

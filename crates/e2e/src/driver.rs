@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::client::{BrokerStats, QueueStats};
 use eventbus::client::{CallError, ConnectError, PublishError, RequestError};
-use eventbus::proto::{QueueStats, StatsResponse};
 use eventbus::{Client, ClientOptions, GroupName, TopicFilter};
 use futures_core::Stream;
 use hdrhistogram::Histogram;
@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::history::History;
 use crate::tasks::{CollectorKind, TaskReply};
-use crate::wait::DEADLINE;
+use eventbus_harness::DEADLINE;
+use eventbus_harness::History;
 
 /// How [`Driver::run_tasks`] sends its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +195,7 @@ impl Driver {
             let sent = Instant::now();
             match self.request_task(kind, &task_id, options.timeout).await {
                 Ok(reply) => {
-                    history.replied(&task_id, &reply);
+                    history.record_all(&task_id, reply.events(&task_id));
                     return Attempted {
                         task_id,
                         outcome: Ok((reply, sent.elapsed())),
@@ -293,14 +293,14 @@ impl Driver {
     }
 
     /// A snapshot of the broker's counters. Panics if the broker does not answer.
-    pub async fn stats(&self) -> StatsResponse {
+    pub async fn stats(&self) -> BrokerStats {
         self.try_stats()
             .await
             .unwrap_or_else(|e| panic!("broker stats: {e}"))
     }
 
     /// A snapshot of the broker's counters.
-    pub async fn try_stats(&self) -> Result<StatsResponse, CallError> {
+    pub async fn try_stats(&self) -> Result<BrokerStats, CallError> {
         self.client.stats().await
     }
 

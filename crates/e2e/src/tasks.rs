@@ -8,6 +8,7 @@
 use std::fmt;
 
 use eventbus::{Message, Topic};
+use eventbus_harness::Event;
 use serde::Deserialize;
 
 /// A collector type, as passed to `mock-collector --type`.
@@ -118,6 +119,37 @@ pub struct TaskReply {
     pub source: String,
 }
 
+impl TaskReply {
+    /// What this reply to the request for `task_id` says happened, for
+    /// [`History::record_all`](eventbus_harness::History::record_all):
+    /// accepted, delivered to its collector, acked; a reply for another task,
+    /// or one whose payload and broker-stamped source disagree, is unexpected;
+    /// an error reply is an error.
+    pub fn events(&self, task_id: &str) -> Vec<Event> {
+        let mut events = vec![Event::Accepted];
+        if self.task_id.as_deref() != Some(task_id) {
+            let why = format!("reply for task {:?}", self.task_id);
+            events.push(Event::Unexpected(why));
+        }
+        if self.source != self.collector_id {
+            let why = format!(
+                "reply from {} claims to be from {}",
+                self.source, self.collector_id
+            );
+            events.push(Event::Unexpected(why));
+        }
+        events.push(Event::Delivered {
+            collector: self.collector_id.clone(),
+            started_us: self.timings.started_us,
+        });
+        if let Some(error) = &self.error {
+            events.push(Event::Error(format!("error reply: {error}")));
+        }
+        events.push(Event::Acked);
+        events
+    }
+}
+
 /// The reply payload, as documented.
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -173,6 +205,37 @@ pub fn task_ids(prefix: &str, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eventbus_harness::{History, Order};
+
+    fn reply(task_id: &str, collector: &str, source: &str) -> TaskReply {
+        TaskReply {
+            task_id: Some(task_id.to_owned()),
+            collector_id: collector.to_owned(),
+            collector_pid: 1,
+            status: "ok".to_owned(),
+            error: None,
+            timings: Timings {
+                queued_us: 1,
+                started_us: 2,
+                finished_us: 3,
+            },
+            source: source.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_reply_is_recorded_as_accepted_delivered_and_acked_and_checked() {
+        let h = History::new();
+        h.published("t1");
+        h.record_all("t1", reply("t1", "procmond-1", "procmond-1").events("t1"));
+        assert!(h.check(Order::Any).is_clean());
+
+        h.published("t2");
+        h.record_all("t2", reply("t9", "procmond-1", "netmond-1").events("t2"));
+        let v = h.check(Order::Any);
+        assert_eq!(v.unexpected.len(), 2, "{v}");
+        assert!(v.lost.is_empty());
+    }
 
     #[test]
     fn kinds_name_their_topics_and_ids() {

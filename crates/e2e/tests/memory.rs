@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::collector::SQUEEZE_HEADROOM;
 use e2e::{
     Cluster, CollectorBuilder, CollectorKind, CollectorProcess, DEADLINE, Driver, TaskReply,

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, DEADLINE, Direction, FaultProxy, wait_until};
 use eventbus::client::{ConnectionEvent, ReconnectPolicy, RequestError};
 use eventbus::{Client, ClientId, ClientOptions, Message, Topic, TopicFilter};
@@ -149,7 +150,7 @@ async fn frames_pass_through_unchanged_both_ways() {
 
     let mut events = subscribe(&behind, "ev.#").await;
     for i in 0..10 {
-        direct.publish(&topic("ev.n"), i.to_string()).unwrap();
+        direct.publish(topic("ev.n"), i.to_string()).unwrap();
     }
     assert_eq!(numbers(&mut events, 10).await, (0..10).collect::<Vec<_>>());
 
@@ -195,7 +196,7 @@ async fn latency_delays_every_frame_and_keeps_their_order() {
         Duration::from_millis(20),
     );
     for i in 0..100 {
-        direct.publish(&topic("ev.n"), i.to_string()).unwrap();
+        direct.publish(topic("ev.n"), i.to_string()).unwrap();
     }
     assert_eq!(
         numbers(&mut events, 100).await,
@@ -235,7 +236,7 @@ async fn duplicated_frames_arrive_twice() {
 
     proxy.set_duplicate(Direction::ToClient, 1.0);
     for i in 0..10 {
-        direct.publish(&topic("ev.n"), i.to_string()).unwrap();
+        direct.publish(topic("ev.n"), i.to_string()).unwrap();
     }
     let twice: Vec<u32> = (0..10).flat_map(|i| [i, i]).collect();
     assert_eq!(numbers(&mut events, 20).await, twice);
@@ -244,8 +245,8 @@ async fn duplicated_frames_arrive_twice() {
     assert_eq!(s.to_broker.duplicated, 0, "{s:?}");
 
     proxy.clear();
-    direct.publish(&topic("ev.n"), "10").unwrap();
-    direct.publish(&topic("ev.n"), "11").unwrap();
+    direct.publish(topic("ev.n"), "10").unwrap();
+    direct.publish(topic("ev.n"), "11").unwrap();
     assert_eq!(numbers(&mut events, 2).await, vec![10, 11]);
 }
 
@@ -318,7 +319,7 @@ async fn a_partition_past_the_heartbeat_ends_in_a_reconnection_after_heal() {
     assert!(proxy.stats().connections >= 2, "{:?}", proxy.stats());
     driver
         .client()
-        .publish(&topic("ev.after"), "7")
+        .publish(topic("ev.after"), "7")
         .expect("publish");
     assert_eq!(number(&next(&mut messages).await), 7);
 }
@@ -375,7 +376,7 @@ async fn bandwidth_paces_the_bytes() {
     let chunk = vec![b'x'; 4096];
     let sent = Instant::now();
     for _ in 0..16 {
-        direct.publish(&topic("ev.bulk"), chunk.clone()).unwrap();
+        direct.publish(topic("ev.bulk"), chunk.clone()).unwrap();
     }
     for _ in 0..16 {
         assert_eq!(next(&mut events).await.payload().len(), 4096);
@@ -386,7 +387,7 @@ async fn bandwidth_paces_the_bytes() {
     assert!(proxy.stats().to_client.bytes >= 16 * 4096);
 
     proxy.set_bandwidth(Direction::ToClient, None);
-    direct.publish(&topic("ev.bulk"), chunk).unwrap();
+    direct.publish(topic("ev.bulk"), chunk).unwrap();
     assert_eq!(next(&mut events).await.payload().len(), 4096);
 }
 
@@ -410,7 +411,7 @@ async fn clients_reconnect_through_the_proxy_after_a_broker_restart() {
     event(&mut connection, reconnected).await;
 
     let direct = connect(cluster.socket(), "direct-1").await;
-    direct.publish(&topic("ev.after"), "1").unwrap();
+    direct.publish(topic("ev.after"), "1").unwrap();
     assert_eq!(number(&next(&mut messages).await), 1);
     // Gone before the next restart: a client reconnecting under the same id
     // as the next one would take the id over and close the other's link.
@@ -420,7 +421,7 @@ async fn clients_reconnect_through_the_proxy_after_a_broker_restart() {
     cluster.broker_mut().restart().await;
     event(&mut connection, reconnected).await;
     let direct = connect(cluster.socket(), "direct-2").await;
-    direct.publish(&topic("ev.after"), "2").unwrap();
+    direct.publish(topic("ev.after"), "2").unwrap();
     assert_eq!(number(&next(&mut messages).await), 2);
     wait_until("only the new connection is open", DEADLINE, || async {
         proxy.stats().open == 1

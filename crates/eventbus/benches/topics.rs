@@ -1,6 +1,7 @@
 //! Micro-benchmarks of [`SubscriptionIndex`]: matching a published topic
 //! against 10,000 filters of realistic shapes, and subscribe/unsubscribe churn
-//! on an index of that size.
+//! on an index of that size; and what a client call pays to take a topic as
+//! a validated `&Topic` or as a `&str` to validate (`IntoName`).
 //!
 //! The filters follow `<domain>.<service>.<event>`: most are literal, some use
 //! `+` for the service or the event, a few end in `#`. They come from a fixed
@@ -10,6 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use eventbus::IntoName;
 use eventbus::topic::{SubscriptionIndex, Topic, TopicFilter};
 
 /// Filters in the index.
@@ -139,6 +141,21 @@ fn churn(c: &mut Criterion) {
     group.finish();
 }
 
+/// A publish's topic argument: a validated `&Topic` (a reference-count
+/// increment, as before `IntoName`) against a `&str` checked on every call.
+fn into_name(c: &mut Criterion) {
+    let text = "events.svc42.process-start";
+    let topic = Topic::new(text).unwrap();
+    let mut group = c.benchmark_group("topics");
+    group.bench_function("into_name/topic_ref", |b| {
+        b.iter(|| IntoName::<Topic>::into_name(black_box(&topic)).unwrap());
+    });
+    group.bench_function("into_name/str", |b| {
+        b.iter(|| IntoName::<Topic>::into_name(black_box(text)).unwrap());
+    });
+    group.finish();
+}
+
 /// Short runs: the whole suite of micro-benchmarks stays under two minutes.
 fn config() -> Criterion {
     Criterion::default()
@@ -149,6 +166,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = matching, churn
+    targets = matching, churn, into_name
 }
 criterion_main!(benches);

@@ -1,10 +1,103 @@
-//! Validated names for clients and queue groups.
+//! Validated names for clients and queue groups, and [`IntoName`]: how an
+//! API call takes any validated name, or a string to validate.
 //!
 //! Like topics, names are checked once where they enter (an API call or a frame from
 //! the socket) and trusted everywhere after that.
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::topic::{Topic, TopicError, TopicFilter, TopicFilterError};
+
+/// A validated name type: [`Topic`], [`TopicFilter`], [`ClientId`] or
+/// [`GroupName`]. Sealed: the set of name types is this crate's.
+pub trait Name: Clone + sealed::Sealed {
+    /// Why a string is not a valid name of this type.
+    type Error: std::error::Error + Clone + Send + Sync + 'static;
+
+    /// Validates `text` as a name of this type.
+    fn parse(text: &str) -> Result<Self, Self::Error>;
+}
+
+/// A name of type `N`, or a string to validate as one: what every client call
+/// that takes a topic, a filter, a group or a client id accepts.
+///
+/// A name validated beforehand (`N` or `&N`) is passed on as is (a `&N` costs
+/// a reference-count increment); a `&str` or `String` is validated inside
+/// the call, and an invalid one fails that call with a typed error (for
+/// example [`PublishError::InvalidTopic`](crate::client::PublishError::InvalidTopic)).
+///
+/// ```no_run
+/// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use eventbus::Topic;
+/// client.publish("events.process.start", "pid 42")?; // validated on each call
+/// let topic = Topic::new("events.process.start")?; // validated once
+/// client.publish(&topic, "pid 43")?;
+/// # Ok(()) }
+/// ```
+pub trait IntoName<N: Name>: sealed::Sealed {
+    /// The name, validated if it was not already.
+    fn into_name(self) -> Result<N, N::Error>;
+}
+
+mod sealed {
+    /// Keeps [`Name`](super::Name) and [`IntoName`](super::IntoName) this crate's.
+    pub trait Sealed {}
+    impl Sealed for super::Topic {}
+    impl Sealed for super::TopicFilter {}
+    impl Sealed for super::ClientId {}
+    impl Sealed for super::GroupName {}
+    impl<N: super::Name> Sealed for &N {}
+    impl Sealed for &str {}
+    impl Sealed for String {}
+    impl Sealed for &String {}
+}
+
+impl<N: Name> IntoName<N> for N {
+    #[inline]
+    fn into_name(self) -> Result<N, N::Error> {
+        Ok(self)
+    }
+}
+
+impl<N: Name> IntoName<N> for &N {
+    #[inline]
+    fn into_name(self) -> Result<N, N::Error> {
+        Ok(self.clone())
+    }
+}
+
+impl<N: Name> IntoName<N> for &str {
+    fn into_name(self) -> Result<N, N::Error> {
+        N::parse(self)
+    }
+}
+
+impl<N: Name> IntoName<N> for String {
+    fn into_name(self) -> Result<N, N::Error> {
+        N::parse(&self)
+    }
+}
+
+impl<N: Name> IntoName<N> for &String {
+    fn into_name(self) -> Result<N, N::Error> {
+        N::parse(self)
+    }
+}
+
+impl Name for Topic {
+    type Error = TopicError;
+    fn parse(text: &str) -> Result<Self, TopicError> {
+        Topic::new(text)
+    }
+}
+
+impl Name for TopicFilter {
+    type Error = TopicFilterError;
+    fn parse(text: &str) -> Result<Self, TopicFilterError> {
+        TopicFilter::new(text)
+    }
+}
 
 /// Longest client id or group name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -124,6 +217,13 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        impl Name for $ty {
+            type Error = NameError;
+            fn parse(text: &str) -> Result<Self, NameError> {
+                Self::new(text)
+            }
+        }
     };
 }
 
@@ -170,6 +270,21 @@ mod tests {
             ClientId::new("a b"),
             Err(NameError::InvalidChar { ch: ' ', .. })
         ));
+    }
+
+    #[test]
+    fn names_and_strings_go_in_as_names() {
+        let topic = Topic::new("a.b").unwrap();
+        let by_ref: Topic = (&topic).into_name().unwrap();
+        let by_str: Topic = "a.b".into_name().unwrap();
+        let by_string: Topic = String::from("a.b").into_name().unwrap();
+        assert!([by_ref, by_str, by_string].iter().all(|t| *t == topic));
+        assert!(IntoName::<Topic>::into_name("a.#").is_err());
+        assert!(IntoName::<TopicFilter>::into_name("a.#").is_ok());
+        let group: Result<GroupName, _> = "Process".into_name();
+        assert!(matches!(group, Err(NameError::InvalidChar { ch: 'P', .. })));
+        let id: ClientId = "agent-1".into_name().unwrap();
+        assert_eq!(id.as_str(), "agent-1");
     }
 
     #[test]

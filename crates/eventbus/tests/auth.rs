@@ -1,17 +1,15 @@
 //! Identities over real sockets: an auth file's users connect with their
 //! credentials and nobody else does, and a live client id stays its holder's.
 
-mod common;
-
-use common::{DEADLINE, TestBroker};
 use eventbus::broker::hash_secret;
 use eventbus::client::{ConnectError, ConnectionEvent, Credentials};
 use eventbus::proto::ErrorCode;
 use eventbus::{Client, Topic};
+use eventbus_harness::{DEADLINE, TestBroker};
 
 /// A broker with an auth file, and the directory that holds the file.
 async fn broker_with_users() -> (TestBroker, tempfile::TempDir) {
-    let dir = common::temp_dir();
+    let dir = eventbus_harness::embedded::short_temp_dir();
     let file = dir.path().join("auth.toml");
     std::fs::write(
         &file,

@@ -1,14 +1,12 @@
 //! At-least-once work queues: redelivery, dead letters, FIFO under a concurrency
 //! limit, cancellation, overflow policies and slow consumers, over real sockets.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, TestBroker, next};
 use eventbus::broker::QueueOverride;
 use eventbus::client::{AckError, PublishError, RequestError};
 use eventbus::{Client, GroupName, OverflowPolicy, Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next};
 
 fn t(s: &str) -> Topic {
     Topic::new(s).unwrap()
@@ -71,7 +69,7 @@ async fn max_attempts_sends_the_message_to_the_dead_letter_topic() {
     for attempt in 1..=2 {
         let d = next(&mut q).await.unwrap();
         assert_eq!(d.message().attempt(), attempt);
-        d.nack(true).await.unwrap();
+        d.nack_confirmed(true).await.unwrap();
     }
     let letter = next(&mut dead).await.unwrap();
     assert_eq!(letter.topic(), "_sys.dead-letter.w");
@@ -86,7 +84,12 @@ async fn max_attempts_sends_the_message_to_the_dead_letter_topic() {
         .publish_confirmed(&t("jobs"), "rejected")
         .await
         .unwrap();
-    next(&mut q).await.unwrap().nack(false).await.unwrap();
+    next(&mut q)
+        .await
+        .unwrap()
+        .nack_confirmed(false)
+        .await
+        .unwrap();
     let letter = next(&mut dead).await.unwrap();
     assert_eq!(
         letter.headers()["x-dead-letter-reason"],
@@ -117,7 +120,7 @@ async fn concurrency_one_starts_tasks_in_publish_order_across_uneven_workers() {
         let tx = tx.clone();
         tokio::spawn(async move {
             let _keep = c;
-            while let Some(d) = common::next(&mut q).await {
+            while let Some(d) = next(&mut q).await {
                 tx.send(body(&d)).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 d.ack().unwrap();
@@ -218,7 +221,7 @@ async fn burst_of_200(policy: OverflowPolicy) -> (Vec<String>, Vec<Result<u64, P
     }
     blocker.ack().unwrap();
     let mut got = Vec::new();
-    while let Some(d) = common::next_within(&mut q, Duration::from_millis(200)).await {
+    while let Some(d) = eventbus_harness::next_within(&mut q, Duration::from_millis(200)).await {
         got.push(body(&d));
         d.ack().unwrap();
     }
@@ -302,7 +305,7 @@ async fn a_publish_a_full_queue_refuses_reaches_no_plain_subscriber_either() {
         .unwrap();
     next(&mut marker).await.unwrap();
     assert!(
-        common::next_within(&mut all, Duration::from_millis(50))
+        eventbus_harness::next_within(&mut all, Duration::from_millis(50))
             .await
             .is_none(),
         "the refused message reached the plain subscriber"
@@ -412,11 +415,12 @@ async fn direct_task_of_a_dead_collector_goes_to_its_capability_group() {
     });
     let held = next(&mut inbox).await.unwrap();
     assert_eq!(&held.message().payload()[..], b"scan");
-    // procmond-1 dies mid-task.
+    // procmond-1 dies mid-task: its connection ends with the task unsettled
+    // (dropping the delivery first would nack it, handing it back).
+    one.close().await;
     drop(held);
     drop(inbox);
     drop(_q1);
-    one.close().await;
     let d = next(&mut q2).await.unwrap();
     assert_eq!(
         (&d.message().payload()[..], d.message().attempt()),
@@ -449,7 +453,7 @@ async fn slow_consumers_are_counted_and_announced() {
     let mut events = watcher.subscribe(&f("_sys.slow-consumer")).await.unwrap();
     // A subscriber that never reads its socket: the kernel buffer fills, then the
     // broker's bounded buffer for it.
-    let mut sleeper = eventbus::transport::connect(&broker.socket).await.unwrap();
+    let mut sleeper = eventbus::transport::connect(broker.socket()).await.unwrap();
     let mut wire = BytesMut::new();
     let codec = FrameCodec::default();
     let hello = proto::Hello {
@@ -470,7 +474,7 @@ async fn slow_consumers_are_counted_and_announced() {
     }
     sleeper.write_all(&wire).await.unwrap();
     let p = broker.client("pub").await;
-    common::wait_until("the sleeper is subscribed", || async {
+    eventbus_harness::wait_until("the sleeper is subscribed", DEADLINE, || async {
         p.stats()
             .await
             .unwrap()
@@ -485,7 +489,8 @@ async fn slow_consumers_are_counted_and_announced() {
                 .iter()
                 .any(|t| t.topic == "firehose" && t.delivered > 0)
     })
-    .await;
+    .await
+    .unwrap();
     let big = vec![0u8; 64 * 1024];
     let mut sent = 0;
     let event = loop {
@@ -497,7 +502,9 @@ async fn slow_consumers_are_counted_and_announced() {
             sent < 10_000,
             "no slow-consumer event after {sent} messages"
         );
-        if let Some(event) = common::next_within(&mut events, Duration::from_millis(1)).await {
+        if let Some(event) =
+            eventbus_harness::next_within(&mut events, Duration::from_millis(1)).await
+        {
             break event;
         }
     };

@@ -1,19 +1,17 @@
 //! Limits, bad input, liveness and the socket's lifecycle, over real sockets.
 #![cfg(unix)]
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{DEADLINE, TestBroker, next};
 use eventbus::broker::{Broker, BrokerConfig, StartError};
 use eventbus::client::{ConnectError, PublishError, SubscribeError};
 use eventbus::codec::FrameCodec;
 use eventbus::proto::{self, ErrorCode, Frame, frame::Kind};
 use eventbus::transport::BindError;
 use eventbus::{Client, Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -70,7 +68,7 @@ async fn still_works(broker: &TestBroker, bystander: &Client) {
         .await
         .unwrap();
     let other = broker.client("other-publisher").await;
-    other.publish(&Topic::new("alive").unwrap(), "yes").unwrap();
+    other.publish(Topic::new("alive").unwrap(), "yes").unwrap();
     assert_eq!(&next(&mut s).await.unwrap().payload()[..], b"yes");
 }
 
@@ -78,7 +76,7 @@ async fn still_works(broker: &TestBroker, bystander: &Client) {
 async fn garbage_bytes_disconnect_only_the_sender() {
     let broker = TestBroker::start().await;
     let bystander = broker.client("bystander").await;
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(&mut raw, &hello("raw", 0, 0)).await;
     raw.write_all(&[0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff])
         .await
@@ -93,7 +91,7 @@ async fn garbage_bytes_disconnect_only_the_sender() {
 async fn oversized_frame_disconnects_only_the_sender() {
     let broker = TestBroker::start_with(|c| c.max_frame_bytes = 4096).await;
     let bystander = broker.client("bystander").await;
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(&mut raw, &hello("raw", 0, 0)).await;
     raw.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
     let frames = read_until_closed(&mut raw).await;
@@ -101,7 +99,7 @@ async fn oversized_frame_disconnects_only_the_sender() {
     still_works(&broker, &bystander).await;
 
     let err = bystander
-        .publish(&Topic::new("big").unwrap(), vec![0u8; 8192])
+        .publish(Topic::new("big").unwrap(), vec![0u8; 8192])
         .unwrap_err();
     assert!(
         matches!(err, PublishError::TooLarge { max: 4096, .. }),
@@ -113,7 +111,7 @@ async fn oversized_frame_disconnects_only_the_sender() {
 #[tokio::test]
 async fn first_frame_must_be_hello() {
     let broker = TestBroker::start().await;
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(
         &mut raw,
         &Frame {
@@ -125,7 +123,7 @@ async fn first_frame_must_be_hello() {
         error_codes(&read_until_closed(&mut raw).await),
         [ErrorCode::Protocol]
     );
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(&mut raw, &hello("bad id!", 0, 0)).await;
     assert_eq!(
         error_codes(&read_until_closed(&mut raw).await),
@@ -161,7 +159,7 @@ async fn subscription_limit_is_typed() {
 #[tokio::test]
 async fn broker_drops_a_client_that_stops_heartbeating() {
     let broker = TestBroker::start().await;
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(&mut raw, &hello("frozen", 20, 2)).await;
     let started = std::time::Instant::now();
     let frames = read_until_closed(&mut raw).await;
@@ -180,7 +178,7 @@ async fn broker_drops_a_client_that_stops_heartbeating() {
 
 #[tokio::test]
 async fn client_detects_a_silent_broker() {
-    let dir = common::temp_dir();
+    let dir = eventbus_harness::embedded::short_temp_dir();
     let path = dir.path().join("fake.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let fake = tokio::spawn(async move {
@@ -223,13 +221,13 @@ async fn client_detects_a_silent_broker() {
 #[tokio::test]
 async fn socket_is_private_and_a_live_broker_is_never_displaced() {
     let broker = TestBroker::start().await;
-    let meta = std::fs::metadata(&broker.socket).unwrap();
+    let meta = std::fs::metadata(broker.socket()).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    let dir = std::fs::metadata(broker.socket.parent().unwrap()).unwrap();
+    let dir = std::fs::metadata(broker.socket().parent().unwrap()).unwrap();
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
 
-    let err = Broker::bind(BrokerConfig::new(&broker.socket)).unwrap_err();
+    let err = Broker::bind(BrokerConfig::new(broker.socket())).unwrap_err();
     assert!(
         matches!(err, StartError::Bind(BindError::AlreadyRunning { .. })),
         "{err}"
@@ -237,7 +235,7 @@ async fn socket_is_private_and_a_live_broker_is_never_displaced() {
     assert!(err.to_string().contains("another broker is listening on"));
     // The first broker still serves.
     broker.client("still-here").await;
-    let socket = broker.socket.clone();
+    let socket = broker.socket().to_owned();
     broker.shutdown().await;
     assert!(
         !socket.exists(),
@@ -247,7 +245,7 @@ async fn socket_is_private_and_a_live_broker_is_never_displaced() {
 
 #[tokio::test]
 async fn stale_socket_file_is_replaced_and_other_files_are_not() {
-    let dir = common::temp_dir();
+    let dir = eventbus_harness::embedded::short_temp_dir();
     let path = dir.path().join("b.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists(), "a dead listener leaves its file");
@@ -311,7 +309,7 @@ async fn stats_count_traffic_per_connection_topic_and_queue() {
     // Fire-and-forget publishes take the fan-out fast path, which counts on
     // its cached route: a change of topic and a stats request settle it.
     for topic in ["metrics.cpu", "metrics.cpu", "metrics.mem", "metrics.cpu"] {
-        c.publish(&Topic::new(topic).unwrap(), "1").unwrap();
+        c.publish(Topic::new(topic).unwrap(), "1").unwrap();
     }
     for _ in 0..7 {
         next(&mut s).await.unwrap();
@@ -351,13 +349,17 @@ async fn peers_of_another_user_are_refused() {
         return;
     }
     let broker = TestBroker::start().await;
-    let dir = broker.socket.parent().unwrap().to_owned();
-    std::fs::set_permissions(broker.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = broker.socket().parent().unwrap().to_owned();
+    std::fs::set_permissions(
+        broker.dir().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&broker.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(broker.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
                   d=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)";
-    let socket = broker.socket.clone();
+    let socket = broker.socket().to_owned();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .args(["-c", script])
@@ -394,7 +396,7 @@ async fn a_publisher_cannot_forge_the_fields_the_broker_stamps() {
         .subscribe(&TopicFilter::new("forged").unwrap())
         .await
         .unwrap();
-    let mut raw = UnixStream::connect(&broker.socket).await.unwrap();
+    let mut raw = UnixStream::connect(broker.socket()).await.unwrap();
     send(&mut raw, &hello("honest", 0, 0)).await;
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,11 +1,9 @@
 //! Plain publish/subscribe over a real socket.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestBroker, next, quiet_for};
 use eventbus::{Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next, quiet_for};
 
 fn t(s: &str) -> Topic {
     Topic::new(s).unwrap()
@@ -48,7 +46,7 @@ async fn one_publisher_one_topic_arrives_in_order() {
     let mut stream = sub.subscribe(&f("seq.n")).await.unwrap();
     for i in 0..2000u32 {
         publisher
-            .publish(&t("seq.n"), i.to_be_bytes().to_vec())
+            .publish(t("seq.n"), i.to_be_bytes().to_vec())
             .unwrap();
     }
     for i in 0..2000u32 {
@@ -64,7 +62,7 @@ async fn dropping_a_subscription_unsubscribes() {
     let sub = broker.client("sub").await;
     let stream = sub.subscribe(&f("a.b")).await.unwrap();
     drop(stream);
-    common::wait_until("the broker forgot the subscription", || async {
+    eventbus_harness::wait_until("the broker forgot the subscription", DEADLINE, || async {
         let s = sub.stats().await.unwrap();
         s.connections
             .iter()
@@ -74,7 +72,8 @@ async fn dropping_a_subscription_unsubscribes() {
                 .await
                 .is_err()
     })
-    .await;
+    .await
+    .unwrap();
     let err = sub
         .request(&t("a.b"), "x", Duration::from_secs(1))
         .await

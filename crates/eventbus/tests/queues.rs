@@ -1,12 +1,10 @@
 //! Queue groups, direct sends and request/reply over a real socket.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{DEADLINE, TestBroker, next, quiet_for};
 use eventbus::client::{AckError, RequestError};
 use eventbus::{ClientId, GroupName, Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next, quiet_for};
 
 fn t(s: &str) -> Topic {
     Topic::new(s).unwrap()
@@ -134,7 +132,7 @@ async fn request_reply_carries_the_responder_id() {
         .await
         .unwrap();
     tokio::spawn(async move {
-        while let Some(d) = common::next(&mut q).await {
+        while let Some(d) = next(&mut q).await {
             let body = d.message().payload().clone();
             d.reply(body).unwrap();
         }
@@ -156,7 +154,7 @@ async fn plain_subscribers_can_answer_requests() {
     let mut s = responder.subscribe(&f("svc.time")).await.unwrap();
     let r2 = responder.clone();
     tokio::spawn(async move {
-        while let Some(m) = common::next(&mut s).await {
+        while let Some(m) = next(&mut s).await {
             r2.reply(&m, "now").unwrap();
         }
     });
@@ -259,11 +257,12 @@ async fn cancelling_a_queued_task_fails_its_requester_with_cancelled() {
     let second =
         tokio::spawn(async move { second_client.request(&t("jobs"), "second", DEADLINE).await });
     let admin = broker.client("admin").await;
-    common::wait_until("the second request is queued", || async {
+    eventbus_harness::wait_until("the second request is queued", DEADLINE, || async {
         let s = admin.stats().await.unwrap();
         s.queues.iter().any(|q| q.depth == 1)
     })
-    .await;
+    .await
+    .unwrap();
     // The requester does not see its request's id; ids are assigned in order, so
     // the queued request is the next message after the held one that cancels.
     // Only its publisher may cancel it: another client is refused.

@@ -1,10 +1,8 @@
 //! Client reconnection: a restarted broker gets the same client back, with its
 //! subscriptions and queue memberships restored.
 
-mod common;
-
-use common::{DEADLINE, TestBroker, next};
 use eventbus::{ConnectionEvent, GroupName, Topic, TopicFilter};
+use eventbus_harness::{DEADLINE, TestBroker, next};
 
 #[tokio::test]
 async fn subscriptions_and_memberships_survive_a_broker_restart() {
@@ -43,15 +41,20 @@ async fn subscriptions_and_memberships_survive_a_broker_restart() {
     );
 
     let publisher = broker.client("publisher").await;
-    common::wait_until("the worker's subscriptions are restored", || async {
-        let stats = publisher.stats().await.unwrap();
-        stats.connections.iter().any(|c| c.id == "worker")
-            && stats
-                .queues
-                .iter()
-                .any(|q| q.topic == "jobs" && q.members.len() == 1)
-    })
-    .await;
+    eventbus_harness::wait_until(
+        "the worker's subscriptions are restored",
+        DEADLINE,
+        || async {
+            let stats = publisher.stats().await.unwrap();
+            stats.connections.iter().any(|c| c.id == "worker")
+                && stats
+                    .queues
+                    .iter()
+                    .any(|q| q.topic == "jobs" && q.members.len() == 1)
+        },
+    )
+    .await
+    .unwrap();
     publisher
         .publish_confirmed(&Topic::new("news.x").unwrap(), "fresh")
         .await

@@ -119,7 +119,7 @@ async fn shed(
         shed,
         "shedding load: {why}"
     );
-    match delivery.nack(true).await {
+    match delivery.nack_confirmed(true).await {
         Ok(()) => Settled::Shed,
         Err(e) => {
             tracing::warn!(error = %e, delivery_id = delivery.delivery_id(), "cannot hand the task back");

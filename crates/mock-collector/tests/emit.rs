@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{ChildGuard, Collector, TestBroker, ask, next, wait_until};
+use common::{Collector, ProcessBuilder, TestBroker, ask, next, wait_until};
 use eventbus::TopicFilter;
 use mock_collector::KNOWN_COLLECTORS;
 use serde_json::json;
@@ -45,13 +43,12 @@ fn ticks(sample: &serde_json::Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_collector_samples_a_busy_child() {
     let broker = TestBroker::start().await;
-    let _collector = Collector::start(&broker.socket, "process", 1, &[]).await;
-    let busy = ChildGuard::spawn(
-        Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let _collector = Collector::start(broker.socket(), "process", 1, &[]).await;
+    let busy = ProcessBuilder::new("busy", "sh")
+        .args(["-c", "while :; do :; done"])
+        .start()
+        .await
+        .unwrap();
     let client = broker.client("tester").await;
     let task = json!({"task_id": "p1", "pid": busy.pid()});
     let (reply, first) = ask(&client, "process", task.clone()).await;
@@ -75,21 +72,26 @@ async fn process_collector_samples_a_busy_child() {
         "{timings}"
     );
     let before = ticks(data);
-    wait_until("the busy child's CPU ticks advance", || {
-        let (client, task) = (client.clone(), task.clone());
-        async move {
-            let (_, again) = ask(&client, "process", task).await;
-            ticks(&again["data"]) > before
-        }
-    })
-    .await;
+    wait_until(
+        "the busy child's CPU ticks advance",
+        common::DEADLINE,
+        || {
+            let (client, task) = (client.clone(), task.clone());
+            async move {
+                let (_, again) = ask(&client, "process", task).await;
+                ticks(&again["data"]) > before
+            }
+        },
+    )
+    .await
+    .unwrap();
     drop(busy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_collector_sees_a_listening_port() {
     let broker = TestBroker::start().await;
-    let _collector = Collector::start(&broker.socket, "netmond", 1, &[]).await;
+    let _collector = Collector::start(broker.socket(), "netmond", 1, &[]).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let client = broker.client("tester").await;
@@ -116,7 +118,7 @@ async fn network_collector_sees_a_listening_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_collector_counts_a_known_tree() {
     let broker = TestBroker::start().await;
-    let _collector = Collector::start(&broker.socket, "fsmond", 1, &[]).await;
+    let _collector = Collector::start(broker.socket(), "fsmond", 1, &[]).await;
     let tree = known_tree();
     let client = broker.client("tester").await;
     let task = json!({"task_id": "f1", "path": tree.path(), "hash_small_files": true});
@@ -152,7 +154,7 @@ async fn first_event(
         .unwrap();
     let mut args = vec!["--emit-interval-ms", "50"];
     args.extend_from_slice(extra);
-    let collector = Collector::start(&broker.socket, kind, 7, &args).await;
+    let collector = Collector::start(broker.socket(), kind, 7, &args).await;
     loop {
         let event = next(&mut events).await.expect("event stream open");
         if event.topic() != topic {

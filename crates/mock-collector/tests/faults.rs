@@ -8,7 +8,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_payload_gets_an_error_reply_and_the_next_task_is_served() {
     let broker = TestBroker::start().await;
-    let mut collector = Collector::start(&broker.socket, "network", 1, &["--prefetch", "1"]).await;
+    let mut collector = Collector::start(broker.socket(), "network", 1, &["--prefetch", "1"]).await;
     let client = broker.client("tester").await;
     let topic = task_topic("network");
 
@@ -36,13 +36,13 @@ async fn a_bad_payload_gets_an_error_reply_and_the_next_task_is_served() {
 
     let (_, answer) = ask(&client, "network", json!({"task_id": "t3"})).await;
     assert_eq!(answer["status"], "ok", "{answer}");
-    assert!(collector.child.is_running());
+    assert!(collector.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_every_two_fails_every_second_task() {
     let broker = TestBroker::start().await;
-    let _collector = Collector::start(&broker.socket, "process", 1, &["--fail-every", "2"]).await;
+    let _collector = Collector::start(broker.socket(), "process", 1, &["--fail-every", "2"]).await;
     let client = broker.client("tester").await;
     let mut statuses = Vec::new();
     for n in 1..=6 {
@@ -67,7 +67,7 @@ async fn crash_after_aborts_on_that_task_without_replying() {
     use std::time::Duration;
     let broker = TestBroker::start().await;
     let mut collector =
-        Collector::start(&broker.socket, "network", 1, &["--crash-after", "2"]).await;
+        Collector::start(broker.socket(), "network", 1, &["--crash-after", "2"]).await;
     let client = broker.client("tester").await;
     let (_, answer) = ask(&client, "network", json!({"task_id": "t1"})).await;
     assert_eq!(answer["status"], "ok");
@@ -82,7 +82,7 @@ async fn crash_after_aborts_on_that_task_without_replying() {
         second.is_err(),
         "the crashing collector must not reply: {second:?}"
     );
-    let status = collector.child.wait_exit().await;
+    let status = collector.wait_exit().await;
     assert_eq!(status.signal(), Some(6), "expected SIGABRT, got {status:?}");
 }
 
@@ -90,7 +90,7 @@ async fn crash_after_aborts_on_that_task_without_replying() {
 async fn hang_after_freezes_heartbeats_without_exiting() {
     let broker = TestBroker::start().await;
     let mut collector = Collector::start(
-        &broker.socket,
+        broker.socket(),
         "network",
         1,
         &["--hang-after", "1", "--heartbeat-interval-ms", "100"],
@@ -106,10 +106,15 @@ async fn hang_after_freezes_heartbeats_without_exiting() {
         .publish_confirmed(&task_topic("network"), json!({"task_id": "t1"}).to_string())
         .await
         .unwrap();
-    wait_until("the broker drops the frozen collector", || {
-        let (client, id) = (client.clone(), collector.id.clone());
-        async move { !connected(client, id).await }
-    })
-    .await;
-    assert!(collector.child.is_running(), "a hung collector stays alive");
+    wait_until(
+        "the broker drops the frozen collector",
+        common::DEADLINE,
+        || {
+            let (client, id) = (client.clone(), collector.id.clone());
+            async move { !connected(client, id).await }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(collector.is_running(), "a hung collector stays alive");
 }

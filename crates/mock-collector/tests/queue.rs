@@ -13,7 +13,7 @@ async fn three_collectors_share_nine_tasks_evenly() {
     let mut collectors = Vec::new();
     for instance in 1..=3 {
         let args = ["--prefetch", "3", "--delay-ms", "100"];
-        collectors.push(Collector::start(&broker.socket, "process", instance, &args).await);
+        collectors.push(Collector::start(broker.socket(), "process", instance, &args).await);
     }
     let client = broker.client("tester").await;
     let asks: Vec<_> = (1..=9)

@@ -42,7 +42,7 @@ fn set_soft_limit(pid: u32, soft: Option<u64>) {
 }
 
 fn squeeze(collector: &Collector, headroom: u64) {
-    let pid = collector.child.pid();
+    let pid = collector.pid();
     set_soft_limit(pid, Some(vm_size(pid) + headroom));
 }
 
@@ -59,17 +59,20 @@ async fn ask_direct(
 }
 
 async fn wait_for_log(collector: &Collector, line: &str) {
-    wait_until(&format!("{} logs {line:?}", collector.id), || async {
-        collector.stderr().iter().any(|l| l.contains(line))
-    })
-    .await;
+    wait_until(
+        &format!("{} logs {line:?}", collector.id),
+        DEADLINE,
+        || async { collector.stderr().iter().any(|l| l.contains(line)) },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_does_not_fit_is_shed_to_another_member() {
     let broker = TestBroker::start().await;
-    let mut squeezed = Collector::start(&broker.socket, "network", 1, &[]).await;
-    let roomy = Collector::start(&broker.socket, "network", 2, &[]).await;
+    let mut squeezed = Collector::start(broker.socket(), "network", 1, &[]).await;
+    let roomy = Collector::start(broker.socket(), "network", 2, &[]).await;
     let client = broker.client("tester").await;
     squeeze(&squeezed, HEADROOM);
 
@@ -96,9 +99,9 @@ async fn a_task_that_does_not_fit_is_shed_to_another_member() {
     let big = json!({"task_id": "big-direct", "scratch_bytes": BIG});
     let err = ask_direct(&client, &squeezed, big).await.unwrap_err();
     assert!(matches!(err, RequestError::NoResponders { .. }), "{err:?}");
-    assert!(squeezed.child.is_running());
+    assert!(squeezed.is_running());
 
-    set_soft_limit(squeezed.child.pid(), None);
+    set_soft_limit(squeezed.pid(), None);
     let big = json!({"task_id": "big-relieved", "scratch_bytes": BIG});
     let answer = ask_direct(&client, &squeezed, big).await.unwrap();
     assert_eq!(answer["status"], "ok", "{answer}");
@@ -108,9 +111,9 @@ async fn a_task_that_does_not_fit_is_shed_to_another_member() {
 async fn no_room_for_a_worker_thread_sheds_every_task_without_aborting() {
     let broker = TestBroker::start().await;
     // Fresh, so it has no worker thread yet, and 1 MiB is less than a stack.
-    let mut squeezed = Collector::start(&broker.socket, "network", 1, &[]).await;
+    let mut squeezed = Collector::start(broker.socket(), "network", 1, &[]).await;
     squeeze(&squeezed, 1 << 20);
-    let roomy = Collector::start(&broker.socket, "network", 2, &[]).await;
+    let roomy = Collector::start(broker.socket(), "network", 2, &[]).await;
     let client = broker.client("tester").await;
 
     // The scratch fits once, not twice: shedding must free it.
@@ -122,10 +125,7 @@ async fn no_room_for_a_worker_thread_sheds_every_task_without_aborting() {
         assert_eq!(reply.source(), roomy.id, "{answer}");
     }
     wait_for_log(&squeezed, "shedding load: no worker thread").await;
-    assert!(
-        squeezed.child.is_running(),
-        "the squeezed collector aborted"
-    );
+    assert!(squeezed.is_running(), "the squeezed collector aborted");
     let log = squeezed.stderr();
     let shed: Vec<_> = log.iter().filter(|l| l.contains("shedding load")).collect();
     assert!(shed.len() >= 2, "{log:#?}");
@@ -134,7 +134,7 @@ async fn no_room_for_a_worker_thread_sheds_every_task_without_aborting() {
         "{shed:#?}"
     );
 
-    set_soft_limit(squeezed.child.pid(), None);
+    set_soft_limit(squeezed.pid(), None);
     let answer = ask_direct(&client, &squeezed, json!({"task_id": "after"}))
         .await
         .unwrap();

@@ -124,6 +124,12 @@ impl Prefix {
             server: Some(server),
         };
 
+        // `wineboot` started before the server has made its directory
+        // starts a server of its own, which finds ours holding the prefix's
+        // lock and leaves, and then fails ("chdir to /tmp/wine-…/server-…:
+        // No such file or directory"): wait until ours listens.
+        prefix.wait_until_listening(&server_log)?;
+
         let boot_log = logs.join("wineboot.log");
         let log = std::fs::File::create(&boot_log)
             .with_context(|| format!("creating {}", boot_log.display()))?;
@@ -149,13 +155,22 @@ impl Prefix {
             thread::sleep(POLL);
         };
         if !status.success() {
-            bail!("wineboot failed ({status}); see {}", boot_log.display());
+            let detail = prefix.diagnose_boot(logs);
+            return Err(BootFailed {
+                reason: format!("wineboot --init exited with {status}"),
+                detail,
+            }
+            .into());
         }
         if !prefix.system32().is_dir() {
-            bail!(
-                "wineboot exited 0 but {} does not exist",
-                prefix.system32().display()
-            );
+            return Err(BootFailed {
+                reason: format!(
+                    "wineboot exited 0 but {} does not exist",
+                    prefix.system32().display()
+                ),
+                detail: tail(&boot_log),
+            }
+            .into());
         }
         if let Some(status) = prefix
             .server
@@ -169,6 +184,61 @@ impl Prefix {
             );
         }
         Ok(prefix)
+    }
+
+    /// Waits up to [`LISTEN_DEADLINE`] for the server's socket, failing when
+    /// the server exits first.
+    fn wait_until_listening(&mut self, server_log: &Path) -> Result<()> {
+        let until = Instant::now() + LISTEN_DEADLINE;
+        loop {
+            if server_socket_exists(&self.dir) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten())
+            {
+                self.server = None;
+                return Err(BootFailed {
+                    reason: format!("wineserver exited ({status}) before it listened"),
+                    detail: tail(server_log),
+                }
+                .into());
+            }
+            if Instant::now() >= until {
+                return Err(BootFailed {
+                    reason: format!("wineserver made no socket within {LISTEN_DEADLINE:?}"),
+                    detail: tail(server_log),
+                }
+                .into());
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Runs `wineboot --init` once more with Wine's error channels on
+    /// (`WINEDEBUG=err+all`), so the failure's cause is in the report and not
+    /// only in a log left on the machine; returns that run's last lines.
+    fn diagnose_boot(&self, logs: &Path) -> String {
+        let log_path = logs.join("wineboot-diagnose.log");
+        let Ok(log) = std::fs::File::create(&log_path) else {
+            return String::new();
+        };
+        let mut boot = self.command(Path::new("wineboot"));
+        boot.arg("--init")
+            .env("WINEDEBUG", "err+all,fixme-all")
+            .stdin(Stdio::null());
+        if let Ok(out) = log.try_clone() {
+            boot.stdout(out).stderr(log);
+        }
+        if let Ok(mut child) = boot.spawn()
+            && !wait_for(&mut child, BOOT_DEADLINE)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        tail(&log_path)
     }
 
     /// `wine <exe>` in this prefix.
@@ -234,6 +304,71 @@ impl Prefix {
             "wineserver ignored `wineserver -k` and SIGTERM for {KILL_DEADLINE:?} each; killed it"
         );
     }
+}
+
+/// How long a fresh wineserver may take to make its socket.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Whether the wineserver of `prefix` listens: its socket is
+/// `<tmp>/<dir>/server-<dev>-<inode>/socket`, with the prefix's device and
+/// inode in hex, under a `.wine-<uid>` directory (upstream) or a random
+/// `wine-XXXXXX` one (Debian).
+#[cfg(unix)]
+fn server_socket_exists(prefix: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(prefix) else {
+        return false;
+    };
+    let server = format!("server-{:x}-{:x}", meta.dev(), meta.ino());
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        (name.starts_with("wine-") || name.starts_with(".wine-"))
+            && entry.path().join(&server).join("socket").exists()
+    })
+}
+
+/// Wine runs on Unix only; elsewhere there is no server to wait for.
+#[cfg(not(unix))]
+fn server_socket_exists(_prefix: &Path) -> bool {
+    true
+}
+
+/// Wine could not boot a fresh prefix on this machine: the emulator failed
+/// before any of the project's code ran. `cargo xtask windows` fails on it;
+/// the gate reports it as a warning (see `crate::ci`), since the Windows
+/// build itself has already been compiled and linked by then.
+#[derive(Debug)]
+pub struct BootFailed {
+    /// What went wrong, in one line.
+    pub reason: String,
+    /// The last lines Wine printed with its error channels on.
+    pub detail: String,
+}
+
+impl std::fmt::Display for BootFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wine cannot boot a prefix here: {}", self.reason)?;
+        if !self.detail.is_empty() {
+            write!(f, "\nwine printed:\n{}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BootFailed {}
+
+/// How many of a log's last lines a report quotes.
+const TAIL_LINES: usize = 25;
+
+/// The last [`TAIL_LINES`] lines of the file at `path` (empty when unreadable).
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
 /// Waits up to `deadline` for `child` to exit (reaping it); false when it

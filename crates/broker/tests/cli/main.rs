@@ -1,8 +1,9 @@
-//! Process tests for the `broker` and `busctl` binaries: each test runs its own
+//! Process tests for the `broker` and `ebctl` binaries: each test runs its own
 //! broker on a socket in a fresh temporary directory.
 #![cfg(unix)]
 
 mod broker;
-mod busctl;
+mod ebctl;
 mod harness;
+mod reply;
 mod tasks;

@@ -34,7 +34,9 @@ pub use nemesis::Targets;
 pub use schedule::{Fault, FaultKind, Plan, Schedule};
 pub use workload::{Op, Workload, WorkloadRun};
 
-use crate::wait::{DEADLINE, wait_until};
+use eventbus_harness::{DEADLINE, wait_until};
+
+use crate::collector::ClusterExt as _;
 
 /// Everything a chaos run produced.
 #[derive(Debug, Clone)]

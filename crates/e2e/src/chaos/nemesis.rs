@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::metrics::PidCell;
 use super::schedule::{Action, Fault, Schedule};
-use crate::cluster::Cluster;
 use crate::collector::{CollectorProcess, MemorySqueeze};
-use crate::proxy::{Direction, FaultProxy};
+use eventbus_harness::Cluster;
+use eventbus_harness::{Direction, FaultProxy};
 
 /// What the nemesis may act on.
 #[derive(Debug)]

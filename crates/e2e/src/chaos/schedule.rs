@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::rng::Rng;
+use eventbus_harness::rng::Rng;
 
 /// One fault, aimed at one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

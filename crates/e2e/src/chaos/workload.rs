@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::driver::Driver;
-use crate::rng::Rng;
 use crate::tasks::{CollectorKind, TaskReply};
+use eventbus_harness::rng::Rng;
 
 /// One kind of operation of a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,7 +346,7 @@ impl EventCounter {
     /// Waits (a little) for the events still on their way, then stops counting.
     async fn settle(self, sent: u64) -> u64 {
         let received = self.received.clone();
-        let _ = crate::wait::wait_until(
+        let _ = eventbus_harness::wait_until(
             "the events in flight arrive",
             Duration::from_secs(2),
             || {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{
     BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, CollectorProcess, DEADLINE, Driver,
     History, Order, task_ids, wait_until,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, DEADLINE, wait::POLL_INTERVAL};
 use tokio::time::Instant;
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::chaos::judge::{Consistency, availability, recovery_time};
 use e2e::chaos::metrics::{PidCell, rss_bytes, samples_table};
 use e2e::chaos::nemesis::log_lines;

@@ -2,6 +2,7 @@
 //! sent directly to one collector, and tasks held by two collectors killed at
 //! the same moment.
 
+use e2e::ClusterExt as _;
 use e2e::{
     Cluster, CollectorBuilder, CollectorKind, DEADLINE, History, Order, RunOptions, TaskReply,
     task_ids, wait_until,
@@ -35,7 +36,7 @@ async fn a_direct_task_held_by_a_killed_collector_is_answered_by_its_group() {
                 .await
                 .expect("the direct task is answered");
             let reply = TaskReply::parse(&message).expect("a task reply");
-            history.replied("direct", &reply);
+            history.record_all("direct", reply.events("direct"));
             reply
         }
     });

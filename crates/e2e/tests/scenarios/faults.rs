@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{
     BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, DEADLINE, History, Order, RunOptions,
     task_ids, wait_until,

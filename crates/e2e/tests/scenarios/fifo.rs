@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{
     BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, CollectorProcess, DEADLINE, Driver,
     History, Order, TaskReply, task_ids, wait_until,
@@ -83,7 +84,7 @@ async fn reply_of(
         .await
         .unwrap_or_else(|e| panic!("reply to {id}: {e}"));
     let reply = TaskReply::parse(&message).unwrap_or_else(|e| panic!("{id}: {e}"));
-    history.replied(&id, &reply);
+    history.record_all(&id, reply.events(&id));
     assert!(reply.is_ok(), "{id}: {reply:?}");
     reply
 }
@@ -281,7 +282,7 @@ async fn cancelled_queued_tasks_fail_as_cancelled_and_the_rest_keep_their_order(
             }
             Ok(message) if !CANCELLED.contains(&i) => {
                 let reply = TaskReply::parse(&message).expect("a task reply");
-                history.replied(&ids[i], &reply);
+                history.record_all(&ids[i], reply.events(&ids[i]));
                 completed.push(reply);
             }
             other => panic!("task {i}: unexpected outcome {other:?}"),

@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, History, RunOptions, task_ids};
 
 use super::{alive, assert_clean};

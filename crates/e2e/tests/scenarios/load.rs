@@ -1,5 +1,6 @@
 //! Volume and latency: many tasks over many collectors, and sequential round trips.
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, History, Order, RunOptions, task_ids};
 
 use super::assert_clean;

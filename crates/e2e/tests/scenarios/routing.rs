@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::ClusterExt as _;
 use e2e::{Cluster, CollectorBuilder, CollectorKind, History, Order, RunOptions, task_ids};
 
 use super::assert_clean;

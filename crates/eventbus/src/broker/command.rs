@@ -33,6 +33,8 @@ pub(crate) enum Command {
     /// A publish, request or direct send, validated, its envelope kept
     /// encoded.
     Publish(Publish),
+    /// A scatter-gather request.
+    Gather(Gather),
     Subscribe(Subscribe),
     Unsubscribe {
         seq: Seq,
@@ -52,6 +54,12 @@ pub(crate) enum Command {
     },
     Stats {
         seq: Seq,
+    },
+    /// The kept reply to a durable request, now or within `wait`.
+    Result {
+        seq: Seq,
+        message: MessageId,
+        wait: Duration,
     },
     /// Proof of life; any frame counts as one, so there is nothing to do.
     Heartbeat,
@@ -91,6 +99,30 @@ pub(crate) fn is_reserved_topic(topic: &str) -> bool {
     topic
         .strip_prefix(RESERVED_TOPIC_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// A validated gather: delivered to every recipient `scope` names, each
+/// one's reply forwarded, done when the last answered.
+#[derive(Debug)]
+pub(crate) struct Gather {
+    pub seq: Seq,
+    pub topic: Topic,
+    /// The envelope's bytes as the publisher sent them.
+    pub envelope: Bytes,
+    pub scope: GatherScope,
+    /// When the broker gives up on whoever has not answered.
+    pub timeout: Duration,
+}
+
+/// Who a gather goes to, among the subscriptions its topic matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GatherScope {
+    /// Every plain subscriber and every member of every queue group.
+    All,
+    /// Plain subscribers only.
+    Plain,
+    /// The members of one queue group.
+    Group(GroupName),
 }
 
 /// What a publisher expects back.
@@ -200,7 +232,7 @@ impl TopicCache {
 pub(crate) fn decode(body: Bytes, topics: &mut TopicCache) -> Result<Inbound, FrameError> {
     let wire_len = body.len();
     let body = match scan_publish(body) {
-        Ok(raw) => return Ok(Publish::validate(raw, wire_len, topics).map(Command::Publish)),
+        Ok(raw) => return Ok(Publish::validate(raw, wire_len, topics)),
         Err(body) => body,
     };
     let body = match scan_reply(body) {
@@ -227,7 +259,7 @@ impl Command {
                 }
                 let seq = p.seq;
                 match scan_publish(canonical(Kind::Publish(p))) {
-                    Ok(raw) => Self::Publish(Publish::validate(raw, wire_len, topics)?),
+                    Ok(raw) => Publish::validate(raw, wire_len, topics)?,
                     Err(_) => return Err(Rejected::new(seq, ProtocolRefusal::Unreadable)),
                 }
             }
@@ -264,6 +296,11 @@ impl Command {
             Kind::StatsRequest(s) => Self::Stats {
                 seq: Seq::new(s.seq),
             },
+            Kind::ResultRequest(r) => Self::Result {
+                seq: Seq::new(r.seq),
+                message: MessageId::new(r.message_id),
+                wait: Duration::from_millis(u64::from(r.timeout_ms)),
+            },
             Kind::Heartbeat(_) => Self::Heartbeat,
             Kind::Goodbye(_) => Self::Goodbye,
             Kind::Hello(_) => return Err(Rejected::new(0, ProtocolRefusal::HelloTwice)),
@@ -285,15 +322,13 @@ fn canonical(kind: Kind) -> Bytes {
 }
 
 impl Publish {
-    fn validate(
-        raw: RawPublish,
-        wire_len: usize,
-        topics: &mut TopicCache,
-    ) -> Result<Self, Rejected> {
+    /// A publish, or a gather (a publish in mode `Gather`).
+    fn validate(raw: RawPublish, wire_len: usize, topics: &mut TopicCache) -> Inbound {
         let seq = raw.seq;
         let reject = |r: Refusal| Rejected::new(seq, r);
         // An enum is an `int32`: prost keeps the varint's low 32 bits.
         let mode = match PublishMode::try_from(raw.mode as i32) {
+            Ok(PublishMode::Gather) => return Gather::validate(raw, topics).map(Command::Gather),
             Ok(PublishMode::FireAndForget) => Mode::FireAndForget,
             Ok(PublishMode::Confirmed) => Mode::Confirmed,
             Ok(request @ (PublishMode::Request | PublishMode::RequestConfirmed)) => Mode::Request {
@@ -332,7 +367,7 @@ impl Publish {
                 )
             })?),
         };
-        Ok(Self {
+        Ok(Command::Publish(Self {
             seq: Seq::new(seq),
             mode,
             target,
@@ -340,6 +375,49 @@ impl Publish {
             envelope: raw.envelope(),
             reply_fields: raw.reply_fields,
             wire_len,
+        }))
+    }
+}
+
+impl Gather {
+    fn validate(raw: RawPublish, topics: &mut TopicCache) -> Result<Self, Rejected> {
+        let reject = |r: Refusal| Rejected::new(raw.seq, r);
+        let topic = topics
+            .topic(raw.topic())
+            .map_err(|e| reject(PublishRefusal::from(e).into()))?;
+        if is_reserved_topic(topic.as_str()) {
+            return Err(reject(PublishRefusal::ReservedTopic(topic).into()));
+        }
+        if let Some(name) = raw.reserved_header() {
+            return Err(reject(
+                PublishRefusal::ReservedHeader(name.to_owned()).into(),
+            ));
+        }
+        if raw.target().is_some() {
+            return Err(reject(ProtocolRefusal::GatherWithTarget.into()));
+        }
+        let scope = match proto::GatherScope::try_from(raw.gather_scope as i32) {
+            Ok(proto::GatherScope::All) => GatherScope::All,
+            Ok(proto::GatherScope::Plain) => GatherScope::Plain,
+            Ok(proto::GatherScope::Group) => GatherScope::Group(
+                GroupName::new(raw.gather_group())
+                    .map_err(|e| reject(SubscribeRefusal::InvalidGroup(e).into()))?,
+            ),
+            Err(_) => {
+                return Err(reject(
+                    ProtocolRefusal::UnknownGatherScope(raw.gather_scope as i32).into(),
+                ));
+            }
+        };
+        Ok(Self {
+            seq: Seq::new(raw.seq),
+            topic,
+            envelope: raw.envelope(),
+            scope,
+            timeout: match raw.timeout_ms {
+                0 => DEFAULT_REQUEST_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            },
         })
     }
 }
@@ -403,6 +481,9 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::Ok(_) => "ok",
         Kind::Error(_) => "error",
         Kind::Goodbye(_) => "goodbye",
+        Kind::GatherStarted(_) => "gather started",
+        Kind::ResultRequest(_) => "result request",
+        Kind::GatherDone(_) => "gather done",
     }
 }
 

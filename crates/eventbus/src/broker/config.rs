@@ -8,9 +8,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::monitor::{MAX_HISTORY_SECONDS, MAX_TASKS, MonitorConfig};
+use crate::broker::journal::JournalConfig;
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::framed::{OutboundLimits, OverflowPolicy};
 use crate::topic::{Topic, TopicFilter};
+
+/// What a journal record may take beyond the largest frame: the broker's
+/// stamps on a message, or a kept reply's source and requester.
+const RECORD_ALLOWANCE: u64 = 4096;
 
 /// How the broker runs and what it bounds. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +48,9 @@ pub struct BrokerConfig {
     /// Most unsettled direct messages one client may hold; more are refused with
     /// `QueueFull`.
     pub max_direct_in_flight: usize,
+    /// Most recipients of one gather; a gather to more is refused with
+    /// `QuotaExceeded`.
+    pub max_gather_recipients: usize,
     /// Extra user ids allowed to connect besides the broker's own (Unix only).
     pub allowed_uids: Vec<u32>,
     /// The auth file (users, secrets, permissions; see `docs/security.md`);
@@ -52,10 +61,17 @@ pub struct BrokerConfig {
     pub quotas: QuotaConfig,
     /// The broker's memory ceiling.
     pub memory: MemoryConfig,
+    /// Where durable queues keep their journal; unset: `$XDG_STATE_HOME/eventbus`,
+    /// else `~/.local/state/eventbus`. Used only when a queue is durable.
+    pub data_dir: Option<PathBuf>,
+    /// The journal's bounds and the replies it keeps.
+    pub durability: DurabilityConfig,
     /// Each subscriber's outbound buffer.
     pub subscriber: SubscriberConfig,
     /// Queue groups.
     pub queue: QueueConfig,
+    /// What a monitor keeps, and `_sys.stats`.
+    pub monitor: MonitorConfig,
 }
 
 /// What one client may hold in the broker; an auth file can set them per
@@ -73,6 +89,8 @@ pub struct QuotaConfig {
     pub max_queued_messages: usize,
     /// Most bytes of those.
     pub max_queued_bytes: usize,
+    /// Most gathers one client may have going at once.
+    pub max_concurrent_gathers: usize,
 }
 
 /// The broker's memory ceiling: above it, publishes into queue groups are
@@ -88,6 +106,28 @@ pub struct MemoryConfig {
     /// 40 % of the machine's memory where the platform tells it (Linux),
     /// else no RSS alarm.
     pub high_watermark_bytes: u64,
+}
+
+/// The journal of durable queues: its bounds, and the replies it keeps for
+/// `Client::result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DurabilityConfig {
+    /// Most bytes of unsettled messages and kept replies on disk; a durable
+    /// publish beyond it is refused with `Storage`.
+    pub max_disk_bytes: u64,
+    /// A journal segment file is closed at this size.
+    pub segment_bytes: u64,
+    /// Most durable queues (distinct filter and group): a durable queue
+    /// outlives its members, so joining a new one past this is refused.
+    pub max_queues: usize,
+    /// Most replies to durable requests kept for `Client::result`.
+    pub max_results: usize,
+    /// Most bytes of those.
+    pub max_result_bytes: usize,
+    /// How long a reply is kept, in milliseconds.
+    pub result_ttl_ms: u64,
 }
 
 /// Bounds of each connection's outbound buffer.
@@ -126,6 +166,10 @@ pub struct QueueConfig {
     /// Most bytes of messages waiting in one group's queue (their delivery
     /// frames); `overflow` applies at this bound as at `max_len`.
     pub max_bytes: usize,
+    /// Whether queue groups journal their messages, so a confirmed one
+    /// survives a broker crash (see `[[queue.overrides]]` to choose per
+    /// pattern).
+    pub durable: bool,
     /// A delivery not settled within this many milliseconds is taken back and
     /// redelivered; 0 disables the timeout.
     pub ack_timeout_ms: u64,
@@ -152,6 +196,8 @@ pub struct QueueOverride {
     pub max_len: Option<usize>,
     /// See [`QueueConfig::max_bytes`].
     pub max_bytes: Option<usize>,
+    /// See [`QueueConfig::durable`].
+    pub durable: Option<bool>,
     /// See [`QueueConfig::overflow`].
     pub overflow: Option<OverflowPolicy>,
     /// See [`QueueConfig::block_timeout_ms`].
@@ -169,6 +215,7 @@ pub struct QueueOverride {
 pub(crate) struct QueuePolicy {
     pub max_len: usize,
     pub max_bytes: usize,
+    pub durable: bool,
     pub overflow: OverflowPolicy,
     pub block_timeout: Duration,
     pub ack_timeout: Option<Duration>,
@@ -198,6 +245,7 @@ impl QueueConfig {
         QueuePolicy {
             max_len: o.and_then(|o| o.max_len).unwrap_or(self.max_len),
             max_bytes: o.and_then(|o| o.max_bytes).unwrap_or(self.max_bytes),
+            durable: o.and_then(|o| o.durable).unwrap_or(self.durable),
             overflow: o.and_then(|o| o.overflow).unwrap_or(self.overflow),
             block_timeout: Duration::from_millis(pick(
                 |o| o.block_timeout_ms,
@@ -225,12 +273,16 @@ impl Default for BrokerConfig {
             drain_timeout_ms: 5000,
             max_pending_requests: 65_536,
             max_direct_in_flight: 1024,
+            max_gather_recipients: 1024,
             allowed_uids: Vec::new(),
             auth_file: None,
             quotas: QuotaConfig::default(),
             memory: MemoryConfig::default(),
+            data_dir: None,
+            durability: DurabilityConfig::default(),
             subscriber: SubscriberConfig::default(),
             queue: QueueConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -242,6 +294,7 @@ impl Default for QuotaConfig {
             max_direct_unsettled: 1024,
             max_queued_messages: 50_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            max_concurrent_gathers: 16,
         }
     }
 }
@@ -251,6 +304,19 @@ impl Default for MemoryConfig {
         Self {
             max_queued_bytes: 1024 * 1024 * 1024,
             high_watermark_bytes: 0,
+        }
+    }
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        Self {
+            max_disk_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            max_queues: 1024,
+            max_results: 100_000,
+            max_result_bytes: 64 * 1024 * 1024,
+            result_ttl_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -276,6 +342,7 @@ impl Default for QueueConfig {
             default_prefetch: 1,
             max_prefetch: 10_000,
             max_bytes: 256 * 1024 * 1024,
+            durable: false,
             ack_timeout_ms: 30_000,
             max_attempts: 5,
             concurrency: 0,
@@ -332,6 +399,7 @@ impl BrokerConfig {
             ("max_heartbeat_misses", u64::from(self.max_heartbeat_misses)),
             ("max_pending_requests", self.max_pending_requests as u64),
             ("max_direct_in_flight", self.max_direct_in_flight as u64),
+            ("max_gather_recipients", self.max_gather_recipients as u64),
             ("subscriber.max_len", self.subscriber.max_len as u64),
             ("queue.max_len", self.queue.max_len as u64),
             ("queue.max_prefetch", u64::from(self.queue.max_prefetch)),
@@ -356,6 +424,13 @@ impl BrokerConfig {
                 "memory.max_queued_bytes",
                 self.memory.max_queued_bytes as u64,
             ),
+            ("durability.max_results", self.durability.max_results as u64),
+            ("durability.max_queues", self.durability.max_queues as u64),
+            (
+                "durability.max_result_bytes",
+                self.durability.max_result_bytes as u64,
+            ),
+            ("durability.result_ttl_ms", self.durability.result_ttl_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -428,6 +503,20 @@ impl BrokerConfig {
                 reason: "must be at least subscriber.max_bytes",
             });
         }
+        if !(1..=MAX_TASKS).contains(&self.monitor.tasks) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.tasks",
+                value: self.monitor.tasks.to_string(),
+                reason: "must be between 1 and 1000000",
+            });
+        }
+        if !(1..=MAX_HISTORY_SECONDS).contains(&self.monitor.history_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.history_seconds",
+                value: self.monitor.history_seconds.to_string(),
+                reason: "must be between 1 and 86400",
+            });
+        }
         if self.subscriber.hard_cap < self.subscriber.max_len {
             return Err(ConfigError::Invalid {
                 field: "subscriber.hard_cap",
@@ -435,7 +524,58 @@ impl BrokerConfig {
                 reason: "must be at least subscriber.max_len",
             });
         }
+        if let Err(crate::broker::journal::OpenError::Config { field, value, .. }) =
+            self.journal_config().validate()
+        {
+            return Err(ConfigError::Invalid {
+                field: match field {
+                    "segment_bytes" => "durability.segment_bytes",
+                    "max_disk_bytes" => "durability.max_disk_bytes",
+                    _ => "max_frame_bytes",
+                },
+                value: value.to_string(),
+                reason: "too small for the largest message (max_frame_bytes + 4 KiB, plus 32 for a segment's header)",
+            });
+        }
         Ok(())
+    }
+
+    /// The journal's settings: in [`journal_dir`](Self::journal_dir), its
+    /// bounds from `durability`, a record as large as the largest frame
+    /// with the broker's stamps.
+    pub fn journal_config(&self) -> JournalConfig {
+        let mut config = JournalConfig::new(self.journal_dir());
+        config.max_record_bytes =
+            (self.max_frame_bytes as u64 + RECORD_ALLOWANCE).min(u64::from(u32::MAX));
+        config.segment_bytes = self.durability.segment_bytes;
+        config.max_disk_bytes = self.durability.max_disk_bytes;
+        config.max_pending_bytes = config.max_pending_bytes.max(config.max_record_bytes);
+        config
+    }
+
+    /// Whether any queue group may be durable (then the broker opens its
+    /// journal).
+    pub fn uses_journal(&self) -> bool {
+        self.queue.durable || self.queue.overrides.iter().any(|o| o.durable == Some(true))
+    }
+
+    /// Where the journal lives: `data_dir`, else `$XDG_STATE_HOME/eventbus`,
+    /// else `~/.local/state/eventbus` (a `eventbus-state` directory beside
+    /// the socket when there is no home).
+    pub fn journal_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(state).join("eventbus");
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home).join(".local/state/eventbus");
+        }
+        self.socket.parent().map_or_else(
+            || PathBuf::from("eventbus-state"),
+            |d| d.join("eventbus-state"),
+        )
     }
 
     /// The heartbeat interval.

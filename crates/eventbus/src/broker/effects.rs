@@ -7,10 +7,15 @@
 //! every time, so no caller can forget: lock, the caller's work,
 //! [`Router::finish`] (doomed connections closed, announcements published,
 //! touched queues collected into [`Effects`]), unlock, carry the effects out.
+//!
+//! The confirmations of durable publishes are effects too: the router
+//! leaves them with the LSN of their last record, and they are handed to
+//! [`Confirmations`], which sends each once its record is on disk.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::confirm::{Confirmations, Held};
 use super::ids::ConnId;
 use super::refusal::DisconnectReason;
 use super::router::Router;
@@ -24,10 +29,15 @@ pub(crate) struct Effects {
     /// flushed from the caller's task if its writer is idle (saving the
     /// writer's wake-up), else left to the writer.
     pub(super) flush: Vec<Arc<Outbound>>,
+    /// Confirmations waiting for their journal records, in LSN order.
+    pub(super) held: Vec<Held>,
 }
 
 impl Effects {
-    fn carry_out(&mut self) {
+    fn carry_out(&mut self, confirmations: &Confirmations) {
+        if !self.held.is_empty() {
+            confirmations.hold(std::mem::take(&mut self.held));
+        }
         for out in self.flush.drain(..) {
             out.try_flush();
         }
@@ -38,13 +48,22 @@ impl Effects {
 #[derive(Debug)]
 pub(crate) struct RouterCell {
     router: Mutex<Router>,
+    /// Where held confirmations wait for the journal (shared with its
+    /// writer thread's callback).
+    confirmations: Arc<Confirmations>,
 }
 
 impl RouterCell {
     pub(crate) fn new(router: Router) -> Self {
         Self {
             router: Mutex::new(router),
+            confirmations: Arc::default(),
         }
+    }
+
+    /// The confirmations the journal's sync callback releases.
+    pub(crate) fn confirmations(&self) -> &Arc<Confirmations> {
+        &self.confirmations
     }
 
     /// Runs `work` on the router, then carries out its effects once the lock
@@ -58,7 +77,7 @@ impl RouterCell {
             router.finish(&mut effects);
             result
         };
-        effects.carry_out();
+        effects.carry_out(&self.confirmations);
         result
     }
 

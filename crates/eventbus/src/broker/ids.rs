@@ -114,6 +114,17 @@ impl Ids {
     pub(crate) fn group(&mut self) -> GroupId {
         GroupId(self.take())
     }
+
+    /// The next id to be issued.
+    pub(crate) fn peek(&self) -> u64 {
+        self.next
+    }
+
+    /// Issues no id at or below `floor` (a restarted broker's journal
+    /// reserved them).
+    pub(crate) fn skip_past(&mut self, floor: u64) {
+        self.next = self.next.max(floor.saturating_add(1));
+    }
 }
 
 /// Unguessable correlation tokens: a keyed hash (SipHash, with a key the

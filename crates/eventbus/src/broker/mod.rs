@@ -17,9 +17,12 @@
 mod auth;
 mod command;
 mod config;
+mod confirm;
 mod connection;
 mod effects;
 mod ids;
+pub mod journal;
+pub mod monitor;
 mod queue;
 mod refusal;
 mod router;
@@ -38,9 +41,10 @@ pub use auth::{
     AuthConfig, AuthError, BadSecretHash, QuotaOverrides, TopicRulesConfig, UserConfig, hash_secret,
 };
 pub use config::{
-    BrokerConfig, ConfigError, MemoryConfig, QueueConfig, QueueOverride, QuotaConfig,
-    SubscriberConfig,
+    BrokerConfig, ConfigError, DurabilityConfig, MemoryConfig, QueueConfig, QueueOverride,
+    QuotaConfig, SubscriberConfig,
 };
+pub use monitor::{Monitor, MonitorConfig};
 pub use stats::rss_bytes;
 
 // For the fuzz targets (`crate::fuzzing`).
@@ -112,6 +116,9 @@ pub enum StartError {
     /// The auth file is unusable.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The journal of durable queues could not be opened.
+    #[error("the journal could not be opened: {0}")]
+    Journal(#[from] journal::OpenError),
 }
 
 /// A broker bound to its socket, ready to [`run`](Broker::run).
@@ -138,10 +145,28 @@ impl Broker {
         let listener = crate::transport::bind(&config.socket)?;
         let socket = config.socket.clone();
         let config = Arc::new(config);
+        let router = RouterCell::new(Router::new(config.clone(), Instant::now()));
+        if config.uses_journal() {
+            // Opened once the socket is ours: a second broker on the same
+            // socket fails above and never touches the journal.
+            let confirmations = router.confirmations().clone();
+            let (journal, recovered) =
+                journal::Journal::open(config.journal_config(), move |report| {
+                    confirmations.synced(&report);
+                })?;
+            tracing::info!(
+                dir = %config.journal_dir().display(),
+                queues = recovered.queues.len(),
+                messages = recovered.queues.iter().map(|q| q.messages.len()).sum::<usize>(),
+                results = recovered.results.len(),
+                "journal opened"
+            );
+            router.with(|r| r.attach_journal(journal, &recovered));
+        }
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
-                router: RouterCell::new(Router::new(config.clone(), Instant::now())),
+                router,
                 auth,
                 config,
                 tracker: TaskTracker::new(),
@@ -156,6 +181,15 @@ impl Broker {
         &self.socket
     }
 
+    /// A read-only [`Monitor`] of this broker, for dashboards and exporters.
+    /// The first call turns on what it records (the task ring, per-worker
+    /// statistics and one-second samples, bounded by [`MonitorConfig`]); a
+    /// broker never asked for one records nothing. Call it before
+    /// [`run`](Self::run) for samples to be taken.
+    pub fn monitor(&self) -> Monitor {
+        Monitor::attach(self.shared.clone())
+    }
+
     /// Serves clients until `shutdown` completes, then shuts down gracefully:
     /// stops accepting, refuses new publishes, waits up to the drain timeout for
     /// in-flight deliveries to be acknowledged, says goodbye to every client,
@@ -167,6 +201,7 @@ impl Broker {
             socket,
         } = self;
         let mut ticker = tokio::spawn(tick(shared.clone()));
+        let sampler = tokio::spawn(monitor::sample(shared.clone()));
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -194,6 +229,7 @@ impl Broker {
         tracing::info!(socket = %socket.display(), "shutting down");
         drain(&shared).await;
         ticker.abort();
+        sampler.abort();
         shared
             .router
             .with(|router| router.close_all(DisconnectReason::ShuttingDown));
@@ -205,6 +241,7 @@ impl Broker {
         {
             tracing::warn!("connections still open after the drain timeout; leaving them");
         }
+        close_journal(&shared).await;
         result
     }
 }
@@ -233,6 +270,20 @@ fn ticker_stopped(stopped: Result<(), tokio::task::JoinError>) -> String {
             format!("it panicked: {}", effects::panic_text(panic.as_ref()))
         }
         Err(e) => e.to_string(),
+    }
+}
+
+/// Closes the journal, if there is one: its last records written and synced
+/// (on a blocking thread, as closing joins the journal's threads).
+async fn close_journal(shared: &Shared) {
+    let Some(journal) = shared.router.with(Router::detach_journal) else {
+        return;
+    };
+    let closed = tokio::task::spawn_blocking(move || journal.close()).await;
+    match closed {
+        Ok(Ok(())) => tracing::info!("journal closed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the journal failed"),
+        Err(e) => tracing::error!(error = %e, "closing the journal panicked"),
     }
 }
 

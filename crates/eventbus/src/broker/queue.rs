@@ -229,6 +229,28 @@ impl QueueGroup {
         self.push_front(message);
     }
 
+    /// Evicts the oldest waiting message (to make room on disk under the
+    /// `drop-oldest` policy), counted as dropped and evicted.
+    pub fn evict_oldest(&mut self) -> Option<Queued> {
+        let oldest = self.pop_front()?;
+        self.counters.dropped += 1;
+        self.counters.evicted += 1;
+        Some(oldest)
+    }
+
+    /// Counts a message dropped for lack of room on disk (`drop-incoming`).
+    pub fn count_dropped(&mut self) {
+        self.counters.dropped += 1;
+    }
+
+    /// Puts back a message recovered from the journal, in its recovered
+    /// order (past the bounds, like a redelivery: it was accepted before the
+    /// restart). Counted as accepted, so the group accounts for it.
+    pub fn restore(&mut self, message: Queued) {
+        self.counters.accepted += 1;
+        self.push_back(message);
+    }
+
     /// Takes over a message that was in flight elsewhere (a direct send whose
     /// holder left): accepted, and first in line for redelivery.
     pub fn adopt(&mut self, message: Queued) {
@@ -332,9 +354,14 @@ impl QueueGroup {
     }
 
     /// Messages waiting.
-    #[cfg(any(test, fuzzing))]
     pub fn depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// When the first message in line was published (microseconds since
+    /// the Unix epoch), if one waits.
+    pub fn oldest_waiting_us(&self) -> Option<u64> {
+        self.queue.front().map(|m| m.message.timestamp_us)
     }
 
     /// Deliveries in flight to members.
@@ -343,7 +370,6 @@ impl QueueGroup {
         self.in_flight
     }
 
-    #[cfg(any(test, fuzzing))]
     pub fn members(&self) -> &[Member] {
         &self.members
     }
@@ -387,6 +413,9 @@ impl QueueGroup {
                     prefetch: m.prefetch,
                 })
                 .collect(),
+            // Set by the router for a durable queue.
+            durable: false,
+            totals: None,
         }
     }
 }

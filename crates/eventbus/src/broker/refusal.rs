@@ -73,6 +73,10 @@ pub(crate) enum ProtocolRefusal {
     PublishWithoutMessage,
     #[error("a publish or reply the broker cannot read")]
     Unreadable,
+    #[error("a gather goes to subscribers, not to one client")]
+    GatherWithTarget,
+    #[error("gather scope {0} is not known")]
+    UnknownGatherScope(i32),
 }
 
 /// Why a publish (or request, or direct send) was not accepted.
@@ -96,6 +100,9 @@ pub(crate) enum PublishRefusal {
         "the broker is above its memory ceiling ({what}); queues take nothing until consumers drain them"
     )]
     MemoryPressure { what: String },
+    /// A durable queue's journal could not take or keep the message.
+    #[error("not stored: {reason}")]
+    Storage { reason: String },
     #[error("header {0:?} is reserved for the broker (x- prefix)")]
     ReservedHeader(String),
     #[error("a delivery of {size} bytes would not fit the {limit}-byte frame limit of {receiver}")]
@@ -160,6 +167,8 @@ pub(crate) enum SubscribeRefusal {
         "a queue group on {0} (starting with a wildcard) exists only where [[queue.overrides]] declares that filter"
     )]
     UndeclaredWildcardGroup(String),
+    #[error("the broker keeps at most {max} durable queues (durability.max_queues)")]
+    TooManyDurableQueues { max: usize },
 }
 
 /// Why a stats request was refused.
@@ -198,6 +207,23 @@ pub(crate) enum CancelRefusal {
     UnknownMessage(MessageId),
     #[error("message {0} was published by another client")]
     NotPublisher(MessageId),
+}
+
+/// Why a result (the kept reply to a durable request) was not given.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResultRefusal {
+    #[error("no result is kept or awaited for message {0} (not a durable request, or unknown)")]
+    UnknownMessage(MessageId),
+    #[error("the result of message {0} was kept and has expired")]
+    Expired(MessageId),
+    #[error("message {0} was requested by another client")]
+    NotRequester(MessageId),
+    #[error("no reply to message {id} within {waited:?}")]
+    Timeout { id: MessageId, waited: Duration },
+    #[error("waiting would pass the quota of {limit} pending requests")]
+    Quota { limit: usize },
+    #[error("the result of {size} bytes would not fit the {limit}-byte frame limit")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Why an accepted request will get no reply, told to its requester.
@@ -253,6 +279,8 @@ pub(crate) enum Refusal {
     #[error(transparent)]
     Stats(#[from] StatsRefusal),
     #[error(transparent)]
+    Result(#[from] ResultRefusal),
+    #[error(transparent)]
     Request(#[from] RequestFailure),
     /// Not a frame of a known kind.
     #[error(transparent)]
@@ -294,7 +322,9 @@ impl Refusal {
             Self::Protocol(r) => match r {
                 ProtocolRefusal::PublishWithoutMessage
                 | ProtocolRefusal::UnknownPublishMode(_)
-                | ProtocolRefusal::Unreadable => C::InvalidArgument,
+                | ProtocolRefusal::Unreadable
+                | ProtocolRefusal::GatherWithTarget
+                | ProtocolRefusal::UnknownGatherScope(_) => C::InvalidArgument,
                 ProtocolRefusal::HelloTwice | ProtocolRefusal::NotFromClients(_) => C::Protocol,
             },
             Self::Publish(r) => match r {
@@ -307,6 +337,7 @@ impl Refusal {
                 | PublishRefusal::DirectNotAllowed { .. } => C::PermissionDenied,
                 PublishRefusal::Quota { .. } => C::QuotaExceeded,
                 PublishRefusal::MemoryPressure { .. } => C::MemoryPressure,
+                PublishRefusal::Storage { .. } => C::Storage,
                 PublishRefusal::TooLarge { .. } => C::FrameTooLarge,
                 PublishRefusal::DirectInboxFull { .. }
                 | PublishRefusal::QueueFull { .. }
@@ -321,6 +352,7 @@ impl Refusal {
                 | SubscribeRefusal::SidInUse(_)
                 | SubscribeRefusal::DirectInboxSid => C::InvalidArgument,
                 SubscribeRefusal::Limit { .. } => C::SubscriptionLimit,
+                SubscribeRefusal::TooManyDurableQueues { .. } => C::QuotaExceeded,
                 SubscribeRefusal::UnknownSubscription(_) => C::UnknownSubscription,
                 SubscribeRefusal::NotAllowed { .. }
                 | SubscribeRefusal::GroupNotAllowed { .. }
@@ -338,6 +370,14 @@ impl Refusal {
             Self::Cancel(CancelRefusal::UnknownMessage(_)) => C::UnknownMessage,
             Self::Cancel(CancelRefusal::NotPublisher(_)) => C::PermissionDenied,
             Self::Stats(StatsRefusal::NotAllowed(_)) => C::PermissionDenied,
+            Self::Result(r) => match r {
+                ResultRefusal::UnknownMessage(_) => C::UnknownMessage,
+                ResultRefusal::Expired(_) => C::Expired,
+                ResultRefusal::NotRequester(_) => C::PermissionDenied,
+                ResultRefusal::Timeout { .. } => C::Timeout,
+                ResultRefusal::Quota { .. } => C::QuotaExceeded,
+                ResultRefusal::TooLarge { .. } => C::FrameTooLarge,
+            },
             Self::Request(r) => match r {
                 RequestFailure::DeadLettered { .. } => C::DeadLettered,
                 RequestFailure::HandedBack { .. } | RequestFailure::HolderLeft { .. } => {
@@ -414,6 +454,7 @@ impl Refusal {
                     of([("quota", (*quota).to_owned()), ("limit", limit.to_string())])
                 }
                 PublishRefusal::MemoryPressure { what } => of([("reason", what.clone())]),
+                PublishRefusal::Storage { reason } => of([("reason", reason.clone())]),
                 PublishRefusal::ShuttingDown
                 | PublishRefusal::InvalidTopic(_)
                 | PublishRefusal::ReservedHeader(_) => Vec::new(),
@@ -421,6 +462,10 @@ impl Refusal {
             Self::Subscribe(SubscribeRefusal::Limit { max }) => {
                 of([("max_subscriptions", max.to_string())])
             }
+            Self::Subscribe(SubscribeRefusal::TooManyDurableQueues { max }) => of([
+                ("quota", "durability.max_queues".to_owned()),
+                ("limit", max.to_string()),
+            ]),
             Self::Settle(SettleRefusal::UnknownDelivery(id))
             | Self::Reply(ReplyRefusal::Settle(SettleRefusal::UnknownDelivery(id))) => {
                 of([("delivery_id", id.to_string())])
@@ -428,6 +473,22 @@ impl Refusal {
             Self::Cancel(CancelRefusal::UnknownMessage(id) | CancelRefusal::NotPublisher(id)) => {
                 of([("message_id", id.to_string())])
             }
+            Self::Result(r) => match r {
+                ResultRefusal::UnknownMessage(id)
+                | ResultRefusal::Expired(id)
+                | ResultRefusal::NotRequester(id) => of([("message_id", id.to_string())]),
+                ResultRefusal::Timeout { id, waited } => of([
+                    ("message_id", id.to_string()),
+                    ("waited_ms", waited.as_millis().to_string()),
+                ]),
+                ResultRefusal::Quota { limit } => of([
+                    ("quota", "max_pending_requests".to_owned()),
+                    ("limit", limit.to_string()),
+                ]),
+                ResultRefusal::TooLarge { size, limit } => {
+                    of([("size", size.to_string()), ("limit", limit.to_string())])
+                }
+            },
             Self::Request(r) => match r {
                 RequestFailure::DeadLettered {
                     id,

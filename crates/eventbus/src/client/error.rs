@@ -6,7 +6,43 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::names::NameError;
 use crate::proto::{self, ErrorCode};
+use crate::topic::{TopicError, TopicFilterError};
+
+/// A value that could not be encoded as JSON, or a payload that could not be
+/// decoded from it (the `serde` feature's `*_json` calls).
+///
+/// Compares by its message, so the errors that carry it stay `PartialEq`.
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(#[source] std::sync::Arc<serde_json::Error>);
+
+#[cfg(feature = "serde")]
+impl JsonError {
+    /// The underlying `serde_json` error.
+    pub fn inner(&self) -> &serde_json::Error {
+        &self.0
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        Self(std::sync::Arc::new(e))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl PartialEq for JsonError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl Eq for JsonError {}
 
 /// A typed refusal from the broker, for codes an operation has no variant for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +136,13 @@ pub enum PublishError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The topic given as a string is not a valid [`Topic`](crate::Topic).
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    /// The value given to `publish_json` could not be encoded as JSON.
+    #[cfg(feature = "serde")]
+    #[error("cannot encode the payload as JSON: {0}")]
+    Json(JsonError),
     /// The message does not fit in one frame.
     #[error("message of {len} bytes exceeds the frame limit of {max} bytes")]
     TooLarge {
@@ -152,6 +195,12 @@ pub enum SubscribeError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The filter given as a string is not a valid [`TopicFilter`](crate::TopicFilter).
+    #[error(transparent)]
+    InvalidFilter(#[from] TopicFilterError),
+    /// The group given as a string is not a valid [`GroupName`](crate::GroupName).
+    #[error(transparent)]
+    InvalidGroup(NameError),
     /// The client holds as many subscriptions as the broker allows.
     #[error("subscription limit of {max} reached")]
     Limit {
@@ -185,6 +234,14 @@ pub enum RequestError {
         /// The id asked for.
         client_id: String,
     },
+    /// The target given as a string is not a valid [`ClientId`](crate::ClientId).
+    #[error(transparent)]
+    InvalidClientId(NameError),
+    /// The reply to `request_json` could not be decoded from JSON (the
+    /// request's own encoding failure is a [`PublishError::Json`]).
+    #[cfg(feature = "serde")]
+    #[error("cannot decode the reply from JSON: {0}")]
+    Json(JsonError),
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -227,6 +284,14 @@ pub enum AckError {
     NotARequest {
         /// The message.
         message_id: u64,
+    },
+    /// The reply does not fit in one frame.
+    #[error("reply of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Negotiated limit.
+        max: usize,
     },
     /// The broker did not confirm in time.
     #[error("no confirmation within {0:?}")]

@@ -1,11 +1,10 @@
 //! Messages as the application sees them, and queue deliveries that must be settled.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::LazyLock;
 
 use bytes::Bytes;
 
+use super::headers::Headers;
 use crate::codec::raw::WireEnvelope;
 use crate::proto::Envelope;
 
@@ -23,16 +22,22 @@ pub struct Message {
 #[derive(Clone)]
 enum Repr {
     Wire(WireEnvelope),
-    Decoded(Box<Envelope>),
+    /// A decoded envelope, its headers taken out into [`Headers`] (the
+    /// envelope's own map left empty).
+    Decoded {
+        envelope: Box<Envelope>,
+        headers: Headers,
+    },
 }
 
 /// What [`Message::headers`] returns for a message that carries none.
-static NO_HEADERS: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
+static NO_HEADERS: Headers = Headers::new();
 
 impl Message {
-    pub(crate) fn new(envelope: Box<Envelope>) -> Self {
+    pub(crate) fn new(mut envelope: Box<Envelope>) -> Self {
+        let headers = Headers::from_wire(std::mem::take(&mut envelope.headers));
         Self {
-            repr: Repr::Decoded(envelope),
+            repr: Repr::Decoded { envelope, headers },
         }
     }
 
@@ -46,7 +51,7 @@ impl Message {
     pub fn id(&self) -> u64 {
         match &self.repr {
             Repr::Wire(w) => w.id(),
-            Repr::Decoded(e) => e.id,
+            Repr::Decoded { envelope, .. } => envelope.id,
         }
     }
 
@@ -54,7 +59,7 @@ impl Message {
     pub fn topic(&self) -> &str {
         match &self.repr {
             Repr::Wire(w) => w.topic(),
-            Repr::Decoded(e) => &e.topic,
+            Repr::Decoded { envelope, .. } => &envelope.topic,
         }
     }
 
@@ -62,15 +67,16 @@ impl Message {
     pub fn payload(&self) -> &Bytes {
         match &self.repr {
             Repr::Wire(w) => w.payload(),
-            Repr::Decoded(e) => &e.payload,
+            Repr::Decoded { envelope, .. } => &envelope.payload,
         }
     }
 
-    /// Headers set by the publisher or the broker.
-    pub fn headers(&self) -> &HashMap<String, String> {
+    /// Headers set by the sender (see [`Body`](super::Body)) or the broker
+    /// (`x-` names, on dead letters).
+    pub fn headers(&self) -> &Headers {
         match &self.repr {
             Repr::Wire(_) => &NO_HEADERS,
-            Repr::Decoded(e) => &e.headers,
+            Repr::Decoded { headers, .. } => headers,
         }
     }
 
@@ -78,7 +84,7 @@ impl Message {
     pub fn source(&self) -> &str {
         match &self.repr {
             Repr::Wire(w) => w.source(),
-            Repr::Decoded(e) => &e.source,
+            Repr::Decoded { envelope, .. } => &envelope.source,
         }
     }
 
@@ -86,7 +92,7 @@ impl Message {
     pub fn attempt(&self) -> u32 {
         match &self.repr {
             Repr::Wire(w) => w.attempt(),
-            Repr::Decoded(e) => e.attempt,
+            Repr::Decoded { envelope, .. } => envelope.attempt,
         }
     }
 
@@ -94,8 +100,28 @@ impl Message {
     pub fn timestamp_us(&self) -> u64 {
         match &self.repr {
             Repr::Wire(w) => w.timestamp_us(),
-            Repr::Decoded(e) => e.timestamp_us,
+            Repr::Decoded { envelope, .. } => envelope.timestamp_us,
         }
+    }
+
+    /// The payload decoded from JSON.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Started { pid: u32 }
+    /// let mut starts = client.subscribe("events.process.start").await?;
+    /// while let Some(message) = starts.next().await {
+    ///     match message.json::<Started>() {
+    ///         Ok(started) => println!("pid {}", started.pid),
+    ///         Err(e) => eprintln!("not a start event: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self.payload())
     }
 
     /// Whether the sender waits for a reply.
@@ -107,7 +133,7 @@ impl Message {
     pub(crate) fn correlation_id(&self) -> u64 {
         match &self.repr {
             Repr::Wire(w) => w.correlation_id(),
-            Repr::Decoded(e) => e.correlation_id,
+            Repr::Decoded { envelope, .. } => envelope.correlation_id,
         }
     }
 
@@ -115,14 +141,14 @@ impl Message {
     pub(crate) fn topic_len(&self) -> usize {
         match &self.repr {
             Repr::Wire(w) => w.topic_len(),
-            Repr::Decoded(e) => e.topic.len(),
+            Repr::Decoded { envelope, .. } => envelope.topic.len(),
         }
     }
 
     fn reply_to(&self) -> &str {
         match &self.repr {
             Repr::Wire(w) => w.reply_to(),
-            Repr::Decoded(e) => &e.reply_to,
+            Repr::Decoded { envelope, .. } => &envelope.reply_to,
         }
     }
 
@@ -130,7 +156,13 @@ impl Message {
     pub fn into_envelope(self) -> Envelope {
         match self.repr {
             Repr::Wire(w) => w.to_envelope(),
-            Repr::Decoded(e) => *e,
+            Repr::Decoded {
+                mut envelope,
+                headers,
+            } => {
+                envelope.headers = headers.into_wire();
+                *envelope
+            }
         }
     }
 }

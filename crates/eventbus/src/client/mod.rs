@@ -4,24 +4,36 @@
 //! which one writer task drains; one reader task routes what the broker sends to
 //! waiting calls (by `seq`) and to subscription streams (by subscription id).
 //!
+//! Map of the module: [`connection`](Client::connect) (connecting, the
+//! handshake, the reader, writer and reconnecting supervisor), `publish`,
+//! `request`, `subscription` (the calls, one module per kind),
+//! [`Delivery`] (settling), [`Message`], [`Body`] and [`Headers`] (what
+//! travels), [`BrokerStats`], [`ClientOptions`], and one error enum per
+//! operation.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use eventbus::{Client, ClientOptions, Topic, TopicFilter};
-//! use futures_core::Stream;
+//! use eventbus::{Client, ClientOptions};
 //! let client = Client::connect(ClientOptions::new("/tmp/eventbus/broker.sock")).await?;
-//! let _events = client.subscribe(&TopicFilter::new("events.#")?).await?;
-//! client.publish(&Topic::new("events.process.snapshot")?, "hello")?;
+//! let mut events = client.subscribe("events.#").await?;
+//! client.publish("events.process.snapshot", "hello")?;
+//! let hello = events.next().await;
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod connection;
 mod credentials;
+mod delivery;
 mod error;
+mod headers;
 mod mailbox;
 mod message;
 mod options;
+mod publish;
 mod request;
 mod session;
+mod stats;
 mod subscription;
 
 use std::collections::HashMap;
@@ -29,25 +41,28 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use body::Body;
 pub use credentials::{CREDENTIALS_ENV, CREDENTIALS_FILE_ENV, Credentials, CredentialsError};
+pub use delivery::Delivery;
+#[cfg(feature = "serde")]
+pub use error::JsonError;
 pub use error::{
     AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
 };
+pub use headers::{HeaderError, Headers, MAX_HEADER_NAME_BYTES};
 pub use message::Message;
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
-pub use subscription::{Delivery, QueueSubscription, Subscription};
+pub use stats::{BrokerStats, ConnectionStats, MemberStats, QueueStats, TopicStats};
+pub use subscription::{QueueSubscription, Subscription};
 
-use crate::codec::raw::RawPublishOut;
-use crate::framed::{Outbound, Outgoing, PushError};
-use crate::names::{ClientId, GroupName};
-use crate::proto::{self, ErrorCode, Frame, PublishMode, StatsResponse, frame::Kind};
-use crate::topic::{Topic, TopicFilter};
-use mailbox::{Inbox, Mailbox};
+use crate::framed::{Outbound, PushError};
+use crate::names::ClientId;
+use crate::proto::{self, ErrorCode, Frame, StatsResponse, frame::Kind};
+use mailbox::Mailbox;
 use subscription::Incoming;
 
 /// Cancelled message ids remembered for [`Delivery::is_cancelled`].
@@ -138,7 +153,23 @@ impl Drop for Handle {
     }
 }
 
-/// A connection to a broker. Cheap to clone; all clones share the connection.
+/// A connection to a broker. Cheap to clone; all clones share the connection,
+/// which closes when the last clone is dropped (or on [`close`](Self::close)).
+///
+/// Every call that takes a topic, a filter, a group or a client id takes the
+/// validated type or a string to validate ([`IntoName`](crate::IntoName));
+/// every send takes a payload or a [`Body`] with headers.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use eventbus::{Client, ClientOptions};
+/// let client = Client::connect(ClientOptions::new("/tmp/eventbus/broker.sock")).await?;
+/// client.publish("events.agent.start", "")?;
+/// let reply = client.request("control.collector.task.process", "{}", Duration::from_secs(5)).await?;
+/// client.close().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     handle: Arc<Handle>,
@@ -149,18 +180,43 @@ impl Client {
         &self.handle.0
     }
 
-    /// This client's id on the broker.
+    /// This client's id on the broker: the one set in
+    /// [`ClientOptions::client_id`], else `client-<pid>-<n>`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: eventbus::Client) {
+    /// println!("connected as {}", client.client_id());
+    /// # }
+    /// ```
     pub fn client_id(&self) -> &ClientId {
         &self.inner().client_id
     }
 
     /// Whether the client is closed for good: closed by the application, or its
     /// connection lost with reconnection disabled.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) {
+    /// client.close().await;
+    /// assert!(client.is_closed());
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner().closed.is_cancelled()
     }
 
     /// Completes when the client is closed for good (see [`is_closed`](Self::is_closed)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) {
+    /// client.closed().await;
+    /// eprintln!("lost the broker for good");
+    /// # }
+    /// ```
     pub async fn closed(&self) {
         self.inner().closed.cancelled().await;
     }
@@ -168,6 +224,18 @@ impl Client {
     /// Connection changes from now on: disconnected, reconnected, closed.
     ///
     /// A receiver that falls more than 64 events behind skips the oldest.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) {
+    /// use eventbus::ConnectionEvent;
+    /// let mut events = client.connection_events();
+    /// while let Ok(event) = events.recv().await {
+    ///     if let ConnectionEvent::Reconnected { attempts } = event {
+    ///         eprintln!("back after {attempts} attempts");
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.inner().events.subscribe()
     }
@@ -218,65 +286,6 @@ impl Client {
         }
     }
 
-    fn envelope(&self, topic: &str, payload: Bytes) -> Result<Box<proto::Envelope>, PublishError> {
-        let len = payload.len() + topic.len() + ENVELOPE_OVERHEAD;
-        let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);
-        if len > max {
-            return Err(PublishError::TooLarge { len, max });
-        }
-        Ok(Box::new(proto::Envelope {
-            topic: topic.to_owned(),
-            payload,
-            ..Default::default()
-        }))
-    }
-
-    /// Publishes without waiting: returns once the message is queued for the broker.
-    pub fn publish(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<(), PublishError> {
-        let payload = payload.into();
-        let len = payload.len() + topic.as_str().len() + ENVELOPE_OVERHEAD;
-        let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);
-        if len > max {
-            return Err(PublishError::TooLarge { len, max });
-        }
-        // Encoded by hand into the write buffer: the hottest call of a
-        // publisher builds no `Frame` and no buffer of its own.
-        let publish = RawPublishOut {
-            topic: topic.clone(),
-            payload,
-        };
-        self.inner()
-            .out
-            .push(Outgoing::Publish(publish))
-            .map_err(|e| self.push_error(e))
-    }
-
-    fn push_error(&self, e: PushError) -> PublishError {
-        match e {
-            PushError::Closed => PublishError::Closed,
-            PushError::Full { max_len: capacity } | PushError::TooSlow { hard_cap: capacity } => {
-                PublishError::BufferFull { capacity }
-            }
-        }
-    }
-
-    /// Publishes, waiting while the outbound buffer is full (during an outage, or
-    /// when the broker is slower than the publisher) instead of failing with
-    /// `BufferFull` like [`publish`](Self::publish).
-    pub async fn publish_wait(
-        &self,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        let payload = payload.into();
-        loop {
-            match self.publish(topic, payload.clone()) {
-                Err(PublishError::BufferFull { .. }) => self.inner().out.drained().await,
-                other => return other,
-            }
-        }
-    }
-
     /// Whether the broker cancelled the message with this id while this client held it.
     fn was_cancelled(&self, message_id: u64) -> bool {
         lock(&self.inner().cancelled).contains(&message_id)
@@ -287,202 +296,43 @@ impl Client {
         self.inner().session.holds(epoch)
     }
 
-    /// Publishes and waits until the broker has accepted the message; returns its id.
-    pub async fn publish_confirmed(
-        &self,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
-    ) -> Result<u64, PublishError> {
-        self.confirmed(topic.as_str(), payload.into(), String::new())
-            .await
+    /// Replies to a request received on a plain subscription (a queue
+    /// member replies with [`Delivery::reply`], which also acks).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut pings = client.subscribe("control.ping").await?;
+    /// while let Some(ping) = pings.next().await {
+    ///     if ping.is_request() {
+    ///         client.reply(&ping, "pong")?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn reply(&self, request: &Message, body: impl Into<Body>) -> Result<(), AckError> {
+        self.send_reply(request, 0, body.into())
     }
 
-    /// Sends a message to one connected client, waiting for the broker to accept it.
-    /// The receiver gets it through [`direct_deliveries`](Self::direct_deliveries).
-    pub async fn send_direct(
-        &self,
-        target: &ClientId,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
-    ) -> Result<u64, RequestError> {
-        self.confirmed(topic.as_str(), payload.into(), target.as_str().to_owned())
-            .await
-            .map_err(|e| match e {
-                PublishError::Refused(r) if r.code == ErrorCode::NoSuchClient => {
-                    RequestError::NoSuchClient {
-                        client_id: target.as_str().to_owned(),
-                    }
-                }
-                other => RequestError::Publish(other),
-            })
-    }
-
-    async fn confirmed(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        target_client: String,
-    ) -> Result<u64, PublishError> {
-        let message = self.envelope(topic, payload)?;
-        let timeout = self.inner().options.request_timeout;
-        let answer = self
-            .call(timeout, |seq| {
-                Kind::Publish(proto::Publish {
-                    seq,
-                    mode: PublishMode::Confirmed as i32,
-                    message: Some(message),
-                    target_client,
-                    timeout_ms: 0,
-                })
-            })
-            .await;
-        match answer {
-            Ok(Answer::Ok(id)) => Ok(id),
-            Ok(Answer::Error(e)) => Err(publish_refusal(e.into())),
-            Ok(_) => Err(PublishError::Closed),
-            Err(CallFailure::Closed) => Err(PublishError::Closed),
-            Err(CallFailure::Timeout(t)) => Err(PublishError::Timeout(t)),
-        }
-    }
-
-    /// Replies to a request received on a plain subscription.
-    pub fn reply(&self, request: &Message, payload: impl Into<Bytes>) -> Result<(), AckError> {
+    /// Replies to `request`; a non-zero `delivery_id` also acks that delivery.
+    fn send_reply(&self, request: &Message, delivery_id: u64, body: Body) -> Result<(), AckError> {
         if !request.is_request() {
             return Err(AckError::NotARequest {
                 message_id: request.id(),
             });
         }
+        let message = self.envelope(request.topic(), body).map_err(|e| match e {
+            PublishError::TooLarge { len, max } => AckError::TooLarge { len, max },
+            _ => AckError::Closed,
+        })?;
         self.push_now(Frame {
             kind: Some(Kind::Reply(proto::Reply {
                 correlation_id: request.correlation_id(),
-                delivery_id: 0,
-                message: Some(Box::new(proto::Envelope {
-                    topic: request.topic().to_owned(),
-                    payload: payload.into(),
-                    ..Default::default()
-                })),
+                delivery_id,
+                message: Some(message),
                 seq: 0,
             })),
         })
         .map_err(|_| AckError::Closed)
-    }
-
-    /// Subscribes to every message matching `filter`; the broker has registered the
-    /// subscription when this returns.
-    pub async fn subscribe(&self, filter: &TopicFilter) -> Result<Subscription, SubscribeError> {
-        let (sid, mailbox) = self.open_subscription(filter, None, 0).await?;
-        Ok(Subscription {
-            sid,
-            inbox: Inbox::new(mailbox),
-            client: self.clone(),
-        })
-    }
-
-    /// Joins queue group `group` on `filter`: each matching message goes to one
-    /// member. At most `prefetch` deliveries are held unsettled at once.
-    pub async fn queue_subscribe(
-        &self,
-        filter: &TopicFilter,
-        group: &GroupName,
-        prefetch: u32,
-    ) -> Result<QueueSubscription, SubscribeError> {
-        let (sid, mailbox) = self
-            .open_subscription(filter, Some(group), prefetch)
-            .await?;
-        Ok(QueueSubscription {
-            sid,
-            inbox: Inbox::new(mailbox),
-            client: self.clone(),
-        })
-    }
-
-    /// The stream of messages sent directly to this client. Only one may be open;
-    /// without one, direct sends are handed back to the broker (nacked) and a
-    /// requester waiting on one gets `NoResponders` at once. At most
-    /// `max_direct_in_flight` (broker config) direct messages are unsettled at once.
-    pub fn direct_deliveries(&self) -> QueueSubscription {
-        let options = &self.inner().options;
-        let mailbox = Arc::new(Mailbox::new(options.subscription_capacity, usize::MAX));
-        let entry = SubEntry {
-            mailbox: mailbox.clone(),
-            restore: None,
-        };
-        if let Some(old) = lock(&self.inner().subs).insert(0, entry) {
-            old.mailbox.close();
-        }
-        QueueSubscription {
-            sid: 0,
-            inbox: Inbox::new(mailbox),
-            client: self.clone(),
-        }
-    }
-
-    async fn open_subscription(
-        &self,
-        filter: &TopicFilter,
-        group: Option<&GroupName>,
-        prefetch: u32,
-    ) -> Result<(u64, Arc<Mailbox<Incoming>>), SubscribeError> {
-        let sid = self.next_seq();
-        let capacity = match group {
-            // Credit bounds queue deliveries; leave room for the whole window.
-            Some(_) if prefetch > 0 => prefetch as usize + 1,
-            // The broker grants its default prefetch, unknown here: size for the most.
-            Some(_) => self.inner().options.subscription_capacity,
-            None => self.inner().options.subscription_capacity,
-        };
-        let max_bytes = match group {
-            // Credit bounds queue deliveries; their bytes are bounded by the frame size.
-            Some(_) => usize::MAX,
-            None => self.inner().options.subscription_bytes,
-        };
-        let mailbox = Arc::new(Mailbox::new(capacity, max_bytes));
-        let spec = proto::Subscribe {
-            seq: 0,
-            sid,
-            filter: filter.as_str().to_owned(),
-            group: group.map(|g| g.as_str().to_owned()).unwrap_or_default(),
-            prefetch,
-        };
-        let entry = SubEntry {
-            mailbox: mailbox.clone(),
-            restore: Some(spec.clone()),
-        };
-        lock(&self.inner().subs).insert(sid, entry);
-        let timeout = self.inner().options.request_timeout;
-        let answer = self
-            .call(timeout, |seq| {
-                Kind::Subscribe(proto::Subscribe { seq, ..spec })
-            })
-            .await;
-        let result = match answer {
-            Ok(Answer::Ok(_)) => return Ok((sid, mailbox)),
-            Ok(Answer::Error(e)) => {
-                let r = Refused::from(e);
-                match r.code {
-                    ErrorCode::SubscriptionLimit => SubscribeError::Limit {
-                        max: r.detail_usize("max_subscriptions"),
-                    },
-                    _ => SubscribeError::Refused(r),
-                }
-            }
-            Ok(_) | Err(CallFailure::Closed) => SubscribeError::Closed,
-            Err(CallFailure::Timeout(t)) => SubscribeError::Timeout(t),
-        };
-        lock(&self.inner().subs).remove(&sid);
-        Err(result)
-    }
-
-    /// Drops a subscription locally and tells the broker (without waiting).
-    fn forget_subscription(&self, sid: u64) {
-        if let Some(entry) = lock(&self.inner().subs).remove(&sid) {
-            entry.mailbox.close();
-        }
-        if sid != 0 {
-            let _ = self.push(Frame {
-                kind: Some(Kind::Unsubscribe(proto::Unsubscribe { seq: 0, sid })),
-            });
-        }
     }
 
     async fn settle_confirmed(
@@ -506,7 +356,20 @@ impl Client {
     }
 
     /// A snapshot of the broker's counters.
-    pub async fn stats(&self) -> Result<StatsResponse, CallError> {
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let stats = client.stats().await?;
+    /// for queue in &stats.queues {
+    ///     println!("{} / {}: {} waiting", queue.topic, queue.group, queue.depth);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<BrokerStats, CallError> {
         let timeout = self.inner().options.request_timeout;
         match self
             .call(timeout, |seq| {
@@ -514,7 +377,7 @@ impl Client {
             })
             .await
         {
-            Ok(Answer::Stats(s)) => Ok(s),
+            Ok(Answer::Stats(s)) => Ok(s.into()),
             Ok(Answer::Error(e)) => Err(CallError::Refused(e.into())),
             Ok(_) | Err(CallFailure::Closed) => Err(CallError::Closed),
             Err(CallFailure::Timeout(t)) => Err(CallError::Timeout(t)),
@@ -523,6 +386,17 @@ impl Client {
 
     /// Cancels a message by id: removed if still queued; if in flight, its holder
     /// is told and its result discarded. A requester waiting on it gets `Cancelled`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once polled, the cancel is on its way.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let id = client.publish_confirmed("jobs.scan", "/home").await?;
+    /// client.cancel(id).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self, message_id: u64) -> Result<(), CallError> {
         let timeout = self.inner().options.request_timeout;
         match self
@@ -545,7 +419,19 @@ impl Client {
     }
 
     /// Says goodbye and waits (up to the request timeout) for everything queued
-    /// toward the broker to be written.
+    /// toward the broker to be written. Every clone is closed with it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the client is closed at the first poll; cancelling only
+    /// stops the wait for the flush.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.publish("events.agent.stop", "")?;
+    /// client.close().await; // the publish is written before the goodbye
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         let _ = self.push(Frame {
             kind: Some(Kind::Goodbye(proto::Goodbye {

@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::error::{Refused, RequestError};
-use super::{Answer, CallFailure, Client, Message, lock, publish_refusal};
-use crate::names::ClientId;
+use super::error::{PublishError, Refused, RequestError};
+use super::{Answer, Body, CallFailure, Client, Message, lock, publish_refusal};
+use crate::names::{ClientId, IntoName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::Topic;
 
@@ -32,6 +31,11 @@ impl PendingRequest {
     }
 
     /// Waits for the reply, until the timeout given to `submit` runs out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: it consumes the pending request, so a cancelled wait
+    /// loses the reply (the request itself goes on; [`Client::cancel`] stops it).
     pub async fn reply(self) -> Result<Message, RequestError> {
         let answer = match tokio::time::timeout_at(self.deadline, self.reply).await {
             Ok(Ok(answer)) => Ok(answer),
@@ -43,39 +47,113 @@ impl PendingRequest {
 }
 
 impl Client {
-    /// Sends a request and waits up to `timeout` for one reply.
+    /// Sends a request and waits up to `timeout` for one reply: from one
+    /// member of a queue group on the topic, or from the first plain
+    /// subscriber that answers.
     ///
     /// Fails at once with [`RequestError::NoResponders`] when nobody subscribes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once polled, the request is on its way and may be
+    /// worked on; a cancelled call only drops the reply.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let reply = client
+    ///     .request("control.collector.task.process", "{}", Duration::from_secs(5))
+    ///     .await?;
+    /// println!("{} answered {:?}", reply.source(), reply.payload());
+    /// # Ok(()) }
+    /// ```
     pub async fn request(
         &self,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
+        topic: impl IntoName<Topic>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, String::new())
+        let topic = topic.into_name().map_err(PublishError::from)?;
+        self.request_to(&topic, body.into(), timeout, String::new())
             .await
     }
 
-    /// Sends a request to one connected client and waits up to `timeout` for its reply.
+    /// Sends `request` encoded as JSON and decodes the reply's JSON payload,
+    /// like [`request`](Self::request).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, like [`request`](Self::request).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// #[derive(serde::Serialize)]
+    /// struct Resize<'a> { image: &'a str, width: u32 }
+    /// #[derive(serde::Deserialize)]
+    /// struct Resized { bytes: u64 }
+    /// let done: Resized = client
+    ///     .request_json("jobs.resize", &Resize { image: "a.png", width: 64 }, Duration::from_secs(5))
+    ///     .await?;
+    /// println!("{} bytes", done.bytes);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub async fn request_json<Req, Resp>(
+        &self,
+        topic: impl IntoName<Topic>,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: serde::Serialize + ?Sized,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let topic = topic.into_name().map_err(PublishError::from)?;
+        let body = Body::json(request).map_err(|e| PublishError::Json(e.into()))?;
+        let reply = self
+            .request_to(&topic, body, timeout, String::new())
+            .await?;
+        reply.json().map_err(|e| RequestError::Json(e.into()))
+    }
+
+    /// Sends a request to one connected client and waits up to `timeout` for
+    /// its reply; the client answers it from its
+    /// [`direct_deliveries`](Self::direct_deliveries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, like [`request`](Self::request).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let pong = client
+    ///     .request_direct("procmond-1", "control.ping", "", Duration::from_secs(1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn request_direct(
         &self,
-        target: &ClientId,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
+        target: impl IntoName<ClientId>,
+        topic: impl IntoName<Topic>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.request_to(topic, payload.into(), timeout, target.as_str().to_owned())
+        let target = target.into_name().map_err(RequestError::InvalidClientId)?;
+        let topic = topic.into_name().map_err(PublishError::from)?;
+        self.request_to(&topic, body.into(), timeout, target.as_str().to_owned())
             .await
     }
 
     async fn request_to(
         &self,
         topic: &Topic,
-        payload: Bytes,
+        body: Body,
         timeout: Duration,
         target_client: String,
     ) -> Result<Message, RequestError> {
-        let message = self.envelope(topic.as_str(), payload)?;
+        let message = self.envelope(topic.as_str(), body)?;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let answer = self
             .call(timeout, |seq| {
@@ -85,6 +163,7 @@ impl Client {
                     message: Some(message),
                     target_client,
                     timeout_ms,
+                    ..Default::default()
                 })
             })
             .await;
@@ -93,13 +172,29 @@ impl Client {
 
     /// Sends a request and returns once the broker has accepted it, with its
     /// message id; the reply is awaited with [`PendingRequest::reply`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once polled, the request is on its way.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let pending = client.submit("jobs.scan", "/home", Duration::from_secs(60)).await?;
+    /// let id = pending.message_id();
+    /// // ... the user changed their mind:
+    /// client.cancel(id).await?;
+    /// assert!(pending.reply().await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn submit(
         &self,
-        topic: &Topic,
-        payload: impl Into<Bytes>,
+        topic: impl IntoName<Topic>,
+        body: impl Into<Body>,
         timeout: Duration,
     ) -> Result<PendingRequest, RequestError> {
-        let message = self.envelope(topic.as_str(), payload.into())?;
+        let topic = topic.into_name().map_err(PublishError::from)?;
+        let message = self.envelope(topic.as_str(), body.into())?;
         let deadline = tokio::time::Instant::now() + timeout;
         let seq = self.next_seq();
         let (accept_tx, accept_rx) = oneshot::channel();
@@ -117,6 +212,7 @@ impl Client {
                 message: Some(message),
                 target_client: String::new(),
                 timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                ..Default::default()
             })),
         };
         if self.is_closed() || self.push_now(frame).is_err() {
@@ -125,14 +221,14 @@ impl Client {
         }
         let accepted = match tokio::time::timeout_at(deadline, accept_rx).await {
             Ok(Ok(Answer::Ok(message_id))) => Ok(message_id),
-            Ok(Ok(other)) => Err(request_outcome(topic, Ok(other)).err()),
+            Ok(Ok(other)) => Err(request_outcome(&topic, Ok(other)).err()),
             Ok(Err(_)) => Err(Some(RequestError::Closed)),
             Err(_) => Err(Some(RequestError::Timeout(timeout))),
         };
         match accepted {
             Ok(message_id) => Ok(PendingRequest {
                 message_id,
-                topic: topic.clone(),
+                topic,
                 reply: reply_rx,
                 deadline,
                 timeout,

@@ -1,15 +1,20 @@
-//! Subscription streams, and deliveries that must be settled.
+//! Subscribing: plain subscriptions (every matching message), queue-group
+//! memberships and the direct inbox (one member gets each message, to settle).
 
+use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_core::Stream;
 
-use super::error::AckError;
-use super::mailbox::Inbox;
-use super::{Client, Message};
-use crate::proto::{self, Frame, frame::Kind};
+use super::delivery::Delivery;
+use super::error::{Refused, SubscribeError};
+use super::mailbox::{Inbox, Mailbox};
+use super::{Answer, CallFailure, Client, Message, SubEntry, lock};
+use crate::names::{GroupName, IntoName};
+use crate::proto::{self, ErrorCode, Frame, frame::Kind};
+use crate::topic::TopicFilter;
 
 /// What the reader hands a subscription: the message and, for queue and direct
 /// deliveries, the id to settle it with.
@@ -27,17 +32,37 @@ impl super::mailbox::Weigh for Incoming {
     }
 }
 
-/// A plain subscription: a `Stream` of every message matching its filter.
+/// A plain subscription: every message matching its filter, from
+/// [`next`](Self::next) or as a [`Stream`].
 ///
 /// Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    pub(crate) sid: u64,
-    pub(crate) inbox: Inbox<Incoming>,
-    pub(crate) client: Client,
+    sid: u64,
+    inbox: Inbox<Incoming>,
+    client: Client,
 }
 
 impl Subscription {
+    /// The next message; `None` once the client is closed for good.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken only when this returns it, so using it
+    /// in a `select!` loses nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut events = client.subscribe("events.#").await?;
+    /// while let Some(event) = events.next().await {
+    ///     println!("{}: {:?}", event.topic(), event.payload());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn next(&mut self) -> Option<Message> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
     /// Messages evicted because this subscription fell too far behind.
     pub fn dropped(&self) -> u64 {
         self.inbox.dropped()
@@ -58,15 +83,37 @@ impl Drop for Subscription {
     }
 }
 
-/// A queue-group membership (or the direct-delivery inbox): a `Stream` of
-/// [`Delivery`] values, each to be acked, nacked or replied to.
+/// A queue-group membership (or the direct-delivery inbox): [`Delivery`]
+/// values, each to be acked, nacked or replied to, from [`next`](Self::next)
+/// or as a [`Stream`].
 ///
 /// Dropping it leaves the group; unsettled deliveries go back to the queue.
 #[derive(Debug)]
 pub struct QueueSubscription {
-    pub(crate) sid: u64,
-    pub(crate) inbox: Inbox<Incoming>,
-    pub(crate) client: Client,
+    sid: u64,
+    inbox: Inbox<Incoming>,
+    client: Client,
+}
+
+impl QueueSubscription {
+    /// The next delivery; `None` once the client is closed for good.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`Subscription::next`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tasks = client.queue_subscribe("jobs.resize", "resizers", 4).await?;
+    /// while let Some(task) = tasks.next().await {
+    ///     // ... do the work ...
+    ///     task.ack()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn next(&mut self) -> Option<Delivery> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
 }
 
 impl Stream for QueueSubscription {
@@ -87,12 +134,7 @@ impl Stream for QueueSubscription {
                 }
                 other => {
                     return other.map(|o| {
-                        o.map(|i| Delivery {
-                            delivery_id: i.delivery_id,
-                            epoch: i.epoch,
-                            message: i.message,
-                            client: client.clone(),
-                        })
+                        o.map(|i| Delivery::new(i.delivery_id, i.epoch, i.message, client.clone()))
                     });
                 }
             }
@@ -106,94 +148,203 @@ impl Drop for QueueSubscription {
     }
 }
 
-/// A message held by this client until it is settled.
-///
-/// Settle it with [`ack`](Self::ack), [`nack`](Self::nack) or
-/// [`reply`](Self::reply) (a reply counts as an ack). Until then it counts against
-/// the subscription's prefetch.
-#[derive(Debug)]
-pub struct Delivery {
-    delivery_id: u64,
-    epoch: u64,
-    message: Message,
-    client: Client,
+/// Forgets a subscription whose `subscribe` call did not complete (cancelled
+/// or timed out), so it is neither kept locally nor restored after a
+/// reconnect; the broker is told too, in case it registered it meanwhile.
+struct PendingSubscription<'a> {
+    client: &'a Client,
+    sid: Option<u64>,
 }
 
-impl Delivery {
-    /// The message.
-    pub fn message(&self) -> &Message {
-        &self.message
+impl PendingSubscription<'_> {
+    /// The subscription is registered, or was refused (nothing to undo on the
+    /// broker): keep it, or forget it here only.
+    fn settle(mut self) -> u64 {
+        self.sid.take().expect("settled once")
+    }
+}
+
+impl Drop for PendingSubscription<'_> {
+    fn drop(&mut self) {
+        if let Some(sid) = self.sid {
+            self.client.forget_subscription(sid);
+        }
+    }
+}
+
+impl Client {
+    /// Subscribes to every message matching `filter` (`+` one segment, `#`
+    /// trailing segments); the broker has registered the subscription when
+    /// this returns, so nothing published after it is missed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelled before it returns, the subscription is dropped
+    /// on both sides and not restored after a reconnect.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut starts = client.subscribe("events.+.start").await?;
+    /// if let Some(message) = starts.next().await {
+    ///     println!("{} from {}", message.topic(), message.source());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(
+        &self,
+        filter: impl IntoName<TopicFilter>,
+    ) -> Result<Subscription, SubscribeError> {
+        let filter = filter.into_name()?;
+        let (sid, mailbox) = self.open_subscription(&filter, None, 0).await?;
+        Ok(Subscription {
+            sid,
+            inbox: Inbox::new(mailbox),
+            client: self.clone(),
+        })
     }
 
-    /// Whether the broker cancelled this message, took it back after its ack
-    /// timeout, or took it back because the connection it came on ended (or
-    /// this client went silent past the heartbeat limit): its result will be
-    /// discarded, so the work may stop.
-    pub fn is_cancelled(&self) -> bool {
-        !self.client.holds(self.epoch) || self.client.was_cancelled(self.message.id())
+    /// Joins queue group `group` on `filter`: each matching message goes to one
+    /// member, which settles it ([`Delivery::ack`], [`Delivery::nack`],
+    /// [`Delivery::reply`]). At most `prefetch` deliveries are held unsettled
+    /// at once (0: the broker's default).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`subscribe`](Self::subscribe).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tasks = client.queue_subscribe("control.collector.task.process", "process", 4).await?;
+    /// while let Some(task) = tasks.next().await {
+    ///     task.reply("done")?; // a reply also acks
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_subscribe(
+        &self,
+        filter: impl IntoName<TopicFilter>,
+        group: impl IntoName<GroupName>,
+        prefetch: u32,
+    ) -> Result<QueueSubscription, SubscribeError> {
+        let filter = filter.into_name()?;
+        let group = group.into_name().map_err(SubscribeError::InvalidGroup)?;
+        let (sid, mailbox) = self
+            .open_subscription(&filter, Some(&group), prefetch)
+            .await?;
+        Ok(QueueSubscription {
+            sid,
+            inbox: Inbox::new(mailbox),
+            client: self.clone(),
+        })
     }
 
-    /// The broker's id for this delivery.
-    pub fn delivery_id(&self) -> u64 {
-        self.delivery_id
+    /// The stream of messages sent directly to this client. Only one may be open;
+    /// without one, direct sends are handed back to the broker (nacked) and a
+    /// requester waiting on one gets `NoResponders` at once. At most
+    /// `max_direct_in_flight` (broker config) direct messages are unsettled at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut inbox = client.direct_deliveries();
+    /// while let Some(delivery) = inbox.next().await {
+    ///     if delivery.message().is_request() {
+    ///         delivery.reply("pong")?;
+    ///     } else {
+    ///         delivery.ack()?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn direct_deliveries(&self) -> QueueSubscription {
+        let options = &self.inner().options;
+        let mailbox = Arc::new(Mailbox::new(options.subscription_capacity, usize::MAX));
+        let entry = SubEntry {
+            mailbox: mailbox.clone(),
+            restore: None,
+        };
+        if let Some(old) = lock(&self.inner().subs).insert(0, entry) {
+            old.mailbox.close();
+        }
+        QueueSubscription {
+            sid: 0,
+            inbox: Inbox::new(mailbox),
+            client: self.clone(),
+        }
     }
 
-    /// Acknowledges, without waiting for the broker.
-    pub fn ack(&self) -> Result<(), AckError> {
-        self.client
-            .push_now(Frame {
-                kind: Some(Kind::Ack(proto::Ack {
-                    delivery_id: self.delivery_id,
-                    seq: 0,
-                })),
+    async fn open_subscription(
+        &self,
+        filter: &TopicFilter,
+        group: Option<&GroupName>,
+        prefetch: u32,
+    ) -> Result<(u64, Arc<Mailbox<Incoming>>), SubscribeError> {
+        let sid = self.next_seq();
+        let capacity = match group {
+            // Credit bounds queue deliveries; leave room for the whole window.
+            Some(_) if prefetch > 0 => prefetch as usize + 1,
+            // The broker grants its default prefetch, unknown here: size for the most.
+            Some(_) => self.inner().options.subscription_capacity,
+            None => self.inner().options.subscription_capacity,
+        };
+        let max_bytes = match group {
+            // Credit bounds queue deliveries; their bytes are bounded by the frame size.
+            Some(_) => usize::MAX,
+            None => self.inner().options.subscription_bytes,
+        };
+        let mailbox = Arc::new(Mailbox::new(capacity, max_bytes));
+        let spec = proto::Subscribe {
+            seq: 0,
+            sid,
+            filter: filter.as_str().to_owned(),
+            group: group.map(|g| g.as_str().to_owned()).unwrap_or_default(),
+            prefetch,
+        };
+        let entry = SubEntry {
+            mailbox: mailbox.clone(),
+            restore: Some(spec.clone()),
+        };
+        lock(&self.inner().subs).insert(sid, entry);
+        let pending = PendingSubscription {
+            client: self,
+            sid: Some(sid),
+        };
+        let timeout = self.inner().options.request_timeout;
+        let answer = self
+            .call(timeout, |seq| {
+                Kind::Subscribe(proto::Subscribe { seq, ..spec })
             })
-            .map_err(|_| AckError::Closed)
+            .await;
+        let refusal = match answer {
+            Ok(Answer::Ok(_)) => {
+                pending.settle();
+                return Ok((sid, mailbox));
+            }
+            Ok(Answer::Error(e)) => Refused::from(e),
+            // Timed out or lost: the broker may still register it; `pending`
+            // unsubscribes when dropped.
+            Ok(_) | Err(CallFailure::Closed) => return Err(SubscribeError::Closed),
+            Err(CallFailure::Timeout(t)) => return Err(SubscribeError::Timeout(t)),
+        };
+        // Refused: nothing registered on the broker, forget it here only.
+        pending.settle();
+        lock(&self.inner().subs).remove(&sid);
+        Err(match refusal.code {
+            ErrorCode::SubscriptionLimit => SubscribeError::Limit {
+                max: refusal.detail_usize("max_subscriptions"),
+            },
+            _ => SubscribeError::Refused(refusal),
+        })
     }
 
-    /// Acknowledges and waits for the broker to confirm it still held the delivery.
-    pub async fn ack_confirmed(&self) -> Result<(), AckError> {
-        let delivery_id = self.delivery_id;
-        self.client
-            .settle_confirmed(delivery_id, |seq| {
-                Kind::Ack(proto::Ack { delivery_id, seq })
-            })
-            .await
-    }
-
-    /// Hands the message back: requeued for another attempt, or discarded.
-    pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
-        let delivery_id = self.delivery_id;
-        self.client
-            .settle_confirmed(delivery_id, |seq| {
-                Kind::Nack(proto::Nack {
-                    delivery_id,
-                    requeue,
-                    seq,
-                })
-            })
-            .await
-    }
-
-    /// Replies to a request, which also acknowledges the delivery.
-    pub fn reply(&self, payload: impl Into<Bytes>) -> Result<(), AckError> {
-        if !self.message.is_request() {
-            return Err(AckError::NotARequest {
-                message_id: self.message.id(),
+    /// Drops a subscription locally and tells the broker (without waiting).
+    pub(super) fn forget_subscription(&self, sid: u64) {
+        if let Some(entry) = lock(&self.inner().subs).remove(&sid) {
+            entry.mailbox.close();
+        }
+        if sid != 0 {
+            let _ = self.push(Frame {
+                kind: Some(Kind::Unsubscribe(proto::Unsubscribe { seq: 0, sid })),
             });
         }
-        self.client
-            .push_now(Frame {
-                kind: Some(Kind::Reply(proto::Reply {
-                    correlation_id: self.message.correlation_id(),
-                    delivery_id: self.delivery_id,
-                    message: Some(Box::new(proto::Envelope {
-                        topic: self.message.topic().to_owned(),
-                        payload: payload.into(),
-                        ..Default::default()
-                    })),
-                    seq: 0,
-                })),
-            })
-            .map_err(|_| AckError::Closed)
     }
 }

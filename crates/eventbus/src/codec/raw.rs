@@ -12,6 +12,7 @@
 //! numbers, valid UTF-8 strings, no headers, a plain fire-and-forget mode, no
 //! direct target); anything else returns `None` and takes the decoding path.
 
+#[cfg(any(feature = "client", feature = "broker"))]
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -19,12 +20,20 @@ use bytes::{Bytes, BytesMut};
 use super::WIRE_VERSION;
 use crate::topic::Topic;
 
+#[cfg(feature = "client")]
 mod deliver;
+#[cfg(feature = "broker")]
 mod scan;
+// Built by the broker only; the outbound queue, which the client shares,
+// names the types.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
 mod stamped;
 
+#[cfg(feature = "client")]
 pub(crate) use deliver::{WireEnvelope, decode_deliver};
+#[cfg(feature = "broker")]
 pub(crate) use scan::{RawPublish, RawReply, scan_publish, scan_reply};
+#[cfg(feature = "broker")]
 pub(crate) use stamped::{ReplyStamp, Stamped};
 pub use stamped::{StampedDeliver, StampedReply};
 
@@ -34,11 +43,13 @@ const VARINT: u8 = 0;
 const LEN: u8 = 2;
 
 /// A reader over protobuf fields that refuses anything malformed.
+#[cfg(any(feature = "client", feature = "broker"))]
 struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
+#[cfg(any(feature = "client", feature = "broker"))]
 impl<'a> Fields<'a> {
     fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
@@ -147,6 +158,7 @@ impl<'a> Fields<'a> {
 
 /// Where the message of a frame body is, if `field` (length-delimited) is
 /// the body's only field.
+#[cfg(any(feature = "client", feature = "broker"))]
 fn only_field(body: &[u8], field: u64) -> Option<Range<usize>> {
     let mut frame = Fields::new(body);
     if frame.key()? != Some((field, LEN)) {

@@ -41,6 +41,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                 message: Some(Box::new(message)),
                 target_client,
                 timeout_ms: 0,
+                ..Default::default()
             })
         ),
         (any::<u64>(), any::<u64>(), envelope()).prop_map(|(sid, delivery_id, message)| {

@@ -23,8 +23,12 @@ pub use reader::{FrameReader, ReadError};
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What happens when a bounded buffer is full and one more message arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    any(feature = "serde", feature = "broker"),
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
     /// Evict the oldest buffered message to make room; counted as dropped.

@@ -94,6 +94,8 @@ pub struct QuotaOverrides {
     pub max_queued_bytes: Option<usize>,
     /// Most subscriptions (see `max_subscriptions_per_client`).
     pub max_subscriptions: Option<usize>,
+    /// See [`QuotaConfig::max_concurrent_gathers`].
+    pub max_concurrent_gathers: Option<usize>,
 }
 
 /// Why an auth file is unusable.
@@ -153,6 +155,7 @@ pub(crate) struct Quotas {
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub max_subscriptions: usize,
+    pub max_concurrent_gathers: usize,
 }
 
 impl Quotas {
@@ -169,6 +172,9 @@ impl Quotas {
                 .unwrap_or(defaults.max_queued_messages),
             max_queued_bytes: o.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
             max_subscriptions: o.max_subscriptions.unwrap_or(max_subscriptions),
+            max_concurrent_gathers: o
+                .max_concurrent_gathers
+                .unwrap_or(defaults.max_concurrent_gathers),
         }
     }
 }

@@ -88,6 +88,9 @@ pub(super) struct Conn {
     /// Direct messages it sent that are not settled (quota
     /// `max_direct_unsettled`).
     pub direct_sent: usize,
+    /// Gathers it started that are not done (quota
+    /// `max_concurrent_gathers`).
+    pub gathers: usize,
 }
 
 /// A client id's resume token (see `Hello.resume_token`).
@@ -147,6 +150,7 @@ impl Connections {
                 direct_in_flight: 0,
                 pending_requests: 0,
                 direct_sent: 0,
+                gathers: 0,
             },
         );
         id

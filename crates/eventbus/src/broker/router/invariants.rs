@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::gather::RecipientState;
 use super::usage::Held;
 use super::{Router, Target};
 use crate::broker::ids::{ConnId, GroupId, SubscriptionId};
@@ -16,6 +17,8 @@ impl Router {
         self.check_in_flight()?;
         self.check_queues()?;
         self.check_quotas()?;
+        self.check_gathers()?;
+        self.check_observer();
         if self.requests.len() > self.config.max_pending_requests {
             return Err(format!(
                 "{} requests pending, over the bound {}",
@@ -95,7 +98,11 @@ impl Router {
 
     /// Quota counters agree with what they count.
     fn check_quotas(&self) -> Result<(), String> {
-        let requests = self.requests.per_requester();
+        let mut requests = self.requests.per_requester();
+        // Result waiters count as pending requests.
+        for conn in self.results.waiting_conns() {
+            *requests.entry(conn).or_default() += 1;
+        }
         let mut direct: HashMap<ConnId, usize> = HashMap::new();
         let mut held: HashMap<ClientId, Held> = HashMap::new();
         for (_, f) in self.in_flight.iter() {
@@ -154,6 +161,37 @@ impl Router {
                 "usage total {:?}, queues hold {total:?}",
                 self.usage.total()
             ));
+        }
+        Ok(())
+    }
+
+    fn check_gathers(&self) -> Result<(), String> {
+        let mut started: HashMap<ConnId, usize> = HashMap::new();
+        for (token, g) in self.gathers.iter() {
+            *started.entry(g.requester).or_default() += 1;
+            let pending = g
+                .recipients
+                .iter()
+                .filter(|r| r.state == RecipientState::Pending)
+                .count();
+            if pending != g.pending || pending == 0 {
+                return Err(format!(
+                    "gather {token} counts {} pending, has {pending} (a done gather is gone)",
+                    g.pending
+                ));
+            }
+            if self.conns.get(g.requester).is_none() {
+                return Err(format!("gather {token} outlived its requester"));
+            }
+        }
+        for (conn, c) in self.conns.iter() {
+            let n = started.get(&conn).copied().unwrap_or(0);
+            if c.gathers != n {
+                return Err(format!(
+                    "{} counts {} gathers, has {n}",
+                    c.client_id, c.gathers
+                ));
+            }
         }
         Ok(())
     }

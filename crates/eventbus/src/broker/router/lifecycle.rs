@@ -165,6 +165,8 @@ impl Router {
         });
         // Its first heartbeat comes before its first limit (misses ≥ 1).
         self.schedule.due_by(now + interval);
+        self.log_connected(id);
+        self.observe_connected(id);
         Ok((id, welcome))
     }
 
@@ -178,7 +180,7 @@ impl Router {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        tracing::debug!(client = %c.client_id, %reason, "closing connection");
+        tracing::info!(client = %c.client_id, %reason, "client disconnected");
         let sids: Vec<_> = c.subs.keys().copied().collect();
         let capabilities = std::mem::take(&mut c.capabilities);
         for sid in sids {
@@ -189,6 +191,9 @@ impl Router {
             self.hand_over_direct(&capabilities, f.into_queued(), reason);
         }
         self.requests.forget_requester(conn);
+        self.results.forget(conn);
+        self.gathers_on_disconnect(conn);
+        self.observe_disconnected(conn, reason);
         let c = self.conns.remove(conn).expect("checked above");
         let _ = c.out.push(Frame {
             kind: Some(Kind::Goodbye(proto::Goodbye {
@@ -250,6 +255,20 @@ impl Router {
             c.counters.dropped,
             c.out.depth()
         ));
+        self.observe_slow_consumer(conn);
+    }
+
+    /// Logs a registration at info: who, as whom, from which process.
+    fn log_connected(&self, conn: ConnId) {
+        if let Some(c) = self.conns.get(conn) {
+            tracing::info!(
+                client = %c.client_id,
+                kind = c.kind,
+                identity = c.principal.name,
+                pid = c.pid,
+                "client connected"
+            );
+        }
     }
 
     /// Periodic work at `now`: heartbeats out, dead peers, expired requests
@@ -290,6 +309,13 @@ impl Router {
         if let Some(d) = self.in_flight.next_deadline() {
             next = next.min(d);
         }
+        self.expire_gathers();
+        if let Some(d) = self.gathers.next_deadline() {
+            next = next.min(d);
+        }
+        if let Some(d) = self.expire_results() {
+            next = next.min(d);
+        }
         self.reap();
         self.schedule.planned(now, next)
     }
@@ -315,10 +341,14 @@ impl Router {
             self.usage.add(&queued.message.source, queued.size);
             if max > 0 && queued.message.attempt >= max {
                 group.counters.accepted += 1;
+                self.journal_accepted(gid, &queued, false);
                 let reason = format!("{reason}; {max} attempts used");
                 self.dead_letter(gid, queued, &reason);
             } else {
-                group.adopt(queued);
+                self.journal_accepted(gid, &queued, true);
+                if let Some(group) = self.queues.get_mut(gid) {
+                    group.adopt(queued);
+                }
             }
             self.pump(gid);
         } else {

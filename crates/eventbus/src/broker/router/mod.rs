@@ -22,18 +22,23 @@
 
 mod connections;
 mod counters;
+mod durable;
 mod fanout;
+mod gather;
 mod in_flight;
 #[cfg(any(test, fuzzing))]
 mod invariants;
 mod lifecycle;
+pub(crate) mod observe;
 mod publish;
 mod queues;
 mod requests;
+mod results;
 mod schedule;
 mod settle;
 mod stats;
 mod subscribe;
+mod sys_stats;
 #[cfg(any(test, fuzzing))]
 mod tests;
 mod usage;
@@ -44,9 +49,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connections::Connections;
 use counters::{TopicCounters, Totals};
+use durable::Durable;
+use gather::Gathers;
 use in_flight::InFlightTable;
 use queues::Queues;
 use requests::{Requests, Responders};
+use results::Results;
 use schedule::Schedule;
 use usage::Usage;
 
@@ -56,8 +64,10 @@ pub use tests::model as fuzz_model;
 
 use super::command::{Command, Inbound, Publish};
 use super::config::BrokerConfig;
+use super::confirm::Held;
 use super::effects::Effects;
 use super::ids::{ConnId, GroupId, Ids, Seq, SubscriptionId, Tokens};
+use super::journal::{Journal, Recovered};
 use super::refusal::{DisconnectReason, Refusal, StatsRefusal};
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::SubscriptionIndex;
@@ -130,6 +140,14 @@ pub(crate) struct Router {
     queues: Queues,
     in_flight: InFlightTable,
     requests: Requests,
+    gathers: Gathers,
+    /// The journal of durable queues, if any queue may be durable.
+    durable: Option<Durable>,
+    /// Confirmations of durable publishes waiting for their records, handed
+    /// to the caller by `finish`.
+    held: Vec<Held>,
+    /// Replies to durable requests, kept for `Client::result`.
+    results: Results,
     totals: Totals,
     topics: TopicCounters,
     /// What messages in queue groups add up to, per publisher and in all.
@@ -153,17 +171,23 @@ pub(crate) struct Router {
     slow_announcements: Vec<String>,
     draining: bool,
     started: Instant,
+    /// What a monitor records; `None` (no cost) unless one is attached.
+    observer: Option<Box<observe::Observer>>,
 }
 
 impl Router {
     pub fn new(config: Arc<BrokerConfig>, now: Instant) -> Self {
         Self {
+            results: Results::new(&config.durability),
             config,
             conns: Connections::default(),
             index: SubscriptionIndex::new(),
             queues: Queues::default(),
             in_flight: InFlightTable::default(),
             requests: Requests::default(),
+            gathers: Gathers::default(),
+            durable: None,
+            held: Vec::new(),
             totals: Totals::default(),
             topics: TopicCounters::default(),
             usage: Usage::default(),
@@ -178,7 +202,21 @@ impl Router {
             slow_announcements: Vec::new(),
             draining: false,
             started: now,
+            observer: None,
         }
+    }
+
+    /// Journals the durable queues in `journal`, after restoring what it
+    /// `recovered`: before the broker serves anyone.
+    pub fn attach_journal(&mut self, journal: Journal, recovered: &Recovered) {
+        self.durable = Some(Durable::new(journal));
+        self.restore(recovered);
+        self.reserve_ids();
+    }
+
+    /// Lets go of the journal (to close it once nothing else holds it).
+    pub fn detach_journal(&mut self) -> Option<Journal> {
+        self.durable.take().map(Durable::into_journal)
     }
 
     /// What wakes the ticker when something falls due sooner than planned.
@@ -215,6 +253,7 @@ impl Router {
         };
         let (seq, result): (Seq, Result<(), Refusal>) = match command {
             Command::Publish(p) => return self.publish_or_refuse(conn, p),
+            Command::Gather(g) => (g.seq, self.gather(conn, g).map_err(Into::into)),
             Command::Subscribe(s) => (s.seq, self.subscribe(conn, s).map_err(Into::into)),
             Command::Unsubscribe { seq, sid } => (seq, self.unsubscribe(conn, seq, sid)),
             Command::Settle { delivery, how, seq } => (
@@ -228,6 +267,10 @@ impl Router {
                 (seq, self.cancel(conn, message, seq).map_err(Into::into))
             }
             Command::Stats { seq } => (seq, self.send_stats(conn, seq)),
+            Command::Result { seq, message, wait } => (
+                seq,
+                self.result(conn, seq, message, wait).map_err(Into::into),
+            ),
             Command::Heartbeat => (Seq::NONE, Ok(())),
             Command::Goodbye => {
                 self.disconnect(conn, DisconnectReason::Goodbye);
@@ -245,6 +288,8 @@ impl Router {
     /// outbound queues to flush once the lock is released.
     pub fn finish(&mut self, effects: &mut Effects) {
         self.reap();
+        self.reserve_ids();
+        effects.held.append(&mut self.held);
         self.conns.take_touched(&mut effects.flush);
     }
 

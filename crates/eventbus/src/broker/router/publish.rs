@@ -17,6 +17,7 @@ use crate::names::ClientId;
 use crate::topic::Topic;
 
 use super::counters::TopicCount;
+use crate::broker::journal::{Counter, Outcome};
 
 impl Router {
     /// Publishes, telling the publisher if it is refused; a publish that must
@@ -70,6 +71,7 @@ impl Router {
         if self.draining {
             return Err(PublishRefusal::ShuttingDown);
         }
+        self.durable_begin();
         if p.mode == Mode::FireAndForget && p.target.is_none() && self.fan_out(conn, &p) {
             return Ok(None);
         }
@@ -124,7 +126,9 @@ impl Router {
             self.schedule.due_by(deadline);
         }
         if mode.is_confirmed() {
-            self.conns.send(conn, ok(seq, id.get()));
+            self.confirm_publish(conn, seq, ok(seq, id.get()));
+        } else {
+            self.durable_unconfirmed();
         }
         Ok(None)
     }
@@ -311,6 +315,11 @@ impl Router {
         {
             return Some(refusal);
         }
+        if groups > 0
+            && let Some(refusal) = self.refusal_to_journal(targets, msg)
+        {
+            return Some(refusal);
+        }
         for target in targets {
             let (limit, receiver) = match *target {
                 Target::Plain { conn, .. } => match self.conns.get(conn) {
@@ -326,6 +335,7 @@ impl Router {
                     if refuses && g.is_full_for(size) {
                         // As `enqueue` would decide; counted as rejected.
                         let (filter, group, max_len) = g.reject();
+                        self.journal_counted(gid, Counter::Rejected);
                         return Some(PublishRefusal::QueueFull {
                             topic: topic.clone(),
                             filter,
@@ -401,28 +411,46 @@ impl Router {
         topic: &Topic,
         message: Queued,
     ) -> Result<(), PublishRefusal> {
+        let journaled = self.durable_ref(gid).is_some();
+        if journaled && !self.make_disk_room(gid, &message) {
+            self.totals.dropped += 1;
+            return Ok(());
+        }
+        let accepted = journaled.then(|| message.clone());
         let group = self.queues.get_mut(gid).expect("indexed groups exist");
         let (source, size) = (message.message.source.clone(), message.size);
+        let id = MessageId::new(message.message.id);
         match group.enqueue(message) {
-            Enqueued::Queued => self.usage.add(&source, size),
+            Enqueued::Queued => {
+                self.usage.add(&source, size);
+                self.observe_queued(gid, topic, id, &source, &[]);
+            }
             Enqueued::EvictedOldest(evicted) => {
                 self.usage.add(&source, size);
-                for m in evicted {
+                for m in &evicted {
                     self.usage.remove(&m.message.source, m.size);
+                    self.journal_settled(gid, m.message.id, Outcome::Evicted);
                 }
+                self.observe_queued(gid, topic, id, &source, &evicted);
             }
             Enqueued::DroppedIncoming => {
                 self.totals.dropped += 1;
+                self.journal_counted(gid, Counter::Dropped);
                 return Ok(());
             }
             Enqueued::Rejected => {
-                return Err(PublishRefusal::QueueFull {
+                let refusal = PublishRefusal::QueueFull {
                     topic: topic.clone(),
                     filter: group.filter.to_string(),
                     group: group.name.to_string(),
                     max_len: group.policy().max_len,
-                });
+                };
+                self.journal_counted(gid, Counter::Rejected);
+                return Err(refusal);
             }
+        }
+        if let Some(m) = accepted {
+            self.journal_accepted(gid, &m, false);
         }
         self.pump(gid);
         Ok(())
@@ -437,6 +465,7 @@ impl Router {
             };
             dispatched = true;
             let delivery = self.ids.delivery();
+            self.journal_delivered(gid, message.message.id, message.message.attempt);
             self.send_delivery(conn, sid, delivery, Some(gid), message, None);
         }
         if dispatched {
@@ -472,6 +501,7 @@ impl Router {
         if let Some(d) = deadline {
             self.schedule.due_by(d);
         }
+        self.observe_dispatched(conn, delivery, group, &message);
         self.in_flight.insert(
             delivery,
             InFlight {

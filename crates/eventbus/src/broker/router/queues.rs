@@ -117,6 +117,13 @@ impl Queues {
         self.groups.values().find_map(|g| g.find_waiting(id))
     }
 
+    /// Message `id` and its group, if it waits in a queue.
+    pub fn find_waiting_in(&self, id: MessageId) -> Option<(GroupId, &crate::codec::raw::Stamped)> {
+        self.groups
+            .iter()
+            .find_map(|(&gid, g)| g.find_waiting(id).map(|m| (gid, m)))
+    }
+
     /// Removes message `id` from a queue it waits in, if any; returns the
     /// group and the message.
     pub fn remove_waiting(&mut self, id: MessageId) -> Option<(GroupId, Queued)> {

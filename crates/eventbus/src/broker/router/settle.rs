@@ -1,13 +1,16 @@
 //! Settling deliveries: acks, nacks, replies, cancellation, ack timeouts,
 //! redelivery and dead letters.
 
+use super::gather::GatherReplyError;
 use super::in_flight::InFlight;
 use super::{DEAD_LETTER_PREFIX, Router, ok};
 use crate::broker::command::{Reply, Settlement};
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, Seq};
+use crate::broker::journal::{Counter, Outcome};
+use crate::broker::monitor::AttemptEnd;
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{CancelRefusal, Refusal, ReplyRefusal, RequestFailure, SettleRefusal};
-use crate::codec::raw::StampedReply;
+use crate::codec::raw::{ReplyStamp, StampedReply};
 use crate::framed::Outgoing;
 use crate::proto::{self, Frame, frame::Kind};
 use crate::topic::Topic;
@@ -25,6 +28,7 @@ impl Router {
             .remove_held(delivery, conn)
             .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
         self.release(&f);
+        self.observe_settled(&f, how == Settlement::Ack, how == Settlement::Requeue);
         if how == Settlement::Ack
             && let Some(c) = self.conns.get_mut(conn)
         {
@@ -47,9 +51,13 @@ impl Router {
         if let Some(group) = self.queues.get_mut(gid) {
             group.settle(conn, f.sid, how == Settlement::Ack);
             match how {
-                Settlement::Ack => self.usage.remove(&f.message.source, f.size),
-                Settlement::Requeue => self.redeliver(gid, f.into_queued(), "nacked"),
+                Settlement::Ack => {
+                    self.usage.remove(&f.message.source, f.size);
+                    self.journal_settled(gid, f.message.id, Outcome::Acked);
+                }
+                Settlement::Requeue => self.redeliver(gid, f.into_queued(), Taken::Nacked),
                 Settlement::Reject => {
+                    self.journal_counted(gid, Counter::Nacked);
                     self.dead_letter(gid, f.into_queued(), "rejected by the consumer");
                 }
             }
@@ -64,6 +72,22 @@ impl Router {
     /// plain subscriber it was copied to.
     pub(super) fn reply(&mut self, conn: ConnId, r: Reply) -> Result<(), ReplyRefusal> {
         let token = r.correlation;
+        if r.delivery.is_none() && self.gathers.contains(token) {
+            return match self.gather_reply(conn, token, r.envelope) {
+                Ok(()) => {
+                    self.confirm(conn, r.seq);
+                    Ok(())
+                }
+                Err(GatherReplyError::NotARecipient) => Err(ReplyRefusal::NotAResponder(token)),
+                Err(GatherReplyError::NotAwaited) => Err(ReplyRefusal::NotAwaited(token)),
+                Err(GatherReplyError::TooLarge { size, limit }) => {
+                    Err(ReplyRefusal::TooLarge { size, limit })
+                }
+            };
+        }
+        // The request's id and requester, if its reply is kept (it came
+        // through a durable group).
+        let mut kept_for = None;
         match r.delivery {
             Some(delivery) => {
                 let held = self
@@ -72,6 +96,11 @@ impl Router {
                     .ok_or(SettleRefusal::UnknownDelivery(delivery))?;
                 if held.message.correlation() != token.get() {
                     return Err(ReplyRefusal::NotAResponder(token));
+                }
+                if let (Some(gid), ReplyStamp::Request { to, .. }) =
+                    (held.group, &held.message.reply)
+                {
+                    kept_for = Some((gid, held.message_id(), to.clone()));
                 }
             }
             None => {
@@ -106,15 +135,28 @@ impl Router {
                 return Err(ReplyRefusal::TooLarge { size, limit });
             }
         }
+        // Kept before the delivery is settled, so the journal never has the
+        // request acked without its result.
+        let kept = match kept_for {
+            Some((gid, id, requester)) if self.journaled(gid) => {
+                self.keep_result(id, requester, &reply);
+                true
+            }
+            _ => false,
+        };
         if let Some(delivery) = r.delivery {
             self.settle(conn, delivery, Settlement::Ack)?;
         }
-        let pending = self
-            .requests
-            .take(token)
-            .ok_or(ReplyRefusal::NotAwaited(token))?;
-        self.request_done(pending.conn);
-        self.conns.send(pending.conn, Outgoing::Reply(reply));
+        match self.requests.take(token) {
+            Some(pending) => {
+                self.request_done(pending.conn);
+                self.conns.send(pending.conn, Outgoing::Reply(reply));
+            }
+            // Its requester left, or the broker restarted: it asks for the
+            // result by id.
+            None if kept => {}
+            None => return Err(ReplyRefusal::NotAwaited(token)),
+        }
         self.confirm(conn, r.seq);
         Ok(())
     }
@@ -145,6 +187,7 @@ impl Router {
             if let Some(group) = self.queues.get_mut(gid) {
                 group.counters.cancelled += 1;
             }
+            self.journal_settled(gid, id.get(), Outcome::Cancelled);
         }
         while let Some(delivery) = self.in_flight.find_message(id) {
             found = true;
@@ -155,6 +198,7 @@ impl Router {
                 group.settle(f.conn, f.sid, false);
                 group.counters.cancelled += 1;
                 self.usage.remove(&f.message.source, f.size);
+                self.journal_settled(gid, id.get(), Outcome::Cancelled);
             }
             self.withdraw(&f);
             if let Some(gid) = f.group {
@@ -164,6 +208,7 @@ impl Router {
         if !found {
             return Err(CancelRefusal::UnknownMessage(id));
         }
+        self.observe_cancelled(id);
         self.fail_request(id, RequestFailure::Cancelled(id));
         if seq.wants_answer() {
             self.conns.send(conn, ok(seq, id.get()));
@@ -205,15 +250,20 @@ impl Router {
     /// Puts a message taken back from its holder at the front of its group's queue
     /// with the attempt count raised, or dead-letters it after `max_attempts`.
     /// The caller pumps the group.
-    pub(super) fn redeliver(&mut self, gid: GroupId, message: Queued, reason: &str) {
+    pub(super) fn redeliver(&mut self, gid: GroupId, message: Queued, why: Taken) {
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         let max = group.policy().max_attempts;
-        if max > 0 && message.message.attempt >= max {
-            self.dead_letter(gid, message, &format!("{reason}; {max} attempts used"));
+        let (id, attempt) = (message.message.id, message.message.attempt);
+        if max > 0 && attempt >= max {
+            if why == Taken::Nacked {
+                self.journal_counted(gid, Counter::Nacked);
+            }
+            self.dead_letter(gid, message, &format!("{why}; {max} attempts used"));
         } else {
             group.requeue_front(message);
+            self.journal_requeued(gid, id, attempt + 1, why == Taken::Nacked);
         }
     }
 
@@ -222,12 +272,14 @@ impl Router {
     /// gets `DeadLettered` at once.
     pub(super) fn dead_letter(&mut self, gid: GroupId, queued: Queued, reason: &str) {
         self.usage.remove(&queued.message.source, queued.size);
+        self.journal_settled(gid, queued.message.id, Outcome::DeadLettered);
         let Some(group) = self.queues.get_mut(gid) else {
             return;
         };
         group.count_dead_lettered();
         let group_name = group.name.to_string();
         let message = queued.message;
+        self.observe_dead_letter(gid, &message, &group_name, reason);
         let id = MessageId::new(message.id);
         self.fail_request(
             id,
@@ -263,14 +315,36 @@ impl Router {
     /// holder, and redelivers it.
     pub(super) fn expire_deliveries(&mut self) {
         for f in self.in_flight.take_expired(self.clock.now) {
+            self.observe_taken_back(&f, AttemptEnd::TimedOut);
             self.withdraw(&f);
             if let Some(gid) = f.group {
                 if let Some(group) = self.queues.get_mut(gid) {
                     group.release(f.conn, f.sid);
                 }
-                self.redeliver(gid, f.into_queued(), "ack timeout");
+                self.redeliver(gid, f.into_queued(), Taken::AckTimeout);
                 self.pump(gid);
             }
         }
+    }
+}
+
+/// Why a delivery was taken back from its holder to be redelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Its holder nacked it with requeue.
+    Nacked,
+    /// Its ack deadline passed.
+    AckTimeout,
+    /// Its holder unsubscribed or left.
+    ConsumerLeft,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Nacked => "nacked",
+            Self::AckTimeout => "ack timeout",
+            Self::ConsumerLeft => "consumer left",
+        })
     }
 }

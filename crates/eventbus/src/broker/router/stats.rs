@@ -1,4 +1,4 @@
-//! Statistics snapshots: what `busctl stats` and `Client::stats` report.
+//! Statistics snapshots: what `ebctl stats` and `Client::stats` report.
 //!
 //! Counters live where the work happens (the router's parts, queue groups,
 //! connections); this only gathers them into one `StatsResponse`.
@@ -43,6 +43,7 @@ impl Router {
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         let mut queues: Vec<proto::QueueStats> =
             self.queues.iter().map(|(_, g)| g.stats()).collect();
+        self.durable_stats(&mut queues);
         queues.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));
         let mut stats = proto::StatsResponse {
             seq,

@@ -2,9 +2,11 @@
 
 use super::connections::Sub;
 use super::queues::GroupKey;
+use super::settle::Taken;
 use super::{Router, Target};
 use crate::broker::command::Subscribe;
 use crate::broker::ids::{ConnId, GroupId, Seq, SubscriptionId};
+use crate::broker::monitor::AttemptEnd;
 use crate::broker::queue::Member;
 use crate::broker::refusal::{Refusal, SubscribeRefusal};
 use crate::names::GroupName;
@@ -44,6 +46,12 @@ impl Router {
                 ));
             }
         }
+        if let Some((name, _)) = &s.group {
+            self.durable_room_for(&GroupKey {
+                filter: s.filter.clone(),
+                name: name.clone(),
+            })?;
+        }
         let group = s
             .group
             .map(|(name, prefetch)| self.join(conn, s.sid, &s.filter, name, prefetch));
@@ -77,20 +85,10 @@ impl Router {
         name: GroupName,
         prefetch: u32,
     ) -> GroupId {
-        let key = GroupKey {
+        let gid = self.group_for(&GroupKey {
             filter: filter.clone(),
             name,
-        };
-        let gid = match self.queues.find(&key) {
-            Some(gid) => gid,
-            None => {
-                let gid = self.ids.group();
-                let policy = self.config.queue.policy_for(filter);
-                self.queues.create(gid, key, policy);
-                self.index.insert(filter, Target::Group(gid));
-                gid
-            }
-        };
+        });
         let queue = &self.config.queue;
         let prefetch = match prefetch {
             0 => queue.default_prefetch,
@@ -114,6 +112,19 @@ impl Router {
                 delivered: 0,
                 acked: 0,
             });
+        gid
+    }
+
+    /// The group `key`, created with the settings for its filter if it does
+    /// not exist.
+    pub(super) fn group_for(&mut self, key: &GroupKey) -> GroupId {
+        if let Some(gid) = self.queues.find(key) {
+            return gid;
+        }
+        let gid = self.ids.group();
+        let policy = self.config.queue.policy_for(&key.filter);
+        self.queues.create(gid, key.clone(), policy);
+        self.index.insert(&key.filter, Target::Group(gid));
         gid
     }
 
@@ -146,12 +157,18 @@ impl Router {
                     group.leave(conn, sid);
                 }
                 for f in returned {
+                    self.observe_taken_back(&f, AttemptEnd::HolderLeft);
                     self.release(&f);
-                    self.redeliver(gid, f.into_queued(), "consumer left");
+                    self.redeliver(gid, f.into_queued(), Taken::ConsumerLeft);
                 }
                 self.pump(gid);
-                if let Some(group) = self.queues.remove_if_idle(gid) {
+                // A durable queue outlives its members: what is published
+                // while none is connected waits for the next.
+                if !self.outlives_members(gid)
+                    && let Some(group) = self.queues.remove_if_idle(gid)
+                {
                     self.index.remove(&group.filter, &Target::Group(gid));
+                    self.forget_durable(gid);
                 }
             }
         }

@@ -106,6 +106,9 @@ pub(crate) struct RawPublish {
     pub mode: u64,
     /// As prost reads a `uint32`: the varint's low 32 bits.
     pub timeout_ms: u32,
+    /// A gather's scope as sent (not yet checked).
+    pub gather_scope: u64,
+    gather_group: Range<usize>,
     envelope: Range<usize>,
     topic: Range<usize>,
     target: Range<usize>,
@@ -139,6 +142,11 @@ impl RawPublish {
             .clone()
             .map(|r| std::str::from_utf8(&self.body[r]).unwrap_or_default())
     }
+
+    /// A gather's group (checked UTF-8; empty when none).
+    pub fn gather_group(&self) -> &str {
+        std::str::from_utf8(&self.body[self.gather_group.clone()]).unwrap_or_default()
+    }
 }
 
 /// A frame body that is a `Publish` this reader takes, kept encoded;
@@ -156,8 +164,8 @@ fn scan_publish_at(body: &[u8]) -> Option<RawPublish> {
     let publish = only_field(body, 3)?;
     let at = |r: Range<usize>| publish.start + r.start..publish.start + r.end;
     let mut fields = Fields::new(&body[publish.clone()]);
-    let (mut seq, mut mode, mut timeout_ms) = (0, 0, 0);
-    let (mut envelope, mut target) = (None, 0..0);
+    let (mut seq, mut mode, mut timeout_ms, mut gather_scope) = (0, 0, 0, 0);
+    let (mut envelope, mut target, mut gather_group) = (None, 0..0, 0..0);
     // A client's `publish` writes only the message: take it by a compare,
     // then check whatever else there is field by field.
     if fields.next_key_is(3, LEN) {
@@ -171,6 +179,8 @@ fn scan_publish_at(body: &[u8]) -> Option<RawPublish> {
             (3, LEN) if envelope.is_none() => envelope = Some(fields.bytes()?),
             (4, LEN) => target = at(fields.string()?),
             (5, VARINT) => timeout_ms = fields.varint()? as u32,
+            (6, VARINT) => gather_scope = fields.varint()?,
+            (7, LEN) => gather_group = at(fields.string()?),
             _ => return None,
         }
     }
@@ -186,6 +196,8 @@ fn scan_publish_at(body: &[u8]) -> Option<RawPublish> {
         seq,
         mode,
         timeout_ms,
+        gather_scope,
+        gather_group,
         envelope,
         topic,
         target,

@@ -67,8 +67,8 @@ impl Stamped {
         self.envelope.len() + self.stamp().len()
     }
 
-    /// The stamped envelope as one encoding: what a receiver decodes.
-    #[cfg(test)]
+    /// The stamped envelope as one encoding: what a receiver decodes, and
+    /// what the journal keeps of a durable message.
     pub fn to_bytes(&self) -> Bytes {
         let stamp = self.stamp().head();
         let mut out = BytesMut::with_capacity(self.envelope.len() + stamp.len);

@@ -11,18 +11,23 @@ use crate::proto::{self, Frame, frame::Kind};
 fn publish() -> impl Strategy<Value = proto::Publish> {
     (
         any::<u64>(),
-        prop_oneof![Just(0), 0..4i32],
+        prop_oneof![Just(0), 0..5i32],
         envelope(),
         prop_oneof![Just(String::new()), "[a-z0-9-]{1,12}"],
         any::<u32>(),
+        (0..3i32, prop_oneof![Just(String::new()), "[a-z0-9-]{1,12}"]),
     )
         .prop_map(
-            |(seq, mode, message, target_client, timeout_ms)| proto::Publish {
-                seq,
-                mode,
-                message: Some(Box::new(message)),
-                target_client,
-                timeout_ms,
+            |(seq, mode, message, target_client, timeout_ms, (gather_scope, gather_group))| {
+                proto::Publish {
+                    seq,
+                    mode,
+                    message: Some(Box::new(message)),
+                    target_client,
+                    timeout_ms,
+                    gather_scope,
+                    gather_group,
+                }
             },
         )
 }
@@ -85,6 +90,8 @@ proptest! {
         prop_assert_eq!(raw.mode as i32, publish.mode);
         prop_assert_eq!(raw.timeout_ms, publish.timeout_ms);
         prop_assert_eq!(raw.target().unwrap_or_default(), publish.target_client.as_str());
+        prop_assert_eq!(raw.gather_scope as i32, publish.gather_scope);
+        prop_assert_eq!(raw.gather_group(), publish.gather_group.as_str());
         prop_assert_eq!(raw.topic(), message.topic.as_str());
         prop_assert_eq!(
             raw.reply_fields,

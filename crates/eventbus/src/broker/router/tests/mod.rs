@@ -12,12 +12,18 @@
 #[cfg(test)]
 mod delivery;
 #[cfg(test)]
+mod durable;
+#[cfg(test)]
 mod fuzzed;
+#[cfg(test)]
+mod gather;
 #[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod lifecycle;
 pub mod model;
+#[cfg(test)]
+mod monitor;
 #[cfg(test)]
 mod ownership;
 #[cfg(test)]
@@ -37,8 +43,10 @@ use super::{Applied, Registration, Router};
 use crate::broker::auth::{AuthConfig, Authenticator};
 use crate::broker::command;
 use crate::broker::config::BrokerConfig;
+use crate::broker::confirm::Confirmations;
 use crate::broker::effects::Effects;
 use crate::broker::ids::{ConnId, Seq};
+use crate::broker::monitor::MonitorEvent;
 use crate::broker::refusal::{DisconnectReason, HandshakeRefusal, Refusal};
 use crate::codec::FrameCodec;
 use crate::framed::{Outbound, Outgoing, ReadError};
@@ -54,6 +62,8 @@ pub(super) struct Bus {
     pub auth: Authenticator,
     /// The edge's topic cache (one for all fake connections).
     pub topics: command::TopicCache,
+    /// Where confirmations of durable publishes wait for the journal.
+    pub confirmations: Arc<Confirmations>,
 }
 
 /// The uid the fake connections' socket peers run as.
@@ -96,6 +106,8 @@ pub(super) enum Got {
     Heartbeat,
     Goodbye(String),
     Stats(proto::StatsResponse),
+    GatherStarted(proto::GatherStarted),
+    GatherDone(proto::GatherDone),
 }
 
 pub(super) fn hello(id: &str) -> proto::Hello {
@@ -130,7 +142,17 @@ impl Bus {
             config,
             auth,
             topics: command::TopicCache::default(),
+            confirmations: Arc::default(),
         }
+    }
+
+    /// Attaches a monitor's observer, as `Broker::monitor` does; returns
+    /// its events.
+    pub fn observe(&mut self) -> tokio::sync::broadcast::Receiver<MonitorEvent> {
+        let (events, rx) = tokio::sync::broadcast::channel(super::observe::MONITOR_EVENTS);
+        let observer = super::observe::Observer::new(&self.config.monitor, events);
+        self.router.attach_observer(observer);
+        rx
     }
 
     pub fn connect(&mut self, id: &str) -> Peer {
@@ -166,6 +188,7 @@ impl Bus {
         let result = work(&mut self.router, self.now);
         let mut effects = Effects::default();
         self.router.finish(&mut effects);
+        self.confirmations.hold(std::mem::take(&mut effects.held));
         if let Err(broken) = self.router.check_invariants() {
             panic!("router invariant broken: {broken}");
         }
@@ -481,6 +504,8 @@ fn flatten(item: Outgoing) -> Got {
         Kind::Heartbeat(_) => Got::Heartbeat,
         Kind::Goodbye(g) => Got::Goodbye(g.reason),
         Kind::StatsResponse(s) => Got::Stats(s),
+        Kind::GatherStarted(s) => Got::GatherStarted(s),
+        Kind::GatherDone(d) => Got::GatherDone(d),
         other => panic!("the broker does not send {other:?}"),
     }
 }

@@ -97,7 +97,8 @@ pub enum Op {
         peer: usize,
         /// Index into [`TOPICS`].
         topic: usize,
-        /// The wire `PublishMode` (taken modulo 4).
+        /// The wire `PublishMode` (taken modulo 5: fire and forget,
+        /// confirmed, request, confirmed request, gather).
         mode: i32,
         /// A direct send's receiver.
         direct: Option<usize>,
@@ -112,7 +113,9 @@ pub enum Op {
         /// How (taken modulo 4).
         how: u8,
     },
-    /// Reply to the `pick`-th delivery the peer holds, or a made-up one.
+    /// Reply to the `pick`-th delivery the peer holds, or a made-up one;
+    /// with nothing held, to a request or gather it got without a delivery
+    /// to settle.
     Reply {
         /// Which client.
         peer: usize,
@@ -187,6 +190,9 @@ struct Client {
     parked: Option<(Parked, Instant)>,
     /// Deliveries it holds.
     held: Vec<Held>,
+    /// Correlation tokens of requests and gathers it got without a delivery
+    /// to settle (as a plain subscriber or a gather's recipient).
+    tokens: Vec<u64>,
 }
 
 /// A delivery a client holds until it settles it, is told `Cancel`, or its
@@ -240,6 +246,8 @@ impl Model {
                 c.max_direct_in_flight = 2;
                 c.subscriber.max_len = 4;
                 c.subscriber.hard_cap = 40;
+                // A small task ring, so it fills and forgets while observed.
+                c.monitor.tasks = 8;
                 for (filter, overflow) in [
                     ("q.block.#", OverflowPolicy::Block),
                     ("q.drop.#", OverflowPolicy::DropOldest),
@@ -255,6 +263,10 @@ impl Model {
             },
             auth.as_ref().map(|a| a.file.as_str()),
         );
+        let mut bus = bus;
+        // Observed, as under `Broker::monitor`: the observer's hooks run on
+        // every step (their events are not read).
+        let _events = bus.observe();
         Self {
             bus,
             clients: (0..PEERS).map(|_| Client::default()).collect(),
@@ -319,7 +331,7 @@ impl Model {
                 mode,
                 direct,
             } => {
-                let mode = PublishMode::try_from(mode.rem_euclid(4)).expect("0..4 are modes");
+                let mode = PublishMode::try_from(mode.rem_euclid(5)).expect("0..5 are modes");
                 let mut kind = publish(1, mode, TOPICS[topic % TOPICS.len()], "x");
                 if let (Kind::Publish(p), Some(to)) = (&mut kind, direct) {
                     p.target_client = format!("c{}", to % PEERS);
@@ -348,12 +360,18 @@ impl Model {
                 self.frame(peer, kind);
             }
             Op::Reply { peer, pick } => {
-                let delivery = self.pick_delivery(peer % PEERS, pick);
-                let correlation = self.clients[peer % PEERS]
-                    .held
-                    .iter()
-                    .find(|h| h.delivery == delivery)
-                    .map_or(delivery, |h| h.correlation);
+                let c = &self.clients[peer % PEERS];
+                let (delivery, correlation) = if c.held.is_empty() && !c.tokens.is_empty() {
+                    (0, c.tokens[pick % c.tokens.len()])
+                } else {
+                    let delivery = self.pick_delivery(peer % PEERS, pick);
+                    let correlation = c
+                        .held
+                        .iter()
+                        .find(|h| h.delivery == delivery)
+                        .map_or(delivery, |h| h.correlation);
+                    (delivery, correlation)
+                };
                 self.frame(
                     peer,
                     Kind::Reply(proto::Reply {
@@ -579,6 +597,9 @@ impl Model {
                 match got {
                     Got::Deliver { delivery, msg, sid } => {
                         self.messages.push(msg.id);
+                        if delivery == 0 && msg.correlation_id != 0 {
+                            self.clients[i].tokens.push(msg.correlation_id);
+                        }
                         // A delivery the broker already took back (its
                         // subscription ended while the client was not
                         // reading) is not held.

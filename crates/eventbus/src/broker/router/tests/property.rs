@@ -22,7 +22,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (peer.clone(), 4..7u64, 0..FILTERS.len(), 0..GROUPS.len(), 0..3u32)
             .prop_map(|(peer, sid, filter, group, prefetch)| Op::Join { peer, sid, filter, group, prefetch }),
         1 => (peer.clone(), 1..7u64).prop_map(|(peer, sid)| Op::Unsubscribe { peer, sid }),
-        8 => (peer.clone(), 0..TOPICS.len(), 0..4i32, proptest::option::weighted(0.15, 0..PEERS))
+        8 => (peer.clone(), 0..TOPICS.len(), 0..5i32, proptest::option::weighted(0.15, 0..PEERS))
             .prop_map(|(peer, topic, mode, direct)| Op::Publish { peer, topic, mode, direct }),
         5 => (peer.clone(), 0..4usize, 0..4u8).prop_map(|(peer, pick, how)| Op::Settle { peer, pick, how }),
         2 => (peer.clone(), 0..4usize).prop_map(|(peer, pick)| Op::Reply { peer, pick }),

@@ -1,0 +1,126 @@
+//! `ebctl`: a command-line client for a running eventbus broker.
+//!
+//! Map of the binary:
+//!
+//! - [`cli`]: the command line, and validation of topics and filters.
+//! - [`failure`]: how errors become one stderr line and an exit code
+//!   (0 success, 1 operational failure, 2 usage error).
+//! - [`publish`], [`subscribe`], [`request`], [`reply`], [`stats`], [`tasks`],
+//!   [`top`]: one module per command that talks to the broker.
+//! - [`assets`]: `completions` and the hidden `man`, generated from the same
+//!   clap definitions (`cargo xtask cli-assets` writes them all).
+//!
+//! Every command that talks to the broker connects as client `ebctl-<pid>`
+//! (kind `ebctl`) on a current-thread runtime, does its work, and closes the
+//! connection.
+#![forbid(unsafe_code)]
+
+mod assets;
+mod cli;
+mod failure;
+mod output;
+mod publish;
+mod reply;
+mod request;
+mod stats;
+mod subscribe;
+mod tasks;
+mod top;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use eventbus::{Client, ClientId, ClientOptions};
+
+use cli::{Cli, Command};
+use failure::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("ebctl: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Validates the arguments, then runs the command against the broker.
+fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli.socket();
+    // Names are checked before connecting: a bad topic is a usage error
+    // whether or not a broker is running.
+    match cli.command {
+        Command::Publish(args) => {
+            let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
+            with_client(&socket, async |client| {
+                publish::run(client, &topic, body, &args).await
+            })
+        }
+        Command::Subscribe(args) => {
+            let filter = cli::filter(&args.filter)?;
+            with_client(&socket, async |client| {
+                subscribe::run(client, &filter, &args).await
+            })
+        }
+        Command::Request(args) => {
+            let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
+            with_client(&socket, async |client| {
+                request::run(client, &topic, body, &args).await
+            })
+        }
+        Command::Reply(args) => {
+            let filter = cli::filter(&args.filter)?;
+            let group = args.queue.as_deref().map(cli::group).transpose()?;
+            let headers = cli::headers(&args.headers)?;
+            with_client(&socket, async |client| {
+                reply::run(client, &filter, group, headers, &args).await
+            })
+        }
+        Command::Stats(args) => {
+            with_client(&socket, async |client| stats::run(client, &args).await)
+        }
+        Command::Top(args) => {
+            if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(Failure::Usage(
+                    "top needs a terminal; for a stream of snapshots use `ebctl stats --watch SECS`"
+                        .to_owned(),
+                ));
+            }
+            with_client(&socket, async |client| top::run(client, &args).await)
+        }
+        Command::Tasks(args) => {
+            let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
+            with_client(&socket, async |client| {
+                tasks::run(client, &topic, body, &args).await
+            })
+        }
+        Command::Completions(args) => assets::completions(args.shell),
+        Command::Man(args) => assets::man(&args.out),
+    }
+}
+
+/// Connects as `ebctl-<pid>`, runs `command`, then closes the connection.
+fn with_client(
+    socket: &Path,
+    command: impl AsyncFnOnce(&Client) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::operational(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let id = ClientId::new(format!("ebctl-{}", std::process::id()))
+            .expect("ebctl-<pid> is a valid client id");
+        let options = ClientOptions::new(socket).client_id(id).kind("ebctl");
+        let client = Client::connect(options).await?;
+        let result = command(&client).await;
+        client.close().await;
+        result
+    })
+}

@@ -1,0 +1,178 @@
+//! The human-readable rendering of a stats snapshot: a summary line, then one
+//! table per section. Not stable: scripts use `--json`.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+
+use eventbus::BrokerStats;
+
+/// Renders the snapshot as aligned text tables.
+pub fn render(s: &BrokerStats) -> String {
+    let mut out = format!(
+        "uptime {:.1}s  published {}  delivered {}  dropped {}  rss {:.1} MiB\n",
+        s.uptime_ms as f64 / 1000.0,
+        s.published,
+        s.delivered,
+        s.dropped,
+        s.rss_bytes as f64 / (1024.0 * 1024.0),
+    );
+    let connections: Vec<Vec<String>> = s
+        .connections
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.clone(),
+                c.pid.to_string(),
+                c.kind.clone(),
+                c.published.to_string(),
+                c.delivered.to_string(),
+                c.acked.to_string(),
+                c.in_flight.to_string(),
+                c.dropped.to_string(),
+                c.outbound_depth.to_string(),
+            ]
+        })
+        .collect();
+    section(
+        &mut out,
+        "CONNECTIONS",
+        &[
+            "ID",
+            "PID",
+            "KIND",
+            "PUBLISHED",
+            "DELIVERED",
+            "ACKED",
+            "IN_FLIGHT",
+            "DROPPED",
+            "OUTBOUND",
+        ],
+        &connections,
+    );
+    let mut queues = Vec::new();
+    for q in &s.queues {
+        queues.push(vec![
+            q.topic.clone(),
+            q.group.clone(),
+            q.depth.to_string(),
+            q.in_flight.to_string(),
+            q.delivered.to_string(),
+            q.acked.to_string(),
+            q.nacked.to_string(),
+            q.redelivered.to_string(),
+            q.dropped.to_string(),
+            q.rejected.to_string(),
+            q.dead_lettered.to_string(),
+            q.cancelled.to_string(),
+        ]);
+        for m in &q.members {
+            queues.push(vec![
+                format!("  member {}", m.client_id),
+                format!("prefetch {}", m.prefetch),
+                String::new(),
+                m.in_flight.to_string(),
+                m.delivered.to_string(),
+                m.acked.to_string(),
+            ]);
+        }
+    }
+    section(
+        &mut out,
+        "QUEUES",
+        &[
+            "TOPIC",
+            "GROUP",
+            "DEPTH",
+            "IN_FLIGHT",
+            "DELIVERED",
+            "ACKED",
+            "NACKED",
+            "REDELIVERED",
+            "DROPPED",
+            "REJECTED",
+            "DEAD_LETTERED",
+            "CANCELLED",
+        ],
+        &queues,
+    );
+    let topics: Vec<Vec<String>> = s
+        .topics
+        .iter()
+        .map(|t| {
+            vec![
+                t.topic.clone(),
+                t.published.to_string(),
+                t.delivered.to_string(),
+            ]
+        })
+        .collect();
+    section(
+        &mut out,
+        "TOPICS",
+        &["TOPIC", "PUBLISHED", "DELIVERED"],
+        &topics,
+    );
+    out
+}
+
+/// Appends a titled table; an empty section says `(none)`.
+fn section(out: &mut String, title: &str, header: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(out, "\n{title}");
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+        return;
+    }
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut widths = vec![0; header.len()];
+    for row in std::iter::once(&header).chain(rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventbus::proto;
+
+    #[test]
+    fn columns_line_up_and_empty_sections_say_none() {
+        let stats = BrokerStats::from(proto::StatsResponse {
+            uptime_ms: 1500,
+            published: 3,
+            delivered: 2,
+            connections: vec![proto::ConnectionStats {
+                id: "a-much-longer-client-id".into(),
+                pid: 42,
+                kind: "ebctl".into(),
+                published: 3,
+                ..Default::default()
+            }],
+            topics: vec![proto::TopicStats {
+                topic: "t.x".into(),
+                published: 3,
+                delivered: 2,
+            }],
+            ..Default::default()
+        });
+        let text = render(&stats);
+        assert!(text.starts_with("uptime 1.5s  published 3"), "{text}");
+        assert!(text.contains("QUEUES\n(none)\n"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with("ID")).unwrap();
+        assert_eq!(
+            lines[header].find("PID"),
+            lines[header + 1].find("42"),
+            "{text}"
+        );
+    }
+}

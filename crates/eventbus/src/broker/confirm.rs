@@ -1,0 +1,201 @@
+//! Confirmations held until what they confirm is on disk.
+//!
+//! A publish into a durable queue is confirmed (`Ok`) only once the journal
+//! reports its record durable. The router leaves such an `Ok` in
+//! [`Effects`](super::effects::Effects) with the record's LSN; once the
+//! router's lock is released it is handed here, and the journal's writer
+//! thread releases it after the sync that covers it — or sends the refusal
+//! instead, if the record could not be written. A confirmation handed over
+//! after its sync was reported is released at once: this type remembers how
+//! far the reports have gone.
+//!
+//! **Invariant:** every held confirmation is released exactly once, as its
+//! `Ok` when its LSN is durable and as its refusal when it is not; none is
+//! released before the report that covers its LSN.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::journal::{Lsn, SyncReport};
+use crate::framed::Outbound;
+use crate::proto::Frame;
+
+/// A confirmation waiting for its record.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub lsn: Lsn,
+    pub out: Arc<Outbound>,
+    /// Sent when the record is durable.
+    pub ok: Frame,
+    /// Sent when it could not be written.
+    pub refused: Frame,
+}
+
+/// Failed ranges remembered for confirmations handed over after their
+/// report (a handover is at most one piece of router work late).
+const FAILED_RANGES: usize = 64;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every LSN up to here has been reported.
+    reported: Lsn,
+    /// The latest ranges of records that were not written (a full disk
+    /// fails a batch; later ones are tried again), oldest first.
+    failed: VecDeque<(Lsn, Lsn)>,
+    /// Held confirmations, in LSN order.
+    held: VecDeque<Held>,
+}
+
+impl State {
+    fn durable(&self, lsn: Lsn) -> bool {
+        !self
+            .failed
+            .iter()
+            .any(|&(from, to)| (from..=to).contains(&lsn))
+    }
+}
+
+/// The confirmations of one broker, shared with the journal's writer.
+#[derive(Debug, Default)]
+pub(crate) struct Confirmations {
+    state: Mutex<State>,
+}
+
+impl Confirmations {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes confirmations from a piece of router work (in LSN order),
+    /// releasing at once those whose records were reported already.
+    pub(crate) fn hold(&self, held: Vec<Held>) {
+        let mut st = self.lock();
+        let mut now = Vec::new();
+        for h in held {
+            if h.lsn <= st.reported {
+                let durable = st.durable(h.lsn);
+                now.push((h, durable));
+            } else {
+                st.held.push_back(h);
+            }
+        }
+        drop(st);
+        for (h, durable) in now {
+            release(h, durable);
+        }
+    }
+
+    /// The journal reported `report`: releases what it covers.
+    pub(crate) fn synced(&self, report: &SyncReport) {
+        let mut st = self.lock();
+        if let Some(failure) = &report.failed {
+            if st.failed.len() == FAILED_RANGES {
+                st.failed.pop_front();
+            }
+            st.failed.push_back((failure.from, report.last));
+            tracing::error!(from = %failure.from, to = %report.last, error = %failure.error, "journal write failed: those durable publishes are refused");
+        }
+        st.reported = st.reported.max(report.last);
+        let mut due = Vec::new();
+        while st.held.front().is_some_and(|h| h.lsn <= st.reported) {
+            let h = st.held.pop_front().expect("checked");
+            let durable = st.durable(h.lsn);
+            due.push((h, durable));
+        }
+        drop(st);
+        for (h, durable) in due {
+            release(h, durable);
+        }
+    }
+
+    /// Confirmations waiting.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().held.len()
+    }
+}
+
+fn release(h: Held, durable: bool) {
+    let frame = if durable { h.ok } else { h.refused };
+    // Pushed from whichever thread releases it, waking the writer.
+    let _ = h.out.push(frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::broker::journal::{DiskError, SyncFailure};
+    use crate::proto::{self, frame::Kind};
+
+    fn frame(seq: u64) -> Frame {
+        Frame {
+            kind: Some(Kind::Ok(proto::Ok { seq, message_id: 0 })),
+        }
+    }
+
+    fn held(out: &Arc<Outbound>, lsn: u64) -> Held {
+        Held {
+            lsn: Lsn::new(lsn),
+            out: out.clone(),
+            ok: frame(lsn),
+            refused: frame(1000 + lsn),
+        }
+    }
+
+    fn seqs(out: &Outbound) -> Vec<u64> {
+        out.take_queued()
+            .into_iter()
+            .map(|o| match o {
+                crate::framed::Outgoing::Frame(Frame {
+                    kind: Some(Kind::Ok(ok)),
+                }) => ok.seq,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn report(first: u64, last: u64, failed_from: Option<u64>) -> SyncReport {
+        SyncReport {
+            first: Lsn::new(first),
+            last: Lsn::new(last),
+            failed: failed_from.map(|from| SyncFailure {
+                from: Lsn::new(from),
+                error: DiskError::Full {
+                    kind: std::io::ErrorKind::StorageFull,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn a_confirmation_waits_for_its_sync_and_one_after_it_goes_at_once() {
+        let out = Outbound::new(BrokerConfig::default().outbound_limits());
+        let c = Confirmations::default();
+        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)]);
+        assert!(seqs(&out).is_empty(), "nothing before a sync");
+        c.synced(&report(1, 2, None));
+        assert_eq!(seqs(&out), [1, 2]);
+        assert_eq!(c.waiting(), 1);
+        // Handed over after the report covering it: at once.
+        c.synced(&report(3, 5, None));
+        assert_eq!(seqs(&out), [3]);
+        c.hold(vec![held(&out, 4)]);
+        assert_eq!(seqs(&out), [4]);
+    }
+
+    #[test]
+    fn records_that_failed_are_refused_and_later_ones_go_on() {
+        let out = Outbound::new(BrokerConfig::default().outbound_limits());
+        let c = Confirmations::default();
+        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)]);
+        c.synced(&report(1, 3, Some(2)));
+        assert_eq!(seqs(&out), [1, 1002, 1003]);
+        c.hold(vec![held(&out, 3)]);
+        assert_eq!(seqs(&out), [1003], "handed over late: still refused");
+        // Space came back.
+        c.hold(vec![held(&out, 4)]);
+        c.synced(&report(4, 4, None));
+        assert_eq!(seqs(&out), [4]);
+    }
+}

@@ -1,0 +1,452 @@
+//! Durable queues against a real journal in a temp dir: confirmation after
+//! the sync, recovery after a crash (order, attempts, what stays gone),
+//! `max_attempts` across restarts, results by id, persisted counters, and
+//! the disk budget under each overflow policy.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::broker::journal::tests::support::{DEADLINE, temp_dir, wait_durable};
+use crate::broker::journal::{Journal, Recovered};
+use crate::framed::OverflowPolicy;
+
+const TASKS: &str = "task.scan";
+
+/// A bus whose queue groups are durable, journaled in `dir`, after
+/// recovering what the journal there holds.
+fn open(dir: &Path, configure: impl FnOnce(&mut BrokerConfig)) -> (Bus, Recovered) {
+    let mut bus = Bus::with(|c| {
+        c.queue.durable = true;
+        c.data_dir = Some(dir.join("data"));
+        c.queue.ack_timeout_ms = 0;
+        configure(c);
+    });
+    let confirmations = bus.confirmations.clone();
+    let (journal, recovered) = Journal::open(bus.config.journal_config(), move |report| {
+        confirmations.synced(&report);
+    })
+    .expect("journal opens");
+    bus.run(|r, _| r.attach_journal(journal, &recovered));
+    (bus, recovered)
+}
+
+/// Creates the durable queue (a member joins and leaves): it outlives its
+/// members, so what is published next waits in it.
+fn declare(bus: &mut Bus) {
+    let d = bus.connect("declarer");
+    bus.join(&d, 1, TASKS, "workers", 1);
+    bus.disconnect(&d);
+}
+
+fn journal(bus: &Bus) -> &Journal {
+    &bus.router.durable.as_ref().expect("durable").journal
+}
+
+/// Waits until every record appended so far is on disk.
+fn synced(bus: &Bus) {
+    if let Some(lsn) = bus.router.durable.as_ref().and_then(|d| d.appended) {
+        wait_durable(journal(bus), lsn);
+    }
+}
+
+/// Kills the bus as SIGKILL would: what the journal had not synced is lost.
+fn crash(mut bus: Bus) {
+    let journal = bus.router.detach_journal().expect("durable");
+    journal.crash();
+}
+
+/// Everything `peer` is sent until `done` holds of it, polled (the journal
+/// releases confirmations from its own thread).
+fn receive_until(bus: &Bus, peer: &Peer, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    loop {
+        got.extend(bus.received(peer));
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "timed out; got {got:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn answered(seq: u64) -> impl Fn(&[Got]) -> bool {
+    move |got| {
+        got.iter()
+            .any(|g| matches!(g, Got::Ok { seq: s, .. } | Got::Error { seq: s, .. } if *s == seq))
+    }
+}
+
+/// A confirmed durable publish, waiting for its answer.
+fn confirmed(bus: &mut Bus, peer: &Peer, seq: u64, payload: &str) -> Result<u64, ErrorCode> {
+    let applied = bus.publish_as(peer, seq, PublishMode::Confirmed, TASKS, payload);
+    assert!(matches!(applied, Applied::Done));
+    answer(&receive_until(bus, peer, answered(seq)), seq)
+}
+
+/// Deliveries among `got`: (delivery id, payload, attempt, correlation).
+fn tasks(got: &[Got]) -> Vec<(u64, String, u32, u64)> {
+    got.iter()
+        .filter_map(|g| match g {
+            Got::Deliver { delivery, msg, .. } => Some((
+                *delivery,
+                String::from_utf8_lossy(&msg.payload).into_owned(),
+                msg.attempt,
+                msg.correlation_id,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payloads(t: &[(u64, String, u32, u64)]) -> Vec<(&str, u32)> {
+    t.iter().map(|(_, p, a, _)| (p.as_str(), *a)).collect()
+}
+
+fn queue_stats(bus: &mut Bus, peer: &Peer) -> proto::QueueStats {
+    let stats = bus.stats(peer);
+    stats
+        .queues
+        .into_iter()
+        .find(|q| q.topic == TASKS && q.group == "workers")
+        .expect("the queue is listed")
+}
+
+#[test]
+fn a_durable_confirmation_waits_for_the_sync_that_covers_its_record() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let p = bus.connect("p");
+    let w = bus.connect("w");
+    bus.join(&w, 1, TASKS, "workers", 1);
+    journal(&bus).gate().close();
+    let arrived = journal(&bus).gate().arrived();
+    bus.send_done(&p, publish(5, PublishMode::Confirmed, TASKS, "t1"));
+    journal(&bus).gate().wait_arrived(arrived + 1);
+    assert_eq!(bus.received(&p), [], "not confirmed while its sync is held");
+    // Delivered meanwhile: at-least-once, a publisher that is not told
+    // retries.
+    assert_eq!(payloads(&tasks(&bus.received(&w))), [("t1", 1)]);
+    journal(&bus).gate().open();
+    let got = receive_until(&bus, &p, answered(5));
+    assert!(answer(&got, 5).unwrap() > 0);
+}
+
+#[test]
+fn after_a_crash_confirmed_messages_come_back_in_order_and_those_in_flight_at_attempt_plus_one() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let p = bus.connect("p");
+    let mut ids = Vec::new();
+    for (seq, t) in (1..).zip(["t1", "t2", "t3", "t4", "t5"]) {
+        ids.push(confirmed(&mut bus, &p, seq, t).unwrap());
+    }
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 2));
+    assert_eq!(payloads(&got), [("t1", 1), ("t2", 1)]);
+    bus.ack(&w, got[0].0, 0);
+    synced(&bus);
+    crash(bus);
+
+    let (mut bus, recovered) = open(dir.path(), |_| {});
+    assert_eq!(recovered.queues.len(), 1);
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 10));
+    assert_eq!(
+        payloads(&got),
+        [("t2", 2), ("t3", 2), ("t4", 1), ("t5", 1)],
+        "t1 was acked; t2 and t3 (handed out after the ack) were in flight"
+    );
+    let p = bus.connect("p");
+    let next = confirmed(&mut bus, &p, 9, "t6").unwrap();
+    assert!(
+        ids.iter().all(|&old| next > old),
+        "a restarted broker never issues an id again: {next} after {ids:?}"
+    );
+}
+
+#[test]
+fn acked_dead_lettered_and_cancelled_messages_stay_gone_after_a_restart() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let p = bus.connect("p");
+    let cancelled = {
+        for (seq, t) in (1..).zip(["acked", "rejected"]) {
+            confirmed(&mut bus, &p, seq, t).unwrap();
+        }
+        confirmed(&mut bus, &p, 3, "cancelled").unwrap()
+    };
+    confirmed(&mut bus, &p, 4, "kept").unwrap();
+    bus.cancel(&p, cancelled, 5);
+    assert_eq!(answer(&bus.received(&p), 5), Ok(cancelled));
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 2));
+    assert_eq!(payloads(&got), [("acked", 1), ("rejected", 1)]);
+    bus.ack(&w, got[0].0, 0);
+    bus.nack(&w, got[1].0, false, 0);
+    bus.disconnect(&w);
+    synced(&bus);
+    // A clean stop this time: the journal is closed, not crashed.
+    drop(bus);
+
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 10));
+    assert_eq!(
+        payloads(&got),
+        [("kept", 2)],
+        "kept had been handed to w when it left"
+    );
+    let q = queue_stats(&mut bus, &w);
+    let totals = q.totals.expect("a durable queue has totals");
+    assert!(q.durable);
+    assert_eq!(
+        (
+            totals.accepted,
+            totals.acked,
+            totals.dead_lettered,
+            totals.cancelled
+        ),
+        (4, 1, 1, 1)
+    );
+}
+
+#[test]
+fn max_attempts_counts_the_deliveries_before_a_restart() {
+    let dir = temp_dir();
+    let configure = |c: &mut BrokerConfig| c.queue.max_attempts = 2;
+    let (mut bus, _) = open(dir.path(), configure);
+    declare(&mut bus);
+    let p = bus.connect("p");
+    confirmed(&mut bus, &p, 1, "poison").unwrap();
+    for attempt in 1..=2 {
+        let w = bus.connect("w");
+        let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+        assert_eq!(payloads(&got), [("poison", attempt)]);
+        synced(&bus);
+        crash(bus);
+        bus = open(dir.path(), configure).0;
+    }
+    let w = bus.connect("w");
+    assert_eq!(tasks(&bus.join(&w, 1, TASKS, "workers", 1)), []);
+    let q = queue_stats(&mut bus, &w);
+    assert_eq!((q.depth, q.in_flight, q.dead_lettered), (0, 0, 1));
+    let totals = q.totals.unwrap();
+    assert_eq!(
+        (totals.accepted, totals.delivered, totals.dead_lettered),
+        (1, 2, 1)
+    );
+}
+
+/// A confirmed request (`submit`) into the durable queue: its message id.
+fn submit(bus: &mut Bus, peer: &Peer, seq: u64, payload: &str) -> u64 {
+    let applied = bus.publish_as(peer, seq, PublishMode::RequestConfirmed, TASKS, payload);
+    assert!(matches!(applied, Applied::Done));
+    answer(&receive_until(bus, peer, answered(seq)), seq).expect("accepted")
+}
+
+fn ask_result(bus: &mut Bus, peer: &Peer, seq: u64, id: u64, timeout_ms: u32) {
+    bus.send_done(
+        peer,
+        Kind::ResultRequest(proto::ResultRequest {
+            seq,
+            message_id: id,
+            timeout_ms,
+        }),
+    );
+}
+
+fn reply_payload(got: &[Got], seq: u64) -> Option<String> {
+    got.iter().find_map(|g| match g {
+        Got::Reply { correlation, msg } if *correlation == seq => {
+            Some(String::from_utf8_lossy(&msg.payload).into_owned())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_reply_to_a_request_the_broker_lost_on_a_crash_reaches_its_requester_by_id() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let r = bus.connect("requester");
+    let id = submit(&mut bus, &r, 1, "scan /etc");
+    let w = bus.connect("w");
+    assert_eq!(tasks(&bus.join(&w, 1, TASKS, "workers", 1)).len(), 1);
+    synced(&bus);
+    crash(bus);
+
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    let [(delivery, payload, 2, correlation)] = got.as_slice() else {
+        panic!("redelivered at attempt 2: {got:?}");
+    };
+    assert_eq!(payload, "scan /etc");
+    // The requester is back before the answer, and waits for it by id.
+    let r = bus.connect("requester");
+    ask_result(&mut bus, &r, 7, id, 60_000);
+    assert_eq!(bus.received(&r), []);
+    bus.send_done(
+        &w,
+        Kind::Reply(proto::Reply {
+            correlation_id: *correlation,
+            delivery_id: *delivery,
+            message: Some(Box::new(proto::Envelope {
+                payload: Bytes::from_static(b"3 findings"),
+                ..Default::default()
+            })),
+            seq: 4,
+        }),
+    );
+    assert_eq!(answer(&bus.received(&w), 4), Ok(0), "the reply is taken");
+    assert_eq!(
+        reply_payload(&bus.received(&r), 7).as_deref(),
+        Some("3 findings")
+    );
+    // Asked again (after another restart): it is kept.
+    synced(&bus);
+    crash(bus);
+    let (mut bus, recovered) = open(dir.path(), |_| {});
+    assert_eq!(recovered.results.len(), 1);
+    let r = bus.connect("requester");
+    ask_result(&mut bus, &r, 8, id, 0);
+    assert_eq!(
+        reply_payload(&bus.received(&r), 8).as_deref(),
+        Some("3 findings")
+    );
+    // Nobody else gets it; an unknown id is unknown.
+    let other = bus.connect("other");
+    ask_result(&mut bus, &other, 9, id, 0);
+    assert_eq!(
+        errors(&bus.received(&other)),
+        [(9, ErrorCode::PermissionDenied)]
+    );
+    ask_result(&mut bus, &r, 10, id + 1000, 0);
+    assert_eq!(errors(&bus.received(&r)), [(10, ErrorCode::UnknownMessage)]);
+}
+
+#[test]
+fn a_result_waiter_times_out_and_a_kept_result_expires() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |c| c.durability.result_ttl_ms = 1);
+    declare(&mut bus);
+    let r = bus.connect("requester");
+    let id = submit(&mut bus, &r, 1, "slow");
+    ask_result(&mut bus, &r, 2, id, 1_000);
+    bus.advance_alive(Duration::from_secs(2), Duration::from_millis(500), &[&r]);
+    let got: Vec<_> = bus
+        .received(&r)
+        .into_iter()
+        .filter(|g| *g != Got::Heartbeat)
+        .collect();
+    assert_eq!(errors(&got), [(2, ErrorCode::Timeout)]);
+    // Answered: kept for 1 ms of wall time, then gone with `Expired`.
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    bus.reply(&w, got[0].3, got[0].0, "done");
+    assert!(
+        reply_payload(&bus.received(&r), 1).is_some(),
+        "the live requester"
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    bus.advance_alive(
+        Duration::from_millis(600),
+        Duration::from_millis(300),
+        &[&r, &w],
+    );
+    ask_result(&mut bus, &r, 3, id, 0);
+    assert_eq!(errors(&bus.received(&r)), [(3, ErrorCode::Expired)]);
+}
+
+#[test]
+fn persisted_counters_add_up_across_restarts() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let p = bus.connect("p");
+    for seq in 1..=4 {
+        confirmed(&mut bus, &p, seq, "t").unwrap();
+    }
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 3));
+    bus.ack(&w, got[0].0, 0);
+    bus.ack(&w, got[1].0, 0);
+    bus.nack(&w, got[2].0, true, 0);
+    synced(&bus);
+    crash(bus);
+
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    bus.ack(&w, got[0].0, 0);
+    let q = queue_stats(&mut bus, &w);
+    let t = q.totals.unwrap();
+    assert_eq!((t.accepted, t.acked, t.nacked, t.redelivered), (4, 3, 1, 3));
+    // Across restarts: accepted = acked + dead-lettered + evicted +
+    // cancelled + depth + in flight.
+    assert_eq!(
+        t.accepted,
+        t.acked + t.dead_lettered + t.evicted + t.cancelled + q.depth + q.in_flight
+    );
+    // Since this start: one ack.
+    assert_eq!((q.acked, q.depth, q.in_flight), (1, 0, 1));
+}
+
+#[test]
+fn the_disk_budget_refuses_or_makes_room_as_the_queue_policy_says() {
+    for overflow in [OverflowPolicy::Reject, OverflowPolicy::DropOldest] {
+        let dir = temp_dir();
+        let configure = |c: &mut BrokerConfig| {
+            c.durability.max_disk_bytes = 1_000;
+            c.queue.overflow = overflow;
+        };
+        let (mut bus, _) = open(dir.path(), configure);
+        declare(&mut bus);
+        let p = bus.connect("p");
+        let body = "x".repeat(300);
+        let mut accepted = 0;
+        let mut refused = None;
+        for seq in 1..=5 {
+            match confirmed(&mut bus, &p, seq, &body) {
+                Ok(_) => accepted += 1,
+                Err(code) => refused = Some(code),
+            }
+        }
+        let q = queue_stats(&mut bus, &p);
+        match overflow {
+            OverflowPolicy::Reject => {
+                assert_eq!(refused, Some(ErrorCode::Storage));
+                assert!(accepted < 5 && q.depth == accepted);
+            }
+            _ => {
+                assert_eq!((refused, accepted), (None, 5));
+                assert!(q.depth < 5 && q.dropped == 5 - q.depth, "{q:?}");
+            }
+        }
+        assert!(journal(&bus).usage().live_bytes <= 1_000);
+    }
+}
+
+#[test]
+fn a_queue_that_is_not_durable_writes_nothing() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |c| {
+        c.queue.durable = false;
+        c.queue.overrides.push(crate::broker::QueueOverride {
+            filter: "audit.#".into(),
+            durable: Some(true),
+            ..Default::default()
+        });
+    });
+    let p = bus.connect("p");
+    let w = bus.connect("w");
+    bus.join(&w, 1, TASKS, "workers", 1);
+    confirmed(&mut bus, &p, 1, "in memory").unwrap();
+    assert_eq!(bus.router.durable.as_ref().unwrap().appended, None);
+    assert!(!queue_stats(&mut bus, &p).durable);
+}

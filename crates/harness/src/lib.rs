@@ -1,0 +1,79 @@
+//! eventbus-harness: prove a system built on eventbus under crashes and
+//! faults, with its real processes.
+//!
+//! Start your own binaries as supervised [`Process`]es (ready on a JSON
+//! line, any line, a socket that accepts, or a probe; killed, terminated,
+//! paused, resumed and restarted on demand; logs kept in files), around a
+//! broker in a [`Cluster`] (the `broker` binary as a process, or one
+//! embedded in the test); put a [`FaultProxy`] between a process and the
+//! broker; record what happened to every task in a [`History`] and let its
+//! checker find lost, duplicated or reordered work.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use eventbus_harness::{Cluster, DEADLINE, History, Order, ProcessBuilder, Ready};
+//! let cluster = Cluster::embedded().await;
+//! let worker = ProcessBuilder::new("worker-1", "target/debug/my-worker").ready(Ready::JsonLine);
+//! let mut worker = cluster.spawn(worker).await;
+//! let client = cluster.client("tester").await;
+//! let history = History::new();
+//! // ... publish tasks, record them; crash the worker mid-way:
+//! worker.kill();
+//! worker.restart().await.unwrap();
+//! // ... wait for the replies, record them ...
+//! let verdict = history.check(Order::Any);
+//! assert!(verdict.lost.is_empty() && verdict.duplicated_after_ack.is_empty(), "{verdict}");
+//! # }
+//! ```
+//!
+//! Map of the crate:
+//!
+//! - [`process`]: [`ProcessBuilder`] and [`Process`], any program as a child.
+//! - [`cluster`]: a [`Cluster`], one broker in a fresh temporary directory,
+//!   which starts processes, fault proxies and clients around it.
+//! - [`broker`]: the `broker` binary as a process ([`BrokerBuilder`],
+//!   [`BrokerProcess`]), with its faults.
+//! - [`embedded`]: [`TestBroker`], a broker inside the test's runtime.
+//! - [`binaries`]: finding (or building, once) a binary of the workspace.
+//! - [`proxy`]: a [`FaultProxy`] that delays, paces, drops, duplicates,
+//!   holds (partitions) or tears whole frames, usable with any client.
+//! - [`history`]: what happened to every task, and the checker that turns it
+//!   into a [`Verdict`].
+//! - [`wait`]: [`wait_until`] a condition, and the [`next`] item of a stream,
+//!   with a deadline.
+//! - [`rng`]: the seeded random numbers behind every fault choice, so a run
+//!   replays from its printed seed.
+//!
+//! **Invariants:** every child process is killed and reaped, even when a test
+//! panics (then its logs are kept and their paths printed); nothing waits for
+//! readiness by sleeping: processes are ready when their readiness condition
+//! holds, conditions are polled with a deadline. Harness operations panic on
+//! failure, with the process logs: they run inside tests, where that is the
+//! best report; starting a [`Process`] returns a typed [`StartError`] instead,
+//! for the callers that handle it.
+//!
+//! Signals (terminate gently, pause, resume) need Unix, and so does the fault
+//! proxy (Unix sockets); the rest is portable.
+#![forbid(unsafe_code)]
+
+pub mod binaries;
+pub mod broker;
+pub mod cluster;
+pub mod embedded;
+pub mod history;
+pub mod process;
+#[cfg(unix)]
+pub mod proxy;
+pub mod rng;
+pub mod wait;
+
+pub use broker::{BrokerBuilder, BrokerProcess};
+pub use cluster::Cluster;
+pub use embedded::TestBroker;
+pub use history::{Event, History, Order, Verdict};
+pub use process::{LogPaths, Output, Process, ProcessBuilder, Ready, StartError};
+#[cfg(unix)]
+pub use proxy::{Direction, FaultProxy, ProxyStats};
+pub use wait::{
+    DEADLINE, WaitTimeout, next, next_within, quiet_for, wait_until, wait_until_blocking,
+};
