@@ -133,13 +133,23 @@ fn publish(
         (p.seq, p.mode, p.timeout_ms)
     );
     assert_eq!(scan.target.as_deref().unwrap_or_default(), p.target_client);
+    assert_eq!(
+        (scan.gather_scope as i32, scan.gather_group.as_str()),
+        (p.gather_scope, p.gather_group.as_str())
+    );
     assert_eq!(scan.topic, message.topic);
     // Reply fields the publisher set are always found (the broker clears
     // them); one written with its default value may be found too (clearing
     // it again changes nothing), but not in prost's encoding, which omits it.
     let set = message.correlation_id != 0 || !message.reply_to.is_empty();
-    assert!(scan.reply_fields || !set, "reply fields the broker would not clear");
-    assert!(!canonical || scan.reply_fields == set, "reply fields found in none");
+    assert!(
+        scan.reply_fields || !set,
+        "reply fields the broker would not clear"
+    );
+    assert!(
+        !canonical || scan.reply_fields == set,
+        "reply fields found in none"
+    );
     assert_eq!(scan.reserved_header.is_some(), reserved(&message.headers));
     if let Some(key) = &scan.reserved_header {
         assert!(message.headers.contains_key(key), "{key:?} is no header");

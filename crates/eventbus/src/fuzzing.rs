@@ -26,6 +26,10 @@ pub struct ScannedPublish {
     pub mode: u64,
     /// `Publish.timeout_ms`.
     pub timeout_ms: u32,
+    /// `Publish.gather_scope`, as the varint was sent.
+    pub gather_scope: u64,
+    /// `Publish.gather_group` (empty when none).
+    pub gather_group: String,
     /// `Publish.target_client`, if not empty.
     pub target: Option<String>,
     /// The envelope's topic (empty when it has none).
@@ -46,6 +50,8 @@ pub fn scan_publish_body(body: Bytes) -> Option<ScannedPublish> {
         seq: raw.seq,
         mode: raw.mode,
         timeout_ms: raw.timeout_ms,
+        gather_scope: raw.gather_scope,
+        gather_group: raw.gather_group().to_owned(),
         target: raw.target().map(str::to_owned),
         topic: raw.topic().to_owned(),
         reply_fields: raw.reply_fields,
