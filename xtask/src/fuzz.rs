@@ -5,7 +5,7 @@
 //! it the task says how to install it and fails. cargo-fuzz is installed on
 //! demand. Each target runs for `--seconds` from its checked-in seeds
 //! (`fuzz/seeds/<target>/`, read only) and its working corpus
-//! (`fuzz/corpus/<target>/`, kept between runs, not in git); a crash is
+//! (`target/fuzz/corpus/<target>/`, kept between runs, never in git); a crash is
 //! written to `fuzz/artifacts/<target>/` and fails the task, with the
 //! command that replays it. libFuzzer's output goes to
 //! `target/fuzz/<target>.log`; the console gets its status lines and a
@@ -141,7 +141,7 @@ fn fuzz_target(
     max_len: usize,
     logs: &Path,
 ) -> Result<Outcome> {
-    let corpus = root.join("fuzz/corpus").join(target);
+    let corpus = logs.join("corpus").join(target);
     let seeds = root.join("fuzz/seeds").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let log_path = logs.join(format!("{target}.log"));
