@@ -133,6 +133,32 @@ fn every_kind() -> Vec<Kind> {
             seq: 1,
             message_id: 10,
         }),
+        publish(proto::Publish {
+            seq: 11,
+            mode: proto::PublishMode::Gather as i32,
+            timeout_ms: 500,
+            gather_scope: proto::GatherScope::Group as i32,
+            gather_group: "g".into(),
+            ..plain("q.a", b"who")
+        }),
+        Kind::GatherStarted(proto::GatherStarted {
+            seq: 11,
+            message_id: 12,
+            recipients: vec!["c0".into(), "c1".into()],
+        }),
+        Kind::GatherDone(proto::GatherDone {
+            seq: 11,
+            answered: 1,
+            missing: vec![proto::GatherMissing {
+                client_id: "c1".into(),
+                reason: proto::GatherMiss::TimedOut as i32,
+            }],
+        }),
+        Kind::ResultRequest(proto::ResultRequest {
+            seq: 13,
+            message_id: 12,
+            timeout_ms: 1000,
+        }),
     ]
 }
 
@@ -243,6 +269,22 @@ fn broker_scan() -> Seeds {
             }),
         ),
         ("unknown_mode", with(|p| p.mode = -7)),
+        (
+            "gather_to_a_group",
+            with(|p| {
+                p.mode = 4;
+                p.gather_scope = 2;
+                p.gather_group = "g".into();
+            }),
+        ),
+        (
+            "gather_with_an_unknown_scope",
+            with(|p| {
+                p.mode = 4;
+                p.gather_scope = -1;
+                p.gather_group = "é".into();
+            }),
+        ),
         ("direct", with(|p| p.target_client = "c1".into())),
         (
             "headers",
@@ -692,7 +734,9 @@ fn router_scripts() -> Seeds {
                         false,
                     ),
                     frame(0, FrameSpec::Hello),
-                    frame(0, FrameSpec::Deliver),
+                    frame(0, FrameSpec::BrokerOnly(0)),
+                    frame(0, FrameSpec::BrokerOnly(5)),
+                    frame(0, FrameSpec::BrokerOnly(6)),
                     Step::Advance(30_000),
                 ],
             ),
@@ -768,6 +812,89 @@ fn router_scripts() -> Seeds {
                         frame(2, FrameSpec::Cancel { seq: 1, message: 1 }),
                         Step::Cancel(0, 0),
                         Step::Hello(1, hello("c2"), true),
+                    ],
+                ]),
+            ),
+        ),
+        (
+            // Gathers to everyone, to plain subscribers only, to one group
+            // and to a group nobody joined; answered by the recipients'
+            // tokens, by forged replies, and not at all (a recipient
+            // leaves, the timeout passes); a requester that leaves first.
+            "gathers",
+            script(
+                0,
+                seq(&[
+                    &all,
+                    &[
+                        Step::Join(0, 4, 0, 0, 1),
+                        Step::Subscribe(1, 1, 2),
+                        Step::Subscribe(2, 1, 0),
+                        Step::Publish(3, 0, 4, 0),
+                        frame(
+                            3,
+                            FrameSpec::Publish(PublishSpec {
+                                gather_scope: 1,
+                                timeout: 300,
+                                ..pub_spec(4, "q.a")
+                            }),
+                        ),
+                        frame(
+                            3,
+                            FrameSpec::Publish(PublishSpec {
+                                gather_scope: 2,
+                                gather_group: Text::of("g"),
+                                ..pub_spec(4, "q.a")
+                            }),
+                        ),
+                        frame(
+                            3,
+                            FrameSpec::Publish(PublishSpec {
+                                gather_scope: 2,
+                                gather_group: Text::of("h"),
+                                target: Text::of("c0"),
+                                ..pub_spec(4, "q.a")
+                            }),
+                        ),
+                        Step::Reply(1, 0),
+                        Step::Reply(2, 0),
+                        Step::Reply(2, 0),
+                        frame(0, FrameSpec::Reply(forged_reply(1))),
+                        Step::Disconnect(1),
+                        Step::Advance(350),
+                        Step::Publish(2, 0, 4, 0),
+                        Step::Disconnect(2),
+                        Step::Reply(0, 0),
+                    ],
+                ]),
+            ),
+        ),
+        (
+            // Results asked for by the requester, by another client and by
+            // made-up ids, at once and with a wait: the queues are not
+            // durable, so there are none.
+            "result_requests",
+            script(
+                0,
+                seq(&[
+                    &all,
+                    &[
+                        Step::Join(0, 4, 0, 0, 1),
+                        Step::Publish(1, 0, 3, 0),
+                        Step::Result(1, 0, 0),
+                        Step::Result(1, 0, 500),
+                        Step::Result(2, 0, 500),
+                        frame(
+                            2,
+                            FrameSpec::Result {
+                                seq: 1,
+                                message: u64::MAX,
+                                timeout: u64::from(u32::MAX),
+                            },
+                        ),
+                        Step::Reply(0, 0),
+                        Step::Result(1, 0, 0),
+                        Step::Advance(600),
                     ],
                 ]),
             ),

@@ -156,6 +156,10 @@ pub struct PublishSpec {
     pub target: Text,
     /// A request's timeout.
     pub timeout: u64,
+    /// A gather's scope (any `i32`, valid or not).
+    pub gather_scope: u64,
+    /// A gather's queue group.
+    pub gather_group: Text,
 }
 
 impl PublishSpec {
@@ -171,6 +175,8 @@ impl PublishSpec {
             reply_to: Text::of(""),
             target: Text::of(""),
             timeout: 0,
+            gather_scope: 0,
+            gather_group: Text::of(""),
         }
     }
 }
@@ -245,17 +251,48 @@ pub enum FrameSpec {
         /// Its `seq`.
         seq: u64,
     },
+    /// A request for a durable request's result, by any message id.
+    Result {
+        /// Its `seq`.
+        seq: u64,
+        /// The request's message id.
+        message: u64,
+        /// How long it waits.
+        timeout: u64,
+    },
     /// A heartbeat.
     Heartbeat,
     /// A goodbye.
     Goodbye,
     /// A second `Hello`.
     Hello,
-    /// A `Deliver`, which only the broker sends.
-    Deliver,
+    /// A frame only the broker sends: [`BROKER_ONLY`]`[i]`, `i` taken
+    /// modulo their number.
+    BrokerOnly(u8),
 }
 
-const FRAME_KINDS: u8 = 12;
+const FRAME_KINDS: u8 = 13;
+
+/// The frames only the broker sends, which a client may send all the same.
+pub fn broker_only(i: u8) -> Kind {
+    match i % 7 {
+        0 => Kind::Deliver(proto::Deliver::default()),
+        1 => Kind::Welcome(proto::Welcome::default()),
+        2 => Kind::Ok(proto::Ok::default()),
+        3 => Kind::Error(proto::Error::default()),
+        4 => Kind::StatsResponse(proto::StatsResponse::default()),
+        5 => Kind::GatherStarted(proto::GatherStarted {
+            seq: 1,
+            message_id: 1,
+            recipients: vec!["c0".into()],
+        }),
+        _ => Kind::GatherDone(proto::GatherDone {
+            seq: 1,
+            answered: 1,
+            missing: Vec::new(),
+        }),
+    }
+}
 
 impl FrameSpec {
     fn read(r: &mut Reader) -> Self {
@@ -270,6 +307,8 @@ impl FrameSpec {
                 reply_to: Text::read(r),
                 target: Text::read(r),
                 timeout: r.num(),
+                gather_scope: r.num(),
+                gather_group: Text::read(r),
             }),
             1 => Self::Subscribe {
                 seq: r.num(),
@@ -306,7 +345,12 @@ impl FrameSpec {
             8 => Self::Heartbeat,
             9 => Self::Goodbye,
             10 => Self::Hello,
-            _ => Self::Deliver,
+            11 => Self::BrokerOnly(r.u8()),
+            _ => Self::Result {
+                seq: r.num(),
+                message: r.num(),
+                timeout: r.num(),
+            },
         }
     }
 
@@ -322,6 +366,8 @@ impl FrameSpec {
                 reply_to,
                 target,
                 timeout,
+                gather_scope,
+                gather_group,
             }) => {
                 w.u8(0).num(*seq).num(*mode);
                 topic.write(w);
@@ -330,7 +376,8 @@ impl FrameSpec {
                 w.num(*correlation);
                 reply_to.write(w);
                 target.write(w);
-                w.num(*timeout);
+                w.num(*timeout).num(*gather_scope);
+                gather_group.write(w);
             }
             Self::Subscribe {
                 seq,
@@ -383,8 +430,15 @@ impl FrameSpec {
             Self::Hello => {
                 w.u8(10);
             }
-            Self::Deliver => {
-                w.u8(11);
+            Self::BrokerOnly(i) => {
+                w.u8(11).u8(*i);
+            }
+            Self::Result {
+                seq,
+                message,
+                timeout,
+            } => {
+                w.u8(12).num(*seq).num(*message).num(*timeout);
             }
         }
     }
@@ -403,6 +457,8 @@ impl FrameSpec {
                 reply_to,
                 target,
                 timeout,
+                gather_scope,
+                gather_group,
             }) => Kind::Publish(proto::Publish {
                 seq: *seq,
                 mode: *mode as i32,
@@ -416,6 +472,8 @@ impl FrameSpec {
                 })),
                 target_client: target.string(),
                 timeout_ms: *timeout as u32,
+                gather_scope: *gather_scope as i32,
+                gather_group: gather_group.string(),
             }),
             Self::Subscribe {
                 seq,
@@ -471,7 +529,16 @@ impl FrameSpec {
             Self::Heartbeat => Kind::Heartbeat(proto::Heartbeat { nonce: 1 }),
             Self::Goodbye => Kind::Goodbye(proto::Goodbye::default()),
             Self::Hello => Kind::Hello(proto::Hello::default()),
-            Self::Deliver => Kind::Deliver(proto::Deliver::default()),
+            Self::BrokerOnly(i) => broker_only(*i),
+            Self::Result {
+                seq,
+                message,
+                timeout,
+            } => Kind::ResultRequest(proto::ResultRequest {
+                seq: *seq,
+                message_id: *message,
+                timeout_ms: *timeout as u32,
+            }),
         }
     }
 }
@@ -601,9 +668,11 @@ pub enum Step {
     Drain,
     /// The same frame `count` times from one peer.
     Flood(u8, u8, FrameSpec),
+    /// `Op::Result`: peer, pick, wait in milliseconds.
+    Result(u8, u8, u16),
 }
 
-const STEP_KINDS: u8 = 19;
+const STEP_KINDS: u8 = 20;
 
 impl Step {
     /// Reads one step.
@@ -631,7 +700,8 @@ impl Step {
             15 => Self::Hello(r.u8(), HelloSpec::read(r), r.u8() & 1 == 1),
             16 => Self::Memory(r.u8() & 1 == 1),
             17 => Self::Drain,
-            _ => Self::Flood(r.u8(), r.u8(), FrameSpec::read(r)),
+            18 => Self::Flood(r.u8(), r.u8(), FrameSpec::read(r)),
+            _ => Self::Result(r.u8(), r.u8(), r.u16()),
         }
     }
 
@@ -669,6 +739,7 @@ impl Step {
                 f.write(w);
                 w
             }
+            Self::Result(p, k, ms) => w.u8(19).u8(*p).u8(*k).u16(*ms),
         };
     }
 
@@ -729,6 +800,11 @@ impl Step {
                 peer: p(peer),
                 hello: Box::new(h.hello()),
                 resume: *resume,
+            },
+            Self::Result(peer, pick, ms) => Op::Result {
+                peer: p(peer),
+                pick: p(pick),
+                wait_ms: u32::from(*ms),
             },
             Self::Memory(over) => Op::Memory(*over),
             Self::Drain => Op::Drain,

@@ -129,6 +129,17 @@ pub enum Op {
         /// Which message.
         pick: usize,
     },
+    /// Ask for the result of the `pick`-th message anyone heard of, or a
+    /// made-up id, waiting up to `wait_ms` (only a durable request has
+    /// one: the model's queues are not durable).
+    Result {
+        /// Which client.
+        peer: usize,
+        /// Which message.
+        pick: usize,
+        /// How long it waits.
+        wait_ms: u32,
+    },
     /// Moves the clock by this many milliseconds and runs the ticker.
     Advance(u64),
     /// Client `i` sends a heartbeat.
@@ -392,6 +403,21 @@ impl Model {
                     }),
                 );
             }
+            Op::Result {
+                peer,
+                pick,
+                wait_ms,
+            } => {
+                let id = self.messages.get(pick).copied().unwrap_or(pick as u64 + 1);
+                self.frame(
+                    peer,
+                    Kind::ResultRequest(proto::ResultRequest {
+                        seq: 8,
+                        message_id: id,
+                        timeout_ms: wait_ms,
+                    }),
+                );
+            }
             Op::Advance(ms) => {
                 self.bus.advance(Duration::from_millis(ms));
                 self.drain_all();
@@ -438,7 +464,7 @@ impl Model {
     }
 
     /// Everyone leaves: everything in flight goes back to its queue, and
-    /// nothing is left pending.
+    /// nothing is left pending (requests, gathers).
     ///
     /// # Panics
     /// When something is still in flight or pending.
@@ -452,6 +478,11 @@ impl Model {
             "in flight after all left"
         );
         assert_eq!(self.bus.router.requests.len(), 0, "pending after all left");
+        assert_eq!(
+            self.bus.router.gathers.iter().count(),
+            0,
+            "gathers after all left"
+        );
     }
 
     /// The credentials client `i` presents in the auth file's case.

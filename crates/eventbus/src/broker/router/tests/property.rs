@@ -27,6 +27,8 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (peer.clone(), 0..4usize, 0..4u8).prop_map(|(peer, pick, how)| Op::Settle { peer, pick, how }),
         2 => (peer.clone(), 0..4usize).prop_map(|(peer, pick)| Op::Reply { peer, pick }),
         1 => (peer.clone(), 0..8usize).prop_map(|(peer, pick)| Op::Cancel { peer, pick }),
+        1 => (peer.clone(), 0..8usize, 0..400u32)
+            .prop_map(|(peer, pick, wait_ms)| Op::Result { peer, pick, wait_ms }),
         2 => (0..700u64).prop_map(Op::Advance),
         2 => peer.clone().prop_map(Op::Heartbeat),
         1 => peer.clone().prop_map(Op::Stall),
