@@ -59,7 +59,7 @@ pub use broker::{Broker, BrokerConfig};
 #[cfg(feature = "client")]
 pub use client::{
     Body, BrokerStats, Client, ClientOptions, ConnectionEvent, Delivery, HeaderError, Headers,
-    Message, PendingRequest, QueueSubscription, ReconnectPolicy, Subscription,
+    Message, PendingRequest, QueueSubscription, ReconnectPolicy, ResultError, Subscription,
 };
 pub use framed::OverflowPolicy;
 pub use names::{ClientId, GroupName, IntoName, Name};

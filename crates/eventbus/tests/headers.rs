@@ -156,7 +156,7 @@ async fn x_headers_are_the_brokers_and_a_publish_that_sets_one_is_refused() {
     let forged = Body::new("x").header("x-attempts", "1").unwrap();
     let refused = publisher.publish_confirmed(&t("jobs"), forged).await;
     assert!(
-        matches!(&refused, Err(PublishError::Refused(r)) if r.code == eventbus::proto::ErrorCode::PermissionDenied),
+        matches!(&refused, Err(PublishError::ReservedHeader { name }) if name == "x-attempts"),
         "{refused:?}"
     );
     broker.shutdown().await;

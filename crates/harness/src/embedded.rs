@@ -116,9 +116,16 @@ impl TestBroker {
 
     /// Stops it gracefully and starts a new one on the same socket, with the
     /// default configuration.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops it gracefully and starts a new one on the same socket, with the
+    /// default configuration as `configure` changes it (the same data
+    /// directory, for a durable broker's journal).
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut BrokerConfig)) -> Self {
         self.stop_and_wait().await;
-        let mut next = Self::start_at(&self.socket, |_| {});
+        let mut next = Self::start_at(&self.socket, configure);
         next.dir = self.dir.take();
         next
     }

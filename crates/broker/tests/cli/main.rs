@@ -3,6 +3,7 @@
 #![cfg(unix)]
 
 mod broker;
+mod durable;
 mod ebctl;
 mod harness;
 mod reply;

@@ -10,6 +10,7 @@
 mod backpressure;
 mod broker_restart;
 mod chaos;
+mod durability;
 mod failover;
 mod faults;
 mod fifo;

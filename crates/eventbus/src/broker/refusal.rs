@@ -455,9 +455,8 @@ impl Refusal {
                 }
                 PublishRefusal::MemoryPressure { what } => of([("reason", what.clone())]),
                 PublishRefusal::Storage { reason } => of([("reason", reason.clone())]),
-                PublishRefusal::ShuttingDown
-                | PublishRefusal::InvalidTopic(_)
-                | PublishRefusal::ReservedHeader(_) => Vec::new(),
+                PublishRefusal::ReservedHeader(name) => of([("header", name.clone())]),
+                PublishRefusal::ShuttingDown | PublishRefusal::InvalidTopic(_) => Vec::new(),
             },
             Self::Subscribe(SubscribeRefusal::Limit { max }) => {
                 of([("max_subscriptions", max.to_string())])

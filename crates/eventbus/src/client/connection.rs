@@ -436,6 +436,15 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
             (Some(tx), Answer::Ok(id)) => {
                 let _ = tx.send(Answer::Ok(id));
             }
+            // A durable queue confirms a request once the journal has
+            // synced it, and a quick responder can answer before that: the
+            // reply goes to its waiter, the acceptance is still to come.
+            (Some(tx), reply @ Answer::Reply(_)) => {
+                lock(&inner.accepts).insert(seq, tx);
+                if let Some(waiter) = lock(&inner.pending).remove(&seq) {
+                    let _ = waiter.send(reply);
+                }
+            }
             (Some(tx), other) => {
                 lock(&inner.pending).remove(&seq);
                 let _ = tx.send(other);

@@ -180,6 +180,49 @@ pub enum PublishError {
         /// How long the publish waited.
         waited_ms: usize,
     },
+    /// This client's identity may not publish there: a topic its
+    /// permissions in the broker's auth file leave out or a reserved `_sys.`
+    /// topic (`topic` is set), or a direct send to a client it may not reach
+    /// (`client_id` is set).
+    #[error("not allowed to publish on {topic:?} (client {client_id:?})")]
+    PermissionDenied {
+        /// The refused topic, empty for a direct send.
+        topic: String,
+        /// The client a refused direct send was for, else empty.
+        client_id: String,
+    },
+    /// The message sets a header whose name starts with `x-`: those are the
+    /// broker's (`x-attempts`, `x-dead-letter-reason`, ...).
+    #[error("header {name:?} is reserved for the broker")]
+    ReservedHeader {
+        /// The header's name.
+        name: String,
+    },
+    /// A per-client limit of the broker was reached (parked requests,
+    /// durable queues, ...): the broker names it as in its configuration.
+    #[error("quota {quota} reached (limit {limit})")]
+    QuotaExceeded {
+        /// The limit's name, e.g. `limits.max_pending_requests`.
+        quota: String,
+        /// Its value.
+        limit: usize,
+    },
+    /// The broker is over its memory ceiling and takes nothing new until
+    /// it is below again; retry later.
+    #[error("broker under memory pressure: {reason}")]
+    MemoryPressure {
+        /// What the broker says is over its bound.
+        reason: String,
+    },
+    /// A durable queue's message could not be written to the broker's
+    /// journal (the disk budget, a full disk or an I/O error): the message
+    /// was not confirmed, so the publisher still owns it. It may still be
+    /// delivered (at least once), but nothing promises it survives a crash.
+    #[error("the broker could not store the message: {reason}")]
+    Storage {
+        /// What the journal reported.
+        reason: String,
+    },
     /// The broker did not confirm in time.
     #[error("no confirmation within {0:?}")]
     Timeout(Duration),

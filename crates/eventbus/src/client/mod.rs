@@ -32,6 +32,7 @@ mod message;
 mod options;
 mod publish;
 mod request;
+mod result;
 mod session;
 mod stats;
 mod subscription;
@@ -56,7 +57,8 @@ pub use headers::{HeaderError, Headers, MAX_HEADER_NAME_BYTES};
 pub use message::Message;
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
-pub use stats::{BrokerStats, ConnectionStats, MemberStats, QueueStats, TopicStats};
+pub use result::{MAX_RESULT_WAIT, ResultError};
+pub use stats::{BrokerStats, ConnectionStats, MemberStats, QueueStats, QueueTotals, TopicStats};
 pub use subscription::{QueueSubscription, Subscription};
 
 use crate::framed::{Outbound, PushError};
@@ -455,6 +457,25 @@ pub(crate) fn publish_refusal(r: Refused) -> PublishError {
             group: r.detail("group"),
             max_len: r.detail_usize("max_len"),
             waited_ms: r.detail_usize("waited_ms"),
+        },
+        ErrorCode::PermissionDenied if r.details.contains_key("header") => {
+            PublishError::ReservedHeader {
+                name: r.detail("header"),
+            }
+        }
+        ErrorCode::PermissionDenied => PublishError::PermissionDenied {
+            topic: r.detail("topic"),
+            client_id: r.detail("client_id"),
+        },
+        ErrorCode::QuotaExceeded => PublishError::QuotaExceeded {
+            quota: r.detail("quota"),
+            limit: r.detail_usize("limit"),
+        },
+        ErrorCode::MemoryPressure => PublishError::MemoryPressure {
+            reason: r.detail("reason"),
+        },
+        ErrorCode::Storage => PublishError::Storage {
+            reason: r.detail("reason"),
         },
         _ => PublishError::Refused(r),
     }

@@ -98,6 +98,46 @@ pub struct QueueStats {
     pub cancelled: u64,
     /// One entry per member.
     pub members: Vec<MemberStats>,
+    /// Whether the queue is durable (journaled; it survives a broker crash).
+    pub durable: bool,
+    /// A durable queue's counters since its first start, across restarts
+    /// (the fields above count since this start); `None` for other queues.
+    pub totals: Option<QueueTotals>,
+}
+
+/// A durable queue's counters since its first start, persisted in the
+/// broker's journal. Every message the queue accepted is in exactly one of
+/// `acked`, `dead_lettered`, `evicted`, `cancelled`, or still queued or in
+/// flight: `accepted = acked + dead_lettered + evicted + cancelled + depth +
+/// in_flight` (`docs/stats.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[non_exhaustive]
+pub struct QueueTotals {
+    /// Messages the queue took in.
+    pub accepted: u64,
+    /// Deliveries made, redeliveries included.
+    pub delivered: u64,
+    /// Messages acknowledged (replies included).
+    pub acked: u64,
+    /// Deliveries handed back with a nack.
+    pub nacked: u64,
+    /// Deliveries made again after a nack, an ack timeout, a member's loss
+    /// or a broker restart.
+    pub redelivered: u64,
+    /// Messages the overflow policy dropped: accepted ones it evicted
+    /// (`evicted` counts those alone) and incoming ones it never accepted.
+    pub dropped: u64,
+    /// Publishes refused (queue full, or not storable): never accepted.
+    pub rejected: u64,
+    /// Messages moved to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages cancelled while queued or in flight.
+    pub cancelled: u64,
+    /// Accepted messages taken out to make room by `drop-oldest` (for the
+    /// queue's length or for the disk budget).
+    pub evicted: u64,
 }
 
 /// Counters of one queue-group member.
@@ -180,6 +220,25 @@ impl From<proto::QueueStats> for QueueStats {
             dead_lettered: q.dead_lettered,
             cancelled: q.cancelled,
             members: q.members.into_iter().map(Into::into).collect(),
+            durable: q.durable,
+            totals: q.totals.map(Into::into),
+        }
+    }
+}
+
+impl From<proto::QueueTotals> for QueueTotals {
+    fn from(t: proto::QueueTotals) -> Self {
+        Self {
+            accepted: t.accepted,
+            delivered: t.delivered,
+            acked: t.acked,
+            nacked: t.nacked,
+            redelivered: t.redelivered,
+            dropped: t.dropped,
+            rejected: t.rejected,
+            dead_lettered: t.dead_lettered,
+            cancelled: t.cancelled,
+            evicted: t.evicted,
         }
     }
 }
@@ -217,6 +276,7 @@ mod tests {
             connections: vec![proto::ConnectionStats::default()],
             queues: vec![proto::QueueStats {
                 members: vec![proto::MemberStats::default()],
+                totals: Some(proto::QueueTotals::default()),
                 ..Default::default()
             }],
             topics: vec![proto::TopicStats::default()],
@@ -265,13 +325,30 @@ mod tests {
                 "delivered",
                 "depth",
                 "dropped",
+                "durable",
                 "group",
                 "in_flight",
                 "members",
                 "nacked",
                 "redelivered",
                 "rejected",
-                "topic"
+                "topic",
+                "totals"
+            ]
+        );
+        assert_eq!(
+            keys(&json["queues"][0]["totals"]),
+            [
+                "accepted",
+                "acked",
+                "cancelled",
+                "dead_lettered",
+                "delivered",
+                "dropped",
+                "evicted",
+                "nacked",
+                "redelivered",
+                "rejected"
             ]
         );
         assert_eq!(

@@ -9,7 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use eventbus::{Body, GroupName, Headers, Topic, TopicFilter};
+use eventbus::{Body, ClientId, GroupName, Headers, Topic, TopicFilter};
 
 use crate::failure::Failure;
 
@@ -25,12 +25,27 @@ pub struct Cli {
     /// $XDG_RUNTIME_DIR/eventbus/broker.sock, else /tmp/eventbus-$UID/broker.sock].
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Connect as this client id [default: ebctl-<pid>]; e.g. to fetch the
+    /// `result` of a request sent earlier as the same id. A live client's id
+    /// can be taken only with its identity's credentials.
+    #[arg(long, global = true, value_name = "ID")]
+    pub client_id: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// The client id to connect as: `--client-id`, else `ebctl-<pid>`.
+    pub fn client_id(&self) -> Result<ClientId, Failure> {
+        match &self.client_id {
+            Some(id) => ClientId::new(id.as_str())
+                .map_err(|e| Failure::Usage(format!("invalid --client-id {id:?}: {e}"))),
+            None => Ok(ClientId::new(format!("ebctl-{}", std::process::id()))
+                .expect("ebctl-<pid> is a valid client id")),
+        }
+    }
+
     /// The socket to connect to.
     pub fn socket(&self) -> PathBuf {
         self.socket
@@ -51,6 +66,9 @@ pub enum Command {
     /// Answer requests: echo them, or run a command per request and reply
     /// with its output.
     Reply(ReplyArgs),
+    /// Print the reply to a durable request, by the request's message id
+    /// (waiting for it while the request is still queued or in flight).
+    Result(ResultArgs),
     /// Print the broker's counters.
     Stats(StatsArgs),
     /// Live per-queue and per-client rates, depths and in-flight counts in
@@ -125,6 +143,20 @@ pub struct RequestArgs {
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub timeout_ms: u64,
     /// Print the reply as JSON: source, payload, latency_us, headers.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `ebctl result`.
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// The request's message id (a durable queue's request).
+    pub message_id: u64,
+    /// How long to wait for a reply that has not come yet, in milliseconds
+    /// (0: only a reply already kept).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub timeout_ms: u64,
+    /// Print the reply as JSON: message_id, source, payload, headers.
     #[arg(long)]
     pub json: bool,
 }

@@ -5,8 +5,8 @@
 //! - [`cli`]: the command line, and validation of topics and filters.
 //! - [`failure`]: how errors become one stderr line and an exit code
 //!   (0 success, 1 operational failure, 2 usage error).
-//! - [`publish`], [`subscribe`], [`request`], [`reply`], [`stats`], [`tasks`],
-//!   [`top`]: one module per command that talks to the broker.
+//! - [`publish`], [`subscribe`], [`request`], [`reply`], [`result`], [`stats`],
+//!   [`tasks`], [`top`]: one module per command that talks to the broker.
 //! - [`assets`]: `completions` and the hidden `man`, generated from the same
 //!   clap definitions (`cargo xtask cli-assets` writes them all).
 //!
@@ -22,6 +22,7 @@ mod output;
 mod publish;
 mod reply;
 mod request;
+mod result;
 mod stats;
 mod subscribe;
 mod tasks;
@@ -50,26 +51,28 @@ fn main() -> ExitCode {
 /// Validates the arguments, then runs the command against the broker.
 fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket();
+    let id = cli.client_id()?;
+    let socket = (socket.as_path(), &id);
     // Names are checked before connecting: a bad topic is a usage error
     // whether or not a broker is running.
     match cli.command {
         Command::Publish(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(&socket, async |client| {
+            with_client(socket, async |client| {
                 publish::run(client, &topic, body, &args).await
             })
         }
         Command::Subscribe(args) => {
             let filter = cli::filter(&args.filter)?;
-            with_client(&socket, async |client| {
+            with_client(socket, async |client| {
                 subscribe::run(client, &filter, &args).await
             })
         }
         Command::Request(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(&socket, async |client| {
+            with_client(socket, async |client| {
                 request::run(client, &topic, body, &args).await
             })
         }
@@ -77,13 +80,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let filter = cli::filter(&args.filter)?;
             let group = args.queue.as_deref().map(cli::group).transpose()?;
             let headers = cli::headers(&args.headers)?;
-            with_client(&socket, async |client| {
+            with_client(socket, async |client| {
                 reply::run(client, &filter, group, headers, &args).await
             })
         }
-        Command::Stats(args) => {
-            with_client(&socket, async |client| stats::run(client, &args).await)
+        Command::Result(args) => {
+            with_client(socket, async |client| result::run(client, &args).await)
         }
+        Command::Stats(args) => with_client(socket, async |client| stats::run(client, &args).await),
         Command::Top(args) => {
             if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 return Err(Failure::Usage(
@@ -91,12 +95,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .to_owned(),
                 ));
             }
-            with_client(&socket, async |client| top::run(client, &args).await)
+            with_client(socket, async |client| top::run(client, &args).await)
         }
         Command::Tasks(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(&socket, async |client| {
+            with_client(socket, async |client| {
                 tasks::run(client, &topic, body, &args).await
             })
         }
@@ -105,9 +109,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Connects as `ebctl-<pid>`, runs `command`, then closes the connection.
+/// Connects to `socket` as `id`, runs `command`, then closes the connection.
 fn with_client(
-    socket: &Path,
+    (socket, id): (&Path, &ClientId),
     command: impl AsyncFnOnce(&Client) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,9 +119,9 @@ fn with_client(
         .build()
         .map_err(|e| Failure::operational(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let id = ClientId::new(format!("ebctl-{}", std::process::id()))
-            .expect("ebctl-<pid> is a valid client id");
-        let options = ClientOptions::new(socket).client_id(id).kind("ebctl");
+        let options = ClientOptions::new(socket)
+            .client_id(id.clone())
+            .kind("ebctl");
         let client = Client::connect(options).await?;
         let result = command(&client).await;
         client.close().await;

@@ -14,6 +14,9 @@ use crate::output;
 /// The reply as `ebctl request --json` prints it.
 #[derive(Debug, Serialize)]
 struct ReplyJson<'a> {
+    /// The request's message id (`ebctl result` fetches a durable one's
+    /// reply again by it).
+    message_id: u64,
     /// Client id of the responder.
     source: &'a str,
     /// The reply payload, as UTF-8 (invalid bytes replaced).
@@ -33,11 +36,15 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let start = Instant::now();
-    let reply = client.request(topic, body, timeout).await?;
+    // Submitted, so the broker's acceptance names the request's id.
+    let pending = client.submit(topic, body, timeout).await?;
+    let message_id = pending.message_id();
+    let reply = pending.reply().await?;
     let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let payload = String::from_utf8_lossy(reply.payload()).into_owned();
     if args.json {
         let json = ReplyJson {
+            message_id,
             source: reply.source(),
             payload,
             latency_us,

@@ -273,13 +273,23 @@ impl Router {
             return None;
         }
         let journal = &self.durable.as_ref()?.journal;
-        match journal.admits(total) {
-            Ok(()) => None,
-            Err(AppendError::DiskBudget { .. }) if !refuses_when_full => None,
-            Err(e) => Some(PublishRefusal::Storage {
-                reason: e.to_string(),
-            }),
+        let reason = match journal.admits(total) {
+            Ok(()) => return None,
+            Err(AppendError::DiskBudget { .. }) if !refuses_when_full => return None,
+            Err(e) => e.to_string(),
+        };
+        // Refused by every durable group it was for: each counts it.
+        for target in targets {
+            if let super::Target::Group(gid) = *target
+                && self.journaled(gid)
+            {
+                if let Some(g) = self.queues.get_mut(gid) {
+                    g.reject();
+                }
+                self.journal_counted(gid, Counter::Rejected);
+            }
         }
+        Some(PublishRefusal::Storage { reason })
     }
 
     /// Makes room in the journal for `msg` in durable group `gid` under its
@@ -369,7 +379,7 @@ impl Router {
         }
     }
 
-    /// Starts a publish: nothing appended for it yet.
+    /// Starts a command: nothing appended for it yet.
     pub(super) fn durable_begin(&mut self) {
         if let Some(d) = self.durable.as_mut() {
             d.last = None;
@@ -377,10 +387,11 @@ impl Router {
         }
     }
 
-    /// Confirms a publish with `ok`: now, or once its records are durable
-    /// (handed to the caller in `held`), or with a refusal when one could
-    /// not be appended.
-    pub(super) fn confirm_publish(&mut self, conn: super::ConnId, seq: Seq, ok: proto::Frame) {
+    /// Confirms a command with `ok`: now, or once the records it appended
+    /// are durable (handed to the caller in `held`), or with a `Storage`
+    /// refusal when one could not be appended. Publishes, settlements,
+    /// replies and cancels all go through here.
+    pub(super) fn confirm_durable(&mut self, conn: super::ConnId, seq: Seq, ok: proto::Frame) {
         let (last, failed) = match self.durable.as_mut() {
             Some(d) => (d.last.take(), d.failed.take()),
             None => (None, None),

@@ -251,6 +251,8 @@ impl Router {
                 return Applied::Done;
             }
         };
+        // Whatever this command appends to the journal, its `Ok` waits for.
+        self.durable_begin();
         let (seq, result): (Seq, Result<(), Refusal>) = match command {
             Command::Publish(p) => return self.publish_or_refuse(conn, p),
             Command::Gather(g) => (g.seq, self.gather(conn, g).map_err(Into::into)),
@@ -334,9 +336,12 @@ impl Router {
     }
 
     /// Answers `Ok` to a frame that asked for it.
+    /// Answers `seq` with `Ok`: at once, or — when the command journaled
+    /// something (an ack, a nack, a kept reply, a cancel) — once that is on
+    /// disk, so a confirmed settlement is never undone by a crash.
     fn confirm(&mut self, conn: ConnId, seq: Seq) {
         if seq.wants_answer() {
-            self.conns.send(conn, ok(seq, 0));
+            self.confirm_durable(conn, seq, ok(seq, 0));
         }
     }
 

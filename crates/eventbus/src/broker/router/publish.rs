@@ -126,7 +126,7 @@ impl Router {
             self.schedule.due_by(deadline);
         }
         if mode.is_confirmed() {
-            self.confirm_publish(conn, seq, ok(seq, id.get()));
+            self.confirm_durable(conn, seq, ok(seq, id.get()));
         } else {
             self.durable_unconfirmed();
         }

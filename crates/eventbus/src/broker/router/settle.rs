@@ -211,7 +211,7 @@ impl Router {
         self.observe_cancelled(id);
         self.fail_request(id, RequestFailure::Cancelled(id));
         if seq.wants_answer() {
-            self.conns.send(conn, ok(seq, id.get()));
+            self.confirm_durable(conn, seq, ok(seq, id.get()));
         }
         Ok(())
     }

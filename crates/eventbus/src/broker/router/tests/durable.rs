@@ -134,6 +134,32 @@ fn a_durable_confirmation_waits_for_the_sync_that_covers_its_record() {
 }
 
 #[test]
+fn a_confirmed_ack_waits_for_its_sync_and_is_never_undone_by_a_crash() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let p = bus.connect("p");
+    confirmed(&mut bus, &p, 1, "t1").unwrap();
+    confirmed(&mut bus, &p, 2, "t2").unwrap();
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 2));
+    assert_eq!(payloads(&got), [("t1", 1), ("t2", 1)]);
+    journal(&bus).gate().close();
+    let arrived = journal(&bus).gate().arrived();
+    bus.ack(&w, got[0].0, 7);
+    journal(&bus).gate().wait_arrived(arrived + 1);
+    assert_eq!(bus.received(&w), [], "not confirmed while its sync is held");
+    journal(&bus).gate().open();
+    assert!(answer(&receive_until(&bus, &w, answered(7)), 7).is_ok());
+    // Confirmed, then a crash: t1 stays acked, t2 (unacked) comes back.
+    crash(bus);
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 10));
+    assert_eq!(payloads(&got), [("t2", 2)]);
+}
+
+#[test]
 fn after_a_crash_confirmed_messages_come_back_in_order_and_those_in_flight_at_attempt_plus_one() {
     let dir = temp_dir();
     let (mut bus, _) = open(dir.path(), |_| {});
@@ -181,7 +207,10 @@ fn acked_dead_lettered_and_cancelled_messages_stay_gone_after_a_restart() {
     };
     confirmed(&mut bus, &p, 4, "kept").unwrap();
     bus.cancel(&p, cancelled, 5);
-    assert_eq!(answer(&bus.received(&p), 5), Ok(cancelled));
+    assert_eq!(
+        answer(&receive_until(&bus, &p, answered(5)), 5),
+        Ok(cancelled)
+    );
     let w = bus.connect("w");
     let got = tasks(&bus.join(&w, 1, TASKS, "workers", 2));
     assert_eq!(payloads(&got), [("acked", 1), ("rejected", 1)]);
@@ -303,7 +332,11 @@ fn a_reply_to_a_request_the_broker_lost_on_a_crash_reaches_its_requester_by_id()
             seq: 4,
         }),
     );
-    assert_eq!(answer(&bus.received(&w), 4), Ok(0), "the reply is taken");
+    assert_eq!(
+        answer(&receive_until(&bus, &w, answered(4)), 4),
+        Ok(0),
+        "the reply is taken"
+    );
     assert_eq!(
         reply_payload(&bus.received(&r), 7).as_deref(),
         Some("3 findings")
