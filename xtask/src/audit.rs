@@ -8,6 +8,11 @@
 //!    `#![forbid(unsafe_code)]`, so the file says so itself even when it is
 //!    compiled outside the workspace.
 //!
+//! The packages of [`OUTSIDE_PACKAGES`] (the fuzz targets, a workspace of
+//! their own so the stable gate never builds them) cannot inherit the
+//! workspace's lints: their manifest forbids `unsafe_code` in `[lints.rust]`
+//! itself, and rule 3 holds for their crate roots.
+//!
 //! [`audit`] is a pure function over a directory: it reads files and returns
 //! the violations; it prints nothing and runs no process, so tests can point it
 //! at fixture workspaces.
@@ -32,7 +37,13 @@ pub enum Rule {
     MemberInheritsLints,
     /// A crate root must start with the inner attribute `#![forbid(unsafe_code)]`.
     CrateRootForbidsUnsafe,
+    /// A package outside the workspace must set `[lints.rust] unsafe_code = "forbid"`.
+    OutsidePackageForbidsUnsafe,
 }
+
+/// Packages in the tree that are not workspace members, audited all the
+/// same when they exist: cargo-fuzz's `fuzz/`.
+pub const OUTSIDE_PACKAGES: [&str; 1] = ["fuzz"];
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,6 +54,9 @@ impl fmt::Display for Rule {
             Rule::MemberInheritsLints => "missing `[lints] workspace = true`",
             Rule::CrateRootForbidsUnsafe => {
                 "crate root lacks the inner attribute `#![forbid(unsafe_code)]`"
+            }
+            Rule::OutsidePackageForbidsUnsafe => {
+                "missing `unsafe_code = \"forbid\"` in `[lints.rust]`"
             }
         })
     }
@@ -78,7 +92,7 @@ pub fn audit(root: &Path) -> Result<Vec<Violation>> {
     };
 
     let mut violations = Vec::new();
-    if !forbids_unsafe_in_workspace(workspace) {
+    if !lints_forbid_unsafe(workspace) {
         violations.push(Violation {
             path: PathBuf::from("Cargo.toml"),
             rule: Rule::WorkspaceForbidsUnsafe,
@@ -94,19 +108,44 @@ pub fn audit(root: &Path) -> Result<Vec<Violation>> {
                 rule: Rule::MemberInheritsLints,
             });
         }
-        for crate_root in crate_roots(&root.join(&member), &manifest)? {
-            let source = fs::read_to_string(&crate_root)
-                .with_context(|| format!("reading crate root {}", crate_root.display()))?;
-            if !has_forbid_unsafe(&source) {
-                let path = crate_root.strip_prefix(root).unwrap_or(&crate_root);
-                violations.push(Violation {
-                    path: path.to_path_buf(),
-                    rule: Rule::CrateRootForbidsUnsafe,
-                });
-            }
+        check_crate_roots(root, &member, &manifest, &mut violations)?;
+    }
+    for outside in OUTSIDE_PACKAGES.map(PathBuf::from) {
+        let manifest_path = root.join(&outside).join("Cargo.toml");
+        if !manifest_path.is_file() {
+            continue;
         }
+        let manifest = read_manifest(&manifest_path)?;
+        if !lints_forbid_unsafe(&manifest) {
+            violations.push(Violation {
+                path: outside.join("Cargo.toml"),
+                rule: Rule::OutsidePackageForbidsUnsafe,
+            });
+        }
+        check_crate_roots(root, &outside, &manifest, &mut violations)?;
     }
     Ok(violations)
+}
+
+/// Rule 3 for the package in `root/dir`.
+fn check_crate_roots(
+    root: &Path,
+    dir: &Path,
+    manifest: &Table,
+    violations: &mut Vec<Violation>,
+) -> Result<()> {
+    for crate_root in crate_roots(&root.join(dir), manifest)? {
+        let source = fs::read_to_string(&crate_root)
+            .with_context(|| format!("reading crate root {}", crate_root.display()))?;
+        if !has_forbid_unsafe(&source) {
+            let path = crate_root.strip_prefix(root).unwrap_or(&crate_root);
+            violations.push(Violation {
+                path: path.to_path_buf(),
+                rule: Rule::CrateRootForbidsUnsafe,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read_manifest(path: &Path) -> Result<Table> {
@@ -115,9 +154,10 @@ fn read_manifest(path: &Path) -> Result<Table> {
         .with_context(|| format!("parsing {}", path.display()))
 }
 
-/// `[workspace.lints.rust] unsafe_code` is `"forbid"` or `{ level = "forbid", .. }`.
-fn forbids_unsafe_in_workspace(workspace: &Table) -> bool {
-    let level = workspace
+/// `[lints.rust] unsafe_code` of `table` (the `[workspace]` table or a
+/// package's manifest) is `"forbid"` or `{ level = "forbid", .. }`.
+fn lints_forbid_unsafe(table: &Table) -> bool {
+    let level = table
         .get("lints")
         .and_then(|lints| lints.get("rust"))
         .and_then(|rust| rust.get("unsafe_code"));

@@ -1,5 +1,6 @@
 //! `cargo xtask e2e`: runs a type of process scenarios (`crates/e2e/tests/scenarios/`,
-//! and the collectors' emit tests in `crates/mock-collector/tests/emit.rs`)
+//! the hostile-client suite in `crates/e2e/tests/hostile/`, and the collectors'
+//! emit tests in `crates/mock-collector/tests/emit.rs`)
 //! under `cargo nextest run --profile ci` and writes a report directory.
 //!
 //! A type is a nextest filter over the scenarios' module paths ([`ScenarioType::filter`]);
@@ -60,6 +61,12 @@ pub enum ScenarioType {
     /// Seeded fault schedules (the nemesis, fault proxies) under load, judged
     /// by success criteria.
     Chaos,
+    /// Hostile clients (`crates/e2e/tests/hostile/`): one client attacks the
+    /// others; the victims are unaffected, the attacker is refused.
+    Hostile,
+    /// Durable queues across broker crashes: SIGKILL loops, order, results by
+    /// id, a full disk, a damaged journal tail.
+    Durability,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
     All,
 }
@@ -74,7 +81,11 @@ impl ScenarioType {
             Self::Load => "binary(scenarios) & test(/^load::/)",
             Self::Collectors => "package(mock-collector) & binary(emit)",
             Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
-            Self::All => "binary(scenarios) | (package(mock-collector) & binary(emit))",
+            Self::Hostile => "package(e2e) & binary(hostile)",
+            Self::Durability => "binary(scenarios) & test(/^durability::/)",
+            Self::All => {
+                "binary(scenarios) | (package(e2e) & binary(hostile)) | (package(mock-collector) & binary(emit))"
+            }
         }
     }
 }
@@ -140,6 +151,10 @@ fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> 
             "e2e",
             "-p",
             "mock-collector",
+            // Built before the first scenario needs it, not inside its
+            // time limit (the tests' filter leaves the broker's own tests out).
+            "-p",
+            "broker",
             "--profile",
             "ci",
         ])
@@ -148,7 +163,7 @@ fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> 
         .env("EVENTBUS_CHAOS_REPORT_DIR", chaos_dir)
         .stdout(Stdio::piped());
     eprintln!(
-        "$ cargo nextest run -p e2e --profile ci --success-output final --failure-output final -E '{filter}'"
+        "$ cargo nextest run -p e2e -p mock-collector -p broker --profile ci --success-output final --failure-output final -E '{filter}'"
     );
     let mut child = cmd.spawn().context("could not start cargo nextest")?;
     let mut log = std::fs::File::create(log_path)
@@ -449,11 +464,15 @@ mod tests {
         for kind in ScenarioType::value_variants() {
             let filter = kind.filter();
             assert!(
-                filter.starts_with("binary(scenarios)") || filter.contains("binary(emit)"),
+                filter.starts_with("binary(scenarios)")
+                    || filter.contains("binary(emit)")
+                    || filter.contains("binary(hostile)"),
                 "{filter}"
             );
         }
         assert!(ScenarioType::Chaos.filter().contains("chaos::"));
+        assert!(ScenarioType::Durability.filter().contains("durability::"));
+        assert!(ScenarioType::All.filter().contains("binary(hostile)"));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   router against its unit tests, with a floor for the caught share;
 //! - [`windows`]: `cargo xtask windows`: the Windows build run under Wine
 //!   (a smoke suite of real processes), or the same suite natively;
+//! - [`fuzz`]: `cargo xtask fuzz`: the cargo-fuzz targets in `fuzz/`
+//!   (nightly), one after another, from their checked-in seeds;
 //! - [`build`]: building binaries and finding them; [`fleet`]: children with a
 //!   ready line, always reaped; [`process`]: running external tools.
 #![forbid(unsafe_code)]
@@ -34,6 +36,7 @@ mod demo;
 mod docs_tests;
 mod e2e;
 mod fleet;
+mod fuzz;
 mod mutants;
 mod process;
 mod windows;
@@ -66,6 +69,8 @@ enum Task {
     Demo(demo::Args),
     /// Run a type of e2e scenarios and write a report (JUnit, log, summary).
     E2e(e2e::Args),
+    /// Run the fuzz targets in fuzz/ (nightly, cargo-fuzz; not part of the gate).
+    Fuzz(fuzz::Args),
     /// Mutation-test the broker's router against its unit tests.
     Mutants(mutants::Args),
     /// Build for Windows and run the smoke suite under Wine (or natively).
@@ -96,6 +101,7 @@ fn run(task: Task) -> Result<()> {
         Task::Coverage(args) => coverage::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),
+        Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
         Task::Windows(args) => windows::run(&root, &args),
     }

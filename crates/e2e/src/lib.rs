@@ -11,6 +11,8 @@
 //!   ([`CollectorBuilder`]) and faults: kill, terminate, pause, resume,
 //!   restart, memory pressure; [`ClusterExt`] starts one in a [`Cluster`].
 //! - [`tasks`]: the collectors' task protocol: kinds, topics, payloads, replies.
+//! - [`hostile`]: a [`RawClient`](hostile::RawClient) that speaks the wire
+//!   protocol frame by frame, for the hostile-client scenarios.
 //! - [`driver`]: a [`Driver`] client that sends tasks, collects replies with
 //!   bounded concurrency, measures latency and reads the broker's stats.
 //! - [`chaos`]: fault schedules, the nemesis, workloads, per-second metrics
@@ -29,6 +31,8 @@ pub mod chaos;
 #[cfg(unix)]
 pub mod collector;
 pub mod driver;
+#[cfg(unix)]
+pub mod hostile;
 pub mod tasks;
 
 pub use eventbus_harness::{

@@ -50,6 +50,10 @@ pub mod proto;
 pub mod topic;
 pub mod transport;
 
+#[cfg(all(fuzzing, feature = "broker", feature = "client"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(feature = "broker")]
 pub use broker::{Broker, BrokerConfig};
 #[cfg(feature = "client")]

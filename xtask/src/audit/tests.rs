@@ -230,6 +230,35 @@ fn attribute_forms_rejected() {
     }
 }
 
+/// A `fuzz/` package as cargo-fuzz lays it out, a workspace of its own.
+fn fuzz_manifest(lints: &str) -> String {
+    format!(
+        "[package]\nname = \"fuzz\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n[workspace]\n\n{lints}\n[[bin]]\nname = \"t\"\npath = \"fuzz_targets/t.rs\"\n"
+    )
+}
+
+#[test]
+fn the_fuzz_package_outside_the_workspace_is_audited() {
+    let fixture = Fixture::clean();
+    fixture.write(
+        "fuzz/Cargo.toml",
+        &fuzz_manifest("[lints.rust]\nunsafe_code = \"forbid\"\n"),
+    );
+    fixture.write("fuzz/src/lib.rs", FORBID);
+    fixture.write("fuzz/fuzz_targets/t.rs", FORBID);
+    assert_eq!(fixture.audit(), []);
+
+    fixture.write("fuzz/Cargo.toml", &fuzz_manifest(""));
+    fixture.write("fuzz/fuzz_targets/t.rs", "#![no_main]\n");
+    assert_eq!(
+        fixture.audit(),
+        [
+            violation("fuzz/Cargo.toml", Rule::OutsidePackageForbidsUnsafe),
+            violation("fuzz/fuzz_targets/t.rs", Rule::CrateRootForbidsUnsafe),
+        ]
+    );
+}
+
 #[test]
 fn real_workspace_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -47,6 +47,24 @@ pub use config::{
 pub use monitor::{Monitor, MonitorConfig};
 pub use stats::rss_bytes;
 
+// For the fuzz targets (`crate::fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use router::fuzz_model;
+
+/// The edge on one frame body, for the fuzz targets (`crate::fuzzing`):
+/// `None` for a command, else whether its refusal is `Unreadable` (a
+/// publish or reply prost reads that the broker's readers refused even
+/// once encoded canonically).
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_edge(body: bytes::Bytes) -> Result<Option<bool>, crate::codec::FrameError> {
+    use refusal::{ProtocolRefusal, Refusal};
+    let inbound = command::decode(body, &mut command::TopicCache::default())?;
+    Ok(inbound
+        .err()
+        .map(|r| matches!(r.refusal, Refusal::Protocol(ProtocolRefusal::Unreadable))))
+}
+
 use crate::transport::{BindError, Listener};
 use effects::RouterCell;
 use refusal::DisconnectReason;

@@ -136,7 +136,7 @@ impl QueueGroup {
     }
 
     /// Bytes of the messages waiting.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn waiting_bytes(&self) -> usize {
         self.bytes
     }
@@ -365,7 +365,7 @@ impl QueueGroup {
     }
 
     /// Deliveries in flight to members.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -375,13 +375,13 @@ impl QueueGroup {
     }
 
     /// The waiting messages with their sizes, first in line first.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn waiting_queued(&self) -> impl Iterator<Item = &Queued> {
         self.queue.iter()
     }
 
     /// The waiting messages, first in line first.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn waiting(&self) -> impl Iterator<Item = &Stamped> {
         self.queue.iter().map(|m| &m.message)
     }

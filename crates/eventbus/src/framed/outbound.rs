@@ -367,7 +367,7 @@ impl Outbound {
 
     /// Takes what is queued, as a writer would, for tests that read what a
     /// connection was sent without a socket.
-    #[cfg(test)]
+    #[cfg(any(test, all(fuzzing, feature = "broker")))]
     pub(crate) fn take_queued(&self) -> Vec<Outgoing> {
         let mut st = self.lock();
         st.bytes = 0;

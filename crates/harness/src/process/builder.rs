@@ -34,6 +34,8 @@ pub struct ProcessBuilder {
     pub(super) ready: Ready,
     pub(super) ready_timeout: Duration,
     pub(super) own_process_group: bool,
+    /// The user and group to run as (Unix), when not this process's.
+    pub(super) user: Option<(u32, u32)>,
 }
 
 impl ProcessBuilder {
@@ -50,6 +52,7 @@ impl ProcessBuilder {
             ready: Ready::Spawned,
             ready_timeout: DEADLINE,
             own_process_group: false,
+            user: None,
         }
     }
 
@@ -144,6 +147,15 @@ impl ProcessBuilder {
     /// Ctrl-C reaches only the parent, which can then stop it in order.
     pub fn own_process_group(mut self) -> Self {
         self.own_process_group = true;
+        self
+    }
+
+    /// Runs the child as user `uid` and group `gid` (Unix; needs the
+    /// privilege to, i.e. root), as another user's program would run. Its
+    /// log files are still opened by this process.
+    #[cfg(unix)]
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
         self
     }
 

@@ -40,6 +40,11 @@ pub(super) fn spawn_child(
     if builder.own_process_group {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
     }
+    #[cfg(unix)]
+    if let Some((uid, gid)) = builder.user {
+        use std::os::unix::process::CommandExt as _;
+        command.uid(uid).gid(gid);
+    }
     let mut child = command.spawn().map_err(|source| StartError::Spawn {
         name: builder.name.clone(),
         program: builder.program.to_string_lossy().into_owned(),

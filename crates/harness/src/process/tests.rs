@@ -217,3 +217,26 @@ async fn the_async_forms_start_wait_and_restart() {
     process.restart().await.unwrap();
     assert!(process.terminate(DEADLINE).await.success());
 }
+
+#[test]
+fn a_child_runs_as_the_user_it_is_given_and_is_still_reaped() {
+    const NOBODY: u32 = 65534;
+    if rustix::process::geteuid().as_raw() != 0 {
+        println!("SKIPPED: running a child as another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let process = sh(
+        "other",
+        "echo \"$(id -u):$(id -g)\"; exec sleep 30",
+        dir.path(),
+    )
+    .user(NOBODY, NOBODY)
+    .ready(Ready::line(|l| l.contains(':')))
+    .start_blocking()
+    .unwrap();
+    assert_eq!(process.ready_line(), Some("65534:65534"));
+    let pid = process.pid();
+    drop(process);
+    assert!(!alive(pid), "dropped but not reaped");
+}

@@ -87,7 +87,7 @@ impl Gathers {
         self.by_token.contains_key(&token)
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn iter(&self) -> impl Iterator<Item = (&CorrelationId, &GatherState)> {
         self.by_token.iter()
     }

@@ -86,7 +86,7 @@ impl InFlightTable {
         self.map.len()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn iter(&self) -> impl Iterator<Item = (DeliveryId, &InFlight)> {
         self.map.iter().map(|(&id, f)| (id, f))
     }

@@ -26,7 +26,7 @@ mod durable;
 mod fanout;
 mod gather;
 mod in_flight;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 mod invariants;
 mod lifecycle;
 pub(crate) mod observe;
@@ -39,7 +39,7 @@ mod settle;
 mod stats;
 mod subscribe;
 mod sys_stats;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 mod tests;
 mod usage;
 
@@ -59,6 +59,8 @@ use schedule::Schedule;
 use usage::Usage;
 
 pub(crate) use lifecycle::Registration;
+#[cfg(fuzzing)]
+pub use tests::model as fuzz_model;
 
 use super::command::{Command, Inbound, Publish};
 use super::config::BrokerConfig;

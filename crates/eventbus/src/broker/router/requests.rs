@@ -125,7 +125,7 @@ impl Requests {
     }
 
     /// Requests pending per requester, for the invariant check.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn per_requester(&self) -> std::collections::HashMap<ConnId, usize> {
         let mut counts = std::collections::HashMap::new();
         for p in self.by_token.values() {

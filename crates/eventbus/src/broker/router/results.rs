@@ -176,7 +176,7 @@ impl Results {
     }
 
     /// The connection of every waiter (one entry each).
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn waiting_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.waiters.values().flatten().map(|w| w.conn)
     }

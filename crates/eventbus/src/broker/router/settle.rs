@@ -294,15 +294,20 @@ impl Router {
             return;
         };
         let attempts = message.attempt.to_string();
-        let dead = message.republished(
+        let original_id = id.to_string();
+        let mut dead = message.republished(
             topic.clone(),
             &[
                 ("x-dead-letter-reason", reason),
                 ("x-attempts", &attempts),
                 ("x-original-topic", message.topic.as_str()),
+                ("x-original-id", &original_id),
                 ("x-group", &group_name),
             ],
         );
+        // A message of its own: a group that takes both (`#`) holds two
+        // messages, not one twice, and a cancel of the original leaves it.
+        dead.id = self.ids.message().get();
         let _ = self.route(&topic, Queued::new(dead), None);
     }
 

@@ -59,7 +59,7 @@ impl Usage {
         self.total
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn clients(&self) -> impl Iterator<Item = (&ClientId, Held)> {
         self.by_client.iter().map(|(k, v)| (k, *v))
     }

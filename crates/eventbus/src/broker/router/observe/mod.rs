@@ -302,7 +302,7 @@ impl Router {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 impl Router {
     /// Checks the observer's bounds.
     pub(super) fn check_observer(&self) {

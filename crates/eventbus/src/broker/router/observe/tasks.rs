@@ -270,7 +270,7 @@ impl TaskRing {
     }
 
     /// Checks the ring's invariants.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn check(&self) {
         assert!(self.records.len() <= self.capacity);
         assert!(self.by_key.len() <= self.capacity);

@@ -128,7 +128,7 @@ impl Workers {
         self.by_client.remove(client);
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn len(&self) -> usize {
         self.by_client.len()
     }

@@ -3,16 +3,34 @@
 //! moves, no sockets and no tasks. Every frame goes through the same edge as
 //! a real one (encoded, then [`command::decode`]d), and the router's
 //! invariants are checked after every step.
+//!
+//! The harness (`Bus`) and the model of several clients (`model.rs`) are
+//! compiled for the fuzzer too (`--cfg fuzzing`, `fuzz/`), which drives
+//! the same model; the unit tests' conveniences are unused there.
+#![cfg_attr(not(test), allow(dead_code))]
 
+#[cfg(test)]
 mod delivery;
+#[cfg(test)]
 mod durable;
+#[cfg(test)]
+mod fuzzed;
+#[cfg(test)]
 mod gather;
+#[cfg(test)]
 mod isolation;
+#[cfg(test)]
 mod lifecycle;
+pub mod model;
+#[cfg(test)]
 mod monitor;
+#[cfg(test)]
 mod ownership;
+#[cfg(test)]
 mod property;
+#[cfg(test)]
 mod pubsub;
+#[cfg(test)]
 mod requests;
 
 use std::sync::Arc;
@@ -27,11 +45,11 @@ use crate::broker::command;
 use crate::broker::config::BrokerConfig;
 use crate::broker::confirm::Confirmations;
 use crate::broker::effects::Effects;
-use crate::broker::ids::ConnId;
+use crate::broker::ids::{ConnId, Seq};
 use crate::broker::monitor::MonitorEvent;
-use crate::broker::refusal::HandshakeRefusal;
+use crate::broker::refusal::{DisconnectReason, HandshakeRefusal, Refusal};
 use crate::codec::FrameCodec;
-use crate::framed::{Outbound, Outgoing};
+use crate::framed::{Outbound, Outgoing, ReadError};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 
 /// A router, a clock, and the connections the test made.
@@ -184,12 +202,36 @@ impl Bus {
         FrameCodec::default().encode(&frame, &mut wire).unwrap();
         // Length and version byte off: the body, as `FrameReader` cuts it.
         let body = Bytes::from(wire).slice(5..);
-        let inbound = command::decode(body, &mut self.topics).expect("a well-formed frame");
+        self.send_body(peer, body).expect("a well-formed frame")
+    }
+
+    /// Sends a frame body (as `FrameReader` cuts it) from `peer` through
+    /// the edge, as one batch. Bytes that are not a frame, or a frame over
+    /// the size its `Welcome` allows, are refused and close the connection,
+    /// as the broker's read loop does: `None`.
+    pub fn send_body(&mut self, peer: &Peer, body: Bytes) -> Option<Applied> {
         let conn = peer.conn;
-        self.run(|r, now| {
-            r.begin(conn, now);
-            r.apply(conn, inbound)
-        })
+        let codec = FrameCodec::new(peer.welcome.max_frame_bytes as usize);
+        let decoded = if 1 + body.len() > codec.max_frame_bytes() {
+            Err(crate::codec::FrameError::TooLarge {
+                len: 1 + body.len(),
+                max: codec.max_frame_bytes(),
+            })
+        } else {
+            command::decode(body, &mut self.topics)
+        };
+        match decoded {
+            Ok(inbound) => Some(self.run(|r, now| {
+                r.begin(conn, now);
+                r.apply(conn, inbound)
+            })),
+            Err(e) => {
+                let refusal = Refusal::unreadable(&ReadError::Frame(e));
+                let _ = peer.out.push(refusal.into_frame(Seq::NONE));
+                self.run(|r, _| r.disconnect(conn, DisconnectReason::Unreadable));
+                None
+            }
+        }
     }
 
     /// Like [`send`](Self::send), expecting it to be done at once.
