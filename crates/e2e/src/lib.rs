@@ -6,7 +6,7 @@
 //! `eventbus-harness` crate, re-exported here; this crate adds what is
 //! specific to this project's collectors:
 //!
-//! - [`bench`]: what every benchmark role prints (`busbench`, `peerbench`).
+//! - [`bench`](mod@bench): what every benchmark role prints (`busbench`, `peerbench`).
 //! - [`collector`]: the `mock-collector` process, its builder
 //!   ([`CollectorBuilder`]) and faults: kill, terminate, pause, resume,
 //!   restart, memory pressure; [`ClusterExt`] starts one in a [`Cluster`].

@@ -25,7 +25,7 @@ pub struct Cli {
     /// $XDG_RUNTIME_DIR/eventbus/broker.sock, else /tmp/eventbus-$UID/broker.sock].
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Connect as this client id [default: ebctl-<pid>]; e.g. to fetch the
+    /// Connect as this client id (default `ebctl-<pid>`); e.g. to fetch the
     /// `result` of a request sent earlier as the same id. A live client's id
     /// can be taken only with its identity's credentials.
     #[arg(long, global = true, value_name = "ID")]
