@@ -26,12 +26,12 @@ pub enum ReadError {
 /// `read_batch` is cancel-safe: bytes read before a cancellation stay in the buffer.
 ///
 /// The read buffer is sized to what the connection uses (as NATS sizes its
-/// connections' read buffers): it starts at [`READ_BUFFER_MIN_BYTES`],
-/// goes straight to [`READ_BUFFER_BYTES`] when a read fills all the room it
+/// connections' read buffers): it starts at `READ_BUFFER_MIN_BYTES`,
+/// goes straight to `READ_BUFFER_BYTES` when a read fills all the room it
 /// was given (so a burst is read in large batches from its second read on:
 /// growing by doubling took six rounds of small batches, and a fan-out to
 /// many subscribers paid for each round with a write to every one of
-/// them), and halves after [`SHORT_READS_TO_SHRINK`] reads in a row that
+/// them), and halves after `SHORT_READS_TO_SHRINK` reads in a row that
 /// fill less than half of it. Whenever every byte read has been cut
 /// into frames, a buffer more than twice that size is let go, so a quiet
 /// connection holds a small buffer, not the largest a burst needed. (A
