@@ -483,3 +483,32 @@ fn a_queue_that_is_not_durable_writes_nothing() {
     assert_eq!(bus.router.durable.as_ref().unwrap().appended, None);
     assert!(!queue_stats(&mut bus, &p).durable);
 }
+
+#[test]
+fn a_drained_durable_queue_keeps_its_totals_in_stats_after_a_restart() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let p = bus.connect("p");
+    confirmed(&mut bus, &p, 1, "t1").unwrap();
+    let w = bus.connect("w");
+    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    bus.ack(&w, got[0].0, 0);
+    bus.disconnect(&w);
+    synced(&bus);
+    drop(bus);
+
+    // Nothing is left in it, and no member has joined since the restart:
+    // the queue is listed from its persisted totals alone.
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let p = bus.connect("p");
+    let q = queue_stats(&mut bus, &p);
+    assert!(q.durable);
+    let t = q.totals.expect("persisted totals");
+    assert_eq!((t.accepted, t.acked), (1, 1));
+    assert_eq!(
+        (q.depth, q.in_flight, q.acked),
+        (0, 0, 0),
+        "nothing since this start"
+    );
+}
