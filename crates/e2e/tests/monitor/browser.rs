@@ -116,13 +116,13 @@ async fn browser_dashboard_shows_tasks_collectors_and_dead_letters_live() {
         "[...document.querySelectorAll('#events li.connected')].some(li => li.textContent.includes('procmond-2'))",
     )
     .await;
-    // Let the charts gather a few seconds, then the picture.
+    // The charts hold a few seconds of live samples, then the picture
+    // (`samples` is the page script's ring of 1-second history points).
     page.wait(
-        "a few seconds of history drawn",
-        "document.querySelectorAll('#workers tbody tr').length >= 3",
+        "every worker listed and a few seconds of history drawn",
+        "document.querySelectorAll('#workers tbody tr').length >= 3 && samples.length >= 4",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let shot = screenshot_path();
     page.0.screenshot(&shot).await;
     eprintln!("dashboard screenshot: {}", shot.display());
