@@ -512,3 +512,28 @@ fn a_drained_durable_queue_keeps_its_totals_in_stats_after_a_restart() {
         "nothing since this start"
     );
 }
+
+#[test]
+fn result_waits_count_against_the_askers_quota_and_go_with_its_connection() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |c| c.quotas.max_pending_requests = 3);
+    declare(&mut bus);
+    let r = bus.connect("requester");
+    // One pending request of its own, then waits for its result with the
+    // longest timeout there is, again and again.
+    let id = submit(&mut bus, &r, 1, "scan /etc");
+    for seq in 10..12 {
+        ask_result(&mut bus, &r, seq, id, u32::MAX);
+    }
+    // The request and two waits fill its quota of 3: the next wait is
+    // refused, typed, and nothing else about it changes.
+    ask_result(&mut bus, &r, 12, id, u32::MAX);
+    assert_eq!(answer(&bus.received(&r), 12), Err(ErrorCode::QuotaExceeded));
+    // Somebody else is not touched by it.
+    let other = bus.connect("other");
+    submit(&mut bus, &other, 1, "scan /var");
+    // Gone with its connection: no waiter is left behind.
+    assert_eq!(bus.router.results.waiting_conns().count(), 2);
+    bus.disconnect(&r);
+    assert_eq!(bus.router.results.waiting_conns().count(), 0);
+}
