@@ -52,27 +52,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket();
     let id = cli.client_id()?;
-    let socket = (socket.as_path(), &id);
+    let broker = (socket.as_path(), &id);
     // Names are checked before connecting: a bad topic is a usage error
     // whether or not a broker is running.
     match cli.command {
         Command::Publish(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(socket, async |client| {
+            with_client(broker, async |client| {
                 publish::run(client, &topic, body, &args).await
             })
         }
         Command::Subscribe(args) => {
             let filter = cli::filter(&args.filter)?;
-            with_client(socket, async |client| {
+            with_client(broker, async |client| {
                 subscribe::run(client, &filter, &args).await
             })
         }
         Command::Request(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(socket, async |client| {
+            with_client(broker, async |client| {
                 request::run(client, &topic, body, &args).await
             })
         }
@@ -80,14 +80,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let filter = cli::filter(&args.filter)?;
             let group = args.queue.as_deref().map(cli::group).transpose()?;
             let headers = cli::headers(&args.headers)?;
-            with_client(socket, async |client| {
+            with_client(broker, async |client| {
                 reply::run(client, &filter, group, headers, &args).await
             })
         }
         Command::Result(args) => {
-            with_client(socket, async |client| result::run(client, &args).await)
+            with_client(broker, async |client| result::run(client, &args).await)
         }
-        Command::Stats(args) => with_client(socket, async |client| stats::run(client, &args).await),
+        Command::Stats(args) => with_client(broker, async |client| stats::run(client, &args).await),
         Command::Top(args) => {
             if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 return Err(Failure::Usage(
@@ -95,12 +95,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .to_owned(),
                 ));
             }
-            with_client(socket, async |client| top::run(client, &args).await)
+            with_client(broker, async |client| top::run(client, &args).await)
         }
         Command::Tasks(args) => {
             let topic = cli::topic(&args.topic)?;
             let body = args.body.body()?;
-            with_client(socket, async |client| {
+            with_client(broker, async |client| {
                 tasks::run(client, &topic, body, &args).await
             })
         }
