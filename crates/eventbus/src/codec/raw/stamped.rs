@@ -25,6 +25,17 @@ pub(crate) enum ReplyStamp {
     Request { correlation: u64, to: ClientId },
 }
 
+impl ReplyStamp {
+    /// The correlation id and reply-to the stamp writes, if any.
+    fn written(&self) -> Option<(u64, &str)> {
+        match self {
+            Self::None => None,
+            Self::Clear => Some((0, "")),
+            Self::Request { correlation, to } => Some((*correlation, to.as_str())),
+        }
+    }
+}
+
 /// A message as the broker holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stamped {
@@ -54,11 +65,7 @@ impl Stamped {
             source: self.source.as_str(),
             timestamp_us: self.timestamp_us,
             attempt: self.attempt,
-            reply: match &self.reply {
-                ReplyStamp::None => None,
-                ReplyStamp::Clear => Some((0, "")),
-                ReplyStamp::Request { correlation, to } => Some((*correlation, to.as_str())),
-            },
+            reply: self.reply.written(),
         }
     }
 
@@ -224,11 +231,7 @@ impl StampedDeliver {
             source: self.source.as_str(),
             timestamp_us: self.timestamp_us,
             attempt: self.attempt,
-            reply: match &self.reply {
-                ReplyStamp::None => None,
-                ReplyStamp::Clear => Some((0, "")),
-                ReplyStamp::Request { correlation, to } => Some((*correlation, to.as_str())),
-            },
+            reply: self.reply.written(),
         }
     }
 
