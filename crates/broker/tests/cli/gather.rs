@@ -45,9 +45,16 @@ fn a_gather_prints_every_reply_and_a_summary_and_exits_0_when_all_answered() {
     let mut expected = vec![member.as_str(), plain.as_str()];
     expected.sort_unstable();
     assert_eq!(sources, expected);
-    assert!(lines[..2].iter().all(|l| l["payload"] == "report"), "{lines:?}");
+    assert!(
+        lines[..2].iter().all(|l| l["payload"] == "report"),
+        "{lines:?}"
+    );
     let summary = &lines[2];
-    assert_eq!(summary["answered"].as_array().unwrap().len(), 2, "{summary}");
+    assert_eq!(
+        summary["answered"].as_array().unwrap().len(),
+        2,
+        "{summary}"
+    );
     assert_eq!(summary["missing"], Value::Array(vec![]), "{summary}");
 
     // Only the members of one group.
@@ -58,7 +65,10 @@ fn a_gather_prints_every_reply_and_a_summary_and_exits_0_when_all_answered() {
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert_eq!(text.lines().next(), Some(format!("{member}: x").as_str()));
-    assert!(text.lines().nth(1).unwrap().starts_with("answered 1/1 in "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("answered 1/1 in "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -104,6 +114,10 @@ fn a_gather_nobody_can_answer_fails_and_bad_arguments_are_usage_errors() {
         .args(["gather", TOPIC, "--group", "g", "--plain"])
         .assert()
         .code(2);
-    let out = broker.ebctl().args(["gather", "control.#"]).assert().code(2);
+    let out = broker
+        .ebctl()
+        .args(["gather", "control.#"])
+        .assert()
+        .code(2);
     assert_one_line(&out.get_output().stderr, "ebctl: ", "");
 }
