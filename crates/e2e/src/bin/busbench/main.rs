@@ -10,6 +10,8 @@
 #[cfg(unix)]
 mod floor;
 #[cfg(unix)]
+mod gather;
+#[cfg(unix)]
 mod latency;
 #[cfg(unix)]
 mod peers;
@@ -123,6 +125,28 @@ enum Command {
     /// Count syscalls, context switches, migrations and frames per round
     /// trip, per process: relay floor, plain and queue-group request/reply.
     Probe(probe::ProbeArgs),
+    /// Forward what each client on LISTEN writes to every UPSTREAM, and
+    /// everything they write back to the client.
+    FanoutRelay {
+        #[arg(long)]
+        listen: PathBuf,
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<PathBuf>,
+    },
+    /// Sequential rounds through a fan-out relay: SIZE bytes out, REPLIES ×
+    /// SIZE back; prints JSON.
+    RawFanout {
+        #[command(flatten)]
+        rtt: roles::RttArgs,
+        #[arg(long)]
+        replies: usize,
+    },
+    /// Answer gathers and requests on `bench.gather.*` (one of the gather
+    /// section's workers).
+    GatherWorker(gather::GatherWorkerArgs),
+    /// Ask every `gather-worker` by gather, one by one, and the NATS way;
+    /// prints JSON.
+    GatherRtt(gather::GatherRttArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
 }
@@ -173,6 +197,12 @@ fn main() -> anyhow::Result<()> {
                 Command::Tasks(args) => stream::tasks(&args).await,
                 Command::Idle(args) => scale::idle(&args).await,
                 Command::Probe(args) => probe::run(&args).await,
+                Command::FanoutRelay { listen, upstreams } => {
+                    floor::fanout_relay(&listen, &upstreams).await
+                }
+                Command::RawFanout { rtt, replies } => floor::raw_fanout(&rtt, replies).await,
+                Command::GatherWorker(args) => gather::worker(&args).await,
+                Command::GatherRtt(args) => gather::rtt(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
             }
         });
