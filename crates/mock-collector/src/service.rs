@@ -120,14 +120,22 @@ pub async fn run(
             source,
         })?;
     let direct = client.direct_deliveries();
-    let status_requests = client
-        .queue_subscribe(STATUS_TOPIC, &group, 1)
-        .await
-        .map_err(|source| StartError::Subscribe {
-            topic: STATUS_TOPIC.to_owned(),
-            group: group.as_str().to_owned(),
-            source,
-        })?;
+    // Status requests are a courtesy: an identity not allowed to take them
+    // (an auth file without the topic, a subscription quota) still collects.
+    let status_requests = match client.queue_subscribe(STATUS_TOPIC, &group, 1).await {
+        Ok(requests) => Some(requests),
+        Err(e @ (SubscribeError::Refused(_) | SubscribeError::Limit { .. })) => {
+            tracing::warn!(error = %e, topic = STATUS_TOPIC, "not answering status requests");
+            None
+        }
+        Err(source) => {
+            return Err(StartError::Subscribe {
+                topic: STATUS_TOPIC.to_owned(),
+                group: group.as_str().to_owned(),
+                source,
+            });
+        }
+    };
     announce(config.client_id.as_str()).map_err(StartError::Ready)?;
     tracing::info!(id = %config.client_id, %topic, prefetch = config.prefetch, "collector ready");
 
@@ -155,11 +163,9 @@ pub async fn run(
         collector_pid: std::process::id(),
         started,
     };
-    let status = Some(tokio::spawn(status_source.serve(
-        status_requests,
-        ctx.clone(),
-        stop_status.clone(),
-    )));
+    let status = status_requests.map(|requests| {
+        tokio::spawn(status_source.serve(requests, ctx.clone(), stop_status.clone()))
+    });
     let mut dispatcher = Dispatcher {
         client: client.clone(),
         queue,
