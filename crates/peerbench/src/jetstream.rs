@@ -62,9 +62,9 @@ pub async fn publish(args: &JsPubArgs) -> anyhow::Result<()> {
     let mut loops = Vec::new();
     for _ in 0..args.in_flight {
         let (client, tickets) = (client.clone(), tickets.clone());
-        let (samples, warmup) = (args.samples, args.warmup);
+        let warmup = args.warmup;
         loops.push(tokio::spawn(async move {
-            let mut hist = histogram();
+            // Raw samples, one histogram at the end (not one per task).
             let mut kept = Vec::new();
             let payload = request_payload();
             loop {
@@ -82,23 +82,21 @@ pub async fn publish(args: &JsPubArgs) -> anyhow::Result<()> {
                     );
                 }
                 if t >= warmup {
-                    hist.record(ns)?;
-                    if samples {
-                        kept.push(ns);
-                    }
+                    kept.push(ns);
                 }
             }
-            anyhow::Ok((hist, kept))
+            anyhow::Ok(kept)
         }));
     }
-    let mut hist = histogram();
     let mut kept = Vec::new();
     for l in loops {
-        let (h, s) = l.await??;
-        hist.add(&h)?;
-        kept.extend(s);
+        kept.extend(l.await??);
     }
     let secs = start.elapsed().as_secs_f64();
+    let mut hist = histogram();
+    for &ns in &kept {
+        hist.record(ns)?;
+    }
     let mut out = summary(&hist);
     out["published"] = serde_json::json!(total);
     out["in_flight"] = serde_json::json!(args.in_flight);
