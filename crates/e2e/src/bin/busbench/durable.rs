@@ -46,8 +46,9 @@ pub struct DurableArgs {
     /// The `broker` binary to measure.
     #[arg(long)]
     pub broker: PathBuf,
-    /// Confirmed publishes in each throughput load.
-    #[arg(long, default_value_t = 200_000)]
+    /// Confirmed publishes in each throughput load (long enough that
+    /// connecting and the first batches do not weigh on the rate).
+    #[arg(long, default_value_t = 500_000)]
     pub messages: u64,
     /// Measured publishes in each 1-in-flight load (and floor syncs).
     #[arg(long, default_value_t = 5_000)]
