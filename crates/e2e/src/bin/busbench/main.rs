@@ -4,9 +4,14 @@
 //! boundaries: `relay` and `echo` build the physical floor (a byte-forwarding
 //! Unix-socket relay in front of an echo server), `responder`/`rtt` and
 //! `sub`/`pub` measure the bus, and `suite` starts them all, broker included,
-//! and prints each figure next to the floor measured in the same run.
+//! and prints each figure next to the floor measured in the same run;
+//! `durable` measures durable queues next to the fsync floor and JetStream.
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
+mod confirm;
+#[cfg(unix)]
+mod durable;
 #[cfg(unix)]
 mod floor;
 #[cfg(unix)]
@@ -149,6 +154,15 @@ enum Command {
     GatherRtt(gather::GatherRttArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
+    /// Publish with confirmation, PUBLISHERS connections × IN_FLIGHT
+    /// awaiting at once; prints JSON with the rate and confirm latency.
+    ConfirmPub(confirm::ConfirmPubArgs),
+    /// Print the depth of the queue group on TOPIC from the broker's stats.
+    QueueDepth(confirm::QueueDepthArgs),
+    /// Durable queues through the broker binary: confirmed publish next to
+    /// the fsync floor and in-memory queues, recovery after SIGKILL, and
+    /// JetStream side by side; prints the report.
+    Durable(durable::DurableArgs),
 }
 
 #[cfg(not(unix))]
@@ -204,6 +218,9 @@ fn main() -> anyhow::Result<()> {
                 Command::GatherWorker(args) => gather::worker(&args).await,
                 Command::GatherRtt(args) => gather::rtt(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
+                Command::ConfirmPub(args) => confirm::confirm_pub(&args).await,
+                Command::QueueDepth(args) => confirm::queue_depth(&args).await,
+                Command::Durable(args) => durable::run(&args).await,
             }
         });
         role.await?

@@ -12,6 +12,8 @@
 #[cfg(test)]
 mod delivery;
 #[cfg(test)]
+mod disk_bound;
+#[cfg(test)]
 mod durable;
 #[cfg(test)]
 mod fuzzed;
