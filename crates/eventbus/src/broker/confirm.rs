@@ -80,9 +80,7 @@ impl Confirmations {
             }
         }
         drop(st);
-        for (h, durable) in now {
-            release(h, durable);
-        }
+        release_all(now);
     }
 
     /// The journal reported `report`: releases what it covers.
@@ -103,9 +101,7 @@ impl Confirmations {
             due.push((h, durable));
         }
         drop(st);
-        for (h, durable) in due {
-            release(h, durable);
-        }
+        release_all(due);
     }
 
     /// Confirmations waiting.
@@ -115,10 +111,21 @@ impl Confirmations {
     }
 }
 
-fn release(h: Held, durable: bool) {
-    let frame = if durable { h.ok } else { h.refused };
-    // Pushed from whichever thread releases it, waking the writer.
-    let _ = h.out.push(frame);
+/// Queues each confirmation on its connection, then flushes each
+/// connection once: inline from this thread (usually the journal's writer,
+/// right after its sync) when that connection's writer task is idle, which
+/// spares waking the runtime for the frame; else the writer task is woken.
+fn release_all(released: Vec<(Held, bool)>) {
+    let mut flush: Vec<Arc<Outbound>> = Vec::new();
+    for (h, durable) in released {
+        let frame = if durable { h.ok } else { h.refused };
+        if h.out.push_quiet(frame).is_ok() && !flush.iter().any(|o| Arc::ptr_eq(o, &h.out)) {
+            flush.push(h.out);
+        }
+    }
+    for out in flush {
+        out.try_flush();
+    }
 }
 
 #[cfg(test)]
