@@ -419,6 +419,12 @@ pub struct Ok {
     /// Message id assigned to a confirmed publish; 0 otherwise.
     #[prost(uint64, tag = "2")]
     pub message_id: u64,
+    /// Confirmed requests only: the request entered a durable queue group, so
+    /// the broker keeps its reply by `message_id` (journaled, for
+    /// `durability.result_ttl_ms`). A requester that lost its connection before
+    /// the reply came fetches it with `ResultRequest` after reconnecting.
+    #[prost(bool, tag = "3")]
+    pub result_kept: bool,
 }
 /// Broker -> client: a request failed, or (seq = 0) the connection is being refused.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -297,6 +297,46 @@ fn reply_payload(got: &[Got], seq: u64) -> Option<String> {
     })
 }
 
+/// Whether the `Ok` answering `seq` says the request's reply is kept by id.
+fn result_kept(got: &[Got], seq: u64) -> bool {
+    got.iter()
+        .find_map(|g| match g {
+            Got::Ok {
+                seq: s,
+                result_kept,
+                ..
+            } if *s == seq => Some(*result_kept),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Ok for {seq} in {got:?}"))
+}
+
+#[test]
+fn only_a_confirmed_request_into_a_durable_group_is_told_its_reply_is_kept() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |c| {
+        c.queue.overrides.push(crate::broker::QueueOverride {
+            filter: "memory.#".into(),
+            durable: Some(false),
+            ..Default::default()
+        });
+    });
+    declare(&mut bus);
+    let w = bus.connect("w");
+    bus.join(&w, 1, "memory.task", "workers", 1);
+    let r = bus.connect("requester");
+    let ask = |bus: &mut Bus, seq: u64, mode: PublishMode, topic: &str| {
+        bus.publish_as(&r, seq, mode, topic, "x");
+        receive_until(bus, &r, answered(seq))
+    };
+    let durable_request = ask(&mut bus, 1, PublishMode::RequestConfirmed, TASKS);
+    assert!(result_kept(&durable_request, 1));
+    let durable_publish = ask(&mut bus, 2, PublishMode::Confirmed, TASKS);
+    assert!(!result_kept(&durable_publish, 2), "not a request");
+    let memory_request = ask(&mut bus, 3, PublishMode::RequestConfirmed, "memory.task");
+    assert!(!result_kept(&memory_request, 3), "not a durable group");
+}
+
 #[test]
 fn a_reply_to_a_request_the_broker_lost_on_a_crash_reaches_its_requester_by_id() {
     let dir = temp_dir();
