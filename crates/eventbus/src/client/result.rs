@@ -68,6 +68,19 @@ pub enum ResultError {
     Refused(Refused),
 }
 
+/// The `ResultRequest` (under `seq`) for the reply to durable request
+/// `message_id`, waiting up to `wait` (cut to [`MAX_RESULT_WAIT`]) for one
+/// still to come. [`Client::result`] and a resumed
+/// [`PendingRequest`](super::PendingRequest) both ask with it.
+pub(super) fn result_request(seq: u64, message_id: u64, wait: Duration) -> Kind {
+    let wait = wait.min(MAX_RESULT_WAIT);
+    Kind::ResultRequest(proto::ResultRequest {
+        seq,
+        message_id,
+        timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+    })
+}
+
 impl Client {
     /// The reply to durable request `message_id` (the id
     /// [`PendingRequest::message_id`](super::PendingRequest::message_id) or
@@ -90,18 +103,11 @@ impl Client {
     /// ```
     pub async fn result(&self, message_id: u64, wait: Duration) -> Result<Message, ResultError> {
         let wait = wait.min(MAX_RESULT_WAIT);
-        let timeout_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         // The broker answers `Timeout` when the wait is over; the local
         // deadline only covers a broker that does not answer at all.
         let local = wait.saturating_add(self.inner().options.request_timeout);
         let answer = self
-            .call(local, |seq| {
-                Kind::ResultRequest(proto::ResultRequest {
-                    seq,
-                    message_id,
-                    timeout_ms,
-                })
-            })
+            .call(local, |seq| result_request(seq, message_id, wait))
             .await;
         match answer {
             Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),

@@ -326,7 +326,8 @@ fn only_a_confirmed_request_into_a_durable_group_is_told_its_reply_is_kept() {
     bus.join(&w, 1, "memory.task", "workers", 1);
     let r = bus.connect("requester");
     let ask = |bus: &mut Bus, seq: u64, mode: PublishMode, topic: &str| {
-        bus.publish_as(&r, seq, mode, topic, "x");
+        let applied = bus.publish_as(&r, seq, mode, topic, "x");
+        assert!(matches!(applied, Applied::Done));
         receive_until(bus, &r, answered(seq))
     };
     let durable_request = ask(&mut bus, 1, PublishMode::RequestConfirmed, TASKS);
