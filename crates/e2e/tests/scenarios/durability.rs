@@ -405,7 +405,11 @@ async fn a_pending_request_gets_its_reply_across_a_broker_kill() {
         .await
         .unwrap();
     let pending = agent
-        .submit(kind.task_topic(), kind.payload("kept-across-kill"), DEADLINE)
+        .submit(
+            kind.task_topic(),
+            kind.payload("kept-across-kill"),
+            DEADLINE,
+        )
         .await
         .unwrap();
     assert!(pending.is_durable(), "confirmed into a durable group");
