@@ -319,3 +319,54 @@ async fn a_pending_request_the_broker_does_not_keep_fails_at_once_when_the_broke
     worker.abort();
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_result_waiter_hears_that_the_request_was_cancelled() {
+    let data = eventbus_harness::embedded::short_temp_dir();
+    let broker = durable_broker(&data, |_| {}).await;
+    // The durable group exists, nobody works: the request waits.
+    let first = broker.client("procmond-1").await;
+    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
+    first.close().await;
+    let agent = broker.client("agent").await;
+    let pending = agent.submit(TASKS, "scan /srv", DEADLINE).await.unwrap();
+    let id = pending.message_id();
+
+    let waiting = agent.result(id, DEADLINE);
+    tokio::pin!(waiting);
+    // Polled once, its `ResultRequest` is queued ahead of the cancel on the
+    // same connection, so the broker has the waiter before the cancel.
+    tokio::select! {
+        biased;
+        early = &mut waiting => panic!("answered before the cancel: {early:?}"),
+        () = std::future::ready(()) => {}
+    }
+    agent.cancel(id).await.unwrap();
+    assert_eq!(
+        waiting.await,
+        Err(ResultError::Cancelled { message_id: id })
+    );
+    assert_eq!(
+        pending.reply().await,
+        Err(RequestError::Cancelled { message_id: id })
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_durable_pending_request_keeps_its_own_deadline_across_a_restart() {
+    let data = eventbus_harness::embedded::short_temp_dir();
+    let broker = durable_broker(&data, |_| {}).await;
+    let first = broker.client("procmond-1").await;
+    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
+    first.close().await;
+    let agent = broker.client("agent").await;
+    let timeout = Duration::from_secs(2);
+    let pending = agent.submit(TASKS, "scan /opt", timeout).await.unwrap();
+    assert!(pending.is_durable());
+    let reply = tokio::spawn(pending.reply());
+    // Back on its journal, the broker still holds the task; nobody works.
+    let broker = broker.restart_with(durable(&data)).await;
+    assert_eq!(reply.await.unwrap(), Err(RequestError::Timeout(timeout)));
+    broker.shutdown().await;
+}

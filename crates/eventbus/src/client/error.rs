@@ -309,9 +309,10 @@ pub enum RequestError {
     /// The connection was lost while a durable request's reply was awaited
     /// ([`PendingRequest::is_durable`](super::PendingRequest::is_durable)),
     /// and the broker asked after the reconnection knows no such request:
-    /// it was cancelled or dead-lettered meanwhile (those outcomes are not
-    /// kept), or the broker lost its record (a write that was never
-    /// confirmed; see `docs/durability.md`).
+    /// it was cancelled or dead-lettered before the ask (those outcomes are
+    /// not kept; while the ask waits they are [`Cancelled`](Self::Cancelled)
+    /// and [`DeadLettered`](Self::DeadLettered)), or the broker lost its
+    /// record (a write that was never confirmed; see `docs/durability.md`).
     #[error("request {message_id} is unknown to the broker after the reconnection")]
     UnknownMessage {
         /// The request's message id.

@@ -63,9 +63,11 @@ impl PendingRequest {
     ///   timeout, and returns it whether it arrived while the client was
     ///   away or arrives later. Each reply is returned once: a reply that
     ///   reached the lost connection is returned as it is, and only one that
-    ///   did not is asked for. A request cancelled or dead-lettered meanwhile
-    ///   ends with [`RequestError::UnknownMessage`], a kept reply that expired
-    ///   with [`RequestError::Expired`]; it fails with
+    ///   did not is asked for. A request cancelled or dead-lettered while
+    ///   the client was away ends with [`RequestError::UnknownMessage`], one
+    ///   that ends so while it asks with [`RequestError::Cancelled`] or
+    ///   [`RequestError::DeadLettered`], and a kept reply that expired with
+    ///   [`RequestError::Expired`]; it fails with
     ///   [`RequestError::Closed`] only once the client is closed for good
     ///   (or reconnection is disabled), and with
     ///   [`RequestError::Timeout`] at the deadline, connected or not.

@@ -46,6 +46,20 @@ pub enum ResultError {
         /// The request's message id.
         message_id: u64,
     },
+    /// The request was cancelled while this call waited for its reply.
+    #[error("request {message_id} was cancelled")]
+    Cancelled {
+        /// The request's message id.
+        message_id: u64,
+    },
+    /// The request was dead-lettered while this call waited for its reply.
+    #[error("request {message_id} was dead-lettered: {reason}")]
+    DeadLettered {
+        /// The request's message id.
+        message_id: u64,
+        /// Why, as the broker recorded it.
+        reason: String,
+    },
     /// The request is still waiting or in flight and no reply came within
     /// the wait.
     #[error("no reply to request {message_id} within {waited:?}")]
@@ -87,7 +101,10 @@ impl Client {
     /// a confirmed publish returned): at once when the broker keeps it, else
     /// as soon as it arrives if it comes within `wait` (zero: only a reply
     /// already there). Only the request's own client id (or an admin) may
-    /// fetch it. A `wait` above [`MAX_RESULT_WAIT`] is cut to it.
+    /// fetch it. A `wait` above [`MAX_RESULT_WAIT`] is cut to it. A request
+    /// cancelled or dead-lettered while the call waits ends it with
+    /// [`ResultError::Cancelled`] or [`ResultError::DeadLettered`]; one that
+    /// ended so before is [`ResultError::UnknownMessage`].
     ///
     /// # Cancel safety
     ///
@@ -117,6 +134,11 @@ impl Client {
                     ErrorCode::UnknownMessage => ResultError::UnknownMessage { message_id },
                     ErrorCode::Expired => ResultError::Expired { message_id },
                     ErrorCode::PermissionDenied => ResultError::NotRequester { message_id },
+                    ErrorCode::Cancelled => ResultError::Cancelled { message_id },
+                    ErrorCode::DeadLettered => ResultError::DeadLettered {
+                        message_id,
+                        reason: r.detail("reason"),
+                    },
                     ErrorCode::Timeout => ResultError::Timeout {
                         message_id,
                         waited: wait,

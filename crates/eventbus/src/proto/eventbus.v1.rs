@@ -370,7 +370,8 @@ pub struct QueueTotals {
 /// Client -> broker: the reply to request `message_id` (a durable one), now if
 /// the broker keeps it, else when it arrives within `timeout_ms`. Answered
 /// with `Reply` (correlated by `seq`) or `Error` (`UnknownMessage`, `Expired`,
-/// `Timeout`).
+/// `Timeout`; `Cancelled` or `DeadLettered` when the request ends so while
+/// the caller waits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResultRequest {
     #[prost(uint64, tag = "1")]

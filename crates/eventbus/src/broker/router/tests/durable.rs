@@ -405,6 +405,44 @@ fn a_reply_to_a_request_the_broker_lost_on_a_crash_reaches_its_requester_by_id()
 }
 
 #[test]
+fn a_result_waiter_hears_that_its_request_was_cancelled_or_dead_lettered() {
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |_| {});
+    declare(&mut bus);
+    let r = bus.connect("requester");
+    let id = submit(&mut bus, &r, 1, "scan /etc");
+    ask_result(&mut bus, &r, 2, id, 60_000);
+    bus.send_done(
+        &r,
+        Kind::Cancel(proto::Cancel {
+            seq: 0,
+            message_id: id,
+        }),
+    );
+    let got = receive_until(&bus, &r, answered(2));
+    assert_eq!(answer(&got, 2), Err(ErrorCode::Cancelled));
+
+    let id = submit(&mut bus, &r, 3, "scan /var");
+    ask_result(&mut bus, &r, 4, id, 60_000);
+    let w = bus.connect("w");
+    let [(delivery, ..)] = tasks(&bus.join(&w, 1, TASKS, "workers", 1))[..] else {
+        panic!("one task");
+    };
+    bus.send_done(
+        &w,
+        Kind::Nack(proto::Nack {
+            delivery_id: delivery,
+            requeue: false,
+            seq: 0,
+        }),
+    );
+    let got = receive_until(&bus, &r, answered(4));
+    assert_eq!(answer(&got, 4), Err(ErrorCode::DeadLettered));
+    assert_eq!(bus.router.results.waiting_conns().count(), 0);
+    assert_eq!(bus.router.conns.get(r.conn).unwrap().pending_requests, 0);
+}
+
+#[test]
 fn a_result_waiter_times_out_and_a_kept_result_expires() {
     let dir = temp_dir();
     let (mut bus, _) = open(dir.path(), |c| c.durability.result_ttl_ms = 1);
