@@ -13,6 +13,10 @@
 //!    that cannot be had is left out with a note in the output and the
 //!    report.
 //!
+//! 4. With `--durable`, instead of all that: `busbench durable`, durable
+//!    queues through the broker next to the fsync floor, in-memory queues
+//!    and JetStream, and recovery after a SIGKILL (`docs/durability.md`).
+//!
 //! The report directory, `target/bench-report/`, holds `report.md` (the
 //! summary tables, also printed), `report.json` (micro-benchmarks and process
 //! figures together), `latency.svg` (round-trip latency by percentile, floor
@@ -45,6 +49,13 @@ pub struct Args {
     /// Do not install missing peer brokers with apt-get (they are left out).
     #[arg(long)]
     no_install: bool,
+    /// Run only the durable-queue probe (`busbench durable`): confirmed
+    /// publish into durable and in-memory queues next to the fsync floor
+    /// and JetStream, and recovery of 1,000,000 queued messages after a
+    /// SIGKILL (100,000 with `--quick`). Slow and disk-bound, so not part of
+    /// the default run; its report is `durable.json` in the report directory.
+    #[arg(long)]
+    durable: bool,
 }
 
 /// Runs every benchmark and writes the report directory.
@@ -54,6 +65,9 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let target = target_dir(root);
     let out_dir = target.join("bench-report");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    if args.durable {
+        return durable(&target, &out_dir, args);
+    }
 
     let mut bench = cargo();
     bench.args(["bench", "-p", "eventbus"]);
@@ -135,6 +149,63 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         out_dir.display(),
         started_at.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `cargo xtask bench --durable`: release builds of the broker, busbench
+/// and (when nats-server is there) peerbench, then `busbench durable`,
+/// whose JSON report is written to `durable.json` and printed.
+fn durable(target: &Path, out_dir: &Path, args: &Args) -> Result<()> {
+    let found = peers::find(!args.no_install);
+    let nats = found
+        .servers
+        .iter()
+        .find(|(p, _)| p.binary == "nats-server")
+        .map(|(_, path)| path.clone());
+    if nats.is_none() {
+        eprintln!("WARNING: nats-server not found: JetStream is left out");
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "broker", "-p", "e2e"]);
+    if nats.is_some() {
+        build.args(["-p", "peerbench"]);
+    }
+    run_cmd(&mut build)?;
+    let release = target.join("release");
+    let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let out = out_dir.join("durable.json");
+    let mut probe = std::process::Command::new(exe("busbench"));
+    probe
+        .arg("durable")
+        .arg("--broker")
+        .arg(exe("broker"))
+        .arg("--out")
+        .arg(&out);
+    if let Some(nats) = &nats {
+        probe
+            .arg("--peerbench")
+            .arg(exe("peerbench"))
+            .arg("--nats-server")
+            .arg(nats);
+    }
+    if args.quick {
+        probe.args([
+            "--messages",
+            "50000",
+            "--count",
+            "2000",
+            "--recovery-messages",
+            "100000",
+        ]);
+    }
+    eprintln!(
+        "$ busbench durable{}",
+        if args.quick { " (quick)" } else { "" }
+    );
+    output(&mut probe)?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    println!("{text}\nreport: {}", out.display());
     Ok(())
 }
 

@@ -10,6 +10,9 @@
 //!    each awaited through its ready line, each logging to a file there;
 //! 3. [`load`]: tasks at the target rate with a bound on those in flight,
 //!    counted in a [`tally`] window that is printed and reset every second;
+//!    every 3 s one gather asks every collector for its status
+//!    (`control.collector.status`) and prints who answered, how fast, their
+//!    tasks done and memory, and who did not answer;
 //! 4. on Ctrl-C or after `--duration`: no new tasks, the ones in flight drain,
 //!    the final summary, then SIGTERM to the collectors and then the broker.
 //!
@@ -48,6 +51,15 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long collectors get to stop after SIGTERM: they let running tasks
 /// reply for up to 5 s, then leave.
 const COLLECTOR_GRACE: Duration = Duration::from_secs(8);
+
+/// How often the demo asks every collector for its status with one gather.
+const FLEET_GATHER_EVERY: Duration = Duration::from_secs(3);
+
+/// How long collectors have to answer that gather.
+const FLEET_GATHER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The topic every mock collector answers status requests on.
+const STATUS_TOPIC: &str = "control.collector.status";
 
 /// How long the broker gets to stop after SIGTERM.
 const BROKER_GRACE: Duration = Duration::from_secs(5);
@@ -303,6 +315,9 @@ async fn drive(
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     let mut last = started;
     let mut totals = Tally::default();
+    let mut fleet_ticker =
+        tokio::time::interval_at(started + FLEET_GATHER_EVERY, FLEET_GATHER_EVERY);
+    let mut fleet_gathers = tokio::task::JoinSet::new();
 
     let died = loop {
         tokio::select! {
@@ -321,10 +336,19 @@ async fn drive(
                     break Some(dead);
                 }
             }
+            _ = fleet_ticker.tick() => {
+                // Off the loop, so a slow collector never delays the tick
+                // lines; at most one at a time.
+                if fleet_gathers.is_empty() {
+                    fleet_gathers.spawn(fleet_status(client.clone()));
+                }
+            }
+            Some(_) = fleet_gathers.join_next() => {}
             () = ctrl_c.interrupt.cancelled() => break None,
             () = sleep_until(end) => break None,
         }
     };
+    fleet_gathers.abort_all();
     let elapsed = started.elapsed();
 
     load.stop();
@@ -350,6 +374,48 @@ async fn drive(
         Some(dead) => bail!("{dead}"),
         None => Ok(totals),
     }
+}
+
+/// Asks every collector for its status with one gather and prints one
+/// line: who answered, how fast, their tasks done and memory, and who did
+/// not answer.
+async fn fleet_status(client: Client) {
+    let started = Instant::now();
+    let options = eventbus::client::GatherOptions::new(FLEET_GATHER_TIMEOUT);
+    let gathered = match client.gather(STATUS_TOPIC, "", options).await {
+        Ok(gather) => gather.collect().await,
+        Err(e) => {
+            println!("fleet:      gather failed: {e}");
+            return;
+        }
+    };
+    let took = started.elapsed();
+    let mut parts: Vec<String> = gathered
+        .replies
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()).ok())
+        .map(|s| {
+            format!(
+                "{} {} done {:.1} MiB",
+                s["collector_id"].as_str().unwrap_or("?"),
+                s["tasks"]["done"].as_u64().unwrap_or(0),
+                s["resources"]["rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+            )
+        })
+        .collect();
+    parts.sort();
+    let outcome = &gathered.outcome;
+    let mut line = format!(
+        "fleet:      {}/{} collectors answered in {:.1} ms: {}",
+        outcome.answered.len(),
+        outcome.recipients.len(),
+        took.as_secs_f64() * 1000.0,
+        parts.join(", ")
+    );
+    for missed in &outcome.missing {
+        line.push_str(&format!("; {} {}", missed.client_id, missed.reason));
+    }
+    println!("{line}");
 }
 
 /// Completes at `end`, or never.

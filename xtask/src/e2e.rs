@@ -77,7 +77,7 @@ impl ScenarioType {
     pub fn filter(self) -> &'static str {
         match self {
             Self::Integration => "binary(scenarios) & test(/^(routing|harness|backpressure)::/)",
-            Self::Fault => "binary(scenarios) & test(/^(faults|failover|broker_restart)::/)",
+            Self::Fault => "binary(scenarios) & test(/^(faults|failover|broker_restart|gather)::/)",
             Self::Fifo => "binary(scenarios) & test(/^fifo::/)",
             Self::Load => "binary(scenarios) & test(/^load::/)",
             Self::Collectors => "package(mock-collector) & binary(emit)",

@@ -212,6 +212,13 @@ const COMMENTS: &[(&str, &str)] = &[
          crash (confirmed once on disk); set it per pattern in [[queue.overrides]].",
     ),
     (
+        "queue.max_disk_bytes",
+        "Most bytes one durable queue's unsettled messages may take in the journal;\n\
+         its overflow policy applies at this bound as at durability.max_disk_bytes\n\
+         (which still bounds all queues together). 0: only that total bounds it;\n\
+         else at least 1024 and at most durability.max_disk_bytes.",
+    ),
+    (
         "queue.ack_timeout_ms",
         "A delivery not settled within this many ms is taken back and redelivered;\n\
          0 disables the timeout.",
@@ -233,8 +240,8 @@ const COMMENTS: &[(&str, &str)] = &[
          filter = \"control.collector.task.#\"\n\
          max_len = 100\n\
          overflow = \"drop-oldest\"\n\
-         (also max_bytes, durable, block_timeout_ms, ack_timeout_ms, max_attempts,\n\
-         concurrency).\n\
+         (also max_bytes, durable, max_disk_bytes, block_timeout_ms, ack_timeout_ms,\n\
+         max_attempts, concurrency).\n\
          A queue group on a filter starting with a wildcard (\"#\", \"+.x\") exists\n\
          only where an entry names that exact filter.",
     ),

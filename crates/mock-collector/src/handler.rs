@@ -18,6 +18,7 @@ use eventbus::Delivery;
 use crate::collect::{self, CollectError};
 use crate::registry::CollectorType;
 use crate::scratch::Scratch;
+use crate::status::TaskCounters;
 use crate::task::{Reply, Status, Task, Timings, now_us, salvage_task_id};
 
 /// What every handler of one collector shares.
@@ -31,8 +32,24 @@ pub struct TaskContext {
     pub collector_pid: u32,
     /// Pause before replying to every task (`--delay-ms`).
     pub delay: Duration,
-    /// Tasks shed so far.
-    pub shed: AtomicU64,
+    /// Tasks done, failed, shed and running, for status requests.
+    pub counters: TaskCounters,
+}
+
+/// Counts a task as running until dropped.
+struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    fn start(running: &'a AtomicU64) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        Self(running)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How a task ended, for logs and the caller's bookkeeping.
@@ -50,6 +67,7 @@ pub enum Settled {
 
 /// Handles one delivery; `inject_failure` makes it an error reply (`--fail-every`).
 pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool) -> Settled {
+    let _running = Running::start(&ctx.counters.running);
     let message = delivery.message();
     let queued_us = message.timestamp_us();
     let started_us = now_us();
@@ -85,8 +103,10 @@ pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool)
         },
     };
     if let Err(error) = &outcome {
+        ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), %error, "task failed");
     } else {
+        ctx.counters.done.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(task_id = task_id.as_deref().unwrap_or("-"), "task done");
     }
     let (status, error, data) = match outcome {
@@ -116,7 +136,7 @@ async fn shed(
     task_id: Option<&str>,
     why: &(dyn std::error::Error + Sync),
 ) -> Settled {
-    let shed = ctx.shed.fetch_add(1, Ordering::Relaxed) + 1;
+    let shed = ctx.counters.shed.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::warn!(
         task_id = task_id.unwrap_or("-"),
         attempt = delivery.message().attempt(),

@@ -16,6 +16,9 @@
 //! - [`emit`]: periodic snapshot events (`--emit-interval-ms`).
 //! - [`faults`]: `--fail-every`, `--crash-after`, `--hang-after`.
 //! - [`signals`]: the shutdown request on SIGTERM or SIGINT.
+//! - [`status`]: the status every collector answers on
+//!   `control.collector.status` (identity, uptime, task counts, resources),
+//!   for a fleet-wide gather.
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and
 //! the runtime, and maps the [`Outcome`] to an exit code. See `README.md` for the
@@ -37,6 +40,7 @@ pub mod registry;
 pub mod scratch;
 pub mod service;
 pub mod signals;
+pub mod status;
 pub mod task;
 
 pub use cli::{Cli, CollectorConfig};

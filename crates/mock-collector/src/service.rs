@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use crate::cli::CollectorConfig;
 use crate::emit::Emitter;
 use crate::faults::{self, FaultAction};
 use crate::handler::{self, TaskContext};
+use crate::status::{STATUS_TOPIC, StatusSource, TaskCounters};
 
 /// Missed heartbeats tolerated when `--heartbeat-interval-ms` is given.
 pub const HEARTBEAT_MISSES: u32 = 3;
@@ -89,6 +90,7 @@ pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, StartError> {
+    let started = std::time::Instant::now();
     let mut options = ClientOptions::new(&config.socket)
         .client_id(config.client_id.clone())
         .kind("collector")
@@ -118,6 +120,22 @@ pub async fn run(
             source,
         })?;
     let direct = client.direct_deliveries();
+    // Status requests are a courtesy: an identity not allowed to take them
+    // (an auth file without the topic, a subscription quota) still collects.
+    let status_requests = match client.queue_subscribe(STATUS_TOPIC, &group, 1).await {
+        Ok(requests) => Some(requests),
+        Err(e @ (SubscribeError::Refused(_) | SubscribeError::Limit { .. })) => {
+            tracing::warn!(error = %e, topic = STATUS_TOPIC, "not answering status requests");
+            None
+        }
+        Err(source) => {
+            return Err(StartError::Subscribe {
+                topic: STATUS_TOPIC.to_owned(),
+                group: group.as_str().to_owned(),
+                source,
+            });
+        }
+    };
     announce(config.client_id.as_str()).map_err(StartError::Ready)?;
     tracing::info!(id = %config.client_id, %topic, prefetch = config.prefetch, "collector ready");
 
@@ -131,17 +149,28 @@ pub async fn run(
         };
         tokio::spawn(emitter.run(stop_emitting.clone()))
     });
+    let ctx = Arc::new(TaskContext {
+        kind: config.kind,
+        collector_id: config.client_id.as_str().to_owned(),
+        collector_pid: std::process::id(),
+        delay: config.delay,
+        counters: TaskCounters::default(),
+    });
+    let stop_status = CancellationToken::new();
+    let status_source = StatusSource {
+        kind: config.kind,
+        collector_id: config.client_id.as_str().to_owned(),
+        collector_pid: std::process::id(),
+        started,
+    };
+    let status = status_requests.map(|requests| {
+        tokio::spawn(status_source.serve(requests, ctx.clone(), stop_status.clone()))
+    });
     let mut dispatcher = Dispatcher {
         client: client.clone(),
         queue,
         direct,
-        ctx: Arc::new(TaskContext {
-            kind: config.kind,
-            collector_id: config.client_id.as_str().to_owned(),
-            collector_pid: std::process::id(),
-            delay: config.delay,
-            shed: AtomicU64::new(0),
-        }),
+        ctx,
         config: &config,
         tasks: TaskTracker::new(),
     };
@@ -151,7 +180,11 @@ pub async fn run(
     }
     stop_emitting.cancel();
     dispatcher.drain(config.drain_timeout).await;
-    let shed = dispatcher.ctx.shed.load(Ordering::Relaxed);
+    stop_status.cancel();
+    if let Some(status) = status {
+        let _ = status.await;
+    }
+    let shed = dispatcher.ctx.counters.shed.load(Ordering::Relaxed);
     drop(dispatcher);
     if let Some(emitter) = emitter {
         let _ = emitter.await;

@@ -13,6 +13,8 @@
 //! - `mqtt`: mosquitto over its Unix socket listener, with rumqttc (MQTT
 //!   3.1.1, QoS 0): workers share a subscription (`$share/workers/...`), the
 //!   requester subscribes to its reply topic; no acks.
+//! - `js-pub`: nats-server with JetStream, a file-store stream, publishes
+//!   awaiting their `PubAck` (for busbench's durable probe).
 //!
 //! Every role prints what busbench's do (a JSON ready line, then a JSON
 //! result), and a reply's first 8 bytes say which worker answered (its pid),
@@ -21,6 +23,8 @@
 
 #[cfg(unix)]
 mod fanout;
+#[cfg(unix)]
+mod jetstream;
 #[cfg(unix)]
 mod mqtt;
 #[cfg(unix)]
@@ -90,6 +94,30 @@ enum Role {
     Idle(IdleArgs),
     /// Publish COUNT messages on the fan-out topic.
     Pub(PubArgs),
+    /// nats-server with JetStream (`-js`): publish COUNT messages into a
+    /// file-store stream, IN_FLIGHT awaiting their PubAck; prints JSON.
+    JsPub(JsPubArgs),
+}
+
+/// Arguments of `peerbench js-pub`.
+#[cfg(unix)]
+#[derive(Debug, clap::Args)]
+pub struct JsPubArgs {
+    /// nats-server's `host:port` (started with `-js`).
+    #[arg(long)]
+    pub addr: String,
+    /// Measured publishes.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Publishes before measuring.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Publishes awaiting their PubAck at once.
+    #[arg(long, default_value_t = 1_000)]
+    pub in_flight: u64,
+    /// Also print every measured publish-to-ack time (`samples_ns`).
+    #[arg(long)]
+    pub samples: bool,
 }
 
 /// Arguments of `peerbench rtt`.
@@ -221,8 +249,10 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Tasks(a) => a.target.peer,
         Role::Idle(a) => a.target.peer,
         Role::Pub(a) => a.target.peer,
+        Role::JsPub(_) => Peer::Nats,
     };
     match (peer, role) {
+        (_, Role::JsPub(a)) => jetstream::publish(&a).await,
         (Peer::Nats, Role::Responder(t)) => nats::responder(&t, nats::RTT, "responders").await,
         (Peer::Nats, Role::Worker(t)) => nats::responder(&t, nats::WORK, "workers").await,
         (Peer::Nats, Role::Rtt(a)) => nats::rtt(&a).await,

@@ -107,6 +107,7 @@ pub fn markdown(report: &Value) -> String {
     pipelined(&mut md, &process["work_queue_pipelined"]);
     memory(&mut md, &process["memory"]);
     queue(&mut md, &process["queue"]);
+    gather(&mut md, &process["gather"]);
     let notes: Vec<String> = report["peer_notes"]
         .as_array()
         .map(|n| {
@@ -364,6 +365,48 @@ fn queue(md: &mut String, q: &Value) {
         us_text(cancel["p50_us"].as_f64()),
         us_text(cancel["p99_us"].as_f64())
     );
+}
+
+/// Scatter-gather over 5 worker processes, next to its fan-out floor, the
+/// slowest single round trip, 5 sequential requests and the shared inbox.
+fn gather(md: &mut String, runs: &Value) {
+    let Some(runs) = runs.as_array().filter(|r| !r.is_empty()) else {
+        return;
+    };
+    md.push_str(
+        "## Scatter-gather, 5 worker processes\n\n\
+         The floor: a relay process that copies 64 bytes to 5 echo processes and \
+         their 5 echoes back. The shared inbox is the NATS way: publish once, \
+         collect replies until a timeout (the round ends only then).\n\n\
+         | run | gather p50 / p99 | fan-out floor p50 | gather ÷ floor | slowest of 5 single round trips p50 | gather ÷ slowest | 5 sequential requests p50 | shared inbox: last reply p50 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let p50 = |v: &Value| us_text(v["p50_us"].as_f64());
+        let ratio = |v: &Value| {
+            v.as_f64()
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.2} ×"))
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} / {} | {} | {} | {} | {} | {} | {} (ends at {} ms) |",
+            if run["pinned"].as_bool() == Some(true) {
+                "pinned to CPU 0"
+            } else {
+                "unpinned"
+            },
+            p50(&run["gather"]),
+            us_text(run["gather"]["p99_us"].as_f64()),
+            p50(&run["floor"]["fanout"]),
+            ratio(&run["gather_over_fanout_floor_p50"]),
+            p50(&run["slowest_single"]),
+            ratio(&run["gather_over_slowest_p50"]),
+            p50(&run["sequential"]),
+            p50(&run["inbox"]["last_reply"]),
+            count(&run["inbox"]["wait_ms"]),
+        );
+    }
+    md.push('\n');
 }
 
 /// Nanoseconds with a unit that keeps three significant figures.

@@ -5,6 +5,7 @@
 mod broker;
 mod durable;
 mod ebctl;
+mod gather;
 mod harness;
 mod reply;
 mod tasks;

@@ -101,7 +101,12 @@ async fn every_endpoint_reports_the_traffic_the_test_made() {
     );
 
     let queues = get_json(addr, "/api/v1/queues").await;
-    let process = find(&queues["queues"], "group", "process").expect("the process group");
+    let process = find(
+        &queues["queues"],
+        "filter",
+        "control.collector.task.process",
+    )
+    .expect("the process group");
     assert_eq!(process["acked"], TASKS as u64, "{process}");
     assert_eq!(process["delivered"], TASKS as u64);
     assert_eq!(process["members"].as_array().unwrap().len(), 2);

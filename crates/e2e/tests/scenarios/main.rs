@@ -14,6 +14,7 @@ mod durability;
 mod failover;
 mod faults;
 mod fifo;
+mod gather;
 mod harness;
 mod load;
 mod routing;

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ConnectError, Refused};
+use super::gather::GatherEvent;
 use super::mailbox::Mailbox;
 use super::subscription::Incoming;
 use super::{Answer, Client, ClientOptions, ConnectionEvent, Handle, Inner, Message, lock};
@@ -70,6 +71,7 @@ impl Client {
             next_seq: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             accepts: Mutex::new(HashMap::new()),
+            gathers: Mutex::default(),
             cancelled: Mutex::new(Default::default()),
             session: super::session::Session::new(),
             subs: Mutex::new(HashMap::default()),
@@ -214,6 +216,7 @@ async fn supervise(inner: Arc<Inner>, first: Link) {
         // Answers to calls sent on the dead link will never come.
         lock(&inner.pending).clear();
         lock(&inner.accepts).clear();
+        lock(&inner.gathers).clear();
         if inner.out.is_closed() || !inner.options.reconnect.enabled {
             break;
         }
@@ -459,14 +462,31 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
     match frame.kind {
         Some(Kind::Ok(ok)) if ok.result_kept => answer(ok.seq, Answer::Kept(ok.message_id)),
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
-        Some(Kind::Error(e)) if e.seq != 0 => answer(e.seq, Answer::Error(e)),
+        // A gather hears its refusal or its replies under its `seq` too.
+        Some(Kind::Error(e)) if e.seq != 0 => {
+            let seq = e.seq;
+            let rest = lock(&inner.gathers).deliver(seq, GatherEvent::Refused(e));
+            if let Err(GatherEvent::Refused(e)) = rest {
+                answer(seq, Answer::Error(e));
+            }
+        }
         Some(Kind::Error(e)) => {
             tracing::warn!(code = e.code, message = %e.message, "broker reported an error");
         }
-        Some(Kind::Reply(r)) => answer(
-            r.correlation_id,
-            Answer::Reply(r.message.unwrap_or_default()),
-        ),
+        Some(Kind::Reply(r)) => {
+            let seq = r.correlation_id;
+            let reply = GatherEvent::Reply(r.message.unwrap_or_default());
+            let rest = lock(&inner.gathers).deliver(seq, reply);
+            if let Err(GatherEvent::Reply(envelope)) = rest {
+                answer(seq, Answer::Reply(envelope));
+            }
+        }
+        Some(Kind::GatherStarted(s)) => {
+            let _ = lock(&inner.gathers).deliver(s.seq, GatherEvent::Started(s));
+        }
+        Some(Kind::GatherDone(d)) => {
+            let _ = lock(&inner.gathers).deliver(d.seq, GatherEvent::Done(d));
+        }
         Some(Kind::StatsResponse(s)) => answer(s.seq, Answer::Stats(s)),
         Some(Kind::Goodbye(g)) => return Some(g.reason),
         Some(Kind::Cancel(c)) => {
@@ -533,6 +553,7 @@ fn shut(inner: &Inner) {
     inner.out.close();
     lock(&inner.pending).clear();
     lock(&inner.accepts).clear();
+    lock(&inner.gathers).clear();
     for entry in lock(&inner.subs).values() {
         entry.mailbox.close();
     }

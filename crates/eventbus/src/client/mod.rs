@@ -26,6 +26,7 @@ mod connection;
 mod credentials;
 mod delivery;
 mod error;
+mod gather;
 mod headers;
 mod mailbox;
 mod message;
@@ -52,6 +53,10 @@ pub use delivery::Delivery;
 pub use error::JsonError;
 pub use error::{
     AckError, CallError, ConnectError, PublishError, Refused, RequestError, SubscribeError,
+};
+pub use gather::{
+    GATHER_GRACE, Gather, GatherError, GatherIncomplete, GatherOptions, GatherOutcome, GatherScope,
+    Gathered, MissReason, Missed,
 };
 pub use headers::{HeaderError, Headers, MAX_HEADER_NAME_BYTES};
 pub use message::Message;
@@ -104,6 +109,8 @@ struct Inner {
     /// Submitted requests waiting for the broker's acceptance (their final
     /// answer waits in `pending` under the same `seq`).
     accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Gathers in progress, by `seq`.
+    gathers: Mutex<gather::GatherSinks>,
     /// Looked up for every delivery: a fast, seeded hasher.
     subs: Mutex<HashMap<u64, SubEntry, foldhash::fast::RandomState>>,
     /// Ids of held messages the broker cancelled, newest last, at most

@@ -29,9 +29,14 @@ fn markdown_has_every_section_with_floor_and_ratio() {
         "## Pub/sub delivered without loss",
         "## Memory",
         "## Work queues",
+        "## Scatter-gather, 5 worker processes",
     ] {
         assert!(md.contains(heading), "missing {heading} in\n{md}");
     }
+    assert!(
+        md.contains("| unpinned | 129.2 µs / 203.0 µs | 126.3 µs | 1.02 × |"),
+        "{md}"
+    );
     assert!(
         md.contains("| codec/encode/publish_64B | 45.2 ns | 46.0 ns | — |"),
         "{md}"

@@ -63,6 +63,9 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Send one request and print the reply.
     Request(RequestArgs),
+    /// Ask every subscriber of a topic at once and print each reply as it
+    /// comes, then who answered (exit 1 if anyone did not).
+    Gather(GatherArgs),
     /// Answer requests: echo them, or run a command per request and reply
     /// with its output.
     Reply(ReplyArgs),
@@ -143,6 +146,29 @@ pub struct RequestArgs {
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub timeout_ms: u64,
     /// Print the reply as JSON: source, payload, latency_us, headers.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `ebctl gather`.
+#[derive(Debug, Args)]
+pub struct GatherArgs {
+    /// Topic to send the request on, e.g. `control.collector.snapshot`.
+    pub topic: String,
+    /// Payload and headers.
+    #[command(flatten)]
+    pub body: BodyArgs,
+    /// Ask only the members of this queue group [default: every plain
+    /// subscriber and every member of every group].
+    #[arg(long, value_name = "GROUP", conflicts_with = "plain")]
+    pub group: Option<String>,
+    /// Ask only plain subscribers, no queue group members.
+    #[arg(long)]
+    pub plain: bool,
+    /// How long recipients have to answer, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Print each reply, then the summary, as one JSON object per line.
     #[arg(long)]
     pub json: bool,
 }

@@ -18,6 +18,7 @@
 mod assets;
 mod cli;
 mod failure;
+mod gather;
 mod output;
 mod publish;
 mod reply;
@@ -74,6 +75,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let body = args.body.body()?;
             with_client(broker, async |client| {
                 request::run(client, &topic, body, &args).await
+            })
+        }
+        Command::Gather(args) => {
+            let topic = cli::topic(&args.topic)?;
+            let body = args.body.body()?;
+            let group = args.group.as_deref().map(cli::group).transpose()?;
+            with_client(broker, async |client| {
+                gather::run(client, &topic, body, group, &args).await
             })
         }
         Command::Reply(args) => {

@@ -4,11 +4,18 @@
 //! boundaries: `relay` and `echo` build the physical floor (a byte-forwarding
 //! Unix-socket relay in front of an echo server), `responder`/`rtt` and
 //! `sub`/`pub` measure the bus, and `suite` starts them all, broker included,
-//! and prints each figure next to the floor measured in the same run.
+//! and prints each figure next to the floor measured in the same run;
+//! `durable` measures durable queues next to the fsync floor and JetStream.
 #![forbid(unsafe_code)]
 
 #[cfg(unix)]
+mod confirm;
+#[cfg(unix)]
+mod durable;
+#[cfg(unix)]
 mod floor;
+#[cfg(unix)]
+mod gather;
 #[cfg(unix)]
 mod latency;
 #[cfg(unix)]
@@ -123,8 +130,39 @@ enum Command {
     /// Count syscalls, context switches, migrations and frames per round
     /// trip, per process: relay floor, plain and queue-group request/reply.
     Probe(probe::ProbeArgs),
+    /// Forward what each client on LISTEN writes to every UPSTREAM, and
+    /// everything they write back to the client.
+    FanoutRelay {
+        #[arg(long)]
+        listen: PathBuf,
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<PathBuf>,
+    },
+    /// Sequential rounds through a fan-out relay: SIZE bytes out, REPLIES ×
+    /// SIZE back; prints JSON.
+    RawFanout {
+        #[command(flatten)]
+        rtt: roles::RttArgs,
+        #[arg(long)]
+        replies: usize,
+    },
+    /// Answer gathers and requests on `bench.gather.*` (one of the gather
+    /// section's workers).
+    GatherWorker(gather::GatherWorkerArgs),
+    /// Ask every `gather-worker` by gather, one by one, and the NATS way;
+    /// prints JSON.
+    GatherRtt(gather::GatherRttArgs),
     /// Run every measurement with the given broker binary and print the report.
     Suite(suite::SuiteArgs),
+    /// Publish with confirmation, PUBLISHERS connections × IN_FLIGHT
+    /// awaiting at once; prints JSON with the rate and confirm latency.
+    ConfirmPub(confirm::ConfirmPubArgs),
+    /// Print the depth of the queue group on TOPIC from the broker's stats.
+    QueueDepth(confirm::QueueDepthArgs),
+    /// Durable queues through the broker binary: confirmed publish next to
+    /// the fsync floor and in-memory queues, recovery after SIGKILL, and
+    /// JetStream side by side; prints the report.
+    Durable(durable::DurableArgs),
 }
 
 #[cfg(not(unix))]
@@ -173,7 +211,16 @@ fn main() -> anyhow::Result<()> {
                 Command::Tasks(args) => stream::tasks(&args).await,
                 Command::Idle(args) => scale::idle(&args).await,
                 Command::Probe(args) => probe::run(&args).await,
+                Command::FanoutRelay { listen, upstreams } => {
+                    floor::fanout_relay(&listen, &upstreams).await
+                }
+                Command::RawFanout { rtt, replies } => floor::raw_fanout(&rtt, replies).await,
+                Command::GatherWorker(args) => gather::worker(&args).await,
+                Command::GatherRtt(args) => gather::rtt(&args).await,
                 Command::Suite(args) => suite::run(&args).await,
+                Command::ConfirmPub(args) => confirm::confirm_pub(&args).await,
+                Command::QueueDepth(args) => confirm::queue_depth(&args).await,
+                Command::Durable(args) => durable::run(&args).await,
             }
         });
         role.await?

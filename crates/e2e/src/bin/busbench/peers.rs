@@ -189,7 +189,7 @@ fn server_args(kind: PeerKind, dir: &Path) -> anyhow::Result<(Vec<String>, Strin
 }
 
 /// Polls until the server accepts a connection, with a deadline.
-fn wait_accepting(kind: PeerKind, addr: &str) -> anyhow::Result<()> {
+pub fn wait_accepting(kind: PeerKind, addr: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + SERVER_START;
     loop {
         let up = match kind {

@@ -93,7 +93,7 @@ fn delivered(lines: &mut Lines<BufReader<ChildStdout>>) -> anyhow::Result<Value>
     bail!("hold process ended without a delivery")
 }
 
-fn start_hold(
+pub fn start_hold(
     me: &Path,
     sock: &str,
     extra: &[&str],

@@ -25,11 +25,11 @@ pub struct SuiteArgs {
     /// Messages in the pub/sub throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     pub messages: u64,
-    /// Sections to run: latency, throughput, work, memory, queue, scale.
+    /// Sections to run: latency, throughput, work, memory, queue, scale, gather.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,work,memory,queue,scale"
+        default_value = "latency,throughput,work,memory,queue,scale,gather"
     )]
     sections: Vec<String>,
     /// Where to write `report.json`.
@@ -364,6 +364,9 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     }
     if wants("queue") {
         report.insert("queue".into(), crate::queue::measure(args, &dir)?);
+    }
+    if wants("gather") {
+        report.insert("gather".into(), crate::gather::measure(args, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     let text = serde_json::to_string_pretty(&report)?;

@@ -28,7 +28,6 @@ use crate::broker::journal::{
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{PublishRefusal, Refusal, SubscribeRefusal};
 use crate::codec::raw::{ReplyStamp, Stamped};
-use crate::framed::OverflowPolicy;
 use crate::names::ClientId;
 use crate::proto;
 use crate::topic::Topic;
@@ -253,90 +252,6 @@ impl Router {
         Ok(())
     }
 
-    /// Why `msg` must go to none of `targets` because of the journal: it
-    /// has failed, is closing or its backlog is full, or a durable group
-    /// that refuses when full (`reject`, `block`) would take the journal
-    /// past `max_disk_bytes`. Groups that drop make room in `enqueue`.
-    pub(super) fn refusal_to_journal(
-        &mut self,
-        targets: &[super::Target],
-        msg: &Queued,
-    ) -> Option<PublishRefusal> {
-        self.durable.as_ref()?;
-        let len = accepted_len(msg);
-        let mut total = 0;
-        let mut refuses_when_full = false;
-        for target in targets {
-            if let super::Target::Group(gid) = *target
-                && self.journaled(gid)
-            {
-                total += len;
-                let policy = self.queues.get(gid).map(|g| g.policy().overflow);
-                refuses_when_full |=
-                    matches!(policy, Some(OverflowPolicy::Reject | OverflowPolicy::Block));
-            }
-        }
-        if total == 0 {
-            return None;
-        }
-        let journal = &self.durable.as_ref()?.journal;
-        let reason = match journal.admits(total) {
-            Ok(()) => return None,
-            Err(AppendError::DiskBudget { .. }) if !refuses_when_full => return None,
-            Err(e) => e.to_string(),
-        };
-        // Refused by every durable group it was for: each counts it.
-        for target in targets {
-            if let super::Target::Group(gid) = *target
-                && self.journaled(gid)
-            {
-                if let Some(g) = self.queues.get_mut(gid) {
-                    g.reject();
-                }
-                self.journal_counted(gid, Counter::Rejected);
-            }
-        }
-        Some(PublishRefusal::Storage { reason })
-    }
-
-    /// Makes room in the journal for `msg` in durable group `gid` under its
-    /// overflow policy: `drop-oldest` evicts its oldest waiting messages
-    /// until it fits; `drop-incoming` drops `msg` (false). A refusing
-    /// policy was checked before routing.
-    pub(super) fn make_disk_room(&mut self, gid: GroupId, msg: &Queued) -> bool {
-        let len = accepted_len(msg);
-        loop {
-            let Some(d) = self.durable.as_ref() else {
-                return true;
-            };
-            if !matches!(d.journal.admits(len), Err(AppendError::DiskBudget { .. })) {
-                return true;
-            }
-            let Some(group) = self.queues.get_mut(gid) else {
-                return true;
-            };
-            match group.policy().overflow {
-                OverflowPolicy::DropOldest => {
-                    let Some(oldest) = group.evict_oldest() else {
-                        group.count_dropped();
-                        self.journal_counted(gid, Counter::Dropped);
-                        return false;
-                    };
-                    self.usage.remove(&oldest.message.source, oldest.size);
-                    self.journal_settled(gid, oldest.message.id, Outcome::Evicted);
-                }
-                OverflowPolicy::DropIncoming => {
-                    group.count_dropped();
-                    self.journal_counted(gid, Counter::Dropped);
-                    return false;
-                }
-                // Refused before routing; a second durable group of the
-                // same publish finds the journal's refusal in `append`.
-                OverflowPolicy::Reject | OverflowPolicy::Block => return true,
-            }
-        }
-    }
-
     /// Marks the durable queues in `queues` (one per group) and adds their
     /// counters since their first start; a durable queue with no group
     /// now (nothing waiting, no members) is listed with its totals only.
@@ -529,17 +444,6 @@ fn queue_totals(c: &journal::Counters) -> proto::QueueTotals {
         cancelled: c.cancelled,
         evicted: c.evicted,
     }
-}
-
-/// The framed size of `msg`'s `Accepted` record.
-fn accepted_len(msg: &Queued) -> u64 {
-    let empty = Record::Accepted {
-        queue: QueueRef(0),
-        id: JournalId::new(0),
-        attempt: 0,
-        envelope: &[],
-    };
-    Journal::record_len(&empty) + msg.message.message_len() as u64 + 8
 }
 
 /// A message as the journal stored it (its envelope with the broker's

@@ -133,14 +133,13 @@ impl Router {
             });
         }
         let requester_id = c.client_id.clone();
-        let targets = self.gather_targets(&g);
         let max = self.config.max_gather_recipients;
-        if targets.len() > max {
+        let Some(targets) = self.gather_targets(&g, max) else {
             return Err(PublishRefusal::Quota {
                 quota: "max_gather_recipients",
                 limit: max,
             });
-        }
+        };
         if targets.is_empty() {
             return Err(PublishRefusal::NoResponders { topic: g.topic });
         }
@@ -214,23 +213,31 @@ impl Router {
     }
 
     /// The recipients of `g`, one per client: `(connection, subscription
-    /// id, client id)`.
-    fn gather_targets(&mut self, g: &Gather) -> Vec<(ConnId, u64, ClientId)> {
+    /// id, client id)`; `None` as soon as there are more than `max` (so a
+    /// gather over a huge fleet costs no more than `max` recipients' work
+    /// to refuse).
+    fn gather_targets(&mut self, g: &Gather, max: usize) -> Option<Vec<(ConnId, u64, ClientId)>> {
         let mut targets = std::mem::take(&mut self.scratch);
         self.index.extend_matches(&g.topic, &mut targets);
         let mut found: Vec<(ConnId, u64, ClientId)> = Vec::new();
-        let add = |found: &mut Vec<(ConnId, u64, ClientId)>, conn: ConnId, sid: u64| {
-            if found.iter().any(|(c, _, _)| *c == conn) {
-                return;
+        let mut seen: Map<ConnId, ()> = Map::default();
+        let mut add = |found: &mut Vec<(ConnId, u64, ClientId)>, conn: ConnId, sid: u64| {
+            if seen.insert(conn, ()).is_some() {
+                return true;
             }
             if let Some(c) = self.conns.get(conn) {
                 found.push((conn, sid, c.client_id.clone()));
             }
+            found.len() <= max
         };
-        for target in &targets {
+        let mut within = true;
+        'targets: for target in &targets {
             match (*target, &g.scope) {
-                (Target::Plain { conn, sid }, GatherScope::All | GatherScope::Plain) => {
-                    add(&mut found, conn, sid.get());
+                (Target::Plain { conn, sid }, GatherScope::All | GatherScope::Plain)
+                    if !add(&mut found, conn, sid.get()) =>
+                {
+                    within = false;
+                    break 'targets;
                 }
                 (Target::Group(gid), GatherScope::All | GatherScope::Group(_)) => {
                     let Some(group) = self.queues.get(gid) else {
@@ -242,7 +249,10 @@ impl Router {
                         continue;
                     }
                     for m in group.members() {
-                        add(&mut found, m.conn, m.sid.get());
+                        if !add(&mut found, m.conn, m.sid.get()) {
+                            within = false;
+                            break 'targets;
+                        }
                     }
                 }
                 _ => {}
@@ -250,7 +260,7 @@ impl Router {
         }
         targets.clear();
         self.scratch = targets;
-        found
+        within.then_some(found)
     }
 
     /// A recipient's reply to gather `token`: forwarded to the requester.

@@ -22,6 +22,7 @@
 
 mod connections;
 mod counters;
+mod disk_bound;
 mod durable;
 mod fanout;
 mod gather;

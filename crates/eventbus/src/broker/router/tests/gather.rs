@@ -298,3 +298,37 @@ fn a_requester_that_leaves_ends_its_gathers_and_a_refused_delivery_is_missing() 
         [(0, ErrorCode::UnknownMessage)]
     );
 }
+
+#[test]
+fn a_gather_over_ten_thousand_recipients_is_refused_and_reaches_nobody() {
+    let mut bus = Bus::with(|_| {});
+    let limit = BrokerConfig::default().max_gather_recipients;
+    let fleet: Vec<Peer> = bus.bulk(|bus| {
+        (0..10_001)
+            .map(|i| {
+                let p = bus.connect(&format!("c{i}"));
+                bus.subscribe(&p, 1, SNAPSHOT);
+                p
+            })
+            .collect()
+    });
+    let agent = bus.connect("agent");
+    bus.send_done(&agent, gather(1, SNAPSHOT, GatherScope::All, "", 5_000));
+    let got = bus.received(&agent);
+    let [
+        Got::Error {
+            seq: 1,
+            code,
+            details,
+        },
+    ] = got.as_slice()
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(*code, ErrorCode::QuotaExceeded);
+    assert_eq!(details["quota"], "max_gather_recipients");
+    assert_eq!(details["limit"], limit.to_string());
+    for p in fleet.iter().step_by(997) {
+        assert!(bus.received(p).is_empty(), "nobody got it");
+    }
+}

@@ -333,3 +333,46 @@ fn the_queue_byte_bound_and_the_memory_ceiling_refuse_only_queued_publishes() {
     bus.router.sample_memory(None, Some(5));
     assert!(bus.confirmed(&p, 9, "events.y", "y").is_ok());
 }
+
+#[test]
+fn a_gather_needs_the_right_to_publish_on_its_topic() {
+    let text = users();
+    let mut bus = Bus::with_auth(|_| {}, Some(&text));
+    let p1 = bus
+        .connect_with(as_user("procmond-1", "procmond", "p"))
+        .unwrap();
+    let p2 = bus
+        .connect_with(as_user("procmond-2", "procmond", "p"))
+        .unwrap();
+    let agent = bus.connect_with(as_user("agent-1", "agent", "a")).unwrap();
+    for p in [&p1, &p2] {
+        bus.send_done(p, subscribe(1, "control.task.process", "process"));
+        assert_eq!(bus.received(p), [ok(1)]);
+    }
+    let gather = |seq: u64| {
+        let mut kind = publish(seq, PublishMode::Gather, "control.task.process", "status?");
+        if let Kind::Publish(pb) = &mut kind {
+            pb.gather_scope = proto::GatherScope::Group as i32;
+            pb.gather_group = "process".into();
+            pb.timeout_ms = 5_000;
+        }
+        kind
+    };
+    // `procmond` may not publish on the group's topic: no gather either,
+    // and no member hears of it.
+    bus.send_done(&p1, gather(2));
+    assert_eq!(
+        errors(&bus.received(&p1)),
+        [(2, ErrorCode::PermissionDenied)]
+    );
+    assert!(bus.received(&p2).is_empty());
+    // An identity that may publish there asks both members.
+    bus.send_done(&agent, gather(3));
+    let got = bus.received(&agent);
+    let Some(Got::GatherStarted(started)) = got.first() else {
+        panic!("{got:?}")
+    };
+    let mut recipients = started.recipients.clone();
+    recipients.sort();
+    assert_eq!(recipients, ["procmond-1", "procmond-2"]);
+}

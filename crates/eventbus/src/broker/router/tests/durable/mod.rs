@@ -1,7 +1,7 @@
 //! Durable queues against a real journal in a temp dir: confirmation after
 //! the sync, recovery after a crash (order, attempts, what stays gone),
-//! `max_attempts` across restarts, persisted counters, and the disk budget
-//! under each overflow policy; results by id in [`results`].
+//! `max_attempts` across restarts and persisted counters; results by id in
+//! [`results`] (the disk bounds are in `disk_bound.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::broker::journal::tests::support::{DEADLINE, temp_dir, wait_durable};
 use crate::broker::journal::{Journal, Recovered};
-use crate::framed::OverflowPolicy;
 
 mod results;
 
-const TASKS: &str = "task.scan";
+pub(super) const TASKS: &str = "task.scan";
 
 /// A bus whose queue groups are durable, journaled in `dir`, after
 /// recovering what the journal there holds.
-fn open(dir: &Path, configure: impl FnOnce(&mut BrokerConfig)) -> (Bus, Recovered) {
+pub(super) fn open(dir: &Path, configure: impl FnOnce(&mut BrokerConfig)) -> (Bus, Recovered) {
     let mut bus = Bus::with(|c| {
         c.queue.durable = true;
         c.data_dir = Some(dir.join("data"));
@@ -35,18 +34,18 @@ fn open(dir: &Path, configure: impl FnOnce(&mut BrokerConfig)) -> (Bus, Recovere
 
 /// Creates the durable queue (a member joins and leaves): it outlives its
 /// members, so what is published next waits in it.
-fn declare(bus: &mut Bus) {
+pub(super) fn declare(bus: &mut Bus) {
     let d = bus.connect("declarer");
     bus.join(&d, 1, TASKS, "workers", 1);
     bus.disconnect(&d);
 }
 
-fn journal(bus: &Bus) -> &Journal {
+pub(super) fn journal(bus: &Bus) -> &Journal {
     &bus.router.durable.as_ref().expect("durable").journal
 }
 
 /// Waits until every record appended so far is on disk.
-fn synced(bus: &Bus) {
+pub(super) fn synced(bus: &Bus) {
     if let Some(lsn) = bus.router.durable.as_ref().and_then(|d| d.appended) {
         wait_durable(journal(bus), lsn);
     }
@@ -60,7 +59,7 @@ fn crash(mut bus: Bus) {
 
 /// Everything `peer` is sent until `done` holds of it, polled (the journal
 /// releases confirmations from its own thread).
-fn receive_until(bus: &Bus, peer: &Peer, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+pub(super) fn receive_until(bus: &Bus, peer: &Peer, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
     let deadline = Instant::now() + DEADLINE;
     let mut got = Vec::new();
     loop {
@@ -73,7 +72,7 @@ fn receive_until(bus: &Bus, peer: &Peer, done: impl Fn(&[Got]) -> bool) -> Vec<G
     }
 }
 
-fn answered(seq: u64) -> impl Fn(&[Got]) -> bool {
+pub(super) fn answered(seq: u64) -> impl Fn(&[Got]) -> bool {
     move |got| {
         got.iter()
             .any(|g| matches!(g, Got::Ok { seq: s, .. } | Got::Error { seq: s, .. } if *s == seq))
@@ -81,14 +80,19 @@ fn answered(seq: u64) -> impl Fn(&[Got]) -> bool {
 }
 
 /// A confirmed durable publish, waiting for its answer.
-fn confirmed(bus: &mut Bus, peer: &Peer, seq: u64, payload: &str) -> Result<u64, ErrorCode> {
+pub(super) fn confirmed(
+    bus: &mut Bus,
+    peer: &Peer,
+    seq: u64,
+    payload: &str,
+) -> Result<u64, ErrorCode> {
     let applied = bus.publish_as(peer, seq, PublishMode::Confirmed, TASKS, payload);
     assert!(matches!(applied, Applied::Done));
     answer(&receive_until(bus, peer, answered(seq)), seq)
 }
 
 /// Deliveries among `got`: (delivery id, payload, attempt, correlation).
-fn tasks(got: &[Got]) -> Vec<(u64, String, u32, u64)> {
+pub(super) fn tasks(got: &[Got]) -> Vec<(u64, String, u32, u64)> {
     got.iter()
         .filter_map(|g| match g {
             Got::Deliver { delivery, msg, .. } => Some((
@@ -106,7 +110,7 @@ fn payloads(t: &[(u64, String, u32, u64)]) -> Vec<(&str, u32)> {
     t.iter().map(|(_, p, a, _)| (p.as_str(), *a)).collect()
 }
 
-fn queue_stats(bus: &mut Bus, peer: &Peer) -> proto::QueueStats {
+pub(super) fn queue_stats(bus: &mut Bus, peer: &Peer) -> proto::QueueStats {
     let stats = bus.stats(peer);
     stats
         .queues
@@ -304,41 +308,6 @@ fn persisted_counters_add_up_across_restarts() {
     );
     // Since this start: one ack.
     assert_eq!((q.acked, q.depth, q.in_flight), (1, 0, 1));
-}
-
-#[test]
-fn the_disk_budget_refuses_or_makes_room_as_the_queue_policy_says() {
-    for overflow in [OverflowPolicy::Reject, OverflowPolicy::DropOldest] {
-        let dir = temp_dir();
-        let configure = |c: &mut BrokerConfig| {
-            c.durability.max_disk_bytes = 1_000;
-            c.queue.overflow = overflow;
-        };
-        let (mut bus, _) = open(dir.path(), configure);
-        declare(&mut bus);
-        let p = bus.connect("p");
-        let body = "x".repeat(300);
-        let mut accepted = 0;
-        let mut refused = None;
-        for seq in 1..=5 {
-            match confirmed(&mut bus, &p, seq, &body) {
-                Ok(_) => accepted += 1,
-                Err(code) => refused = Some(code),
-            }
-        }
-        let q = queue_stats(&mut bus, &p);
-        match overflow {
-            OverflowPolicy::Reject => {
-                assert_eq!(refused, Some(ErrorCode::Storage));
-                assert!(accepted < 5 && q.depth == accepted);
-            }
-            _ => {
-                assert_eq!((refused, accepted), (None, 5));
-                assert!(q.depth < 5 && q.dropped == 5 - q.depth, "{q:?}");
-            }
-        }
-        assert!(journal(&bus).usage().live_bytes <= 1_000);
-    }
 }
 
 #[test]

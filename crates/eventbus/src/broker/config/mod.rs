@@ -12,7 +12,12 @@ use super::monitor::{MAX_HISTORY_SECONDS, MAX_TASKS, MonitorConfig};
 use crate::broker::journal::JournalConfig;
 use crate::codec::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::framed::{OutboundLimits, OverflowPolicy};
-use crate::topic::{Topic, TopicFilter};
+use crate::topic::TopicFilter;
+
+mod queue;
+
+pub(crate) use queue::QueuePolicy;
+pub use queue::{QueueConfig, QueueOverride};
 
 /// What a journal record may take beyond the largest frame: the broker's
 /// stamps on a message, or a kept reply's source and requester.
@@ -114,8 +119,10 @@ pub struct MemoryConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DurabilityConfig {
-    /// Most bytes of unsettled messages and kept replies on disk; a durable
-    /// publish beyond it is refused with `Storage`.
+    /// Most bytes of unsettled messages and kept replies on disk, in total;
+    /// at the bound a durable queue's overflow policy applies (`reject` and
+    /// `block` refuse with `Storage`). Each queue may also have its own
+    /// bound, [`QueueConfig::max_disk_bytes`].
     pub max_disk_bytes: u64,
     /// A journal segment file is closed at this size.
     pub segment_bytes: u64,
@@ -145,117 +152,6 @@ pub struct SubscriberConfig {
     pub hard_cap: usize,
     /// Most bytes of frames of any kind buffered before the client is disconnected.
     pub hard_cap_bytes: usize,
-}
-
-/// Bounds and behaviour of queue groups.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct QueueConfig {
-    /// Most messages waiting in one group's queue.
-    pub max_len: usize,
-    /// What happens to a message published to a full queue.
-    pub overflow: OverflowPolicy,
-    /// With `overflow = "block"`: how long a publisher waits for space before its
-    /// publish fails with `BlockTimeout`, in milliseconds.
-    pub block_timeout_ms: u64,
-    /// Prefetch granted to a member that asks for 0.
-    pub default_prefetch: u32,
-    /// Largest prefetch a member may ask for.
-    pub max_prefetch: u32,
-    /// Most bytes of messages waiting in one group's queue (their delivery
-    /// frames); `overflow` applies at this bound as at `max_len`.
-    pub max_bytes: usize,
-    /// Whether queue groups journal their messages, so a confirmed one
-    /// survives a broker crash (see `[[queue.overrides]]` to choose per
-    /// pattern).
-    pub durable: bool,
-    /// A delivery not settled within this many milliseconds is taken back and
-    /// redelivered; 0 disables the timeout.
-    pub ack_timeout_ms: u64,
-    /// Deliveries of one message before it goes to the dead-letter topic
-    /// `_sys.dead-letter.<group>`; 0 means unlimited.
-    pub max_attempts: u32,
-    /// Most deliveries of one group in flight at once, across all members;
-    /// 0 means only the members' prefetch limits it. 1 makes task starts FIFO.
-    pub concurrency: u32,
-    /// Settings for the groups whose filter matches a pattern; the first match wins.
-    pub overrides: Vec<QueueOverride>,
-}
-
-/// Queue settings for groups whose filter matches `filter`; unset fields keep the
-/// `[queue]` value.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct QueueOverride {
-    /// A topic filter: applies to a group with this exact filter, or with a
-    /// literal filter that this one matches.
-    pub filter: String,
-    /// See [`QueueConfig::max_len`].
-    pub max_len: Option<usize>,
-    /// See [`QueueConfig::max_bytes`].
-    pub max_bytes: Option<usize>,
-    /// See [`QueueConfig::durable`].
-    pub durable: Option<bool>,
-    /// See [`QueueConfig::overflow`].
-    pub overflow: Option<OverflowPolicy>,
-    /// See [`QueueConfig::block_timeout_ms`].
-    pub block_timeout_ms: Option<u64>,
-    /// See [`QueueConfig::ack_timeout_ms`].
-    pub ack_timeout_ms: Option<u64>,
-    /// See [`QueueConfig::max_attempts`].
-    pub max_attempts: Option<u32>,
-    /// See [`QueueConfig::concurrency`].
-    pub concurrency: Option<u32>,
-}
-
-/// The resolved settings of one queue group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct QueuePolicy {
-    pub max_len: usize,
-    pub max_bytes: usize,
-    pub durable: bool,
-    pub overflow: OverflowPolicy,
-    pub block_timeout: Duration,
-    pub ack_timeout: Option<Duration>,
-    pub max_attempts: u32,
-    pub concurrency: u32,
-}
-
-impl QueueConfig {
-    /// Whether an override names exactly `filter`: what a queue group on a
-    /// filter starting with a wildcard needs to exist.
-    pub(crate) fn declares(&self, filter: &TopicFilter) -> bool {
-        self.overrides.iter().any(|o| o.filter == filter.as_str())
-    }
-
-    /// The settings for a group on `filter`: the first matching override, then defaults.
-    pub(crate) fn policy_for(&self, filter: &TopicFilter) -> QueuePolicy {
-        let applies = |o: &&QueueOverride| {
-            o.filter == filter.as_str()
-                || (filter.is_literal()
-                    && TopicFilter::new(&o.filter)
-                        .is_ok_and(|f| Topic::new(filter.as_str()).is_ok_and(|t| f.matches(&t))))
-        };
-        let o = self.overrides.iter().find(applies);
-        let pick =
-            |f: fn(&QueueOverride) -> Option<u64>, default: u64| o.and_then(f).unwrap_or(default);
-        let ack_timeout_ms = pick(|o| o.ack_timeout_ms, self.ack_timeout_ms);
-        QueuePolicy {
-            max_len: o.and_then(|o| o.max_len).unwrap_or(self.max_len),
-            max_bytes: o.and_then(|o| o.max_bytes).unwrap_or(self.max_bytes),
-            durable: o.and_then(|o| o.durable).unwrap_or(self.durable),
-            overflow: o.and_then(|o| o.overflow).unwrap_or(self.overflow),
-            block_timeout: Duration::from_millis(pick(
-                |o| o.block_timeout_ms,
-                self.block_timeout_ms,
-            )),
-            ack_timeout: (ack_timeout_ms > 0).then(|| Duration::from_millis(ack_timeout_ms)),
-            max_attempts: o.and_then(|o| o.max_attempts).unwrap_or(self.max_attempts),
-            concurrency: o.and_then(|o| o.concurrency).unwrap_or(self.concurrency),
-        }
-    }
 }
 
 impl Default for BrokerConfig {
@@ -329,24 +225,6 @@ impl Default for SubscriberConfig {
             overflow: OverflowPolicy::DropOldest,
             hard_cap: 262_144,
             hard_cap_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            max_len: 100_000,
-            overflow: OverflowPolicy::Reject,
-            block_timeout_ms: 5_000,
-            default_prefetch: 1,
-            max_prefetch: 10_000,
-            max_bytes: 256 * 1024 * 1024,
-            durable: false,
-            ack_timeout_ms: 30_000,
-            max_attempts: 5,
-            concurrency: 0,
-            overrides: Vec::new(),
         }
     }
 }
@@ -524,6 +402,8 @@ impl BrokerConfig {
                 reason: "must be at least subscriber.max_len",
             });
         }
+        self.queue
+            .validate_disk_bounds(self.durability.max_disk_bytes)?;
         if let Err(crate::broker::journal::OpenError::Config { field, value, .. }) =
             self.journal_config().validate()
         {
@@ -623,6 +503,48 @@ mod tests {
                 field: "heartbeat_misses",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_queue_disk_bound_parses_per_pattern_and_nonsense_is_refused() {
+        let config = BrokerConfig::from_toml(
+            "[queue]\ndurable = true\nmax_disk_bytes = 1048576\n\
+             [[queue.overrides]]\nfilter = \"audit.#\"\nmax_disk_bytes = 0\n\
+             [[queue.overrides]]\nfilter = \"task.#\"\nmax_disk_bytes = 8388608\n",
+        )
+        .unwrap();
+        let policy = |f: &str| {
+            config
+                .queue
+                .policy_for(&TopicFilter::new(f).unwrap())
+                .max_disk_bytes
+        };
+        assert_eq!(policy("other.x"), 1 << 20);
+        assert_eq!(policy("audit.x"), 0, "0: only the total bounds it");
+        assert_eq!(policy("task.scan"), 8 << 20);
+        // Not even one small message would fit.
+        assert!(matches!(
+            BrokerConfig::from_toml("[queue]\nmax_disk_bytes = 100\n"),
+            Err(ConfigError::Invalid {
+                field: "queue.max_disk_bytes",
+                ..
+            })
+        ));
+        // Larger than the total, which would always bind first.
+        assert!(matches!(
+            BrokerConfig::from_toml(
+                "[durability]\nmax_disk_bytes = 16777216\n\
+                 [[queue.overrides]]\nfilter = \"t.#\"\nmax_disk_bytes = 33554432\n"
+            ),
+            Err(ConfigError::Invalid {
+                field: "queue.overrides.max_disk_bytes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            BrokerConfig::from_toml("[queue]\nmax_disk_bytes = -1\n"),
+            Err(ConfigError::Parse(_))
         ));
     }
 }
