@@ -132,6 +132,7 @@ fn every_kind() -> Vec<Kind> {
         Kind::Ok(proto::Ok {
             seq: 1,
             message_id: 10,
+            ..Default::default()
         }),
         publish(proto::Publish {
             seq: 11,

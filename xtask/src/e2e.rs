@@ -65,7 +65,8 @@ pub enum ScenarioType {
     /// others; the victims are unaffected, the attacker is refused.
     Hostile,
     /// Durable queues across broker crashes: SIGKILL loops, order, results by
-    /// id, a full disk, a damaged journal tail.
+    /// id, a full disk, a damaged journal tail, and the chaos run with broker
+    /// crashes (`chaos::durable`, also a chaos scenario).
     Durability,
     /// Every scenario (the `stress_*` ones only run in the `stress` profile).
     All,
@@ -82,7 +83,7 @@ impl ScenarioType {
             Self::Collectors => "package(mock-collector) & binary(emit)",
             Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
             Self::Hostile => "package(e2e) & binary(hostile)",
-            Self::Durability => "binary(scenarios) & test(/^durability::/)",
+            Self::Durability => "binary(scenarios) & test(/^(durability|chaos::durable)::/)",
             Self::All => {
                 "binary(scenarios) | (package(e2e) & binary(hostile)) | (package(mock-collector) & binary(emit))"
             }
@@ -471,7 +472,11 @@ mod tests {
             );
         }
         assert!(ScenarioType::Chaos.filter().contains("chaos::"));
-        assert!(ScenarioType::Durability.filter().contains("durability::"));
+        assert!(
+            ScenarioType::Durability
+                .filter()
+                .contains("durability|chaos::durable")
+        );
         assert!(ScenarioType::All.filter().contains("binary(hostile)"));
     }
 

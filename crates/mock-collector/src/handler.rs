@@ -77,7 +77,11 @@ pub async fn handle(ctx: &TaskContext, delivery: Delivery, inject_failure: bool)
         Ok(task) => Some(task.task_id().to_owned()),
         Err(_) => salvage_task_id(&payload),
     };
-    tracing::info!(task_id = task_id.as_deref().unwrap_or("-"), "task started");
+    tracing::info!(
+        task_id = task_id.as_deref().unwrap_or("-"),
+        attempt = message.attempt(),
+        "task started"
+    );
     let work = match parsed {
         Err(e) => Err(e.to_string()),
         Ok(_) if inject_failure => Err("injected failure (--fail-every)".to_owned()),

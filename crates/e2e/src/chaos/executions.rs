@@ -2,8 +2,9 @@
 //!
 //! A requester only sees replies; a task may also run on a collector that was
 //! killed before replying, or run again after the requester already had its
-//! answer. Every collector logs `task started` with the task id at `info`
-//! (tracing's default format: an RFC 3339 UTC timestamp first). Logs are
+//! answer. Every collector logs `task started` with the task id and the
+//! delivery's attempt number at `info` (tracing's default format: an RFC
+//! 3339 UTC timestamp first). Logs are
 //! appended across restarts, so one file holds every run of a collector.
 
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ pub struct Execution {
     pub collector: String,
     /// When it started, in µs since the Unix epoch.
     pub started_unix_us: u64,
+    /// The delivery's attempt number (1 for the first; 1 when the line has none).
+    pub attempt: u32,
 }
 
 /// Every `task started` line of the stderr log at `path`, owned by `collector`.
@@ -49,10 +52,16 @@ fn parse_line(line: &str, collector: &str) -> Option<Execution> {
         Some(quoted) => &quoted[..quoted.find('"')?],
         None => rest.split_whitespace().next()?,
     };
+    let attempt = line
+        .find(" attempt=")
+        .and_then(|at| line[at + " attempt=".len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     Some(Execution {
         task_id: task_id.to_owned(),
         collector: collector.to_owned(),
         started_unix_us,
+        attempt,
     })
 }
 
@@ -103,19 +112,20 @@ mod tests {
 
     #[test]
     fn task_started_lines_become_executions() {
-        let line = "2026-11-21T07:30:00.000001Z  INFO mock_collector::handler: task started task_id=\"c0-7\"";
+        let line = "2026-11-21T07:30:00.000001Z  INFO mock_collector::handler: task started task_id=\"c0-7\" attempt=2";
         assert_eq!(
             parse_line(line, "procmond-1"),
             Some(Execution {
                 task_id: "c0-7".into(),
                 collector: "procmond-1".into(),
                 started_unix_us: 1_795_246_200_000_001,
+                attempt: 2,
             })
         );
         let bare = "2026-11-21T07:30:00Z  INFO x: task started task_id=c0-8 other=1";
         assert_eq!(
-            parse_line(bare, "a").map(|e| e.task_id),
-            Some("c0-8".into())
+            parse_line(bare, "a").map(|e| (e.task_id, e.attempt)),
+            Some(("c0-8".into(), 1))
         );
         assert_eq!(parse_line("2026-11-21T07:30:00Z INFO task done", "a"), None);
     }

@@ -1,7 +1,10 @@
 //! Turning a chaos run into figures: availability, recovery time and
 //! consistency, from the workload's records and the collectors' executions.
+//! [`Consistency`] judges what the broker accepted in memory;
+//! [`DurableConsistency`] what it confirmed into durable queues, across
+//! broker crashes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::executions::{Execution, by_task};
@@ -134,6 +137,106 @@ impl Consistency {
     }
 }
 
+/// What happened to the tasks the broker confirmed into durable queues,
+/// across broker crashes (`docs/durability.md`): each must run, and a run
+/// after the first must be a redelivery the broker announced with its
+/// attempt number. The collectors' replies are not confirmed acks, so a
+/// crash may undo one: its task runs again (attempt > 1), even after its
+/// requester had the reply — allowed and reported, never at attempt 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DurableConsistency {
+    /// Tasks whose `submit` the broker confirmed (the only ones judged:
+    /// a `submit` that failed may or may not have been stored).
+    pub confirmed: usize,
+    /// Of those, tasks whose requester got a reply.
+    pub replied: usize,
+    /// Confirmed tasks without a reply that a collector ran.
+    pub ran_without_reply: usize,
+    /// Confirmed tasks never run and never replied to.
+    pub lost: Vec<String>,
+    /// Tasks run again at attempt 1: a duplicate no redelivery explains.
+    pub duplicated: Vec<String>,
+    /// Runs after a task's first, each at attempt > 1 (after a collector or
+    /// the broker died holding it).
+    pub reruns: usize,
+    /// Of those, runs that started after the requester had its reply.
+    pub reruns_after_reply: usize,
+    /// The errors requesters of confirmed tasks saw, by text.
+    pub errors: BTreeMap<String, usize>,
+}
+
+impl DurableConsistency {
+    /// Checks every confirmed request of `run` against `executions`.
+    pub fn check(run: &WorkloadRun, executions: &[Execution]) -> Self {
+        let ran = by_task(executions);
+        let mut c = Self::default();
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for r in requests(run).filter(|r| r.confirmed) {
+            let id = r.task_id.as_deref().unwrap_or_default();
+            if seen.insert(id, ()).is_some() {
+                continue;
+            }
+            c.confirmed += 1;
+            if let Outcome::Failed(e) = &r.outcome {
+                *c.errors.entry(e.clone()).or_default() += 1;
+            }
+            let mut runs = ran.get(id).cloned().unwrap_or_default();
+            runs.sort_by_key(|e| e.started_unix_us);
+            let replied = r.replied_by.is_some();
+            if replied {
+                c.replied += 1;
+            } else if !runs.is_empty() {
+                c.ran_without_reply += 1;
+            } else {
+                c.lost.push(id.to_owned());
+            }
+            let again = runs.get(1..).unwrap_or_default();
+            if again.iter().any(|e| e.attempt <= 1) {
+                c.duplicated.push(id.to_owned());
+            }
+            c.reruns += again.len();
+            if replied {
+                c.reruns_after_reply += again
+                    .iter()
+                    .filter(|e| e.started_unix_us > r.finished_unix_us)
+                    .count();
+            }
+        }
+        c
+    }
+
+    /// 1.0 when no confirmed task was lost or run again at attempt 1; else
+    /// the share of confirmed tasks that were neither.
+    pub fn score(&self) -> f64 {
+        if self.confirmed == 0 {
+            return 1.0;
+        }
+        let bad = self.lost.len() + self.duplicated.len();
+        1.0 - bad as f64 / self.confirmed as f64
+    }
+
+    /// Confirmed tasks whose requester was told the connection closed: a
+    /// durable request's `PendingRequest` outlives a broker crash, so none.
+    pub fn closed(&self) -> usize {
+        self.errors.get("connection closed").copied().unwrap_or(0)
+    }
+
+    /// A one-line account, for the report's notes.
+    pub fn summary(&self) -> String {
+        format!(
+            "confirmed {}, replied {}, ran without a reply {}, lost {:?}, run again at attempt 1 {:?}, runs again at attempt > 1 {} ({} after the reply), requesters' errors {:?}",
+            self.confirmed,
+            self.replied,
+            self.ran_without_reply,
+            self.lost,
+            self.duplicated,
+            self.reruns,
+            self.reruns_after_reply,
+            self.errors
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +248,7 @@ mod tests {
             started: Duration::from_millis(started_ms),
             latency: Duration::from_millis(1),
             accepted: true,
+            confirmed: true,
             finished_unix_us: at_us,
             replied_by: replied.then(|| "procmond-1".into()),
             outcome,
@@ -152,10 +256,15 @@ mod tests {
     }
 
     fn ran(id: &str, at_us: u64) -> Execution {
+        ran_at(id, at_us, 1)
+    }
+
+    fn ran_at(id: &str, at_us: u64, attempt: u32) -> Execution {
         Execution {
             task_id: id.into(),
             collector: "procmond-1".into(),
             started_unix_us: at_us,
+            attempt,
         }
     }
 
@@ -221,5 +330,55 @@ mod tests {
         assert!((c.score() - 0.6).abs() < 1e-9);
         let strict = Consistency::check(&run, &executions, |_| false);
         assert_eq!(strict.lost, ["gone", "crash"]);
+    }
+
+    #[test]
+    fn durable_consistency_judges_only_confirmed_tasks_and_allows_reruns_above_attempt_one() {
+        let in_doubt = OpRecord {
+            confirmed: false,
+            ..op(
+                "doubt",
+                0,
+                Outcome::Failed("connection closed".into()),
+                false,
+                100,
+            )
+        };
+        let run = WorkloadRun {
+            records: vec![
+                op("fine", 0, Outcome::Ok, true, 100),
+                op("crashed", 0, Outcome::Ok, true, 100),
+                op("twice", 0, Outcome::Ok, true, 100),
+                op("late", 0, Outcome::Failed("timeout".into()), false, 100),
+                op(
+                    "gone",
+                    0,
+                    Outcome::Failed("connection closed".into()),
+                    false,
+                    100,
+                ),
+                in_doubt,
+            ],
+            ..WorkloadRun::default()
+        };
+        let executions = [
+            ran_at("fine", 50, 1),
+            // Redelivered after a crash undid the reply's settlement.
+            ran_at("crashed", 50, 1),
+            ran_at("crashed", 150, 2),
+            // Run again at attempt 1: nothing explains it.
+            ran_at("twice", 50, 1),
+            ran_at("twice", 60, 1),
+            ran_at("late", 200, 1),
+        ];
+        let c = DurableConsistency::check(&run, &executions);
+        assert_eq!(c.confirmed, 5, "the in-doubt submit is not judged");
+        assert_eq!(c.replied, 3);
+        assert_eq!(c.ran_without_reply, 1);
+        assert_eq!(c.lost, ["gone"]);
+        assert_eq!(c.duplicated, ["twice"]);
+        assert_eq!((c.reruns, c.reruns_after_reply), (2, 1));
+        assert_eq!(c.closed(), 1);
+        assert!((c.score() - 0.6).abs() < 1e-9);
     }
 }

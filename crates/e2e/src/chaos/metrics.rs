@@ -185,6 +185,7 @@ mod tests {
             started: Duration::from_millis(started_ms),
             latency: Duration::from_millis(latency_ms),
             accepted: true,
+            confirmed: true,
             finished_unix_us: 0,
             replied_by: None,
             outcome,

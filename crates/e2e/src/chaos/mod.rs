@@ -14,7 +14,7 @@
 //! - [`criteria`]: the [`Report`] with its criteria table.
 //!
 //! [`run`] ties them together for a scenario. The scenarios themselves are in
-//! `crates/e2e/tests/scenarios/chaos.rs`; `docs/scenarios.md` lists them.
+//! `crates/e2e/tests/scenarios/chaos/`; `docs/scenarios.md` lists them.
 
 pub mod criteria;
 pub mod executions;

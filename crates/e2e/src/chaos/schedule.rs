@@ -187,6 +187,27 @@ impl Schedule {
         Self { seed, steps }
     }
 
+    /// Adds instantaneous `fault` (one that [does not last](Fault::lasts))
+    /// at `at`, after any step already there: a fault a scenario wants for
+    /// sure, beside the drawn ones (a broker crash in every run, say).
+    ///
+    /// # Panics
+    ///
+    /// If `fault` lasts: it would need a heal this does not schedule.
+    #[must_use]
+    pub fn with(mut self, at: Duration, fault: Fault) -> Self {
+        assert!(!fault.lasts(), "{fault} lasts: schedule it with its heal");
+        let index = self.steps.partition_point(|s| s.at <= at);
+        self.steps.insert(
+            index,
+            Step {
+                at,
+                action: Action::Inject(fault),
+            },
+        );
+        self
+    }
+
     /// When the last lasting fault heals (or the last instantaneous one
     /// happens): the point recovery is measured from.
     pub fn last_heal(&self) -> Duration {
@@ -289,6 +310,20 @@ mod tests {
             Schedule::progressive(s, &plan()).steps != Schedule::progressive(9, &plan()).steps
         });
         assert!(differs, "the seed changes the schedule");
+    }
+
+    #[test]
+    fn a_fault_added_by_hand_goes_in_time_order() {
+        let schedule = Schedule::progressive(1, &plan())
+            .with(Duration::from_secs(3), Fault::RestartBroker)
+            .with(Duration::ZERO, Fault::RestartBroker);
+        let at: Vec<u64> = schedule.steps.iter().map(|s| s.at.as_secs()).collect();
+        assert_eq!(at, [0, 1, 3, 3, 5, 8, 8, 8]);
+        assert_eq!(
+            schedule.steps[3].action,
+            Action::Inject(Fault::RestartBroker),
+            "after the step already at 3 s"
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct OpRecord {
     /// Whether the broker accepted it: a `submit` it confirmed, or any request
     /// that did not fail with a refusal (it may have been taken).
     pub accepted: bool,
+    /// Whether the broker confirmed it: a `submit` that returned its message
+    /// id (the only acceptance a durable queue promises to keep).
+    pub confirmed: bool,
     /// When it ended, in µs since the Unix epoch (to compare with the collectors' logs).
     pub finished_unix_us: u64,
     /// The reply's collector, if any.
@@ -191,6 +194,7 @@ impl Workload {
                     started: tick - start,
                     latency: Duration::ZERO,
                     accepted: false,
+                    confirmed: false,
                     finished_unix_us: unix_us(),
                     replied_by: None,
                     outcome: Outcome::Overloaded,
@@ -243,6 +247,7 @@ impl Workload {
         let began = Instant::now();
         let client = driver.client();
         let mut accepted = false;
+        let mut confirmed = false;
         let result: Result<Option<TaskReply>, String> = match &op {
             Op::Event => client
                 .publish(events, task_id.clone())
@@ -256,6 +261,7 @@ impl Workload {
                 {
                     Ok(pending) => {
                         accepted = true;
+                        confirmed = true;
                         reply_of(pending.reply().await)
                     }
                     Err(e) => {
@@ -293,6 +299,7 @@ impl Workload {
             started: began.saturating_duration_since(start),
             latency: began.elapsed(),
             accepted,
+            confirmed,
             finished_unix_us: unix_us(),
             replied_by,
             outcome,

@@ -190,6 +190,7 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
         14 => Kind::Ok(proto::Ok {
             seq: number(rng, live),
             message_id: number(rng, live),
+            result_kept: rng.below(2) == 1,
         }),
         _ => Kind::Error(proto::Error {
             seq: number(rng, live),

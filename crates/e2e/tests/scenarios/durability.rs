@@ -388,6 +388,62 @@ async fn a_reply_reaches_its_requester_by_id_after_the_broker_is_killed_mid_task
     agent.close().await;
 }
 
+/// Proves that a requester keeps its `PendingRequest` across a SIGKILL of
+/// the broker: the request went into a durable group (`is_durable`), the
+/// collector holds it (300 ms a task) when the broker dies; after the
+/// restart the task is redelivered, and the same `reply()` the requester
+/// was waiting on returns the collector's reply, once, before its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_request_gets_its_reply_across_a_broker_kill() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(durable_broker(&data)).await;
+    let kind = CollectorKind::Process;
+    let _collector = cluster
+        .add_collector(CollectorBuilder::new(kind, 1).delay_ms(300))
+        .await;
+    let agent = Client::connect(cluster.client_options("agent"))
+        .await
+        .unwrap();
+    let pending = agent
+        .submit(
+            kind.task_topic(),
+            kind.payload("kept-across-kill"),
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert!(pending.is_durable(), "confirmed into a durable group");
+    let id = pending.message_id();
+    let reply = tokio::spawn(pending.reply());
+    wait_until("the task in flight", DEADLINE, || {
+        let agent = agent.clone();
+        async move {
+            agent.stats().await.is_ok_and(|s| {
+                s.queues
+                    .iter()
+                    .any(|q| q.topic == kind.task_topic().as_str() && q.in_flight == 1)
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let before = cluster.broker().pid();
+    cluster.broker_mut().kill();
+    cluster.broker_mut().restart().await;
+    assert_ne!(cluster.broker().pid(), before, "a new broker process");
+
+    let reply = reply
+        .await
+        .unwrap()
+        .expect("the reply, through the same PendingRequest");
+    let reply = TaskReply::parse(&reply).unwrap();
+    assert_eq!(reply.task_id.as_deref(), Some("kept-across-kill"));
+    assert_eq!(reply.collector_id, "procmond-1");
+    // The broker still keeps it for its requester, by id.
+    assert!(agent.result(id, Duration::ZERO).await.is_ok());
+    agent.close().await;
+}
+
 /// Proves that a full disk is a typed refusal, not a crash: the broker runs
 /// under a file-size limit (`prlimit --fsize`, below the segment size, so
 /// writing past it fails with EFBIG); durable publishes are confirmed until the journal cannot write,

@@ -137,7 +137,11 @@ mod tests {
 
     fn frame(seq: u64) -> Frame {
         Frame {
-            kind: Some(Kind::Ok(proto::Ok { seq, message_id: 0 })),
+            kind: Some(Kind::Ok(proto::Ok {
+                seq,
+                message_id: 0,
+                result_kept: false,
+            })),
         }
     }
 

@@ -226,8 +226,9 @@ pub(crate) enum ResultRefusal {
     TooLarge { size: usize, limit: usize },
 }
 
-/// Why an accepted request will get no reply, told to its requester.
-#[derive(Debug, thiserror::Error)]
+/// Why an accepted request will get no reply, told to its requester (and
+/// to whoever waits for its result by id).
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum RequestFailure {
     #[error("message {id} dead-lettered: {reason}")]
     DeadLettered {

@@ -436,8 +436,8 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         // before acceptance ends both waits.
         let accept = lock(&inner.accepts).remove(&seq);
         match (accept, answer) {
-            (Some(tx), Answer::Ok(id)) => {
-                let _ = tx.send(Answer::Ok(id));
+            (Some(tx), accepted @ (Answer::Ok(_) | Answer::Kept(_))) => {
+                let _ = tx.send(accepted);
             }
             // A durable queue confirms a request once the journal has
             // synced it, and a quick responder can answer before that: the
@@ -460,6 +460,7 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         }
     };
     match frame.kind {
+        Some(Kind::Ok(ok)) if ok.result_kept => answer(ok.seq, Answer::Kept(ok.message_id)),
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         // A gather hears its refusal or its replies under its `seq` too.
         Some(Kind::Error(e)) if e.seq != 0 => {

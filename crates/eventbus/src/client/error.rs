@@ -306,6 +306,26 @@ pub enum RequestError {
     /// The request could not be sent.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The connection was lost while a durable request's reply was awaited
+    /// ([`PendingRequest::is_durable`](super::PendingRequest::is_durable)),
+    /// and the broker asked after the reconnection knows no such request:
+    /// it was cancelled or dead-lettered before the ask (those outcomes are
+    /// not kept; while the ask waits they are [`Cancelled`](Self::Cancelled)
+    /// and [`DeadLettered`](Self::DeadLettered)), or the broker lost its
+    /// record (a write that was never confirmed; see `docs/durability.md`).
+    #[error("request {message_id} is unknown to the broker after the reconnection")]
+    UnknownMessage {
+        /// The request's message id.
+        message_id: u64,
+    },
+    /// The connection was lost while a durable request's reply was awaited,
+    /// and the reply the broker kept had expired (`durability.result_ttl_ms`)
+    /// or was evicted by the bound on kept results before it was fetched.
+    #[error("the reply to request {message_id} expired before it was fetched")]
+    Expired {
+        /// The request's message id.
+        message_id: u64,
+    },
 }
 
 /// Why an ack, nack or reply was refused.

@@ -83,6 +83,9 @@ const ENVELOPE_OVERHEAD: usize = 64;
 #[derive(Debug)]
 enum Answer {
     Ok(u64),
+    /// `Ok` for a confirmed request that entered a durable queue group: the
+    /// broker keeps its reply by this message id (`result_kept`).
+    Kept(u64),
     Error(proto::Error),
     Reply(Box<proto::Envelope>),
     Stats(StatsResponse),
@@ -272,6 +275,25 @@ impl Client {
         timeout: Duration,
         build: impl FnOnce(u64) -> Kind,
     ) -> Result<Answer, CallFailure> {
+        let (seq, rx) = self.start_call(build)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(CallFailure::Closed),
+            Err(_) => {
+                self.forget_call(seq);
+                Err(CallFailure::Timeout(timeout))
+            }
+        }
+    }
+
+    /// The first half of [`call`](Self::call): registers a waiter under a
+    /// fresh `seq` and queues the frame `build` makes. The answer comes on
+    /// the receiver; it fails when the link is lost first. A caller that
+    /// stops waiting calls [`forget_call`](Self::forget_call).
+    fn start_call(
+        &self,
+        build: impl FnOnce(u64) -> Kind,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), CallFailure> {
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
         lock(&self.inner().pending).insert(seq, tx);
@@ -282,17 +304,15 @@ impl Client {
                 })
                 .is_err()
         {
-            lock(&self.inner().pending).remove(&seq);
+            self.forget_call(seq);
             return Err(CallFailure::Closed);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(CallFailure::Closed),
-            Err(_) => {
-                lock(&self.inner().pending).remove(&seq);
-                Err(CallFailure::Timeout(timeout))
-            }
-        }
+        Ok((seq, rx))
+    }
+
+    /// Stops waiting for the answer to `seq` (a late one is dropped).
+    fn forget_call(&self, seq: u64) {
+        lock(&self.inner().pending).remove(&seq);
     }
 
     /// Whether the broker cancelled the message with this id while this client held it.

@@ -3,13 +3,23 @@
 //! [`Client::request`] waits for the reply. [`Client::submit`] returns as soon as
 //! the broker has accepted the request, with its message id, so the requester
 //! can [`cancel`](Client::cancel) it while it waits in a queue or runs.
+//!
+//! A submitted request that entered a durable queue group survives the loss
+//! of its connection: the broker keeps its reply by message id, so after the
+//! client reconnects [`PendingRequest::reply`] asks for it
+//! ([`Client::result`]'s `ResultRequest`) instead of failing.
 
+use std::sync::Weak;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
 
 use super::error::{PublishError, Refused, RequestError};
-use super::{Answer, Body, CallFailure, Client, Message, lock, publish_refusal};
+use super::result::result_request;
+use super::{
+    Answer, Body, CallFailure, Client, ConnectionEvent, Handle, Message, lock, publish_refusal,
+};
 use crate::names::{ClientId, IntoName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::Topic;
@@ -20,29 +30,175 @@ pub struct PendingRequest {
     message_id: u64,
     topic: Topic,
     reply: oneshot::Receiver<Answer>,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
     timeout: Duration,
+    /// The client to ask for the kept reply after a lost connection, when
+    /// the broker keeps it (the request entered a durable queue group).
+    /// Weak: a pending request does not keep its client open.
+    resume: Option<Weak<Handle>>,
 }
 
 impl PendingRequest {
-    /// The request's message id, for [`Client::cancel`].
+    /// The request's message id, for [`Client::cancel`] and [`Client::result`].
     pub fn message_id(&self) -> u64 {
         self.message_id
     }
 
+    /// Whether the request entered a durable queue group, so the broker keeps
+    /// its reply by [`message_id`](Self::message_id) (`queue.durable`;
+    /// `docs/durability.md`): then [`reply`](Self::reply) survives a lost
+    /// connection and a broker restart. False for a request that only
+    /// in-memory queue groups or plain subscribers took.
+    pub fn is_durable(&self) -> bool {
+        self.resume.is_some()
+    }
+
     /// Waits for the reply, until the timeout given to `submit` runs out.
+    ///
+    /// When the connection is lost before the reply came:
+    ///
+    /// - a [durable](Self::is_durable) request waits on: once the client has
+    ///   reconnected (to the same broker or a restarted one) it asks the
+    ///   broker for the reply by message id, waiting for the rest of the
+    ///   timeout, and returns it whether it arrived while the client was
+    ///   away or arrives later. Each reply is returned once: a reply that
+    ///   reached the lost connection is returned as it is, and only one that
+    ///   did not is asked for. A request cancelled or dead-lettered while
+    ///   the client was away ends with [`RequestError::UnknownMessage`], one
+    ///   that ends so while it asks with [`RequestError::Cancelled`] or
+    ///   [`RequestError::DeadLettered`], and a kept reply that expired with
+    ///   [`RequestError::Expired`]; it fails with
+    ///   [`RequestError::Closed`] only once the client is closed for good
+    ///   (or reconnection is disabled), and with
+    ///   [`RequestError::Timeout`] at the deadline, connected or not.
+    /// - any other request fails at once with [`RequestError::Closed`]: the
+    ///   broker forgets a requester's in-memory requests with its connection.
+    ///
+    /// While it asks, it holds one entry among the client's pending calls
+    /// and one of the broker's pending requests of this client (the
+    /// `max_pending_requests` quota), in place of the request's own.
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: it consumes the pending request, so a cancelled wait
-    /// loses the reply (the request itself goes on; [`Client::cancel`] stops it).
+    /// loses the reply (the request itself goes on; [`Client::cancel`] stops
+    /// it). The reply to a [durable](Self::is_durable) request is still kept
+    /// by the broker: [`Client::result`] with the
+    /// [`message_id`](Self::message_id) fetches it.
     pub async fn reply(self) -> Result<Message, RequestError> {
-        let answer = match tokio::time::timeout_at(self.deadline, self.reply).await {
+        let Self {
+            message_id,
+            topic,
+            reply,
+            deadline,
+            timeout,
+            resume,
+        } = self;
+        let answer = match tokio::time::timeout_at(deadline, reply).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(CallFailure::Closed),
-            Err(_) => Err(CallFailure::Timeout(self.timeout)),
+            Ok(Err(_)) => match resume {
+                Some(client) => {
+                    let resumed = Resumed {
+                        client,
+                        message_id,
+                        deadline,
+                        timeout,
+                    };
+                    return resumed.reply(&topic).await;
+                }
+                None => Err(CallFailure::Closed),
+            },
+            Err(_) => Err(CallFailure::Timeout(timeout)),
         };
-        request_outcome(&self.topic, answer)
+        request_outcome(&topic, answer)
+    }
+}
+
+/// A durable request whose connection was lost before its reply came.
+struct Resumed {
+    client: Weak<Handle>,
+    message_id: u64,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Resumed {
+    /// Asks for the kept reply on the next link, and again on the one after
+    /// if that one is lost too, until it comes, the deadline passes, or the
+    /// client is closed for good. The client is held only while an ask is
+    /// queued, never across a wait.
+    async fn reply(self, topic: &Topic) -> Result<Message, RequestError> {
+        loop {
+            let (closed, mut events, asked) = {
+                let Some(handle) = self.client.upgrade() else {
+                    return Err(RequestError::Closed);
+                };
+                let client = Client { handle };
+                let inner = client.inner();
+                if inner.out.is_closed() || !inner.options.reconnect.enabled {
+                    return Err(RequestError::Closed);
+                }
+                let wait = self.deadline.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    return Err(RequestError::Timeout(self.timeout));
+                }
+                // Subscribed before asking, so a reconnection after an ask
+                // that fails is never missed.
+                let events = client.connection_events();
+                // Queued even while disconnected: the outbound queue outlives
+                // links, and the next link writes it after its handshake.
+                let asked = client.start_call(|seq| result_request(seq, self.message_id, wait));
+                (inner.closed.clone(), events, asked)
+            };
+            if let Ok((seq, answer)) = asked {
+                match tokio::time::timeout_at(self.deadline, answer).await {
+                    Ok(Ok(answer)) => return self.outcome(topic, answer),
+                    // That link was lost too: ask on the next one.
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        if let Some(handle) = self.client.upgrade() {
+                            Client { handle }.forget_call(seq);
+                        }
+                        return Err(RequestError::Timeout(self.timeout));
+                    }
+                }
+            }
+            // No link took the ask (the outbound queue was full, or the link
+            // was lost before the answer): wait for the next reconnection.
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => return Err(RequestError::Closed),
+                    () = tokio::time::sleep_until(self.deadline) => {
+                        return Err(RequestError::Timeout(self.timeout));
+                    }
+                    event = events.recv() => match event {
+                        Ok(ConnectionEvent::Reconnected { .. })
+                        | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Ok(ConnectionEvent::Closed) | Err(broadcast::error::RecvError::Closed) => {
+                            return Err(RequestError::Closed);
+                        }
+                        Ok(_) => {}
+                    },
+                }
+            }
+        }
+    }
+
+    /// The broker's answer to the `ResultRequest`, as the request's outcome.
+    fn outcome(&self, topic: &Topic, answer: Answer) -> Result<Message, RequestError> {
+        let Answer::Error(e) = answer else {
+            return request_outcome(topic, Ok(answer));
+        };
+        match ErrorCode::try_from(e.code) {
+            Ok(ErrorCode::UnknownMessage) => Err(RequestError::UnknownMessage {
+                message_id: self.message_id,
+            }),
+            Ok(ErrorCode::Expired) => Err(RequestError::Expired {
+                message_id: self.message_id,
+            }),
+            Ok(ErrorCode::Timeout) => Err(RequestError::Timeout(self.timeout)),
+            _ => request_outcome(topic, Ok(Answer::Error(e))),
+        }
     }
 }
 
@@ -51,7 +207,10 @@ impl Client {
     /// member of a queue group on the topic, or from the first plain
     /// subscriber that answers.
     ///
-    /// Fails at once with [`RequestError::NoResponders`] when nobody subscribes.
+    /// Fails at once with [`RequestError::NoResponders`] when nobody
+    /// subscribes, and with [`RequestError::Closed`] when the connection
+    /// drops before the reply, even for a request into a durable queue
+    /// group: [`submit`](Self::submit) gives one that outlives its connection.
     ///
     /// # Cancel safety
     ///
@@ -195,7 +354,7 @@ impl Client {
     ) -> Result<PendingRequest, RequestError> {
         let topic = topic.into_name().map_err(PublishError::from)?;
         let message = self.envelope(topic.as_str(), body.into())?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let seq = self.next_seq();
         let (accept_tx, accept_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -220,18 +379,22 @@ impl Client {
             return Err(RequestError::Closed);
         }
         let accepted = match tokio::time::timeout_at(deadline, accept_rx).await {
-            Ok(Ok(Answer::Ok(message_id))) => Ok(message_id),
+            Ok(Ok(Answer::Ok(message_id))) => Ok((message_id, None)),
+            Ok(Ok(Answer::Kept(message_id))) => {
+                Ok((message_id, Some(std::sync::Arc::downgrade(&self.handle))))
+            }
             Ok(Ok(other)) => Err(request_outcome(&topic, Ok(other)).err()),
             Ok(Err(_)) => Err(Some(RequestError::Closed)),
             Err(_) => Err(Some(RequestError::Timeout(timeout))),
         };
         match accepted {
-            Ok(message_id) => Ok(PendingRequest {
+            Ok((message_id, resume)) => Ok(PendingRequest {
                 message_id,
                 topic,
                 reply: reply_rx,
                 deadline,
                 timeout,
+                resume,
             }),
             Err(e) => {
                 forget();

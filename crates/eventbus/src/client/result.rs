@@ -46,6 +46,20 @@ pub enum ResultError {
         /// The request's message id.
         message_id: u64,
     },
+    /// The request was cancelled while this call waited for its reply.
+    #[error("request {message_id} was cancelled")]
+    Cancelled {
+        /// The request's message id.
+        message_id: u64,
+    },
+    /// The request was dead-lettered while this call waited for its reply.
+    #[error("request {message_id} was dead-lettered: {reason}")]
+    DeadLettered {
+        /// The request's message id.
+        message_id: u64,
+        /// Why, as the broker recorded it.
+        reason: String,
+    },
     /// The request is still waiting or in flight and no reply came within
     /// the wait.
     #[error("no reply to request {message_id} within {waited:?}")]
@@ -68,13 +82,29 @@ pub enum ResultError {
     Refused(Refused),
 }
 
+/// The `ResultRequest` (under `seq`) for the reply to durable request
+/// `message_id`, waiting up to `wait` (cut to [`MAX_RESULT_WAIT`]) for one
+/// still to come. [`Client::result`] and a resumed
+/// [`PendingRequest`](super::PendingRequest) both ask with it.
+pub(super) fn result_request(seq: u64, message_id: u64, wait: Duration) -> Kind {
+    let wait = wait.min(MAX_RESULT_WAIT);
+    Kind::ResultRequest(proto::ResultRequest {
+        seq,
+        message_id,
+        timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+    })
+}
+
 impl Client {
     /// The reply to durable request `message_id` (the id
     /// [`PendingRequest::message_id`](super::PendingRequest::message_id) or
     /// a confirmed publish returned): at once when the broker keeps it, else
     /// as soon as it arrives if it comes within `wait` (zero: only a reply
     /// already there). Only the request's own client id (or an admin) may
-    /// fetch it. A `wait` above [`MAX_RESULT_WAIT`] is cut to it.
+    /// fetch it. A `wait` above [`MAX_RESULT_WAIT`] is cut to it. A request
+    /// cancelled or dead-lettered while the call waits ends it with
+    /// [`ResultError::Cancelled`] or [`ResultError::DeadLettered`]; one that
+    /// ended so before is [`ResultError::UnknownMessage`].
     ///
     /// # Cancel safety
     ///
@@ -90,18 +120,11 @@ impl Client {
     /// ```
     pub async fn result(&self, message_id: u64, wait: Duration) -> Result<Message, ResultError> {
         let wait = wait.min(MAX_RESULT_WAIT);
-        let timeout_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         // The broker answers `Timeout` when the wait is over; the local
         // deadline only covers a broker that does not answer at all.
         let local = wait.saturating_add(self.inner().options.request_timeout);
         let answer = self
-            .call(local, |seq| {
-                Kind::ResultRequest(proto::ResultRequest {
-                    seq,
-                    message_id,
-                    timeout_ms,
-                })
-            })
+            .call(local, |seq| result_request(seq, message_id, wait))
             .await;
         match answer {
             Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),
@@ -111,6 +134,11 @@ impl Client {
                     ErrorCode::UnknownMessage => ResultError::UnknownMessage { message_id },
                     ErrorCode::Expired => ResultError::Expired { message_id },
                     ErrorCode::PermissionDenied => ResultError::NotRequester { message_id },
+                    ErrorCode::Cancelled => ResultError::Cancelled { message_id },
+                    ErrorCode::DeadLettered => ResultError::DeadLettered {
+                        message_id,
+                        reason: r.detail("reason"),
+                    },
                     ErrorCode::Timeout => ResultError::Timeout {
                         message_id,
                         waited: wait,

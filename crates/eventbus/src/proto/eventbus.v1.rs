@@ -370,7 +370,8 @@ pub struct QueueTotals {
 /// Client -> broker: the reply to request `message_id` (a durable one), now if
 /// the broker keeps it, else when it arrives within `timeout_ms`. Answered
 /// with `Reply` (correlated by `seq`) or `Error` (`UnknownMessage`, `Expired`,
-/// `Timeout`).
+/// `Timeout`; `Cancelled` or `DeadLettered` when the request ends so while
+/// the caller waits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResultRequest {
     #[prost(uint64, tag = "1")]
@@ -419,6 +420,12 @@ pub struct Ok {
     /// Message id assigned to a confirmed publish; 0 otherwise.
     #[prost(uint64, tag = "2")]
     pub message_id: u64,
+    /// Confirmed requests only: the request entered a durable queue group, so
+    /// the broker keeps its reply by `message_id` (journaled, for
+    /// `durability.result_ttl_ms`). A requester that lost its connection before
+    /// the reply came fetches it with `ResultRequest` after reconnecting.
+    #[prost(bool, tag = "3")]
+    pub result_kept: bool,
 }
 /// Broker -> client: a request failed, or (seq = 0) the connection is being refused.
 #[derive(Clone, PartialEq, ::prost::Message)]

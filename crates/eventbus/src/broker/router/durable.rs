@@ -45,6 +45,9 @@ pub(super) struct Durable {
     pub totals: Map<GroupKey, journal::Counters>,
     /// The last record appended for the publish being routed.
     pub last: Option<Lsn>,
+    /// Whether the publish being routed entered a durable queue (its
+    /// `Accepted` record was appended).
+    pub accepted: bool,
     /// Why an append for it failed, if one did.
     pub failed: Option<AppendError>,
     /// The last record appended at all.
@@ -60,6 +63,7 @@ impl Durable {
             refs: Map::default(),
             totals: Map::default(),
             last: None,
+            accepted: false,
             failed: None,
             appended: None,
             reserved: 0,
@@ -134,6 +138,9 @@ impl Router {
             attempt,
             envelope: &bytes,
         });
+        if let Some(d) = self.durable.as_mut() {
+            d.accepted |= d.failed.is_none();
+        }
         self.count(gid, |c| c.accepted += 1);
         if adopted {
             self.journal_requeued(gid, m.message.id, attempt + 1, false);
@@ -290,6 +297,7 @@ impl Router {
     pub(super) fn durable_unconfirmed(&mut self) {
         if let Some(d) = self.durable.as_mut() {
             d.last = None;
+            d.accepted = false;
             d.failed = None;
         }
     }
@@ -298,6 +306,7 @@ impl Router {
     pub(super) fn durable_begin(&mut self) {
         if let Some(d) = self.durable.as_mut() {
             d.last = None;
+            d.accepted = false;
             d.failed = None;
         }
     }

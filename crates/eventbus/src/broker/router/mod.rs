@@ -366,10 +366,18 @@ impl Router {
 
 /// `Ok` answering `seq`, with the message id of an accepted publish (or 0).
 fn ok(seq: Seq, message_id: u64) -> Frame {
+    accepted(seq, message_id, false)
+}
+
+/// `Ok` answering confirmed publish `seq` with its message id; `result_kept`
+/// says the publish was a request that entered a durable queue group, whose
+/// reply the broker keeps by that id.
+fn accepted(seq: Seq, message_id: u64, result_kept: bool) -> Frame {
     Frame {
         kind: Some(Kind::Ok(proto::Ok {
             seq: seq.get(),
             message_id,
+            result_kept,
         })),
     }
 }

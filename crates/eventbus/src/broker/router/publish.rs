@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::in_flight::InFlight;
 use super::requests::{PendingRequest, Responders};
-use super::{Applied, Parked, Router, Target, ok};
+use super::{Applied, Parked, Router, Target, accepted};
 use crate::broker::command::{Mode, Publish, STAMP_ALLOWANCE};
 use crate::broker::ids::{ConnId, CorrelationId, DeliveryId, GroupId, MessageId, SubscriptionId};
 use crate::broker::queue::{Enqueued, Queued};
@@ -126,7 +126,10 @@ impl Router {
             self.schedule.due_by(deadline);
         }
         if mode.is_confirmed() {
-            self.confirm_durable(conn, seq, ok(seq, id.get()));
+            // A request in a durable group has its reply kept by id: the
+            // requester may fetch it after losing its connection.
+            let kept = mode.is_request() && self.durable.as_ref().is_some_and(|d| d.accepted);
+            self.confirm_durable(conn, seq, accepted(seq, id.get(), kept));
         } else {
             self.durable_unconfirmed();
         }

@@ -5,8 +5,9 @@
 //!
 //! **Invariants:** at most `max_results` replies and `max_result_bytes`
 //! bytes are kept, each for `result_ttl_ms` at most (the oldest go first);
-//! a waiter is answered once — with the reply, `Timeout` at its deadline, or
-//! nothing if its connection left.
+//! a waiter is answered once — with the reply, `Timeout` at its deadline,
+//! `Cancelled` or `DeadLettered` when its request ends so (`fail_request`),
+//! or nothing if its connection left.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -216,8 +216,15 @@ impl Router {
         Ok(())
     }
 
-    /// Tells the requester of `id`, if one waits, that no reply will come.
+    /// Tells the requester of `id`, if one waits, and everyone waiting for
+    /// its result by id (a requester back after losing its connection),
+    /// that no reply will come.
     pub(super) fn fail_request(&mut self, id: MessageId, failure: RequestFailure) {
+        for w in self.results.take_waiters(id) {
+            self.request_done(w.conn);
+            let frame = Refusal::from(failure.clone()).into_frame(w.seq);
+            self.conns.send(w.conn, frame);
+        }
         if let Some(pending) = self.requests.take_message(id) {
             self.request_done(pending.conn);
             let frame = Refusal::from(failure).into_frame(pending.seq);

@@ -474,7 +474,8 @@ fn cancel_removes_a_waiting_task_and_fails_its_requester() {
             },
             Got::Ok {
                 seq: 3,
-                message_id: id
+                message_id: id,
+                result_kept: false,
             }
         ]
     );
@@ -544,7 +545,8 @@ fn cancel_withdraws_a_task_in_flight_and_frees_its_credit() {
     assert_eq!(errors(&got), [(1, ErrorCode::Cancelled)]);
     assert!(got.contains(&Got::Ok {
         seq: 3,
-        message_id: id
+        message_id: id,
+        result_kept: false,
     }));
     let got = bus.received(&a);
     assert_eq!(got[0], Got::Cancel { message_id: id });

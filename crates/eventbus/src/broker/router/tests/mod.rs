@@ -95,6 +95,8 @@ pub(super) enum Got {
     Ok {
         seq: u64,
         message_id: u64,
+        /// A confirmed request whose reply the broker keeps by id.
+        result_kept: bool,
     },
     Error {
         seq: u64,
@@ -448,14 +450,20 @@ pub(super) fn publish(seq: u64, mode: PublishMode, topic: &str, payload: &str) -
 }
 
 pub(super) fn ok(seq: u64) -> Got {
-    Got::Ok { seq, message_id: 0 }
+    Got::Ok {
+        seq,
+        message_id: 0,
+        result_kept: false,
+    }
 }
 
 /// The answer to `seq` among `got`: the `Ok`'s message id or the error code.
 pub(super) fn answer(got: &[Got], seq: u64) -> Result<u64, ErrorCode> {
     got.iter()
         .find_map(|g| match g {
-            Got::Ok { seq: s, message_id } if *s == seq => Some(Ok(*message_id)),
+            Got::Ok {
+                seq: s, message_id, ..
+            } if *s == seq => Some(Ok(*message_id)),
             Got::Error { seq: s, code, .. } if *s == seq => Some(Err(*code)),
             _ => None,
         })
@@ -510,6 +518,7 @@ fn flatten(item: Outgoing) -> Got {
         Kind::Ok(o) => Got::Ok {
             seq: o.seq,
             message_id: o.message_id,
+            result_kept: o.result_kept,
         },
         Kind::Error(e) => Got::Error {
             seq: e.seq,

@@ -3,7 +3,11 @@
 //! nemesis did, a criteria table and per-second metrics, records them when
 //! `EVENTBUS_CHAOS_REPORT_DIR` is set (`cargo xtask e2e --type chaos`), and
 //! fails unless every criterion passed. Replay a run with
-//! `EVENTBUS_CHAOS_SEED=<seed>`.
+//! `EVENTBUS_CHAOS_SEED=<seed>`. Broker crashes with durable queues are in
+//! [`durable`].
+
+mod burst;
+mod durable;
 
 use std::time::Duration;
 
@@ -15,6 +19,8 @@ use e2e::chaos::{self, ChaosRun, FaultKind, Op, Plan, Report, Schedule, Targets,
 use e2e::collector::SQUEEZE_HEADROOM;
 use e2e::rng::seed_from_env;
 use e2e::{BrokerBuilder, Cluster, CollectorBuilder, CollectorKind, CollectorProcess, FaultProxy};
+
+use burst::{QUEUE_BURST, count_until_quiet, queue_burst};
 
 /// Heartbeat of the collectors in these scenarios: a frozen or cut-off
 /// collector is declared dead after 3 × 100 ms.
@@ -64,6 +70,18 @@ async fn run_plan(
     links: &[FaultProxy],
 ) -> (Schedule, ChaosRun) {
     let schedule = Schedule::progressive(seed, plan);
+    run_schedule(schedule, workload, cluster, collectors, links).await
+}
+
+/// Prints `schedule`, then runs it and `workload` together on the cluster
+/// (see [`chaos::run`]).
+async fn run_schedule(
+    schedule: Schedule,
+    workload: &Workload,
+    cluster: &mut Cluster,
+    collectors: &mut [CollectorProcess],
+    links: &[FaultProxy],
+) -> (Schedule, ChaosRun) {
     println!("{schedule}");
     let broker_pid = PidCell::new(cluster.broker().pid());
     let targets = Targets {
@@ -101,26 +119,44 @@ fn mixed_load(duration: Duration) -> Workload {
     }
 }
 
-/// The criteria every scenario under load shares: availability, consistency,
-/// recovery, and the queues draining after the load.
+/// A run's consistency criterion: what it counts, its score and a one-line
+/// account for the notes.
+struct Judged {
+    label: &'static str,
+    score: f64,
+    summary: String,
+}
+
+impl From<&Consistency> for Judged {
+    fn from(c: &Consistency) -> Self {
+        Self {
+            label: "consistency (accepted tasks neither lost nor run after their ack)",
+            score: c.score(),
+            summary: c.summary(),
+        }
+    }
+}
+
+/// The criteria every scenario under load shares: availability (within the
+/// workload's `timeout`), consistency, recovery, and the queues draining
+/// after the load.
 fn judge_load(
     report: &mut Report,
     chaos: &ChaosRun,
     schedule: &Schedule,
-    consistency: &Consistency,
+    timeout: Duration,
+    consistency: Judged,
 ) {
     report.at_least(
-        "availability (requests completed ÷ attempted, within 3 s)",
+        &format!(
+            "availability (requests completed ÷ attempted, within {} s)",
+            timeout.as_secs()
+        ),
         AVAILABILITY,
         availability(&chaos.run),
         "",
     );
-    report.at_least(
-        "consistency (accepted tasks neither lost nor run after their ack)",
-        1.0,
-        consistency.score(),
-        "",
-    );
+    report.at_least(consistency.label, 1.0, consistency.score, "");
     let recovery =
         recovery_time(&chaos.run, schedule.last_heal()).map_or(f64::INFINITY, |d| d.as_secs_f64());
     report.at_most(
@@ -135,7 +171,7 @@ fn judge_load(
         f64::from(u8::from(chaos.drained)),
         "",
     );
-    report.note(consistency.summary());
+    report.note(consistency.summary);
     report.note(format!(
         "events: {} sent, {} received (at most once: reported, not judged)",
         chaos.run.events_sent, chaos.run.events_received
@@ -174,7 +210,13 @@ async fn progressive_collector_failures_under_load() {
         run_plan(seed, &plan, &workload, &mut cluster, &mut collectors, &[]).await;
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |_| false);
     let mut report = Report::new("progressive_collector_failures_under_load", seed);
-    judge_load(&mut report, &chaos, &schedule, &consistency);
+    judge_load(
+        &mut report,
+        &chaos,
+        &schedule,
+        workload.timeout,
+        (&consistency).into(),
+    );
     report.finish();
 }
 
@@ -218,7 +260,13 @@ async fn latency_and_partitions_on_a_share_of_links() {
     .await;
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |_| false);
     let mut report = Report::new("latency_and_partitions_on_a_share_of_links", seed);
-    judge_load(&mut report, &chaos, &schedule, &consistency);
+    judge_load(
+        &mut report,
+        &chaos,
+        &schedule,
+        workload.timeout,
+        (&consistency).into(),
+    );
     for (n, link) in links.iter().enumerate() {
         report.note(format!("link {n}: {:?}", link.stats()));
     }
@@ -258,7 +306,13 @@ async fn broker_restart_under_load() {
     let closed = "connection closed";
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |e| e == closed);
     let mut report = Report::new("broker_restart_under_load", seed);
-    judge_load(&mut report, &chaos, &schedule, &consistency);
+    judge_load(
+        &mut report,
+        &chaos,
+        &schedule,
+        workload.timeout,
+        (&consistency).into(),
+    );
     let slack = workload.timeout + Duration::from_secs(1);
     let hung = chaos
         .run
@@ -280,20 +334,6 @@ async fn broker_restart_under_load() {
     }
     report.note(format!("typed errors seen by requesters: {errors:?}"));
     report.finish();
-}
-
-/// Counts the messages `subscription` yields until none comes for `quiet`.
-async fn count_until_quiet(subscription: &mut eventbus::Subscription, quiet: Duration) -> u64 {
-    use futures_core::Stream;
-    let mut n = 0;
-    let mut subscription = std::pin::Pin::new(subscription);
-    loop {
-        let next = std::future::poll_fn(|cx| subscription.as_mut().poll_next(cx));
-        match tokio::time::timeout(quiet, next).await {
-            Ok(Some(_)) => n += 1,
-            _ => return n,
-        }
-    }
 }
 
 /// Proves that a slow consumer under a burst costs the broker bounded memory
@@ -435,76 +475,6 @@ async fn slow_consumer_under_a_burst() {
     report.finish();
 }
 
-/// Confirmed publishes in the queue part of [`slow_consumer_under_a_burst`].
-const QUEUE_BURST: u64 = 3_000;
-
-/// What the queue part of the burst did.
-#[derive(Debug)]
-struct QueueBurst {
-    accepted: u64,
-    refused: u64,
-    broker_rejected: u64,
-    delivered: u64,
-}
-
-/// 3,000 confirmed publishes as fast as they are confirmed into a queue
-/// (`max_len = 500`, `reject`) whose only consumer sits behind a link of
-/// 64 KiB/s: the queue fills, the rest are refused with `QueueFull`, and the
-/// consumer then receives every accepted task.
-async fn queue_burst(cluster: &Cluster, seed: u64) -> QueueBurst {
-    use eventbus::client::PublishError;
-    use eventbus::{Client, ClientOptions, GroupName, Topic, TopicFilter};
-    use futures_core::Stream;
-
-    let link = cluster.fault_proxy(seed ^ 1).await;
-    link.set_bandwidth(e2e::Direction::ToClient, Some(64 * 1024));
-    let consumer = Client::connect(ClientOptions::new(link.socket()))
-        .await
-        .unwrap();
-    let filter = TopicFilter::new("burst.work").unwrap();
-    let mut deliveries = consumer
-        .queue_subscribe(&filter, &GroupName::new("burst").unwrap(), 100)
-        .await
-        .unwrap();
-    let publisher = Client::connect(ClientOptions::new(cluster.socket()))
-        .await
-        .unwrap();
-    let topic = Topic::new("burst.work").unwrap();
-    let (mut accepted, mut refused) = (0, 0);
-    for n in 0..QUEUE_BURST {
-        match publisher.publish_confirmed(&topic, n.to_string()).await {
-            Ok(_) => accepted += 1,
-            Err(PublishError::QueueFull { max_len: 500, .. }) => refused += 1,
-            Err(e) => panic!("publish {n}: {e}"),
-        }
-    }
-    let mut delivered = 0;
-    while delivered < accepted {
-        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut deliveries).poll_next(cx));
-        match tokio::time::timeout(e2e::DEADLINE, next).await {
-            Ok(Some(delivery)) => {
-                delivery.ack().unwrap();
-                delivered += 1;
-            }
-            _ => break,
-        }
-    }
-    let broker_rejected = publisher
-        .stats()
-        .await
-        .unwrap()
-        .queues
-        .iter()
-        .find(|q| q.group == "burst")
-        .map_or(0, |q| q.rejected);
-    QueueBurst {
-        accepted,
-        refused,
-        broker_rejected,
-        delivered,
-    }
-}
-
 /// Proves that memory pressure on one collector stays with it: procmond-1's
 /// address space is limited to 32 MiB over its idle size from 2 s to 8 s
 /// while every process task asks for 48 MiB of working memory (30 requests/s
@@ -555,7 +525,13 @@ async fn memory_pressure_on_a_collector() {
         return;
     }
     let consistency = Consistency::check(&chaos.run, &chaos.executions, |_| false);
-    judge_load(&mut report, &chaos, &schedule, &consistency);
+    judge_load(
+        &mut report,
+        &chaos,
+        &schedule,
+        workload.timeout,
+        (&consistency).into(),
+    );
     let squeezed = &mut collectors[0];
     let log = std::fs::read_to_string(&squeezed.logs().stderr).unwrap_or_default();
     let shed = log.matches("shedding load").count();
