@@ -1,7 +1,10 @@
-//! Confirmations held until what they confirm is on disk.
+//! Confirmations, and deliveries, held until what they stand on is on disk.
 //!
 //! A publish into a durable queue is confirmed (`Ok`) only once the journal
-//! reports its record durable. The router leaves such an `Ok` in
+//! reports its record durable. A delivery from a durable queue leaves only
+//! once its `Delivered` record is durable too, so a consumer never holds a
+//! message whose attempt a crash could forget: after any crash it comes
+//! back at attempt + 1, never again at the attempt the consumer saw. The router leaves such an `Ok` in
 //! [`Effects`](super::effects::Effects) with the record's LSN; once the
 //! router's lock is released it is handed here, and the journal's writer
 //! thread releases it after the sync that covers it — or sends the refusal
@@ -17,18 +20,32 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::{Lsn, SyncReport};
-use crate::framed::Outbound;
-use crate::proto::Frame;
+use crate::framed::{Outbound, Outgoing};
 
-/// A confirmation waiting for its record.
+/// A confirmation, or a delivery, waiting for its record.
 #[derive(Debug)]
 pub(crate) struct Held {
     pub lsn: Lsn,
     pub out: Arc<Outbound>,
     /// Sent when the record is durable.
-    pub ok: Frame,
-    /// Sent when it could not be written.
-    pub refused: Frame,
+    pub ok: Outgoing,
+    /// Sent when it could not be written; `None`: send `ok` anyway (a
+    /// delivery whose record failed still goes to its consumer, as it
+    /// would from a non-durable queue).
+    pub refused: Option<Outgoing>,
+}
+
+/// Held items whose records were reported already: to be sent once the
+/// router's lock is released ([`send`](Self::send)).
+#[derive(Debug, Default)]
+#[must_use]
+pub(crate) struct Due(Vec<(Held, bool)>);
+
+impl Due {
+    /// Sends them, each connection flushed once.
+    pub(crate) fn send(self) {
+        release_all(self.0);
+    }
 }
 
 /// Failed ranges remembered for confirmations handed over after their
@@ -66,9 +83,11 @@ impl Confirmations {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes confirmations from a piece of router work (in LSN order),
-    /// releasing at once those whose records were reported already.
-    pub(crate) fn hold(&self, held: Vec<Held>) {
+    /// Takes what a piece of router work held (in LSN order); returns
+    /// those whose records were reported already, to be sent at once.
+    /// Called under the router's lock, so items are queued here in the
+    /// order the router made them (a consumer's deliveries stay in order).
+    pub(crate) fn hold(&self, held: Vec<Held>) -> Due {
         let mut st = self.lock();
         let mut now = Vec::new();
         for h in held {
@@ -79,8 +98,7 @@ impl Confirmations {
                 st.held.push_back(h);
             }
         }
-        drop(st);
-        release_all(now);
+        Due(now)
     }
 
     /// The journal reported `report`: releases what it covers.
@@ -104,6 +122,12 @@ impl Confirmations {
         release_all(due);
     }
 
+    /// How far the journal's reports have gone.
+    #[cfg(test)]
+    pub(crate) fn reported(&self) -> Lsn {
+        self.lock().reported
+    }
+
     /// Confirmations waiting.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
@@ -118,7 +142,10 @@ impl Confirmations {
 fn release_all(released: Vec<(Held, bool)>) {
     let mut flush: Vec<Arc<Outbound>> = Vec::new();
     for (h, durable) in released {
-        let frame = if durable { h.ok } else { h.refused };
+        let frame = match h.refused {
+            Some(refused) if !durable => refused,
+            _ => h.ok,
+        };
         if h.out.push_quiet(frame).is_ok() && !flush.iter().any(|o| Arc::ptr_eq(o, &h.out)) {
             flush.push(h.out);
         }
@@ -133,7 +160,7 @@ mod tests {
     use super::*;
     use crate::broker::BrokerConfig;
     use crate::broker::journal::{DiskError, SyncFailure};
-    use crate::proto::{self, frame::Kind};
+    use crate::proto::{self, Frame, frame::Kind};
 
     fn frame(seq: u64) -> Frame {
         Frame {
@@ -149,8 +176,8 @@ mod tests {
         Held {
             lsn: Lsn::new(lsn),
             out: out.clone(),
-            ok: frame(lsn),
-            refused: frame(1000 + lsn),
+            ok: frame(lsn).into(),
+            refused: Some(frame(1000 + lsn).into()),
         }
     }
 
@@ -183,7 +210,8 @@ mod tests {
     fn a_confirmation_waits_for_its_sync_and_one_after_it_goes_at_once() {
         let out = Outbound::new(BrokerConfig::default().outbound_limits());
         let c = Confirmations::default();
-        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)]);
+        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)])
+            .send();
         assert!(seqs(&out).is_empty(), "nothing before a sync");
         c.synced(&report(1, 2, None));
         assert_eq!(seqs(&out), [1, 2]);
@@ -191,7 +219,7 @@ mod tests {
         // Handed over after the report covering it: at once.
         c.synced(&report(3, 5, None));
         assert_eq!(seqs(&out), [3]);
-        c.hold(vec![held(&out, 4)]);
+        c.hold(vec![held(&out, 4)]).send();
         assert_eq!(seqs(&out), [4]);
     }
 
@@ -199,13 +227,14 @@ mod tests {
     fn records_that_failed_are_refused_and_later_ones_go_on() {
         let out = Outbound::new(BrokerConfig::default().outbound_limits());
         let c = Confirmations::default();
-        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)]);
+        c.hold(vec![held(&out, 1), held(&out, 2), held(&out, 3)])
+            .send();
         c.synced(&report(1, 3, Some(2)));
         assert_eq!(seqs(&out), [1, 1002, 1003]);
-        c.hold(vec![held(&out, 3)]);
+        c.hold(vec![held(&out, 3)]).send();
         assert_eq!(seqs(&out), [1003], "handed over late: still refused");
         // Space came back.
-        c.hold(vec![held(&out, 4)]);
+        c.hold(vec![held(&out, 4)]).send();
         c.synced(&report(4, 4, None));
         assert_eq!(seqs(&out), [4]);
     }

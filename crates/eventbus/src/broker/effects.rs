@@ -15,7 +15,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::confirm::{Confirmations, Held};
+use super::confirm::{Confirmations, Due, Held};
 use super::ids::ConnId;
 use super::refusal::DisconnectReason;
 use super::router::Router;
@@ -34,10 +34,18 @@ pub(crate) struct Effects {
 }
 
 impl Effects {
-    fn carry_out(&mut self, confirmations: &Confirmations) {
-        if !self.held.is_empty() {
-            confirmations.hold(std::mem::take(&mut self.held));
+    /// Hands the held items to `confirmations`, under the router's lock so
+    /// they queue there in the order the router made them; returns those
+    /// already due.
+    fn hold(&mut self, confirmations: &Confirmations) -> Due {
+        if self.held.is_empty() {
+            return Due::default();
         }
+        confirmations.hold(std::mem::take(&mut self.held))
+    }
+
+    fn carry_out(&mut self, due: Due) {
+        due.send();
         for out in self.flush.drain(..) {
             out.try_flush();
         }
@@ -75,9 +83,10 @@ impl RouterCell {
             let mut router = self.lock();
             let result = work(&mut router);
             router.finish(&mut effects);
-            result
+            (result, effects.hold(&self.confirmations))
         };
-        effects.carry_out(&self.confirmations);
+        let (result, due) = result;
+        effects.carry_out(due);
         result
     }
 

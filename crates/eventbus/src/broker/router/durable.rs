@@ -28,6 +28,7 @@ use crate::broker::journal::{
 use crate::broker::queue::Queued;
 use crate::broker::refusal::{PublishRefusal, Refusal, SubscribeRefusal};
 use crate::codec::raw::{ReplyStamp, Stamped};
+use crate::framed::Outgoing;
 use crate::names::ClientId;
 use crate::proto;
 use crate::topic::Topic;
@@ -94,19 +95,19 @@ impl Router {
     }
 
     /// Appends `record`, remembering its LSN for the publish being routed
-    /// (or why it failed).
-    fn append(&mut self, record: Record<'_>) {
-        let Some(durable) = self.durable.as_mut() else {
-            return;
-        };
+    /// (or why it failed); returns the LSN.
+    fn append(&mut self, record: Record<'_>) -> Option<Lsn> {
+        let durable = self.durable.as_mut()?;
         match durable.journal.append(record) {
             Ok(lsn) => {
                 durable.last = Some(lsn);
                 durable.appended = Some(lsn);
+                Some(lsn)
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal append failed");
                 durable.failed = Some(e);
+                None
             }
         }
     }
@@ -147,16 +148,34 @@ impl Router {
         }
     }
 
-    pub(super) fn journal_delivered(&mut self, gid: GroupId, id: u64, attempt: u32) {
-        let Some(queue) = self.durable_ref(gid) else {
-            return;
-        };
-        self.append(Record::Delivered {
+    /// Journals a delivery of a durable group's message; returns the
+    /// record's LSN, which the delivery waits for ([`Router::send_delivery`]).
+    pub(super) fn journal_delivered(&mut self, gid: GroupId, id: u64, attempt: u32) -> Option<Lsn> {
+        let queue = self.durable_ref(gid)?;
+        let lsn = self.append(Record::Delivered {
             queue,
             id: JournalId::new(id),
             attempt,
         });
         self.count(gid, |c| c.delivered += 1);
+        lsn
+    }
+
+    /// Sends `frame` (a delivery) to `conn` once the record at `lsn` is
+    /// durable, or at once when there is no such record.
+    pub(super) fn send_after(&mut self, conn: super::ConnId, lsn: Option<Lsn>, frame: Outgoing) {
+        match (lsn, self.conns.get(conn)) {
+            (Some(lsn), Some(c)) => {
+                let out = c.out.clone();
+                self.held.push(Held {
+                    lsn,
+                    out,
+                    ok: frame,
+                    refused: None,
+                });
+            }
+            _ => self.conns.send(conn, frame),
+        }
     }
 
     pub(super) fn journal_requeued(&mut self, gid: GroupId, id: u64, attempt: u32, nacked: bool) {
@@ -337,8 +356,8 @@ impl Router {
                 self.held.push(Held {
                     lsn,
                     out: c.out.clone(),
-                    ok,
-                    refused: refused.into_frame(seq),
+                    ok: ok.into(),
+                    refused: Some(refused.into_frame(seq).into()),
                 });
             }
             _ => self.conns.send(conn, ok),

@@ -17,7 +17,7 @@ use crate::names::ClientId;
 use crate::topic::Topic;
 
 use super::counters::TopicCount;
-use crate::broker::journal::{Counter, Outcome};
+use crate::broker::journal::{Counter, Lsn, Outcome};
 
 impl Router {
     /// Publishes, telling the publisher if it is refused; a publish that must
@@ -468,8 +468,8 @@ impl Router {
             };
             dispatched = true;
             let delivery = self.ids.delivery();
-            self.journal_delivered(gid, message.message.id, message.message.attempt);
-            self.send_delivery(conn, sid, delivery, Some(gid), message, None);
+            let record = self.journal_delivered(gid, message.message.id, message.message.attempt);
+            self.send_delivery(conn, sid, delivery, Some(gid), message, None, record);
         }
         if dispatched {
             self.queues.made_room();
@@ -477,7 +477,8 @@ impl Router {
     }
 
     /// Hands a delivery that must be settled to `conn` and records it in
-    /// flight (with its group's ack deadline).
+    /// flight (with its group's ack deadline). A durable group's delivery
+    /// leaves once its `Delivered` record at `record` is durable.
     pub(super) fn send_delivery(
         &mut self,
         conn: ConnId,
@@ -486,6 +487,7 @@ impl Router {
         group: Option<GroupId>,
         queued: Queued,
         sender: Option<ConnId>,
+        record: Option<Lsn>,
     ) {
         self.totals.delivered += 1;
         let Queued { message, size } = queued;
@@ -517,7 +519,7 @@ impl Router {
                 deadline,
             },
         );
-        self.conns.send(conn, frame);
+        self.send_after(conn, record, frame);
     }
 
     /// A direct send to `target`'s inbox, within its bound of unsettled
@@ -564,6 +566,7 @@ impl Router {
             None,
             msg,
             Some(sender),
+            None,
         );
         if let Some(c) = self.conns.get_mut(sender) {
             c.direct_sent += 1;

@@ -4,7 +4,7 @@
 //! alone, and the stats rule holding through evictions and drops.
 
 use super::durable::{
-    TASKS, answered, confirmed, declare, journal, open, queue_stats, receive_until, tasks,
+    TASKS, answered, confirmed, declare, join, journal, open, queue_stats, receive_until, tasks,
 };
 use super::*;
 use crate::broker::QueueOverride;
@@ -66,7 +66,7 @@ fn record_bytes() -> u64 {
 /// The payloads still waiting in `TASKS`, in order (a worker takes them all).
 fn waiting(bus: &mut Bus) -> Vec<String> {
     let w = bus.connect("w");
-    let got = tasks(&bus.join(&w, 7, TASKS, "workers", 100));
+    let got = tasks(&join(bus, &w, 7, TASKS, 100));
     got.into_iter()
         .map(|(_, p, _, _)| p[..3].to_owned())
         .collect()
@@ -219,7 +219,7 @@ fn the_total_disk_bound_still_applies_under_queue_bounds() {
     assert!(journal(&bus).usage().live_bytes <= 3 * len + len / 2);
     // Settling frees room under both bounds.
     let w = bus.connect("w");
-    let got = tasks(&bus.join(&w, 1, AUDIT, "workers", 1));
+    let got = tasks(&join(&mut bus, &w, 1, AUDIT, 1));
     bus.ack(&w, got[0].0, 0);
     assert!(confirmed_to(&mut bus, &p, 5, AUDIT).is_ok());
 }

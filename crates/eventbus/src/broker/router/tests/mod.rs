@@ -209,7 +209,9 @@ impl Bus {
         let result = work(&mut self.router, self.now);
         let mut effects = Effects::default();
         self.router.finish(&mut effects);
-        self.confirmations.hold(std::mem::take(&mut effects.held));
+        self.confirmations
+            .hold(std::mem::take(&mut effects.held))
+            .send();
         if !self.checking {
             return result;
         }

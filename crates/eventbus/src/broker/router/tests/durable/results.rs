@@ -80,13 +80,13 @@ fn a_reply_to_a_request_the_broker_lost_on_a_crash_reaches_its_requester_by_id()
     let r = bus.connect("requester");
     let id = submit(&mut bus, &r, 1, "scan /etc");
     let w = bus.connect("w");
-    assert_eq!(tasks(&bus.join(&w, 1, TASKS, "workers", 1)).len(), 1);
+    assert_eq!(tasks(&join(&mut bus, &w, 1, TASKS, 1)).len(), 1);
     synced(&bus);
     crash(bus);
 
     let (mut bus, _) = open(dir.path(), |_| {});
     let w = bus.connect("w");
-    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    let got = tasks(&join(&mut bus, &w, 1, TASKS, 1));
     let [(delivery, payload, 2, correlation)] = got.as_slice() else {
         panic!("redelivered at attempt 2: {got:?}");
     };
@@ -159,7 +159,7 @@ fn a_result_waiter_hears_that_its_request_was_cancelled_or_dead_lettered() {
     let id = submit(&mut bus, &r, 3, "scan /var");
     ask_result(&mut bus, &r, 4, id, 60_000);
     let w = bus.connect("w");
-    let [(delivery, ..)] = tasks(&bus.join(&w, 1, TASKS, "workers", 1))[..] else {
+    let [(delivery, ..)] = tasks(&join(&mut bus, &w, 1, TASKS, 1))[..] else {
         panic!("one task");
     };
     bus.send_done(
@@ -193,7 +193,7 @@ fn a_result_waiter_times_out_and_a_kept_result_expires() {
     assert_eq!(errors(&got), [(2, ErrorCode::Timeout)]);
     // Answered: kept for 1 ms of wall time, then gone with `Expired`.
     let w = bus.connect("w");
-    let got = tasks(&bus.join(&w, 1, TASKS, "workers", 1));
+    let got = tasks(&join(&mut bus, &w, 1, TASKS, 1));
     bus.reply(&w, got[0].3, got[0].0, "done");
     assert!(
         reply_payload(&bus.received(&r), 1).is_some(),
