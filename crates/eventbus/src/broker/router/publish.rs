@@ -19,6 +19,16 @@ use crate::topic::Topic;
 use super::counters::TopicCount;
 use crate::broker::journal::{Counter, Lsn, Outcome};
 
+/// Where a delivery that must be settled comes from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum DeliveredFrom {
+    /// A queue group; `record` is the `Delivered` record of a durable one,
+    /// which the delivery waits for.
+    Group { gid: GroupId, record: Option<Lsn> },
+    /// A direct send by `sender`.
+    Direct { sender: ConnId },
+}
+
 impl Router {
     /// Publishes, telling the publisher if it is refused; a publish that must
     /// wait for room in a blocking queue is handed back to park.
@@ -469,7 +479,13 @@ impl Router {
             dispatched = true;
             let delivery = self.ids.delivery();
             let record = self.journal_delivered(gid, message.message.id, message.message.attempt);
-            self.send_delivery(conn, sid, delivery, Some(gid), message, None, record);
+            self.send_delivery(
+                conn,
+                sid,
+                delivery,
+                message,
+                DeliveredFrom::Group { gid, record },
+            );
         }
         if dispatched {
             self.queues.made_room();
@@ -478,17 +494,19 @@ impl Router {
 
     /// Hands a delivery that must be settled to `conn` and records it in
     /// flight (with its group's ack deadline). A durable group's delivery
-    /// leaves once its `Delivered` record at `record` is durable.
+    /// leaves once its `Delivered` record is durable.
     pub(super) fn send_delivery(
         &mut self,
         conn: ConnId,
         sid: SubscriptionId,
         delivery: DeliveryId,
-        group: Option<GroupId>,
         queued: Queued,
-        sender: Option<ConnId>,
-        record: Option<Lsn>,
+        from: DeliveredFrom,
     ) {
+        let (group, sender, record) = match from {
+            DeliveredFrom::Group { gid, record } => (Some(gid), None, record),
+            DeliveredFrom::Direct { sender } => (None, Some(sender), None),
+        };
         self.totals.delivered += 1;
         let Queued { message, size } = queued;
         let frame = Outgoing::Deliver(StampedDeliver::new(sid.get(), delivery.get(), &message));
@@ -563,10 +581,8 @@ impl Router {
             conn,
             SubscriptionId::DIRECT,
             delivery,
-            None,
             msg,
-            Some(sender),
-            None,
+            DeliveredFrom::Direct { sender },
         );
         if let Some(c) = self.conns.get_mut(sender) {
             c.direct_sent += 1;
