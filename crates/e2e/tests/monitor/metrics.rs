@@ -96,16 +96,16 @@ async fn metrics_parse_stay_monotonic_and_keep_cardinality_bounded() {
     ] {
         assert!(first.samples.iter().any(|s| s.metric == name), "no {name}");
     }
+    // The collector's task group (it is also a member of the status group).
     let depth = first
         .samples
         .iter()
-        .find(|s| s.metric == "eventbus_queue_depth")
-        .expect("a queue series");
+        .find(|s| {
+            s.metric == "eventbus_queue_depth"
+                && s.labels.get("filter") == Some("control.collector.task.process")
+        })
+        .expect("a series for the task queue");
     assert_eq!(depth.labels.get("group"), Some("process"));
-    assert_eq!(
-        depth.labels.get("filter"),
-        Some("control.collector.task.process")
-    );
     assert!(
         first.samples.iter().any(
             |s| s.metric == "eventbus_connections" && s.labels.get("kind") == Some("collector")

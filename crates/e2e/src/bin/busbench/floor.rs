@@ -41,20 +41,7 @@ pub async fn echo(listen: &Path) -> anyhow::Result<()> {
 
 /// Sequential round trips of `size` bytes: write, then read the same count back.
 pub async fn raw_rtt(args: &RttArgs) -> anyhow::Result<()> {
-    let mut conn = UnixStream::connect(&args.socket).await?;
-    let payload = vec![7u8; args.size];
-    let mut back = vec![0u8; args.size];
-    let mut recorder = Recorder::new(args.count, args.samples);
-    for i in 0..args.warmup + args.count {
-        let start = std::time::Instant::now();
-        conn.write_all(&payload).await?;
-        conn.read_exact(&mut back).await?;
-        if i >= args.warmup {
-            recorder.record(start.elapsed())?;
-        }
-    }
-    recorder.report();
-    Ok(())
+    raw_fanout(args, 1).await
 }
 
 /// Accepts clients on `listen`; each gets a connection to every one of
@@ -107,8 +94,9 @@ pub async fn fanout_relay(listen: &Path, upstreams: &[std::path::PathBuf]) -> an
     }
 }
 
-/// Sequential rounds through a [`fanout_relay`]: write `size` bytes, read
-/// `size × replies` back.
+/// Sequential rounds through a relay: write `size` bytes, read `size ×
+/// replies` back (1 through [`relay`] to one echo process, N through a
+/// [`fanout_relay`] to N).
 pub async fn raw_fanout(args: &RttArgs, replies: usize) -> anyhow::Result<()> {
     let mut conn = UnixStream::connect(&args.socket).await?;
     let payload = vec![7u8; args.size];

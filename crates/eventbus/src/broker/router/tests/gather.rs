@@ -63,6 +63,24 @@ fn token(bus: &Bus, peer: &Peer) -> u64 {
     tokens[0]
 }
 
+/// The details of the one frame in `got`: gather 1 refused for
+/// `max_gather_recipients`.
+fn over_the_recipient_bound(got: &[Got]) -> std::collections::HashMap<String, String> {
+    let [
+        Got::Error {
+            seq: 1,
+            code,
+            details,
+        },
+    ] = got
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(*code, ErrorCode::QuotaExceeded);
+    assert_eq!(details["quota"], "max_gather_recipients");
+    details.clone()
+}
+
 /// A bus with plain subscriber `plain`, group members `g1` and `g2` (group
 /// `process`), `h1` (group `network`), and the requester `agent`.
 fn fleet(configure: impl FnOnce(&mut BrokerConfig)) -> (Bus, [Peer; 5]) {
@@ -236,19 +254,7 @@ fn gathers_are_bounded_per_gather_and_per_client() {
         c.quotas.max_concurrent_gathers = 1;
     });
     bus.send_done(&agent, gather(1, SNAPSHOT, GatherScope::All, "", 5_000));
-    let got = bus.received(&agent);
-    let [
-        Got::Error {
-            seq: 1,
-            code,
-            details,
-        },
-    ] = got.as_slice()
-    else {
-        panic!("{got:?}")
-    };
-    assert_eq!(*code, ErrorCode::QuotaExceeded);
-    assert_eq!(details["quota"], "max_gather_recipients");
+    over_the_recipient_bound(&bus.received(&agent));
     for p in [&plain, &g1, &g2, &h1] {
         assert!(bus.received(p).is_empty(), "nobody got it");
     }
@@ -314,19 +320,7 @@ fn a_gather_over_ten_thousand_recipients_is_refused_and_reaches_nobody() {
     });
     let agent = bus.connect("agent");
     bus.send_done(&agent, gather(1, SNAPSHOT, GatherScope::All, "", 5_000));
-    let got = bus.received(&agent);
-    let [
-        Got::Error {
-            seq: 1,
-            code,
-            details,
-        },
-    ] = got.as_slice()
-    else {
-        panic!("{got:?}")
-    };
-    assert_eq!(*code, ErrorCode::QuotaExceeded);
-    assert_eq!(details["quota"], "max_gather_recipients");
+    let details = over_the_recipient_bound(&bus.received(&agent));
     assert_eq!(details["limit"], limit.to_string());
     for p in fleet.iter().step_by(997) {
         assert!(bus.received(p).is_empty(), "nobody got it");
