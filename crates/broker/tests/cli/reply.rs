@@ -12,7 +12,11 @@ pub fn responder(broker: &TestBroker, filter: &str, args: &[&str]) -> (Process, 
         .into_iter()
         .chain(args.iter().copied())
         .collect();
-    let process = broker.spawn_ebctl("responder", &args);
+    // Each its own name: their logs (and the line waited for) are files
+    // named after it.
+    static RESPONDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RESPONDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let process = broker.spawn_ebctl(&format!("responder-{n}"), &args);
     let subscribed = format!("subscribed to {filter}");
     process.wait_for_line_blocking(Output::Stderr, DEADLINE, |l| l == subscribed);
     let id = format!("ebctl-{}", process.pid());

@@ -326,3 +326,15 @@ fn a_gather_over_ten_thousand_recipients_is_refused_and_reaches_nobody() {
         assert!(bus.received(p).is_empty(), "nobody got it");
     }
 }
+
+#[test]
+fn a_plain_subscriber_and_a_group_on_the_same_filter_are_both_asked() {
+    let mut bus = Bus::new();
+    let member = bus.connect("member");
+    let plain = bus.connect("plain");
+    let agent = bus.connect("agent");
+    bus.join(&member, 1, SNAPSHOT, "process", 1);
+    bus.subscribe(&plain, 1, SNAPSHOT);
+    bus.send_done(&agent, gather(1, SNAPSHOT, GatherScope::All, "", 5_000));
+    assert_eq!(started(&bus.received(&agent)), ["member", "plain"]);
+}
