@@ -10,7 +10,10 @@ use eventbus_harness::{DEADLINE, ProcessBuilder, Ready, TestBroker, next};
 const BIN: &str = env!("CARGO_BIN_EXE_eventbus-bridge");
 
 fn bridge(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run eventbus-bridge")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run eventbus-bridge")
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -27,14 +30,21 @@ fn generate_config_prints_a_template_that_check_config_accepts() {
     let file = dir.path().join("bridge.toml");
     std::fs::write(&file, &out.stdout).unwrap();
     let check = bridge(&["check-config", file.to_str().unwrap()]);
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
 fn a_bad_config_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     for (text, says) in [
-        ("[nats]\nname = \"n\"\n[[import]]\nsubject = \"Fleet.>\"\n", "import rule 0"),
+        (
+            "[nats]\nname = \"n\"\n[[import]]\nsubject = \"Fleet.>\"\n",
+            "import rule 0",
+        ),
         ("[nats]\nbogus = 1\n", "unknown field"),
         ("not toml at all [", "invalid config"),
     ] {
@@ -51,7 +61,12 @@ fn a_bad_config_is_one_line_and_exit_2() {
             assert!(stderr.contains(says), "{stderr}");
         }
     }
-    assert_eq!(bridge(&["check-config", "/nonexistent/x.toml"]).status.code(), Some(2));
+    assert_eq!(
+        bridge(&["check-config", "/nonexistent/x.toml"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(bridge(&[]).status.code(), Some(2));
     assert_eq!(bridge(&["--bogus"]).status.code(), Some(2));
 }
@@ -71,7 +86,12 @@ fn an_unreachable_local_broker_is_exit_1() {
     )
     .unwrap();
     let out = bridge(&["--config", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +136,10 @@ async fn ready_while_nats_is_away_announces_its_status_and_stops_on_sigterm() {
     }
     // The local bus is untouched meanwhile.
     let mut events = watcher.subscribe("events.#").await.unwrap();
-    publisher.publish_confirmed("events.y", "local").await.unwrap();
+    publisher
+        .publish_confirmed("events.y", "local")
+        .await
+        .unwrap();
     assert_eq!(next(&mut events).await.unwrap().payload(), "local");
     let exit = process.terminate(DEADLINE).await;
     assert!(exit.success(), "exit 0 on SIGTERM: {exit:?}");
