@@ -81,6 +81,10 @@ pub async fn connect(
     let options = ConnectOptions::new()
         .name(format!("eventbus-bridge-{name}"))
         .retry_on_initial_connect()
+        // Never deliver the bridge its own messages: its own requests must
+        // not be picked by its own serve subscription (one NATS queue group
+        // for the whole fleet), nor its exports come back to its imports.
+        .no_echo()
         .max_reconnects(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .client_capacity(CLIENT_CAPACITY)

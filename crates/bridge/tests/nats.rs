@@ -251,8 +251,8 @@ async fn two_bridges_exporting_and_importing_the_same_topics_do_not_echo() {
         quiet_for(&mut on_b, QUIET).await,
         "nothing echoes back to b"
     );
-    // Each bridge exported its 20 and imported the other's 20; its own 20
-    // came back from NATS and were stopped.
+    // Each bridge exported its 20 and imported the other's 20, and never
+    // exported what it imported.
     for bridge in [&bridge_a, &bridge_b] {
         let s = bridge.status();
         assert_eq!((s.exported, s.imported), (20, 20), "{s:?}");
@@ -463,4 +463,65 @@ async fn nats_requests_are_served_by_the_local_bus() {
     }
     assert_eq!(bridge.status().requests_in, 2);
     bridge.stop().await;
+}
+
+/// A responder on `broker` that answers `echo: <payload>` from `who`.
+async fn echo_responder(broker: &TestBroker, who: &str) -> tokio::task::JoinHandle<()> {
+    let client = broker.client(who).await;
+    let mut tasks = client.queue_subscribe("svc.echo", "echo", 4).await.unwrap();
+    let who = who.to_owned();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(task) = tasks.next().await {
+            let reply = format!(
+                "{who}: {}",
+                String::from_utf8_lossy(task.message().payload())
+            );
+            let _ = task.reply(reply);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_serves_locally_is_served_by_another_host() {
+    let server = NatsServer::start().await;
+    let a = TestBroker::start().await;
+    let b = TestBroker::start().await;
+    let rules = "[[serve]]\ntopic_filter = \"svc.echo\"\nsubject_prefix = \"fleet.req\"\n\
+                 group = \"echo\"\n";
+    let bridge_a = Bridge::start(config(&a, &server.url(), "a", rules))
+        .await
+        .unwrap();
+    let bridge_b = Bridge::start(config(&b, &server.url(), "b", rules))
+        .await
+        .unwrap();
+    connected(&bridge_a).await;
+    connected(&bridge_b).await;
+    let requester = a.client("requester").await;
+    // Nobody anywhere: a typed failure, not a hang.
+    let none = requester.request("svc.echo", "x", DEADLINE).await;
+    assert!(
+        matches!(
+            none,
+            Err(eventbus::client::RequestError::DeadLettered { .. })
+        ),
+        "{none:?}"
+    );
+    // Served on b only: the request crosses and the reply comes back.
+    let on_b = echo_responder(&b, "on-b").await;
+    let reply = requester.request("svc.echo", "hi", DEADLINE).await.unwrap();
+    assert_eq!(reply.payload(), "on-b: hi");
+    assert_eq!(bridge_a.status().requests_out, 2);
+    assert_eq!(bridge_b.status().requests_in, 2);
+    // Served on a too: a's own member takes it, nothing crosses.
+    let on_a = echo_responder(&a, "on-a").await;
+    for _ in 0..5 {
+        let reply = requester.request("svc.echo", "hi", DEADLINE).await.unwrap();
+        assert_eq!(reply.payload(), "on-a: hi");
+    }
+    assert_eq!(bridge_a.status().requests_out, 2);
+    on_a.abort();
+    on_b.abort();
+    bridge_a.stop().await;
+    bridge_b.stop().await;
 }

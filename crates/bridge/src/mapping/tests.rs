@@ -155,7 +155,7 @@ fn hostile_subjects_are_unmappable_not_fatal() {
 
 #[test]
 fn serve_maps_requests_both_ways() {
-    let map = ServeMap::new("control.collector.task.#", "fleet.req").unwrap();
+    let map = ServeMap::new("control.collector.task.#", "fleet.req", "").unwrap();
     assert_eq!(map.subject_filter(), "fleet.req.>");
     let t = topic("control.collector.task.process");
     assert_eq!(
