@@ -156,21 +156,17 @@ pub async fn send(shared: Arc<Shared>) {
     }
 }
 
-/// Sends what is buffered while NATS is connected, until the buffer is
-/// empty or the time is up (shutdown).
+/// Sends the at-most-once exports still buffered while NATS is connected,
+/// until the buffer is empty or the time is up (shutdown).
 pub async fn drain(shared: &Shared) {
     if !shared.is_connected() {
         return;
     }
-    let mut streams_ready = false;
     while let Some(export) = shared.buffer.try_pop() {
-        match export.confirm {
-            None => send_core(shared, export).await,
-            Some(_) => {
-                if !send_confirmed(shared, export, &mut streams_ready).await {
-                    return;
-                }
-            }
+        // An at-least-once export is dropped here unacknowledged: the local
+        // broker delivers it again to the next bridge, nothing is lost.
+        if export.confirm.is_none() {
+            send_core(shared, export).await;
         }
     }
     let _ = shared.nats.flush().await;

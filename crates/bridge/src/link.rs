@@ -105,6 +105,7 @@ pub async fn connect(
                         tracing::warn!("NATS disconnected: reconnecting");
                     }
                     Event::SlowConsumer(sid) => {
+                        Counters::bump(&counters.slow_consumer);
                         tracing::warn!(sid, "NATS subscription too slow: messages dropped");
                     }
                     other => tracing::info!(event = %other, "NATS event"),

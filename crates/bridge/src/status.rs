@@ -46,6 +46,10 @@ pub struct Counters {
     /// Failed sends to NATS or the local broker that were retried (or, at
     /// most once, given up).
     pub failures: AtomicU64,
+    /// Times async-nats dropped messages for a full subscription of the
+    /// bridge (imports or requests arriving faster than the local broker
+    /// takes them); each time is one or more messages.
+    pub slow_consumer: AtomicU64,
 }
 
 impl Counters {
@@ -89,6 +93,8 @@ pub struct Status {
     pub refused: u64,
     /// See [`Counters::failures`].
     pub failures: u64,
+    /// See [`Counters::slow_consumer`].
+    pub slow_consumer: u64,
 }
 
 impl Status {
@@ -112,6 +118,7 @@ impl Status {
             loops_stopped: get(&c.loops_stopped),
             refused: get(&c.refused),
             failures: get(&c.failures),
+            slow_consumer: get(&c.slow_consumer),
         }
     }
 }

@@ -525,3 +525,62 @@ async fn a_request_nobody_serves_locally_is_served_by_another_host() {
     bridge_a.stop().await;
     bridge_b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_local_messages_are_refused_or_cleaned_and_exports_go_on() {
+    // A server that takes 4 KiB at most: a larger local message cannot go.
+    let server = NatsServer::start_configured(false, "max_payload: 4096\n").await;
+    let broker = TestBroker::start().await;
+    let rules = "[[export]]\nfilter = \"events.#\"\nadd_prefix = \"fleet\"\n";
+    let bridge = Bridge::start(config(&broker, &server.url(), "n1", rules))
+        .await
+        .unwrap();
+    connected(&bridge).await;
+    let nats = nats_client(&server).await;
+    let mut sub = nats.subscribe(">").await.unwrap();
+    nats.flush().await.unwrap();
+    let publisher = broker.client("publisher").await;
+    // Too large for NATS: refused, counted.
+    publisher
+        .publish_confirmed("events.big", vec![b'x'; 16 * 1024])
+        .await
+        .unwrap();
+    // A header value that would break the NATS protocol: the header stays
+    // behind, the message goes.
+    let injected = Body::new("injected")
+        .header("evil", "v\r\nPUB fleet.forged 1\r\nX")
+        .unwrap();
+    publisher
+        .publish_confirmed("events.header", injected)
+        .await
+        .unwrap();
+    // Forged bridge headers: junk hops is refused, too many hops stopped.
+    for (name, value) in [
+        ("bridge-hops", "junk"),
+        ("bridge-hops", "9"),
+        ("bridge-origin", "Not A Node"),
+    ] {
+        let body = Body::new("forged").header(name, value).unwrap();
+        publisher
+            .publish_confirmed("events.forged", body)
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish_confirmed("events.after", "still exporting")
+        .await
+        .unwrap();
+    let first = next(&mut sub).await.unwrap();
+    assert_eq!(first.subject.as_str(), "fleet.events.header");
+    let h = first.headers.as_ref().unwrap();
+    assert!(h.get("evil").is_none());
+    let second = next(&mut sub).await.unwrap();
+    assert_eq!(second.subject.as_str(), "fleet.events.after");
+    assert!(
+        quiet_for(&mut sub, QUIET).await,
+        "nothing forged, nothing else"
+    );
+    let s = bridge.status();
+    assert_eq!((s.exported, s.refused, s.loops_stopped), (2, 1, 3), "{s:?}");
+    bridge.stop().await;
+}

@@ -51,16 +51,22 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a core NATS server on a free loopback port.
     pub async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, None).await
+    }
+
+    /// Starts one with a configuration file holding `config` (nats-server's
+    /// own format, e.g. `max_payload: 4096`), JetStream if `jetstream`.
+    pub async fn start_configured(jetstream: bool, config: &str) -> Self {
+        Self::start_with(jetstream, Some(config)).await
     }
 
     /// Starts a NATS server with JetStream (stored in a temporary
     /// directory that outlives restarts).
     pub async fn start_jetstream() -> Self {
-        Self::start_with(true).await
+        Self::start_with(true, None).await
     }
 
-    async fn start_with(jetstream: bool) -> Self {
+    async fn start_with(jetstream: bool, config: Option<&str>) -> Self {
         let bin = find_nats_server().unwrap_or_else(|| {
             panic!(
                 "NATS TESTS CANNOT RUN: no `nats-server` (nor $NATS_SERVER). \
@@ -78,6 +84,11 @@ impl NatsServer {
         if jetstream {
             let store = dir.path().join("jetstream");
             builder = builder.arg("-js").arg("-sd").arg(store);
+        }
+        if let Some(config) = config {
+            let file = dir.path().join("nats-server.conf");
+            std::fs::write(&file, config).expect("write the nats-server config");
+            builder = builder.arg("-c").arg(file);
         }
         let process = builder
             .start()
