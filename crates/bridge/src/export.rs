@@ -68,6 +68,7 @@ fn prepare(
 /// Reads an at-most-once rule's subscription into the buffer until it
 /// closes or the bridge stops.
 pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscription) {
+    let mut dropped = 0;
     loop {
         let message = tokio::select! {
             () = shared.cancel.cancelled() => return,
@@ -76,6 +77,14 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
                 None => return,
             },
         };
+        let now_dropped = sub.dropped();
+        if now_dropped > dropped {
+            shared
+                .counters
+                .local_dropped
+                .fetch_add(now_dropped - dropped, std::sync::atomic::Ordering::Relaxed);
+            dropped = now_dropped;
+        }
         let Some((subject, headers)) = prepare(&shared, &rule, &message) else {
             continue;
         };

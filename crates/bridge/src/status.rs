@@ -50,6 +50,10 @@ pub struct Counters {
     /// bridge (imports or requests arriving faster than the local broker
     /// takes them); each time is one or more messages.
     pub slow_consumer: AtomicU64,
+    /// Local messages the bridge's own fan-out subscriptions evicted because
+    /// it fell behind the local publishers (at most once; the broker's own
+    /// slow-consumer drops are in its stats and on `_sys.slow-consumer`).
+    pub local_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -95,6 +99,8 @@ pub struct Status {
     pub failures: u64,
     /// See [`Counters::slow_consumer`].
     pub slow_consumer: u64,
+    /// See [`Counters::local_dropped`].
+    pub local_dropped: u64,
 }
 
 impl Status {
@@ -119,6 +125,7 @@ impl Status {
             refused: get(&c.refused),
             failures: get(&c.failures),
             slow_consumer: get(&c.slow_consumer),
+            local_dropped: get(&c.local_dropped),
         }
     }
 }
