@@ -70,6 +70,11 @@ fn prepare(
 
 /// Reads an at-most-once rule's subscription into the buffer until it
 /// closes or the bridge stops.
+///
+/// # Cancel safety
+///
+/// Meant to run as a task until the bridge's token stops it; cancelled,
+/// the message in hand is lost (at most once).
 pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscription) {
     let mut dropped = 0;
     loop {
@@ -108,6 +113,11 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
 }
 
 /// Reads an at-least-once rule's queue subscription into the buffer.
+///
+/// # Cancel safety
+///
+/// Cancel safe for the data: the delivery in hand is dropped
+/// unacknowledged, and the local broker delivers it again.
 pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSubscription) {
     loop {
         let delivery = tokio::select! {
@@ -139,6 +149,12 @@ pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSub
 
 /// Drains the buffer to NATS, in order, while the link is up; returns when
 /// the bridge stops (see [`drain`] for what is left).
+///
+/// # Cancel safety
+///
+/// Exports wait in the buffer until the link is up, so a cancelled wait
+/// loses nothing; cancelled while sending, an at-most-once export in hand
+/// is lost and at-least-once ones go back to the local broker unacked.
 pub async fn send(shared: Arc<Shared>) {
     let mut streams_ready = false;
     loop {
@@ -242,6 +258,11 @@ async fn send_confirmed_batch(shared: &Shared, first: Export, streams_ready: &mu
 
 /// Sends the at-most-once exports still buffered while NATS is connected,
 /// until the buffer is empty or the time is up (shutdown).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: cancelled (the shutdown's drain timeout), what was not
+/// sent is lost.
 pub async fn drain(shared: &Shared) {
     if !shared.is_connected() {
         return;

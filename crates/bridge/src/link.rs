@@ -68,6 +68,10 @@ pub struct Link {
 }
 
 /// Starts the NATS client: returns at once, connected or not.
+///
+/// # Cancel safety
+///
+/// Cancel safe: cancelled, the client is dropped and closes.
 pub async fn connect(
     servers: &[String],
     name: &str,

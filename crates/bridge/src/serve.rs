@@ -49,6 +49,11 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 pub const OUT_PREFETCH: u32 = 64;
 
 /// Serves one rule's NATS requests until the bridge stops.
+///
+/// # Cancel safety
+///
+/// Meant to run as a task until the bridge's token stops it; requests in
+/// progress are answered `shutting-down`.
 pub async fn run(shared: Arc<Shared>, rule: ServeMap, mut sub: async_nats::Subscriber) {
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
     let rule = Arc::new(rule);
@@ -144,6 +149,11 @@ async fn serve_one(
 
 /// Sends what no local member serves out as NATS requests, until the
 /// bridge stops.
+///
+/// # Cancel safety
+///
+/// Cancel safe for the data: a delivery in progress is dropped unsettled
+/// and the local broker delivers it again.
 pub async fn run_out(shared: Arc<Shared>, rule: ServeMap, mut unserved: QueueSubscription) {
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
     let rule = Arc::new(rule);
