@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 /// The prefix of the status topics. The broker lets a client that
-/// registered with kind [`BRIDGE_KIND`](eventbus::broker::BRIDGE_KIND)
+/// registered with kind [`BRIDGE_KIND`](eventbus::topic::BRIDGE_KIND)
 /// publish below it (and, under an auth file, only if its identity may).
 pub const STATUS_PREFIX: &str = "_sys.bridge";
 
