@@ -113,6 +113,7 @@ impl Step {
                     left_out.push(NATS_TESTS);
                 }
                 if !left_out.is_empty() {
+                    let left_out: Vec<String> = left_out.iter().map(|f| format!("({f})")).collect();
                     command.args(["-E", &format!("not ({})", left_out.join(" | "))]);
                 }
                 run(&mut command)
