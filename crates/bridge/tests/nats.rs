@@ -590,3 +590,68 @@ async fn hostile_local_messages_are_refused_or_cleaned_and_exports_go_on() {
     assert_eq!((s.exported, s.refused, s.loops_stopped), (2, 1, 3), "{s:?}");
     bridge.stop().await;
 }
+
+/// The local broker keeps what a stopped bridge held unacknowledged (and
+/// what is published while those wait) in the bridge's queue group, and
+/// hands it to the restarted bridge. (A group with no member and nothing
+/// waiting is forgotten: see docs/fleet.md, "Not there yet".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_exports_held_by_a_stopped_bridge_go_out_after_its_restart() {
+    let mut server = NatsServer::start_jetstream().await;
+    let broker = TestBroker::start().await;
+    let rules = "[[export]]\nfilter = \"jobs.#\"\nadd_prefix = \"fleet\"\n\
+                 mode = \"at-least-once\"\nstream = \"JOBS\"\n";
+    let cfg = config(&broker, &server.url(), "n1", rules);
+    let bridge = Bridge::start(cfg.clone()).await.unwrap();
+    connected(&bridge).await;
+    let publisher = broker.client("publisher").await;
+    publisher.publish_confirmed("jobs.j", "0").await.unwrap();
+    wait_until("the first stored", DEADLINE, || async {
+        bridge.status().exported == 1
+    })
+    .await
+    .unwrap();
+    // NATS away: the bridge holds the next ones unacknowledged.
+    server.kill();
+    for n in 1..20 {
+        publisher
+            .publish_confirmed("jobs.j", format!("{n}"))
+            .await
+            .unwrap();
+    }
+    wait_until("the bridge holds them", DEADLINE, || async {
+        bridge.status().buffered > 0
+    })
+    .await
+    .unwrap();
+    bridge.stop().await;
+    // No bridge: what it held waits in its group, with what comes next.
+    for n in 20..30 {
+        publisher
+            .publish_confirmed("jobs.j", format!("{n}"))
+            .await
+            .unwrap();
+    }
+    server.restart().await;
+    let bridge = Bridge::start(cfg).await.unwrap();
+    wait_until("the 29 held are stored", DEADLINE, || async {
+        bridge.status().exported >= 29
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", bridge.status()));
+    let js = jetstream::new(nats_client(&server).await);
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 30 {
+        let m = next(&mut messages).await.unwrap().unwrap();
+        seen.insert(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    let expected: BTreeSet<String> = (0..30).map(|n| n.to_string()).collect();
+    assert_eq!(seen, expected);
+    bridge.stop().await;
+}
