@@ -184,3 +184,36 @@ fn serve_maps_requests_both_ways() {
     let with_group = ServeMap::new("x.#", "a", "g").unwrap();
     assert_eq!(with_group.group().unwrap().as_str(), "g");
 }
+
+mod property {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any subject a NATS server could deliver maps to a valid topic
+        /// or a typed `Unmappable`, never a panic, never a `_sys` topic.
+        #[test]
+        fn any_subject_maps_or_is_refused(subject in "\\PC{0,300}") {
+            let map = ImportMap::new("fleet.>", "fleet", "").unwrap();
+            for subject in [subject.clone(), format!("fleet.{subject}")] {
+                if let Ok(topic) = map.topic_for(&subject) {
+                    prop_assert!(Topic::new(topic.as_str()).is_ok());
+                    prop_assert!(topic.segments().next() != Some("_sys"));
+                }
+            }
+        }
+
+        /// Export then import with mirrored prefixes gives the topic back.
+        #[test]
+        fn export_then_import_is_the_identity(
+            topic in "[a-z0-9_-]{1,12}(\\.[a-z0-9_-]{1,12}){0,4}",
+        ) {
+            let topic = Topic::new(format!("events.{topic}")).unwrap();
+            let out = ExportMap::new("events.#", "events", "fleet.n1").unwrap();
+            let back = ImportMap::new("fleet.n1.>", "fleet.n1", "events").unwrap();
+            let subject = out.subject_for(&topic).unwrap();
+            prop_assert_eq!(back.topic_for(&subject).unwrap(), topic);
+        }
+    }
+}
