@@ -655,3 +655,46 @@ async fn at_least_once_exports_held_by_a_stopped_bridge_go_out_after_its_restart
     assert_eq!(seen, expected);
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_goes_on_after_the_local_broker_restarts() {
+    let server = NatsServer::start().await;
+    let broker = TestBroker::start().await;
+    let rules = "[[export]]\nfilter = \"events.#\"\nadd_prefix = \"fleet\"\n\
+                 [[import]]\nsubject = \"in.>\"\nremove_prefix = \"in\"\n";
+    let bridge = Bridge::start(config(&broker, &server.url(), "n1", rules))
+        .await
+        .unwrap();
+    connected(&bridge).await;
+    let nats = nats_client(&server).await;
+    let mut out = nats.subscribe("fleet.>").await.unwrap();
+    nats.flush().await.unwrap();
+    let broker = broker.restart().await;
+    // The bridge's client reconnects and restores its subscriptions: poll
+    // until an event crosses (each attempt is a new, distinct event).
+    let publisher = broker.client("publisher").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for n in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event crossed after the restart: {:?}",
+            bridge.status()
+        );
+        let published = publisher
+            .publish_confirmed("events.after", format!("{n}"))
+            .await;
+        if published.is_ok()
+            && next_within(&mut out, Duration::from_millis(200))
+                .await
+                .is_some()
+        {
+            break;
+        }
+    }
+    // And imports land on the new broker.
+    let local = broker.client("sub").await;
+    let mut sub = local.subscribe("x.#").await.unwrap();
+    nats.publish("in.x.y", "hello".into()).await.unwrap();
+    assert_eq!(next(&mut sub).await.unwrap().payload(), "hello");
+    bridge.stop().await;
+}
