@@ -104,9 +104,10 @@ impl Bridge {
             )),
             counters,
             cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
             config: config.clone(),
         });
-        let tracker = TaskTracker::new();
+        let tracker = shared.tracker.clone();
         for (index, rule) in config.exports.iter().enumerate() {
             let filter = rule.map.filter().clone();
             let failed = |source| StartError::Subscribe {

@@ -76,7 +76,7 @@ pub async fn run(shared: Arc<Shared>, rule: ServeMap, mut sub: async_nats::Subsc
         };
         let shared = shared.clone();
         let rule = rule.clone();
-        tokio::spawn(async move {
+        shared.tracker.clone().spawn(async move {
             let _permit = permit;
             let (headers, payload) = serve_one(&shared, &rule, &message).await;
             if let Err(e) = shared
@@ -171,7 +171,7 @@ pub async fn run_out(shared: Arc<Shared>, rule: ServeMap, mut unserved: QueueSub
         };
         let shared = shared.clone();
         let rule = rule.clone();
-        tokio::spawn(async move {
+        shared.tracker.clone().spawn(async move {
             let _permit = permit;
             forward_out(&shared, &rule, delivery).await;
         });

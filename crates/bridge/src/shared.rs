@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::buffer::ExportBuffer;
 use crate::config::{BridgeConfig, DeliveryMode};
@@ -29,6 +30,9 @@ pub struct Shared {
     pub state: watch::Receiver<NatsState>,
     /// Cancelled when the bridge stops.
     pub cancel: CancellationToken,
+    /// Every task of the bridge, those serving one request included: the
+    /// bridge has stopped when it is empty.
+    pub tracker: TaskTracker,
 }
 
 impl Shared {
