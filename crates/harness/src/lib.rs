@@ -34,6 +34,8 @@
 //! - [`broker`]: the `broker` binary as a process ([`BrokerBuilder`],
 //!   [`BrokerProcess`]), with its faults.
 //! - [`embedded`]: [`TestBroker`], a broker inside the test's runtime.
+//! - [`nats`]: a [`NatsServer`] (`nats-server`, optionally with JetStream)
+//!   as a child process, for the bridge's tests.
 //! - [`binaries`]: finding (or building, once) a binary of the workspace.
 //! - [`proxy`]: a [`FaultProxy`] that delays, paces, drops, duplicates,
 //!   holds (partitions) or tears whole frames, usable with any client.
@@ -61,6 +63,7 @@ pub mod broker;
 pub mod cluster;
 pub mod embedded;
 pub mod history;
+pub mod nats;
 pub mod process;
 #[cfg(unix)]
 pub mod proxy;
@@ -71,6 +74,7 @@ pub use broker::{BrokerBuilder, BrokerProcess};
 pub use cluster::Cluster;
 pub use embedded::TestBroker;
 pub use history::{Event, History, Order, Verdict};
+pub use nats::{NatsServer, find_nats_server};
 pub use process::{LogPaths, Output, Process, ProcessBuilder, Ready, StartError};
 #[cfg(unix)]
 pub use proxy::{Direction, FaultProxy, ProxyStats};

@@ -82,6 +82,8 @@ pub(super) struct Peer {
     pub cancel: CancellationToken,
     /// What its `Welcome` said.
     pub welcome: proto::Welcome,
+    /// The `kind` its `Hello` said.
+    pub kind: String,
 }
 
 /// A frame a peer was sent, flattened for matching.
@@ -186,6 +188,7 @@ impl Bus {
         let principal = self.auth.authenticate(credentials, Some(PEER_UID))?;
         let out = Outbound::new(self.config.outbound_limits());
         let cancel = CancellationToken::new();
+        let kind = hello.kind.clone();
         let registration = Registration {
             hello,
             principal,
@@ -200,6 +203,7 @@ impl Bus {
             out,
             cancel,
             welcome,
+            kind,
         })
     }
 
@@ -243,8 +247,11 @@ impl Bus {
                 len: 1 + body.len(),
                 max: codec.max_frame_bytes(),
             })
-        } else {
+        } else if peer.kind.is_empty() {
             command::decode(body, &mut self.topics)
+        } else {
+            // What the edge may let through depends on the kind.
+            command::decode(body, &mut command::TopicCache::for_kind(&peer.kind))
         };
         match decoded {
             Ok(inbound) => Some(self.run(|r, now| {
@@ -329,6 +336,7 @@ impl Bus {
                 filter: filter.into(),
                 group: group.into(),
                 prefetch,
+                fallback: false,
             }),
         );
         let mut got = self.received(peer);
