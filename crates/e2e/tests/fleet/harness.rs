@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::fleet::{nats_connect, network_or_skip};
+use e2e::fleet::nemesis::{self, FleetFault, FleetSchedule};
+use e2e::fleet::{FleetBuilder, FleetMode, nats_connect, network_or_skip};
 use eventbus_harness::{DEADLINE, NatsCluster, Placement, TcpFaultProxy, wait_until};
 
 /// How long a connection attempt that must fail is given.
@@ -210,4 +211,72 @@ async fn a_tcp_proxy_partition_stalls_a_nats_connection_until_the_heal() {
         .unwrap()
         .unwrap();
     assert_eq!(&held.payload[..], b"held");
+}
+
+/// The network namespace a process is in (`/proc/<pid>/ns/net`).
+fn netns_of(pid: u32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_runs_each_broker_on_its_host_and_the_nemesis_cuts_and_heals_in_order() {
+    if network_or_skip(&["probe"]).is_none() {
+        return;
+    }
+    let mut fleet = FleetBuilder::new()
+        .nodes(2)
+        .mode(FleetMode::Netns)
+        .start()
+        .await;
+    assert_eq!(fleet.mode(), FleetMode::Netns);
+    let here = netns_of(std::process::id());
+    let mut seen = Vec::new();
+    for node in fleet.nodes() {
+        let broker = netns_of(node.cluster().broker().pid());
+        assert_ne!(
+            broker,
+            here,
+            "{}'s broker runs in the root namespace",
+            node.name()
+        );
+        assert!(!seen.contains(&broker), "two nodes share a namespace");
+        seen.push(broker);
+        // Its local bus works, from the test, over its Unix socket.
+        node.cluster().client("probe").await.stats().await.unwrap();
+    }
+    let server = fleet.nats().servers()[0].client_addr();
+    let schedule = FleetSchedule::new(1)
+        .fault(
+            Duration::ZERO,
+            Duration::from_millis(400),
+            FleetFault::Partition(0),
+        )
+        .fault(
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+            FleetFault::KillNats(2),
+        );
+    let node1 = fleet.node(0).host().unwrap().clone();
+    let start = tokio::time::Instant::now();
+    let cut_off = async {
+        wait_until("node1 is cut off", DEADLINE, || async {
+            !node1.can_connect(server, CUT)
+        })
+        .await
+    };
+    let (log, cut_off) = tokio::join!(nemesis::run(&schedule, start, &mut fleet), cut_off);
+    cut_off.unwrap();
+    let lines = nemesis::log_lines(&log);
+    assert_eq!(log.len(), 4, "{lines:#?}");
+    assert!(lines.iter().all(|l| !l.contains("FAILED")), "{lines:#?}");
+    assert!(
+        lines[0].contains("partitioned node1") && lines[3].contains("healed node1"),
+        "{lines:#?}"
+    );
+    fleet.nats().wait_serving(DEADLINE).await;
+    wait_until("node1 reaches nats again", DEADLINE, || async {
+        speaks_nats(&node1, server)
+    })
+    .await
+    .unwrap();
 }
