@@ -72,6 +72,31 @@ pub struct Export {
     pub stream: String,
 }
 
+impl Export {
+    /// Local topics matching `filter` to the same NATS subjects, delivered by `mode`.
+    pub fn new(filter: &str, mode: Mode) -> Self {
+        Self {
+            filter: filter.to_owned(),
+            remove_prefix: String::new(),
+            add_prefix: String::new(),
+            mode,
+            stream: String::new(),
+        }
+    }
+
+    /// Prepends `prefix` to each subject.
+    pub fn add_prefix(mut self, prefix: &str) -> Self {
+        self.add_prefix = prefix.to_owned();
+        self
+    }
+
+    /// Through JetStream stream `stream` (at-least-once).
+    pub fn stream(mut self, stream: &str) -> Self {
+        self.stream = stream.to_owned();
+        self
+    }
+}
+
 /// `[[import]]`: NATS subjects to local topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Import {
@@ -87,6 +112,35 @@ pub struct Import {
     pub stream: String,
     /// At-least-once: the durable consumer (empty: the bridge's client id).
     pub durable: String,
+}
+
+impl Import {
+    /// NATS subjects matching `subject` to the same local topics, delivered by `mode`.
+    pub fn new(subject: &str, mode: Mode) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            remove_prefix: String::new(),
+            add_prefix: String::new(),
+            mode,
+            stream: String::new(),
+            durable: String::new(),
+        }
+    }
+
+    /// Removes `remove` from each subject, then prepends `add`.
+    pub fn rename(mut self, remove: &str, add: &str) -> Self {
+        self.remove_prefix = remove.to_owned();
+        self.add_prefix = add.to_owned();
+        self
+    }
+
+    /// From JetStream stream `stream` through durable consumer `durable`
+    /// (at-least-once).
+    pub fn stream(mut self, stream: &str, durable: &str) -> Self {
+        self.stream = stream.to_owned();
+        self.durable = durable.to_owned();
+        self
+    }
 }
 
 /// `[[serve]]`: requests across hosts.

@@ -89,6 +89,65 @@ pub async fn nats_connect(urls: &[String]) -> async_nats::Client {
         .unwrap_or_else(|e| panic!("cannot connect to NATS at {urls:?}: {e}"))
 }
 
+/// Why a JetStream stream could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The request got no answer.
+    #[error("no answer to creating stream {stream}: {source}")]
+    Request {
+        /// The stream.
+        stream: String,
+        /// Why.
+        source: async_nats::RequestError,
+    },
+    /// JetStream refused it.
+    #[error("JetStream refused stream {stream}: {answer}")]
+    Refused {
+        /// The stream.
+        stream: String,
+        /// Its answer.
+        answer: String,
+    },
+}
+
+/// Creates JetStream stream `name` on `subjects`, file-backed, with
+/// `replicas` copies (3: it survives the loss of one server of three), as an
+/// operator provisions it before the bridges run (they create a missing one
+/// with their own defaults). Uses the JetStream API over core NATS.
+pub async fn create_stream(
+    client: &async_nats::Client,
+    name: &str,
+    subjects: &[&str],
+    replicas: usize,
+) -> Result<(), StreamError> {
+    let config = serde_json::json!({
+        "name": name,
+        "subjects": subjects,
+        "num_replicas": replicas,
+        "storage": "file",
+        "retention": "limits",
+    });
+    let answer = client
+        .request(
+            format!("$JS.API.STREAM.CREATE.{name}"),
+            config.to_string().into(),
+        )
+        .await
+        .map_err(|source| StreamError::Request {
+            stream: name.to_owned(),
+            source,
+        })?;
+    let json: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+    if json.get("error").is_some() || json.get("config").is_none() {
+        return Err(StreamError::Refused {
+            stream: name.to_owned(),
+            answer: String::from_utf8_lossy(&answer.payload).into_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// How to start a [`Fleet`].
 #[derive(Debug, Clone)]
 pub struct FleetBuilder {

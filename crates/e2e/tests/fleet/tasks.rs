@@ -1,0 +1,127 @@
+//! Requests across hosts: a process task submitted on node 1, which has no
+//! process collector, is served by a collector on node 2 or 3 and its reply
+//! reaches the requester on node 1; with collectors and requesters on all
+//! three nodes, every task is served once and the shares are reported.
+
+use std::collections::BTreeMap;
+
+use e2e::chaos::executions::{self, Execution};
+use e2e::fleet::{Fleet, Serve};
+use e2e::{CollectorBuilder, CollectorKind, Driver, History, RunOptions, task_ids};
+
+use crate::support::start_bridge;
+
+const TASKS: usize = 200;
+
+fn serve() -> Serve {
+    Serve {
+        topic_filter: "control.collector.task.#".into(),
+        subject_prefix: "fleet.req".into(),
+    }
+}
+
+/// Every execution of every collector of the fleet.
+fn executions(fleet: &Fleet) -> Vec<Execution> {
+    fleet
+        .nodes()
+        .iter()
+        .flat_map(|n| n.collectors())
+        .flat_map(|c| executions::read_log(&c.logs().stderr, c.id()))
+        .collect()
+}
+
+/// Runs `ids` from node `i`, asserting every one got an ok reply.
+async fn run(fleet: &Fleet, i: usize, ids: Vec<String>) -> BTreeMap<String, u64> {
+    let driver = Driver::connect(fleet.node(i).cluster().socket())
+        .await
+        .unwrap();
+    let n = ids.len();
+    let report = driver
+        .run_tasks(
+            CollectorKind::Process,
+            ids,
+            RunOptions::default().concurrency(8),
+            &History::new(),
+        )
+        .await;
+    assert!(
+        report.failures.is_empty(),
+        "node{}: {:?}",
+        i + 1,
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert_eq!(report.replies.len(), n);
+    assert!(report.replies.iter().all(|r| r.is_ok()), "an error reply");
+    println!(
+        "figure: fleet tasks from node{}: {n} in {:.2} s, p50 {:?}, p99 {:?}",
+        i + 1,
+        report.elapsed.as_secs_f64(),
+        report.latency(0.5),
+        report.latency(0.99)
+    );
+    let mut shares = BTreeMap::new();
+    for reply in &report.replies {
+        *shares.entry(reply.collector_id.clone()).or_insert(0) += 1;
+    }
+    shares
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_no_local_collector_is_served_on_another_node_and_answered_back() {
+    let mut fleet = Fleet::start().await;
+    for i in 0..3 {
+        let mut config = fleet.node(i).bridge_config();
+        config.serves.push(serve());
+        start_bridge(&mut fleet, i, config).await;
+    }
+    for i in 1..3 {
+        let instance = i as u32 + 1;
+        fleet
+            .node_mut(i)
+            .add_collector(CollectorBuilder::new(CollectorKind::Process, instance))
+            .await;
+    }
+    let shares = run(&fleet, 0, task_ids("remote", TASKS)).await;
+    println!(
+        "figure: fleet task shares ({}), requester node1, collectors on node2 and node3: {shares:?}",
+        fleet.mode()
+    );
+    assert!(
+        shares
+            .keys()
+            .all(|c| c == "procmond-2" || c == "procmond-3"),
+        "{shares:?}"
+    );
+    let ran = executions(&fleet);
+    let by_task = executions::by_task(&ran);
+    let twice: Vec<_> = by_task
+        .iter()
+        .filter(|(_, e)| e.len() > 1)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(by_task.len(), TASKS, "tasks run");
+    assert!(twice.is_empty(), "tasks run on two nodes: {twice:?}");
+
+    // Collectors and requesters everywhere: each task still served once.
+    fleet
+        .node_mut(0)
+        .add_collector(CollectorBuilder::new(CollectorKind::Process, 1))
+        .await;
+    let (a, b, c) = tokio::join!(
+        run(&fleet, 0, task_ids("all-1", TASKS)),
+        run(&fleet, 1, task_ids("all-2", TASKS)),
+        run(&fleet, 2, task_ids("all-3", TASKS)),
+    );
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    for (collector, n) in a.iter().chain(&b).chain(&c) {
+        *total.entry(collector.clone()).or_insert(0) += n;
+    }
+    println!(
+        "figure: fleet task shares ({}), requesters and collectors on all three: {total:?}",
+        fleet.mode()
+    );
+    let ran = executions(&fleet);
+    let by_task = executions::by_task(&ran);
+    assert_eq!(by_task.len(), 4 * TASKS);
+    assert!(by_task.values().all(|e| e.len() == 1), "a task ran twice");
+}
