@@ -31,6 +31,7 @@ pub mod nemesis;
 pub mod node;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use eventbus_harness::{
@@ -154,6 +155,8 @@ pub struct FleetBuilder {
     nodes: usize,
     nats_servers: usize,
     mode: Option<FleetMode>,
+    broker_bin: Option<PathBuf>,
+    bridge_bin: Option<PathBuf>,
 }
 
 impl Default for FleetBuilder {
@@ -162,6 +165,8 @@ impl Default for FleetBuilder {
             nodes: 3,
             nats_servers: 3,
             mode: None,
+            broker_bin: None,
+            bridge_bin: None,
         }
     }
 }
@@ -190,6 +195,19 @@ impl FleetBuilder {
         self
     }
 
+    /// The `broker` binary [default: the workspace's, see
+    /// [`binaries`](eventbus_harness::binaries)].
+    pub fn broker_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.broker_bin = Some(path.into());
+        self
+    }
+
+    /// The `eventbus-bridge` binary [default: [`bridge::bridge_bin`]].
+    pub fn bridge_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bridge_bin = Some(path.into());
+        self
+    }
+
     /// Starts the network (if any), the NATS cluster (awaited until it
     /// serves) and a broker per node; bridges and collectors are added per
     /// node. Panics, with the logs, if anything does not start.
@@ -211,8 +229,7 @@ impl FleetBuilder {
             let node = match &network {
                 Some(network) => {
                     let host = network.hosts()[self.nats_servers + i].clone();
-                    let broker =
-                        BrokerBuilder::new().wrap_in("ip", ["netns", "exec", host.netns()]);
+                    let broker = self.broker().wrap_in("ip", ["netns", "exec", host.netns()]);
                     let cluster = Cluster::start_with(broker).await;
                     Node::new(name, cluster, node::Link::Host(host), nats.urls())
                 }
@@ -228,17 +245,24 @@ impl FleetBuilder {
                         .iter()
                         .map(|p| format!("nats://{}", p.addr()))
                         .collect();
-                    let cluster = Cluster::start().await;
+                    let cluster = Cluster::start_with(self.broker()).await;
                     Node::new(name, cluster, node::Link::Proxies(proxies), urls)
                 }
             };
-            nodes.push(node);
+            nodes.push(node.with_bridge_bin(self.bridge_bin.clone()));
         }
         Fleet {
             nodes,
             nats,
             network,
             mode,
+        }
+    }
+
+    fn broker(&self) -> BrokerBuilder {
+        match &self.broker_bin {
+            Some(bin) => BrokerBuilder::new().bin(bin),
+            None => BrokerBuilder::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! A [`Node`] of a fleet: a host with its own broker, bridge and collectors,
 //! and the link its NATS traffic crosses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eventbus_harness::{
     Cluster, Host, Netem, NetnsError, Process, ProcessBuilder, Ready, TcpFaultProxy,
@@ -32,6 +32,8 @@ pub struct Node {
     pub(super) link: Link,
     /// The NATS URLs as this node sees them (proxies in loopback mode).
     nats_urls: Vec<String>,
+    /// The bridge binary, when not the workspace's.
+    bridge_bin: Option<PathBuf>,
 }
 
 impl Node {
@@ -43,7 +45,13 @@ impl Node {
             cluster,
             link,
             nats_urls,
+            bridge_bin: None,
         }
+    }
+
+    pub(super) fn with_bridge_bin(mut self, bin: Option<PathBuf>) -> Self {
+        self.bridge_bin = bin;
+        self
     }
 
     /// Its name (`node1`, ...): also its bridge's origin name.
@@ -93,7 +101,8 @@ impl Node {
         let path = self.cluster.dir().join("bridge.toml");
         std::fs::write(&path, config.to_toml())
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-        let command = ProcessBuilder::new(format!("bridge-{}", self.name), bridge_bin())
+        let bin = self.bridge_bin.clone().unwrap_or_else(bridge_bin);
+        let command = ProcessBuilder::new(format!("bridge-{}", self.name), bin)
             .arg("--config")
             .arg(&path)
             .env(

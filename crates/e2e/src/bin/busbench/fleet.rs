@@ -17,6 +17,7 @@
 //! floor's, bridged throughput ≥ 80 % of raw, bridge RSS ≤ 10 MiB.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -36,6 +37,12 @@ const IDLE: Duration = Duration::from_secs(600);
 /// Arguments of `busbench fleet`.
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
+    /// The `broker` binary each node runs.
+    #[arg(long)]
+    pub broker: PathBuf,
+    /// The `eventbus-bridge` binary (not needed with `--floor-only`).
+    #[arg(long, required_unless_present = "floor_only")]
+    pub bridge: Option<PathBuf>,
     /// Measured round trips per path.
     #[arg(long, default_value_t = 5_000)]
     pub count: u64,
@@ -48,6 +55,9 @@ pub struct FleetArgs {
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Measure only the raw async-nats floors (no bridge needed).
+    #[arg(long)]
+    pub floor_only: bool,
 }
 
 /// Runs `f` on a thread of node's host (its network namespace; on loopback,
@@ -308,9 +318,32 @@ fn percentiles(trips: &[u64]) -> anyhow::Result<serde_json::Value> {
 
 /// Runs the whole comparison and prints the report (JSON, then the ratios).
 pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
-    let mut fleet = FleetBuilder::new().nodes(2).nats_servers(1).start().await;
+    let mut builder = FleetBuilder::new()
+        .nodes(2)
+        .nats_servers(1)
+        .broker_bin(&args.broker);
+    if let Some(bridge) = &args.bridge {
+        builder = builder.bridge_bin(bridge);
+    }
+    let mut fleet = builder.start().await;
     let floor = floor_rtt(&fleet, args)?;
     let (floor_n, floor_secs) = floor_throughput(&fleet, args)?;
+    if args.floor_only {
+        let floor_rate = if floor_secs > 0.0 {
+            floor_n as f64 / floor_secs
+        } else {
+            0.0
+        };
+        println!(
+            "{}",
+            json!({
+                "mode": fleet.mode().to_string(),
+                "rtt_floor": percentiles(&floor)?,
+                "throughput_floor": {"received": floor_n, "of": args.events, "per_s": floor_rate},
+            })
+        );
+        return Ok(());
+    }
     start_bridges(&mut fleet).await?;
     let bridged = bridged_rtt(&fleet, args).await?;
     let (bridged_n, bridged_secs) = bridged_throughput(&fleet, args).await?;
