@@ -60,17 +60,34 @@ pub struct FleetArgs {
     pub floor_only: bool,
 }
 
-/// Runs `f` on a thread of node's host (its network namespace; on loopback,
-/// a plain thread) with a runtime of its own.
-fn on_node<T: Send + 'static>(
-    node: &Node,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> std::thread::JoinHandle<anyhow::Result<T>> {
-    let host = node.host().cloned();
-    std::thread::spawn(move || match host {
-        Some(host) => host.enter(f)?,
-        None => f(),
-    })
+/// One end of a floor measurement: a node's host (none on loopback) and the
+/// NATS URLs as it sees them.
+#[derive(Debug, Clone)]
+struct Side {
+    host: Option<eventbus_harness::Host>,
+    urls: Vec<String>,
+}
+
+impl Side {
+    fn of(node: &Node) -> Self {
+        Self {
+            host: node.host().cloned(),
+            urls: node.nats_urls().to_vec(),
+        }
+    }
+
+    /// Runs `f` on a thread of this side's host (its network namespace; on
+    /// loopback, a plain thread) with a runtime of its own.
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> std::thread::JoinHandle<anyhow::Result<T>> {
+        let host = self.host.clone();
+        std::thread::spawn(move || match host {
+            Some(host) => host.enter(f)?,
+            None => f(),
+        })
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -80,11 +97,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Raw async-nats round trips from node 1 to a responder on node 2: ns per trip.
-fn floor_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>> {
+/// Blocking: run it off the runtime (on loopback the proxies run there).
+fn floor_rtt(
+    from: &Side,
+    to: &Side,
+    count: u64,
+    warmup: u64,
+    size: usize,
+) -> anyhow::Result<Vec<u64>> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let urls = fleet.node(1).nats_urls().to_vec();
-    let responder = on_node(fleet.node(1), move || {
+    let urls = to.urls.clone();
+    let responder = to.spawn(move || {
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
             let mut requests = client.subscribe("floor.rtt").await?;
@@ -104,12 +128,16 @@ fn floor_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>> {
             }
         })
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the floor responder never subscribed")?;
-    let urls = fleet.node(0).nats_urls().to_vec();
-    let (count, warmup, size) = (args.count, args.warmup, args.size);
-    let requester = on_node(fleet.node(0), move || {
+    if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = stop_tx.send(());
+        let why = responder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor responder panicked"))?;
+        return Err(why.err().unwrap_or_else(|| anyhow::anyhow!("timed out")))
+            .context("the floor responder never subscribed");
+    }
+    let urls = from.urls.clone();
+    let requester = from.spawn(move || {
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
             let payload = bytes::Bytes::from(vec![7u8; size]);
@@ -135,11 +163,16 @@ fn floor_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>> {
 }
 
 /// Raw async-nats events from node 1 to node 2: (received, seconds).
-fn floor_throughput(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<(u64, f64)> {
+/// Blocking: run it off the runtime.
+fn floor_throughput(
+    from: &Side,
+    to: &Side,
+    events: u64,
+    size: usize,
+) -> anyhow::Result<(u64, f64)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let urls = fleet.node(1).nats_urls().to_vec();
-    let events = args.events;
-    let subscriber = on_node(fleet.node(1), move || {
+    let urls = to.urls.clone();
+    let subscriber = to.spawn(move || {
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
             let mut sub = client.subscribe("floor.tput").await?;
@@ -162,12 +195,15 @@ fn floor_throughput(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<(u64, f64
             anyhow::Ok((n, secs))
         })
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the floor subscriber never subscribed")?;
-    let urls = fleet.node(0).nats_urls().to_vec();
-    let size = args.size;
-    let publisher = on_node(fleet.node(0), move || {
+    if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let why = subscriber
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor subscriber panicked"))?;
+        return Err(why.err().unwrap_or_else(|| anyhow::anyhow!("timed out")))
+            .context("the floor subscriber never subscribed");
+    }
+    let urls = from.urls.clone();
+    let publisher = from.spawn(move || {
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
             let payload = bytes::Bytes::from(vec![7u8; size]);
@@ -326,8 +362,15 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
         builder = builder.bridge_bin(bridge);
     }
     let mut fleet = builder.start().await;
-    let floor = floor_rtt(&fleet, args)?;
-    let (floor_n, floor_secs) = floor_throughput(&fleet, args)?;
+    let (from, to) = (Side::of(fleet.node(0)), Side::of(fleet.node(1)));
+    let (count, warmup, events, size) = (args.count, args.warmup, args.events, args.size);
+    let (floor, (floor_n, floor_secs)) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            floor_rtt(&from, &to, count, warmup, size)?,
+            floor_throughput(&from, &to, events, size)?,
+        ))
+    })
+    .await??;
     if args.floor_only {
         let floor_rate = if floor_secs > 0.0 {
             floor_n as f64 / floor_secs
