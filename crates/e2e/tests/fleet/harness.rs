@@ -280,3 +280,42 @@ async fn a_fleet_runs_each_broker_on_its_host_and_the_nemesis_cuts_and_heals_in_
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_fleet_partitions_a_node_in_its_proxies() {
+    use futures_util::StreamExt as _;
+    let fleet = FleetBuilder::new()
+        .nodes(1)
+        .nats_servers(1)
+        .mode(FleetMode::Loopback)
+        .start()
+        .await;
+    assert_eq!(fleet.mode(), FleetMode::Loopback);
+    let node = fleet.node(0);
+    assert!(node.host().is_none());
+    let direct = fleet.nats().servers()[0].url();
+    assert!(
+        !node.nats_urls().contains(&direct),
+        "the node must go through its proxy"
+    );
+    let client = nats_connect(node.nats_urls()).await;
+    let mut echo = client.subscribe("fleet.echo").await.unwrap();
+    client.publish("fleet.echo", "open".into()).await.unwrap();
+    tokio::time::timeout(DEADLINE, echo.next())
+        .await
+        .unwrap()
+        .unwrap();
+    node.partition().unwrap();
+    client.publish("fleet.echo", "held".into()).await.unwrap();
+    client.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(CUT, echo.next()).await.is_err(),
+        "a message crossed the partition"
+    );
+    node.heal().unwrap();
+    let held = tokio::time::timeout(DEADLINE, echo.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&held.payload[..], b"held");
+}
