@@ -186,16 +186,17 @@ impl NatsCluster {
             let monitor = spec.monitor;
             // Serving needs a JetStream quorum: each process is started once
             // its monitoring port accepts, then all are awaited together.
-            let mut command = ProcessBuilder::new(&name, &bin)
+            let command = ProcessBuilder::new(&name, &bin)
                 .args(["--config".as_ref(), config_path.as_os_str()])
                 .logs_in(dir.path())
                 .ready(Ready::probe(move || {
                     TcpStream::connect_timeout(&monitor, PROBE_TIMEOUT).is_ok()
                 }));
             #[cfg(target_os = "linux")]
-            if let Placement::Host(host) = &placements[i] {
-                command = host.wrap(command);
-            }
+            let command = match &placements[i] {
+                Placement::Host(host) => host.wrap(command),
+                Placement::Loopback => command,
+            };
             let process = match command.start().await {
                 Ok(process) => process,
                 Err(e) => panic!(
