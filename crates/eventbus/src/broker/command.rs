@@ -101,6 +101,14 @@ pub(crate) fn is_reserved_topic(topic: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
+/// Whether `topic` is a bridge's status topic, `_sys.bridge.<name>` (at
+/// least one segment below the prefix).
+fn is_bridge_status_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix(crate::topic::BRIDGE_STATUS_PREFIX)
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+}
+
 /// A validated gather: delivered to every recipient `scope` names, each
 /// one's reply forwarded, done when the last answered.
 #[derive(Debug)]
@@ -208,20 +216,40 @@ impl Rejected {
 /// What the edge hands the router for one frame.
 pub(crate) type Inbound = Result<Command, Rejected>;
 
-/// The last topic a connection published on: publishers repeat topics, so
-/// the next one with the same bytes is the same `Topic`, validated once.
+/// What the edge keeps per connection: the last topic it published on
+/// (publishers repeat topics, so the next one with the same bytes is the
+/// same `Topic`, validated once), and whether it is a bridge, which may
+/// publish its status below `_sys.bridge`.
 #[derive(Debug, Default)]
-pub(crate) struct TopicCache(Option<Topic>);
+pub(crate) struct TopicCache {
+    last: Option<Topic>,
+    bridge: bool,
+}
 
 impl TopicCache {
+    /// The cache of a connection that said `kind` in its `Hello`.
+    pub(crate) fn for_kind(kind: &str) -> Self {
+        Self {
+            last: None,
+            bridge: kind == crate::topic::BRIDGE_KIND,
+        }
+    }
+
+    /// Whether this connection may not publish on `topic`: the broker's
+    /// own, except a bridge's status topics for a bridge.
+    fn refuses(&self, topic: &Topic) -> bool {
+        is_reserved_topic(topic.as_str())
+            && !(self.bridge && is_bridge_status_topic(topic.as_str()))
+    }
+
     fn topic(&mut self, text: &str) -> Result<Topic, crate::topic::TopicError> {
-        if let Some(topic) = &self.0
+        if let Some(topic) = &self.last
             && topic.as_str() == text
         {
             return Ok(topic.clone());
         }
         let topic = Topic::new(text)?;
-        self.0 = Some(topic.clone());
+        self.last = Some(topic.clone());
         Ok(topic)
     }
 }
@@ -347,7 +375,7 @@ impl Publish {
         let topic = topics
             .topic(raw.topic())
             .map_err(|e| reject(PublishRefusal::from(e).into()))?;
-        if is_reserved_topic(topic.as_str()) {
+        if topics.refuses(&topic) {
             return Err(reject(PublishRefusal::ReservedTopic(topic).into()));
         }
         if let Some(name) = raw.reserved_header() {

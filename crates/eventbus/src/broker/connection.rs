@@ -112,6 +112,7 @@ pub(super) async fn serve(stream: Stream, accepted: Accepted) {
     };
     let out = Outbound::new(config.outbound_limits());
     let cancel = CancellationToken::new();
+    let topics = command::TopicCache::for_kind(&hello.kind);
     let registration = Registration {
         hello,
         principal,
@@ -136,7 +137,7 @@ pub(super) async fn serve(stream: Stream, accepted: Accepted) {
         .tracker
         .spawn(write_loop(out.clone(), stream.clone(), codec));
 
-    let reason = read_loop(&mut reader, &shared, conn, &cancel, &out).await;
+    let reason = read_loop(&mut reader, &shared, conn, &cancel, &out, topics).await;
     shared.router.with(|router| router.disconnect(conn, reason));
 }
 
@@ -146,13 +147,13 @@ async fn read_loop(
     conn: ConnId,
     cancel: &CancellationToken,
     out: &Outbound,
+    mut topics: command::TopicCache,
 ) -> DisconnectReason {
     // Grows with the reads (a quiet client needs room for a few commands,
     // a publisher's full read for thousands) and lets a burst's room go
     // after a few small reads: an idle connection keeps `BATCH_KEEP`.
     let mut batch = Vec::new();
     let mut small_batches = 0u8;
-    let mut topics = command::TopicCache::default();
     loop {
         let read = tokio::select! {
             biased;

@@ -42,3 +42,13 @@ pub const MAX_TOPIC_BYTES: usize = 255;
 /// The most `.`-separated segments a [`Topic`] or [`TopicFilter`] may have,
 /// a trailing `#` included.
 pub const MAX_TOPIC_SEGMENTS: usize = 8;
+
+/// The `Hello.kind` of a bridge to another messaging system
+/// (`eventbus-bridge`): the broker lets such a client publish its status
+/// below [`BRIDGE_STATUS_PREFIX`], the one part of the reserved `_sys`
+/// topics a client may write (under an auth file, only if its identity's
+/// publish rules allow the topic too).
+pub const BRIDGE_KIND: &str = "bridge";
+
+/// The topics bridges announce their status on: `_sys.bridge.<name>`.
+pub const BRIDGE_STATUS_PREFIX: &str = "_sys.bridge";

@@ -82,6 +82,8 @@ pub(super) struct Peer {
     pub cancel: CancellationToken,
     /// What its `Welcome` said.
     pub welcome: proto::Welcome,
+    /// The `kind` its `Hello` said.
+    pub kind: String,
 }
 
 /// A frame a peer was sent, flattened for matching.
@@ -184,6 +186,7 @@ impl Bus {
         let principal = self.auth.authenticate(credentials, Some(PEER_UID))?;
         let out = Outbound::new(self.config.outbound_limits());
         let cancel = CancellationToken::new();
+        let kind = hello.kind.clone();
         let registration = Registration {
             hello,
             principal,
@@ -198,6 +201,7 @@ impl Bus {
             out,
             cancel,
             welcome,
+            kind,
         })
     }
 
@@ -239,8 +243,11 @@ impl Bus {
                 len: 1 + body.len(),
                 max: codec.max_frame_bytes(),
             })
-        } else {
+        } else if peer.kind.is_empty() {
             command::decode(body, &mut self.topics)
+        } else {
+            // What the edge may let through depends on the kind.
+            command::decode(body, &mut command::TopicCache::for_kind(&peer.kind))
         };
         match decoded {
             Ok(inbound) => Some(self.run(|r, now| {

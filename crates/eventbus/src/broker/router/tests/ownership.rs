@@ -254,3 +254,77 @@ fn a_reply_too_large_for_its_requester_is_refused_to_the_responder() {
     bus.reply(&responder, token, 0, "short");
     assert!(matches!(bus.received(&p).as_slice(), [Got::Reply { .. }]));
 }
+
+/// A client of kind `bridge` publishes its status on `_sys.bridge.<name>`
+/// and nothing else of `_sys`; nobody else publishes there.
+#[test]
+fn only_a_bridge_publishes_below_sys_bridge() {
+    let mut bus = Bus::new();
+    let watcher = bus.connect("watcher");
+    bus.subscribe(&watcher, 1, "_sys.bridge.#");
+    let bridge = bus
+        .connect_with(proto::Hello {
+            kind: crate::topic::BRIDGE_KIND.into(),
+            ..hello("bridge-n1")
+        })
+        .unwrap();
+    let other = bus.connect("other");
+    assert!(bus.confirmed(&bridge, 1, "_sys.bridge.n1", "{}").is_ok());
+    bus.publish(&bridge, "_sys.bridge.n1", "fast path");
+    for (seq, topic) in [
+        (2, "_sys.bridge"),
+        (3, "_sys.stats"),
+        (4, "_sys.bridgex.n1"),
+    ] {
+        assert_eq!(
+            bus.confirmed(&bridge, seq, topic, "{}"),
+            Err(ErrorCode::PermissionDenied),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        bus.confirmed(&other, 1, "_sys.bridge.n1", "{}"),
+        Err(ErrorCode::PermissionDenied)
+    );
+    let impostor = bus
+        .connect_with(proto::Hello {
+            kind: "Bridge".into(),
+            ..hello("impostor")
+        })
+        .unwrap();
+    assert_eq!(
+        bus.confirmed(&impostor, 1, "_sys.bridge.n1", "{}"),
+        Err(ErrorCode::PermissionDenied)
+    );
+    let got = deliveries(&bus.received(&watcher));
+    assert_eq!(got.len(), 2, "the bridge's two publishes only: {got:?}");
+}
+
+/// Under an auth file a bridge also needs its identity's permission.
+#[test]
+fn a_bridge_status_needs_the_identitys_permission() {
+    let text = format!(
+        r#"
+[[user]]
+name = "bridge"
+secret_sha256 = "{b}"
+client_ids = ["bridge-*"]
+[user.publish]
+allow = ["_sys.bridge.n1", "events.#"]
+"#,
+        b = crate::broker::hash_secret(b"b"),
+    );
+    let mut bus = Bus::with_auth(|_| {}, Some(&text));
+    let as_bridge = |id: &str| proto::Hello {
+        kind: crate::topic::BRIDGE_KIND.into(),
+        user: "bridge".into(),
+        secret: b"b".to_vec().into(),
+        ..hello(id)
+    };
+    let bridge = bus.connect_with(as_bridge("bridge-n1")).unwrap();
+    assert!(bus.confirmed(&bridge, 1, "_sys.bridge.n1", "{}").is_ok());
+    assert_eq!(
+        bus.confirmed(&bridge, 2, "_sys.bridge.n2", "{}"),
+        Err(ErrorCode::PermissionDenied)
+    );
+}

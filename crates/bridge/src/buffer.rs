@@ -1,0 +1,241 @@
+//! The export buffer: messages on their way to NATS, bounded by
+//! `nats.buffer_max_messages`, with the `nats.buffer_overflow` policy at the
+//! bound. While NATS is unreachable it fills; the sender drains it in order
+//! once NATS is back.
+//!
+//! An at-least-once export carries the local delivery it acknowledges once
+//! JetStream stored it: it is never dropped (dropping it would be a loss the
+//! local broker cannot see), so it always waits for room whatever the
+//! policy, and the local queue keeps what does not fit.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::config::BufferOverflow;
+
+/// One message for NATS.
+#[derive(Debug)]
+pub struct Export {
+    /// The NATS subject.
+    pub subject: String,
+    /// The NATS headers (origin, hops, the local message's own headers).
+    pub headers: async_nats::HeaderMap,
+    /// The payload.
+    pub payload: Bytes,
+    /// At-least-once: the JetStream stream's rule, and the local delivery
+    /// to acknowledge once JetStream stored the message.
+    pub confirm: Option<eventbus::Delivery>,
+}
+
+/// What [`ExportBuffer::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued, nothing dropped.
+    Queued,
+    /// Queued; the oldest waiting export was dropped for it.
+    DroppedOldest,
+    /// Not queued: the buffer is full and the policy is drop-incoming.
+    DroppedIncoming,
+}
+
+impl Pushed {
+    /// Whether a message was lost.
+    pub fn dropped(self) -> bool {
+        self != Self::Queued
+    }
+}
+
+/// The bounded buffer between the local subscriptions and the NATS sender.
+#[derive(Debug)]
+pub struct ExportBuffer {
+    queue: Mutex<VecDeque<Export>>,
+    max: usize,
+    policy: BufferOverflow,
+    /// Woken when an export is queued.
+    items: Notify,
+    /// Woken when an export is taken.
+    room: Notify,
+}
+
+impl ExportBuffer {
+    /// An empty buffer for at most `max` exports (at least 1).
+    pub fn new(max: usize, policy: BufferOverflow) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            max: max.max(1),
+            policy,
+            items: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    /// Exports waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Export>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `export` under the buffer's policy; with `block` (and for any
+    /// at-least-once export) waits for room.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelled while it waits, the export was not queued
+    /// (and is dropped with the future: an at-least-once delivery then goes
+    /// back to the local broker, unacknowledged).
+    pub async fn push(&self, export: Export) -> Pushed {
+        let must_wait = self.policy == BufferOverflow::Block || export.confirm.is_some();
+        let mut export = Some(export);
+        loop {
+            let room = self.room.notified();
+            {
+                let mut queue = self.lock();
+                if queue.len() < self.max {
+                    queue.push_back(export.take().expect("pushed once"));
+                    drop(queue);
+                    self.items.notify_one();
+                    return Pushed::Queued;
+                }
+                if !must_wait {
+                    match self.policy {
+                        BufferOverflow::DropIncoming => return Pushed::DroppedIncoming,
+                        _ => {
+                            // Drop the oldest that may be dropped: never an
+                            // at-least-once export.
+                            if let Some(at) = queue.iter().position(|e| e.confirm.is_none()) {
+                                queue.remove(at);
+                                queue.push_back(export.take().expect("pushed once"));
+                                drop(queue);
+                                self.items.notify_one();
+                                return Pushed::DroppedOldest;
+                            }
+                        }
+                    }
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Waits until an export is waiting (without taking it: the sender
+    /// checks the link before it takes one, so nothing leaves the bound
+    /// while NATS is away).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing.
+    pub async fn ready(&self) {
+        loop {
+            let items = self.items.notified();
+            if !self.is_empty() {
+                return;
+            }
+            items.await;
+        }
+    }
+
+    /// Takes the oldest export if there is one.
+    pub fn try_pop(&self) -> Option<Export> {
+        let export = self.lock().pop_front();
+        if export.is_some() {
+            self.room.notify_one();
+        }
+        export
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn export(n: u32) -> Export {
+        Export {
+            subject: format!("s.{n}"),
+            headers: async_nats::HeaderMap::new(),
+            payload: Bytes::from(n.to_string()),
+            confirm: None,
+        }
+    }
+
+    fn drain(buffer: &ExportBuffer) -> Vec<String> {
+        std::iter::from_fn(|| buffer.try_pop().map(|e| e.subject)).collect()
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_newest() {
+        let buffer = ExportBuffer::new(2, BufferOverflow::DropOldest);
+        assert_eq!(buffer.push(export(1)).await, Pushed::Queued);
+        assert_eq!(buffer.push(export(2)).await, Pushed::Queued);
+        assert_eq!(buffer.push(export(3)).await, Pushed::DroppedOldest);
+        assert_eq!(buffer.len(), 2);
+        assert_eq!(drain(&buffer), ["s.2", "s.3"]);
+    }
+
+    #[tokio::test]
+    async fn drop_incoming_keeps_the_oldest() {
+        let buffer = ExportBuffer::new(2, BufferOverflow::DropIncoming);
+        buffer.push(export(1)).await;
+        buffer.push(export(2)).await;
+        assert_eq!(buffer.push(export(3)).await, Pushed::DroppedIncoming);
+        assert!(Pushed::DroppedIncoming.dropped());
+        assert_eq!(drain(&buffer), ["s.1", "s.2"]);
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_room_and_loses_nothing() {
+        let buffer = std::sync::Arc::new(ExportBuffer::new(1, BufferOverflow::Block));
+        buffer.push(export(1)).await;
+        let pusher = {
+            let buffer = buffer.clone();
+            tokio::spawn(async move { buffer.push(export(2)).await })
+        };
+        // The pusher cannot finish while the buffer is full.
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished());
+        assert_eq!(buffer.try_pop().unwrap().subject, "s.1");
+        let pushed = tokio::time::timeout(Duration::from_secs(10), pusher)
+            .await
+            .expect("room made")
+            .unwrap();
+        assert_eq!(pushed, Pushed::Queued);
+        assert_eq!(drain(&buffer), ["s.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_blocked_push_queues_nothing() {
+        let buffer = ExportBuffer::new(1, BufferOverflow::Block);
+        buffer.push(export(1)).await;
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(20), buffer.push(export(2))).await;
+        assert!(cancelled.is_err());
+        assert_eq!(drain(&buffer), ["s.1"]);
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_a_push_and_takes_nothing() {
+        let buffer = std::sync::Arc::new(ExportBuffer::new(4, BufferOverflow::DropOldest));
+        let waiter = {
+            let buffer = buffer.clone();
+            tokio::spawn(async move { buffer.ready().await })
+        };
+        buffer.push(export(7)).await;
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(drain(&buffer), ["s.7"]);
+    }
+}

@@ -1,0 +1,259 @@
+//! Local → NATS: one reader per `[[export]]` rule fills the export buffer,
+//! one sender drains it in order while NATS is connected.
+//!
+//! At most once, the reader is a plain subscription and the sender hands
+//! each message to core NATS. At least once, the reader is a member of the
+//! queue group `bridge-<name>-<rule>` (so the local broker keeps the
+//! messages while no bridge takes them), and the sender acknowledges the
+//! local delivery only after JetStream's `PubAck`: a bridge that dies
+//! before that leaves the delivery unacknowledged, and the broker delivers
+//! it again.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use eventbus::{Delivery, Message, QueueSubscription, Subscription};
+
+use crate::buffer::Export;
+use crate::config::ExportRule;
+use crate::link::backoff;
+use crate::origin::{export_origin, nats_headers};
+use crate::shared::Shared;
+use crate::status::Counters;
+
+/// The most at-least-once deliveries the bridge holds unacknowledged per
+/// rule (the queue subscription's prefetch); the buffer bound applies too.
+pub const MAX_EXPORT_PREFETCH: u32 = 1024;
+
+/// The export for a local message, or `None` when it is not exported
+/// (loop prevention, a name that cannot be mapped: counted).
+fn prepare(
+    shared: &Shared,
+    rule: &ExportRule,
+    message: &Message,
+) -> Option<(String, async_nats::HeaderMap)> {
+    let c = &shared.counters;
+    let config = &shared.config;
+    let origin = match export_origin(
+        message,
+        config.client_id.as_str(),
+        &config.name,
+        config.nats.max_hops,
+    ) {
+        Ok(origin) => origin,
+        Err(skip) => {
+            tracing::debug!(topic = message.topic(), ?skip, "not exported");
+            Counters::bump(&c.loops_stopped);
+            return None;
+        }
+    };
+    let topic = match eventbus::Topic::new(message.topic()) {
+        Ok(topic) => topic,
+        Err(e) => {
+            tracing::warn!(error = %e, "a delivery with an invalid topic");
+            Counters::bump(&c.refused);
+            return None;
+        }
+    };
+    match rule.map.subject_for(&topic) {
+        Ok(subject) => Some((subject, nats_headers(message.headers(), &origin))),
+        Err(e) => {
+            tracing::debug!(error = %e, "not exported");
+            Counters::bump(&c.refused);
+            None
+        }
+    }
+}
+
+/// Reads an at-most-once rule's subscription into the buffer until it
+/// closes or the bridge stops.
+pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscription) {
+    loop {
+        let message = tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            message = sub.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let Some((subject, headers)) = prepare(&shared, &rule, &message) else {
+            continue;
+        };
+        let export = Export {
+            subject,
+            headers,
+            payload: message.payload().clone(),
+            confirm: None,
+        };
+        let pushed = tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            pushed = shared.buffer.push(export) => pushed,
+        };
+        if pushed.dropped() {
+            Counters::bump(&shared.counters.dropped);
+        }
+    }
+}
+
+/// Reads an at-least-once rule's queue subscription into the buffer.
+pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSubscription) {
+    loop {
+        let delivery = tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            delivery = sub.next() => match delivery {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        let Some((subject, headers)) = prepare(&shared, &rule, delivery.message()) else {
+            // Settled: not for NATS, and never will be.
+            let _ = delivery.ack();
+            continue;
+        };
+        let export = Export {
+            subject,
+            headers,
+            payload: delivery.message().payload().clone(),
+            confirm: Some(delivery),
+        };
+        // Never dropped (it waits for room); cancelled, the delivery goes
+        // back to the broker unacknowledged.
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            _ = shared.buffer.push(export) => {}
+        }
+    }
+}
+
+/// Drains the buffer to NATS, in order, while the link is up; returns when
+/// the bridge stops (see [`drain`] for what is left).
+pub async fn send(shared: Arc<Shared>) {
+    let mut streams_ready = false;
+    loop {
+        if !shared.wait_connected().await {
+            return;
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = shared.buffer.ready() => {}
+        }
+        // Taken only while the link is up: during an outage the exports
+        // stay in the buffer, under its bound and policy.
+        if !shared.is_connected() {
+            continue;
+        }
+        let Some(export) = shared.buffer.try_pop() else {
+            continue;
+        };
+        match export.confirm {
+            None => send_core(&shared, export).await,
+            Some(_) => {
+                if !send_confirmed(&shared, export, &mut streams_ready).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends what is buffered while NATS is connected, until the buffer is
+/// empty or the time is up (shutdown).
+pub async fn drain(shared: &Shared) {
+    if !shared.is_connected() {
+        return;
+    }
+    let mut streams_ready = false;
+    while let Some(export) = shared.buffer.try_pop() {
+        match export.confirm {
+            None => send_core(shared, export).await,
+            Some(_) => {
+                if !send_confirmed(shared, export, &mut streams_ready).await {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = shared.nats.flush().await;
+}
+
+async fn send_core(shared: &Shared, export: Export) {
+    let c = &shared.counters;
+    match shared
+        .nats
+        .publish_with_headers(export.subject, export.headers, export.payload)
+        .await
+    {
+        Ok(()) => Counters::bump(&c.exported),
+        Err(e) => {
+            use async_nats::client::PublishErrorKind as K;
+            match e.kind() {
+                K::MaxPayloadExceeded | K::InvalidSubject => Counters::bump(&c.refused),
+                _ => Counters::bump(&c.failures),
+            }
+            tracing::warn!(error = %e, "export to NATS lost (at most once)");
+        }
+    }
+}
+
+/// Stores one export in JetStream, retrying until it is stored, refused
+/// for good, or the bridge stops (`false`: the delivery goes back to the
+/// local broker unacknowledged).
+async fn send_confirmed(shared: &Shared, export: Export, streams_ready: &mut bool) -> bool {
+    use jetstream::context::PublishErrorKind as K;
+    let c = &shared.counters;
+    let delivery: Delivery = export.confirm.expect("an at-least-once export");
+    let mut attempts = 0;
+    loop {
+        if !*streams_ready {
+            *streams_ready = shared.ensure_export_streams().await;
+        }
+        let stored = async {
+            shared
+                .jetstream
+                .publish_with_headers(
+                    export.subject.clone(),
+                    export.headers.clone(),
+                    export.payload.clone(),
+                )
+                .await?
+                .await
+        };
+        let result = tokio::select! {
+            () = shared.cancel.cancelled() => return false,
+            result = stored => result,
+        };
+        match result {
+            Ok(_ack) => {
+                Counters::bump(&c.exported);
+                if let Err(e) = delivery.ack() {
+                    // JetStream has it; the broker will deliver it again
+                    // (a duplicate, which at least once allows).
+                    tracing::warn!(error = %e, "local ack after PubAck failed");
+                }
+                return true;
+            }
+            Err(e) if matches!(e.kind(), K::MaxPayloadExceeded) => {
+                Counters::bump(&c.refused);
+                tracing::warn!(error = %e, subject = export.subject, "JetStream refused the export: dead-lettered locally");
+                let _ = delivery.nack(false);
+                return true;
+            }
+            Err(e) => {
+                if matches!(e.kind(), K::StreamNotFound) {
+                    *streams_ready = false;
+                }
+                Counters::bump(&c.failures);
+                tracing::warn!(error = %e, subject = export.subject, "JetStream publish failed: retrying");
+                attempts += 1;
+                let pause = backoff(attempts, shared.config.reconnect_max());
+                tokio::select! {
+                    () = shared.cancel.cancelled() => return false,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                if !shared.wait_connected().await {
+                    return false;
+                }
+            }
+        }
+    }
+}
