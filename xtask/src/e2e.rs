@@ -126,12 +126,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let _ = std::fs::remove_file(&junit);
     let log_path = report.join("nextest.log");
     let chaos_dir = report.join("chaos");
-    let passed = run_nextest(
-        &filter,
-        args.kind.past_default_filter(),
-        &log_path,
-        &chaos_dir,
-    )?;
+    let passed = run_nextest(args.kind, &filter, &log_path, &chaos_dir)?;
 
     let junit_xml = std::fs::read_to_string(&junit)
         .with_context(|| format!("nextest wrote no JUnit report at {}", junit.display()))?;
@@ -158,11 +153,19 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
 
 /// Runs nextest, echoing its output and writing it to `log_path`; true when it passed.
 fn run_nextest(
+    kind: ScenarioType,
     filter: &str,
-    ignore_default_filter: bool,
     log_path: &Path,
     chaos_dir: &Path,
 ) -> Result<bool> {
+    let ignore_default_filter = kind.past_default_filter();
+    // The fleet's nodes run the bridge: built before the first scenario
+    // needs it, like the broker.
+    let bridge: &[&str] = if kind == ScenarioType::Fleet {
+        &["-p", "eventbus-bridge"]
+    } else {
+        &[]
+    };
     let nextest = cargo();
     // nextest prints progress and the tests' output on stderr and its summary
     // on stdout: `sh` merges them into one pipe, so the log keeps their order.
@@ -180,9 +183,9 @@ fn run_nextest(
             // time limit (the tests' filter leaves the broker's own tests out).
             "-p",
             "broker",
-            "--profile",
-            "ci",
         ])
+        .args(bridge)
+        .args(["--profile", "ci"])
         .args(["--success-output", "final", "--failure-output", "final"])
         .args(ignore_default_filter.then_some("--ignore-default-filter"))
         .args(["-E", filter])
@@ -194,7 +197,8 @@ fn run_nextest(
         ""
     };
     eprintln!(
-        "$ cargo nextest run -p e2e -p mock-collector -p broker --profile ci --success-output final --failure-output final{ignore} -E '{filter}'"
+        "$ cargo nextest run -p e2e -p mock-collector -p broker {} --profile ci --success-output final --failure-output final{ignore} -E '{filter}'",
+        bridge.join(" ")
     );
     let mut child = cmd.spawn().context("could not start cargo nextest")?;
     let mut log = std::fs::File::create(log_path)

@@ -82,7 +82,7 @@ async fn killing_one_nats_server_loses_no_at_least_once_task() {
         .filter(|id| !by_task.contains_key(**id))
         .count();
     let duplicated: usize = by_task.values().map(|e| e.len() - 1).sum();
-    let mut report = Report::new("fleet-nats-loss", seed);
+    let mut report = Report::new("fleet-nats-loss", seed).replayed_by("fleet", "nats_loss::");
     report.at_most("tasks lost (at-least-once)", 0.0, lost as f64, "");
     report.note(format!("mode {}; {TASKS} tasks at {RATE}/s from node 1, run on node 2: {} distinct, {duplicated} run again (redelivered), all done after {:.2} s ({done:?})", fleet.mode(), by_task.len(), took.as_secs_f64()));
     for line in nemesis::log_lines(&log) {

@@ -109,7 +109,7 @@ async fn a_partitioned_node_keeps_its_local_bus_and_delivers_its_exports_after_t
         .map(|t| (t - start).saturating_sub(heal_at).as_secs_f64())
         .unwrap_or(f64::INFINITY);
 
-    let mut report = Report::new("fleet-partition", seed);
+    let mut report = Report::new("fleet-partition", seed).replayed_by("fleet", "partition::");
     report.at_least(
         "node 2's local tasks answered during the partition (availability)",
         0.99,

@@ -125,3 +125,56 @@ async fn a_task_with_no_local_collector_is_served_on_another_node_and_answered_b
     assert_eq!(by_task.len(), 4 * TASKS);
     assert!(by_task.values().all(|e| e.len() == 1), "a task ran twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_requests_for_a_task_are_served_once_by_the_fleet_and_shared() {
+    let mut fleet = Fleet::start().await;
+    for i in 1..3 {
+        let mut config = fleet.node(i).bridge_config();
+        config.serves.push(serve());
+        start_bridge(&mut fleet, i, config).await;
+        let instance = i as u32 + 1;
+        fleet
+            .node_mut(i)
+            .add_collector(CollectorBuilder::new(CollectorKind::Process, instance))
+            .await;
+    }
+    // A NATS client on node 1's side of the network.
+    let requester = e2e::fleet::nats_connect(fleet.node(0).nats_urls()).await;
+    let subject = format!("fleet.req.{}", CollectorKind::Process.task_topic());
+    let ids = task_ids("nats", TASKS);
+    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
+    let start = std::time::Instant::now();
+    for id in &ids {
+        let reply = requester
+            .request(subject.clone(), CollectorKind::Process.payload(id).into())
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let json: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+            panic!(
+                "{id}: a reply that is not JSON ({e}): {:?}, headers {:?}",
+                reply.payload, reply.headers
+            )
+        });
+        assert_eq!(json["task_id"], id.as_str(), "{json}");
+        assert_eq!(json["status"], "ok", "{json}");
+        *shares
+            .entry(json["collector_id"].as_str().unwrap_or("?").to_owned())
+            .or_insert(0) += 1;
+    }
+    println!(
+        "figure: fleet NATS task requests ({}): {TASKS} one at a time in {:.2} s, shares {shares:?}",
+        fleet.mode(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        shares
+            .keys()
+            .all(|c| c == "procmond-2" || c == "procmond-3"),
+        "{shares:?}"
+    );
+    let ran = executions(&fleet);
+    let by_task = executions::by_task(&ran);
+    assert_eq!(by_task.len(), TASKS);
+    assert!(by_task.values().all(|e| e.len() == 1), "a task ran twice");
+}
