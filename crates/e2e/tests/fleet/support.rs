@@ -99,6 +99,8 @@ pub async fn publish_numbered(
 pub struct Received {
     /// Sequence numbers per publisher, in arrival order.
     pub seqs: BTreeMap<String, Vec<u64>>,
+    /// When each of `seqs` arrived, in the same order.
+    pub arrivals: BTreeMap<String, Vec<Instant>>,
     /// When the last message arrived.
     pub last_at: Option<Instant>,
     /// Payloads that were not numbered events.
@@ -109,6 +111,22 @@ impl Received {
     /// Every message received.
     pub fn total(&self) -> usize {
         self.seqs.values().map(Vec::len).sum()
+    }
+
+    /// When the last of `publisher`'s events numbered below `below` first
+    /// arrived; `None` if one of them never did.
+    pub fn all_below_by(&self, publisher: &str, below: u64) -> Option<Instant> {
+        let seqs = self.seqs.get(publisher)?;
+        let arrivals = self.arrivals.get(publisher)?;
+        let mut first: BTreeMap<u64, Instant> = BTreeMap::new();
+        for (&seq, &at) in seqs.iter().zip(arrivals) {
+            if seq < below {
+                first.entry(seq).or_insert(at);
+            }
+        }
+        (first.len() as u64 == below)
+            .then(|| first.values().copied().max())
+            .flatten()
     }
 
     /// `publisher`'s tally against `sent` events.
@@ -175,11 +193,19 @@ pub async fn receive(sub: &mut Subscription, want: usize, deadline: Duration) ->
             .rsplit_once(':')
             .and_then(|(p, s)| Some((p, s.parse::<u64>().ok()?)))
         {
-            Some((publisher, seq)) => received
-                .seqs
-                .entry(publisher.to_owned())
-                .or_default()
-                .push(seq),
+            Some((publisher, seq)) => {
+                received
+                    .seqs
+                    .entry(publisher.to_owned())
+                    .or_default()
+                    .push(seq);
+                let at = received.last_at.unwrap_or_else(Instant::now);
+                received
+                    .arrivals
+                    .entry(publisher.to_owned())
+                    .or_default()
+                    .push(at);
+            }
             None => received.junk += 1,
         }
     }
@@ -233,5 +259,14 @@ mod tests {
                 out_of_order: 0
             }
         );
+        let t0 = Instant::now();
+        let at: Vec<Instant> = (0..6).map(|k| t0 + Duration::from_secs(k)).collect();
+        received.arrivals.insert("p".into(), at);
+        // 0 at t0, 2 at t0+1s, 1 at t0+2s.
+        assert_eq!(
+            received.all_below_by("p", 2),
+            Some(t0 + Duration::from_secs(2))
+        );
+        assert_eq!(received.all_below_by("p", 4), None, "3 never arrived");
     }
 }
