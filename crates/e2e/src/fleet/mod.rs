@@ -17,7 +17,7 @@
 //! network namespace of its own (root and iproute2 needed), so each node's
 //! NATS traffic crosses its own veth link, cut by link down and degraded by
 //! `tc netem`; or the fallback `loopback`, everything on 127.0.0.1 with a
-//! [`TcpFaultProxy`](eventbus_harness::TcpFaultProxy) in front of each node's
+//! `TcpFaultProxy` (`eventbus_harness::TcpFaultProxy`) in front of each node's
 //! connection to each server (partitions and delay only). `$EVENTBUS_FLEET_MODE`
 //! (`netns`, `loopback`, default `auto`: netns when it can be made) chooses;
 //! every fleet prints `figure: fleet mode = netns|loopback` for the report.
