@@ -56,6 +56,13 @@ pub enum NetnsError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// The kernel has no `netem` queueing discipline (`sch_netem` not built
+    /// or not loaded, as in some VMs): links can be cut, not degraded.
+    #[error("tc netem is unavailable here: {why}")]
+    NetemUnavailable {
+        /// What `tc` said.
+        why: String,
+    },
     /// A bad request: too many hosts, a host name that is not `[a-z0-9]+`.
     #[error("invalid network: {0}")]
     Invalid(String),
@@ -153,11 +160,24 @@ impl Host {
     }
 
     /// Puts `netem` on its link, both ways (replacing any earlier one).
+    /// [`NetnsError::NetemUnavailable`] when the kernel has no netem.
     pub fn set_netem(&self, netem: Netem) -> Result<(), NetnsError> {
         let args = netem.args()?;
         let mut outgoing = vec!["-n", &self.netns, "qdisc", "replace", "dev", "eth0", "root"];
         outgoing.extend(args.iter().map(String::as_str));
-        run("tc", &outgoing)?;
+        run("tc", &outgoing).map_err(|e| match e {
+            NetnsError::Command { stderr, .. } if stderr.contains("qdisc kind is unknown") => {
+                NetnsError::NetemUnavailable { why: stderr }
+            }
+            NetnsError::Command { stderr, .. }
+                if stderr.contains("No such file") || stderr.is_empty() =>
+            {
+                NetnsError::NetemUnavailable {
+                    why: format!("no `tc` (install iproute2): {stderr}"),
+                }
+            }
+            e => e,
+        })?;
         let mut incoming = vec!["qdisc", "replace", "dev", &self.link, "root"];
         incoming.extend(args.iter().map(String::as_str));
         run("tc", &incoming)

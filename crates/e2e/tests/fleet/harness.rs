@@ -319,3 +319,97 @@ async fn a_loopback_fleet_partitions_a_node_in_its_proxies() {
         .unwrap();
     assert_eq!(&held.payload[..], b"held");
 }
+
+/// A schedule of one action, now.
+fn now(action: nemesis::Action) -> FleetSchedule {
+    FleetSchedule {
+        seed: 0,
+        steps: vec![nemesis::Step {
+            at: Duration::ZERO,
+            action,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nemesis_degrades_a_link_kills_a_node_and_pauses_a_server_and_heals_each() {
+    use nemesis::Action::{Heal, Inject};
+    if network_or_skip(&["probe"]).is_none() {
+        return;
+    }
+    let mut fleet = FleetBuilder::new()
+        .nodes(1)
+        .nats_servers(1)
+        .mode(FleetMode::Netns)
+        .start()
+        .await;
+    let server = fleet.nats().servers()[0].client_addr();
+    let node = fleet.node(0).host().unwrap().clone();
+    let mut log = Vec::new();
+    let mut apply = async |fleet: &mut e2e::fleet::Fleet, action| {
+        let applied = nemesis::run(&now(action), tokio::time::Instant::now(), fleet).await;
+        log.extend(nemesis::log_lines(&applied));
+    };
+
+    // 100 ms each way: a TCP handshake from the node takes at least 200 ms.
+    let netem = eventbus_harness::Netem {
+        delay: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let slow = FleetFault::Netem { node: 0, netem };
+    let handshake = |node: &eventbus_harness::Host| {
+        node.enter(|| {
+            let start = std::time::Instant::now();
+            std::net::TcpStream::connect_timeout(&server, DEADLINE).map(|_| start.elapsed())
+        })
+        .unwrap()
+        .unwrap()
+    };
+    // Netem needs the kernel's sch_netem, which some VMs lack: then the
+    // nemesis logs the fault as FAILED, with the reason.
+    match node.set_netem(netem) {
+        Err(eventbus_harness::NetnsError::NetemUnavailable { why }) => {
+            println!("WARNING: SKIPPED the netem part: {why}");
+        }
+        other => {
+            other.unwrap();
+            node.clear_netem().unwrap();
+            apply(&mut fleet, Inject(slow)).await;
+            assert!(handshake(&node) >= Duration::from_millis(200));
+            apply(&mut fleet, Heal(slow)).await;
+            assert!(handshake(&node) < Duration::from_millis(200));
+        }
+    }
+
+    let before = fleet.node(0).cluster().broker().pid();
+    apply(&mut fleet, Inject(FleetFault::KillNode(0))).await;
+    assert!(
+        fleet
+            .node_mut(0)
+            .cluster_mut()
+            .broker_mut()
+            .try_exit()
+            .is_some()
+    );
+    apply(&mut fleet, Heal(FleetFault::KillNode(0))).await;
+    assert_ne!(fleet.node(0).cluster().broker().pid(), before);
+    fleet
+        .node(0)
+        .cluster()
+        .client("after")
+        .await
+        .stats()
+        .await
+        .unwrap();
+
+    apply(&mut fleet, Inject(FleetFault::PauseNats(0))).await;
+    assert!(
+        !fleet.nats().servers()[0].healthy(),
+        "a frozen server answered"
+    );
+    apply(&mut fleet, Heal(FleetFault::PauseNats(0))).await;
+    fleet.nats().wait_serving(DEADLINE).await;
+
+    assert!(log.len() == 4 || log.len() == 6, "{log:#?}");
+    assert!(log.iter().all(|l| !l.contains("FAILED")), "{log:#?}");
+}
