@@ -14,5 +14,6 @@ mod harness;
 mod loops;
 mod nats_loss;
 mod partition;
+mod progressive;
 mod support;
 mod tasks;
