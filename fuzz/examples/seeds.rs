@@ -98,6 +98,7 @@ fn every_kind() -> Vec<Kind> {
             filter: "q.#".into(),
             group: "g".into(),
             prefetch: 2,
+            fallback: false,
         }),
         Kind::Unsubscribe(proto::Unsubscribe { seq: 2, sid: 1 }),
         Kind::Ack(proto::Ack {

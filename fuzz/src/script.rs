@@ -487,6 +487,7 @@ impl FrameSpec {
                 filter: filter.string(),
                 group: group.string(),
                 prefetch: *prefetch as u32,
+                fallback: false,
             }),
             Self::Unsubscribe { seq, sid } => Kind::Unsubscribe(proto::Unsubscribe {
                 seq: *seq,

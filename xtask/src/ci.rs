@@ -105,8 +105,16 @@ impl Step {
                 ensure_cargo_tool("nextest", "cargo-nextest")?;
                 let mut command = cargo();
                 command.args(["nextest", "run", "--workspace", "--profile", "ci"]);
+                let mut left_out = Vec::new();
                 if !browser_available(ctx)? {
-                    command.args(["-E", &format!("not ({BROWSER_TESTS})")]);
+                    left_out.push(BROWSER_TESTS);
+                }
+                if !nats_available(ctx)? {
+                    left_out.push(NATS_TESTS);
+                }
+                if !left_out.is_empty() {
+                    let left_out: Vec<String> = left_out.iter().map(|f| format!("({f})")).collect();
+                    command.args(["-E", &format!("not ({})", left_out.join(" | "))]);
                 }
                 run(&mut command)
             }
@@ -273,6 +281,38 @@ fn browser_available(ctx: &mut StepContext) -> Result<bool> {
     ctx.warn(
         "the dashboard's browser test NOT run: chromium not found \
          (apt-get install chromium, or set $CHROMIUM)"
+            .to_owned(),
+    );
+    Ok(false)
+}
+
+/// The nextest filter of the tests that run a real `nats-server`: the
+/// bridge's, and the fleet suite's (its harness self-tests are in the gate).
+const NATS_TESTS: &str =
+    "(package(eventbus-bridge) & binary(nats)) | (package(e2e) & binary(fleet))";
+
+/// Whether the NATS tests (the bridge's, the fleet's) can run: `nats-server` is on the PATH,
+/// in `/usr/sbin` (Debian's package), or named by `$NATS_SERVER`. Without
+/// it they are left out with a WARNING, except in CI (`CI` set), where
+/// `.ci/run` installs it and its absence is an error.
+fn nats_available(ctx: &mut StepContext) -> Result<bool> {
+    let found = std::env::var_os("NATS_SERVER").is_some()
+        || std::path::Path::new("/usr/sbin/nats-server").is_file()
+        || std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("nats-server").is_file())
+        });
+    if found {
+        return Ok(true);
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!(
+            "nats-server not found, and CI is set: the NATS tests (bridge, fleet) must run in CI \
+             (.ci/run installs Debian's nats-server)"
+        );
+    }
+    ctx.warn(
+        "the NATS tests (bridge, fleet) NOT run: nats-server not found \
+         (apt-get install nats-server, or set $NATS_SERVER)"
             .to_owned(),
     );
     Ok(false)

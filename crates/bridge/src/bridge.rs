@@ -161,6 +161,21 @@ impl Bridge {
                 .await
                 .map_err(|source| StartError::NatsSubscribe { subject, source })?;
             tracker.spawn(serve::run(shared.clone(), rule.clone(), sub));
+            if let Some(group) = rule.group() {
+                let unserved = shared
+                    .local
+                    .queue_subscribe_fallback(
+                        rule.filter().clone(),
+                        group.clone(),
+                        serve::OUT_PREFETCH,
+                    )
+                    .await
+                    .map_err(|source| StartError::Subscribe {
+                        filter: rule.filter().as_str().to_owned(),
+                        source,
+                    })?;
+                tracker.spawn(serve::run_out(shared.clone(), rule.clone(), unserved));
+            }
         }
         tracker.spawn(announce(shared.clone()));
         Ok(Self { shared, tracker })

@@ -145,6 +145,18 @@ impl ExportBuffer {
         }
     }
 
+    /// Takes the oldest export if there is one and `take` says so.
+    pub fn try_pop_if(&self, take: impl FnOnce(&Export) -> bool) -> Option<Export> {
+        let mut queue = self.lock();
+        if !queue.front().is_some_and(take) {
+            return None;
+        }
+        let export = queue.pop_front();
+        drop(queue);
+        self.room.notify_one();
+        export
+    }
+
     /// Takes the oldest export if there is one.
     pub fn try_pop(&self) -> Option<Export> {
         let export = self.lock().pop_front();
@@ -222,6 +234,20 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(20), buffer.push(export(2))).await;
         assert!(cancelled.is_err());
         assert_eq!(drain(&buffer), ["s.1"]);
+    }
+
+    #[tokio::test]
+    async fn try_pop_if_takes_only_what_it_is_asked_for() {
+        let buffer = ExportBuffer::new(4, BufferOverflow::DropOldest);
+        buffer.push(export(1)).await;
+        buffer.push(export(2)).await;
+        assert!(buffer.try_pop_if(|e| e.subject == "s.2").is_none());
+        assert_eq!(
+            buffer.try_pop_if(|e| e.subject == "s.1").unwrap().subject,
+            "s.1"
+        );
+        assert_eq!(drain(&buffer), ["s.2"]);
+        assert!(buffer.try_pop_if(|_| true).is_none());
     }
 
     #[tokio::test]

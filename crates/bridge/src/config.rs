@@ -151,6 +151,11 @@ pub struct ServeSection {
     pub topic_filter: String,
     /// NATS requests on `<subject_prefix>.<topic>` are local requests on `<topic>`.
     pub subject_prefix: String,
+    /// The local queue group the bridge joins on `topic_filter` as a
+    /// fallback member: what no local member of it serves goes out as a
+    /// NATS request. Empty: only NATS → local.
+    #[serde(default)]
+    pub group: String,
 }
 
 /// The file as written.
@@ -428,7 +433,7 @@ impl BridgeConfig {
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                ServeMap::new(&s.topic_filter, &s.subject_prefix).map_err(|source| {
+                ServeMap::new(&s.topic_filter, &s.subject_prefix, &s.group).map_err(|source| {
                     ConfigError::Mapping {
                         section: "serve",
                         index,

@@ -24,6 +24,9 @@ use crate::status::Counters;
 /// The most at-least-once deliveries the bridge holds unacknowledged per
 /// rule (the queue subscription's prefetch); the buffer bound applies too.
 pub const MAX_EXPORT_PREFETCH: u32 = 1024;
+/// The most JetStream publishes the sender has waiting for their `PubAck`
+/// at once: one round trip per batch instead of per message.
+pub const MAX_PUBACKS_IN_FLIGHT: usize = 256;
 
 /// The export for a local message, or `None` when it is not exported
 /// (loop prevention, a name that cannot be mapped: counted).
@@ -67,7 +70,13 @@ fn prepare(
 
 /// Reads an at-most-once rule's subscription into the buffer until it
 /// closes or the bridge stops.
+///
+/// # Cancel safety
+///
+/// Meant to run as a task until the bridge's token stops it; cancelled,
+/// the message in hand is lost (at most once).
 pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscription) {
+    let mut dropped = 0;
     loop {
         let message = tokio::select! {
             () = shared.cancel.cancelled() => return,
@@ -76,6 +85,14 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
                 None => return,
             },
         };
+        let now_dropped = sub.dropped();
+        if now_dropped > dropped {
+            shared
+                .counters
+                .local_dropped
+                .fetch_add(now_dropped - dropped, std::sync::atomic::Ordering::Relaxed);
+            dropped = now_dropped;
+        }
         let Some((subject, headers)) = prepare(&shared, &rule, &message) else {
             continue;
         };
@@ -96,6 +113,11 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
 }
 
 /// Reads an at-least-once rule's queue subscription into the buffer.
+///
+/// # Cancel safety
+///
+/// Cancel safe for the data: the delivery in hand is dropped
+/// unacknowledged, and the local broker delivers it again.
 pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSubscription) {
     loop {
         let delivery = tokio::select! {
@@ -127,6 +149,12 @@ pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSub
 
 /// Drains the buffer to NATS, in order, while the link is up; returns when
 /// the bridge stops (see [`drain`] for what is left).
+///
+/// # Cancel safety
+///
+/// Exports wait in the buffer until the link is up, so a cancelled wait
+/// loses nothing; cancelled while sending, an at-most-once export in hand
+/// is lost and at-least-once ones go back to the local broker unacked.
 pub async fn send(shared: Arc<Shared>) {
     let mut streams_ready = false;
     loop {
@@ -148,7 +176,7 @@ pub async fn send(shared: Arc<Shared>) {
         match export.confirm {
             None => send_core(&shared, export).await,
             Some(_) => {
-                if !send_confirmed(&shared, export, &mut streams_ready).await {
+                if !send_confirmed_batch(&shared, export, &mut streams_ready).await {
                     return;
                 }
             }
@@ -156,21 +184,94 @@ pub async fn send(shared: Arc<Shared>) {
     }
 }
 
-/// Sends what is buffered while NATS is connected, until the buffer is
-/// empty or the time is up (shutdown).
+/// Stores `first` and the at-least-once exports right behind it (up to
+/// [`MAX_PUBACKS_IN_FLIGHT`]) in JetStream: all published, then the
+/// `PubAck`s awaited in order, each local delivery acked after its own.
+/// What failed is retried one by one ([`send_confirmed`]), so after a
+/// failure a message may be stored after later ones. `false` when the
+/// bridge stops (the unacked deliveries go back to the local broker).
+async fn send_confirmed_batch(shared: &Shared, first: Export, streams_ready: &mut bool) -> bool {
+    use jetstream::context::PublishErrorKind as K;
+    let c = &shared.counters;
+    if !*streams_ready {
+        *streams_ready = shared.ensure_export_streams().await;
+    }
+    let mut batch = vec![first];
+    while batch.len() < MAX_PUBACKS_IN_FLIGHT {
+        match shared.buffer.try_pop_if(|e| e.confirm.is_some()) {
+            Some(export) => batch.push(export),
+            None => break,
+        }
+    }
+    let mut pending = Vec::with_capacity(batch.len());
+    for export in batch {
+        let sent = shared.jetstream.publish_with_headers(
+            export.subject.clone(),
+            export.headers.clone(),
+            export.payload.clone(),
+        );
+        let sent = tokio::select! {
+            () = shared.cancel.cancelled() => return false,
+            sent = sent => sent,
+        };
+        pending.push((export, sent));
+    }
+    let mut retry = Vec::new();
+    for (export, sent) in pending {
+        let stored = match sent {
+            Ok(ack) => tokio::select! {
+                () = shared.cancel.cancelled() => return false,
+                stored = ack => stored.map(drop),
+            },
+            Err(e) => Err(e),
+        };
+        let delivery = export.confirm.as_ref().expect("an at-least-once export");
+        match stored {
+            Ok(()) => {
+                Counters::bump(&c.exported);
+                if let Err(e) = delivery.ack() {
+                    tracing::warn!(error = %e, "local ack after PubAck failed");
+                }
+            }
+            Err(e) if matches!(e.kind(), K::MaxPayloadExceeded) => {
+                Counters::bump(&c.refused);
+                tracing::warn!(error = %e, subject = export.subject, "JetStream refused the export: dead-lettered locally");
+                let _ = delivery.nack(false);
+            }
+            Err(e) => {
+                if matches!(e.kind(), K::StreamNotFound) {
+                    *streams_ready = false;
+                }
+                Counters::bump(&c.failures);
+                tracing::debug!(error = %e, subject = export.subject, "JetStream publish failed: retrying");
+                retry.push(export);
+            }
+        }
+    }
+    for export in retry {
+        if !send_confirmed(shared, export, streams_ready).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends the at-most-once exports still buffered while NATS is connected,
+/// until the buffer is empty or the time is up (shutdown).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: cancelled (the shutdown's drain timeout), what was not
+/// sent is lost.
 pub async fn drain(shared: &Shared) {
     if !shared.is_connected() {
         return;
     }
-    let mut streams_ready = false;
     while let Some(export) = shared.buffer.try_pop() {
-        match export.confirm {
-            None => send_core(shared, export).await,
-            Some(_) => {
-                if !send_confirmed(shared, export, &mut streams_ready).await {
-                    return;
-                }
-            }
+        // An at-least-once export is dropped here unacknowledged: the local
+        // broker delivers it again to the next bridge, nothing is lost.
+        if export.confirm.is_none() {
+            send_core(shared, export).await;
         }
     }
     let _ = shared.nats.flush().await;

@@ -63,6 +63,12 @@ fn prepare(
 }
 
 /// Imports a core NATS subscription until the bridge stops.
+///
+/// # Cancel safety
+///
+/// Meant to run as a task until the bridge's token stops it. Cancelled, a
+/// message being published locally may or may not be published (at most
+/// once).
 pub async fn run_core(shared: Arc<Shared>, rule: ImportRule, mut sub: async_nats::Subscriber) {
     loop {
         let message = tokio::select! {
@@ -114,6 +120,12 @@ fn is_final(e: &PublishError) -> bool {
 
 /// Imports through a durable JetStream consumer until the bridge stops,
 /// setting it up again whenever it fails.
+///
+/// # Cancel safety
+///
+/// Cancel safe for the data: a message is acked to JetStream only after
+/// the local broker confirmed it, so one cancelled in between is delivered
+/// again (a duplicate at worst).
 pub async fn run_jetstream(shared: Arc<Shared>, rule: ImportRule) {
     let mut attempts = 0;
     loop {
@@ -135,13 +147,34 @@ pub async fn run_jetstream(shared: Arc<Shared>, rule: ImportRule) {
     }
 }
 
+/// Why a JetStream import set itself up again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// The stream could not be found or created.
+    #[error("stream {0} unavailable")]
+    Stream(String),
+    /// Looking the stream up failed.
+    #[error("cannot get the stream: {0}")]
+    GetStream(#[from] async_nats::jetstream::context::GetStreamError),
+    /// The durable consumer could not be found or created.
+    #[error("cannot get or create the consumer: {0}")]
+    Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
+    /// Its message stream could not be opened.
+    #[error("cannot open the consumer's messages: {0}")]
+    Messages(#[from] async_nats::jetstream::consumer::StreamError),
+    /// Its message stream ended.
+    #[error("the consumer's message stream ended")]
+    Ended,
+}
+
 /// One consumer's life: `Ok` when the bridge stops.
-async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), anyhow::Error> {
+async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), ConsumeError> {
     if !shared
         .ensure_stream(&rule.stream, vec![rule.map.subject().to_owned()])
         .await
     {
-        anyhow::bail!("stream {} unavailable", rule.stream);
+        return Err(ConsumeError::Stream(rule.stream.clone()));
     }
     let stream = shared.jetstream.get_stream(&rule.stream).await?;
     let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
@@ -171,7 +204,7 @@ async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), anyhow::Error
                 tracing::debug!(error = %e, "JetStream consumer");
                 continue;
             }
-            None => anyhow::bail!("the consumer's message stream ended"),
+            None => return Err(ConsumeError::Ended),
         };
         let prepared = prepare(
             shared,

@@ -68,6 +68,10 @@ pub struct Link {
 }
 
 /// Starts the NATS client: returns at once, connected or not.
+///
+/// # Cancel safety
+///
+/// Cancel safe: cancelled, the client is dropped and closes.
 pub async fn connect(
     servers: &[String],
     name: &str,
@@ -81,6 +85,10 @@ pub async fn connect(
     let options = ConnectOptions::new()
         .name(format!("eventbus-bridge-{name}"))
         .retry_on_initial_connect()
+        // Never deliver the bridge its own messages: its own requests must
+        // not be picked by its own serve subscription (one NATS queue group
+        // for the whole fleet), nor its exports come back to its imports.
+        .no_echo()
         .max_reconnects(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .client_capacity(CLIENT_CAPACITY)
@@ -101,6 +109,7 @@ pub async fn connect(
                         tracing::warn!("NATS disconnected: reconnecting");
                     }
                     Event::SlowConsumer(sid) => {
+                        Counters::bump(&counters.slow_consumer);
                         tracing::warn!(sid, "NATS subscription too slow: messages dropped");
                     }
                     other => tracing::info!(event = %other, "NATS event"),

@@ -56,6 +56,12 @@ pub enum MappingError {
     /// The rule would write the broker's own `_sys` topics.
     #[error("the rule would write the broker's reserved `_sys` topics")]
     Reserved,
+    /// A serve rule's group is not a valid local group name.
+    #[error("invalid local group name {group:?}")]
+    Group {
+        /// The name.
+        group: String,
+    },
     /// Nothing is left to name a message by.
     #[error("the mapping leaves nothing: the removed prefix is everything and no prefix is added")]
     Empty,
@@ -340,12 +346,25 @@ impl ImportMap {
 pub struct ServeMap {
     filter: TopicFilter,
     prefix: String,
+    group: Option<eventbus::GroupName>,
 }
 
 impl ServeMap {
     /// Checks a rule as written.
-    pub fn new(topic_filter: &str, subject_prefix: &str) -> Result<Self, MappingError> {
+    pub fn new(
+        topic_filter: &str,
+        subject_prefix: &str,
+        group: &str,
+    ) -> Result<Self, MappingError> {
         let filter = TopicFilter::new(topic_filter)?;
+        let group = match group {
+            "" => None,
+            name => Some(
+                eventbus::GroupName::new(name).map_err(|_| MappingError::Group {
+                    group: name.to_owned(),
+                })?,
+            ),
+        };
         let prefix = split(subject_prefix);
         if prefix.is_empty() {
             return Err(MappingError::Subject {
@@ -362,7 +381,18 @@ impl ServeMap {
         Ok(Self {
             filter,
             prefix: subject_prefix.to_owned(),
+            group,
         })
+    }
+
+    /// The local filter of the rule.
+    pub fn filter(&self) -> &TopicFilter {
+        &self.filter
+    }
+
+    /// The local queue group the bridge joins as a fallback member, if any.
+    pub fn group(&self) -> Option<&eventbus::GroupName> {
+        self.group.as_ref()
     }
 
     /// The NATS subject filter the bridge answers requests on.

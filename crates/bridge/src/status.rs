@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 /// The prefix of the status topics. The broker lets a client that
-/// registered with kind [`BRIDGE_KIND`](eventbus::broker::BRIDGE_KIND)
+/// registered with kind [`BRIDGE_KIND`](eventbus::topic::BRIDGE_KIND)
 /// publish below it (and, under an auth file, only if its identity may).
 pub const STATUS_PREFIX: &str = "_sys.bridge";
 
@@ -46,6 +46,14 @@ pub struct Counters {
     /// Failed sends to NATS or the local broker that were retried (or, at
     /// most once, given up).
     pub failures: AtomicU64,
+    /// Times async-nats dropped messages for a full subscription of the
+    /// bridge (imports or requests arriving faster than the local broker
+    /// takes them); each time is one or more messages.
+    pub slow_consumer: AtomicU64,
+    /// Local messages the bridge's own fan-out subscriptions evicted because
+    /// it fell behind the local publishers (at most once; the broker's own
+    /// slow-consumer drops are in its stats and on `_sys.slow-consumer`).
+    pub local_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -89,6 +97,10 @@ pub struct Status {
     pub refused: u64,
     /// See [`Counters::failures`].
     pub failures: u64,
+    /// See [`Counters::slow_consumer`].
+    pub slow_consumer: u64,
+    /// See [`Counters::local_dropped`].
+    pub local_dropped: u64,
 }
 
 impl Status {
@@ -112,6 +124,8 @@ impl Status {
             loops_stopped: get(&c.loops_stopped),
             refused: get(&c.refused),
             failures: get(&c.failures),
+            slow_consumer: get(&c.slow_consumer),
+            local_dropped: get(&c.local_dropped),
         }
     }
 }

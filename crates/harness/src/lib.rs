@@ -34,11 +34,13 @@
 //! - [`broker`]: the `broker` binary as a process ([`BrokerBuilder`],
 //!   [`BrokerProcess`]), with its faults.
 //! - [`embedded`]: [`TestBroker`], a broker inside the test's runtime.
+//! - [`nats`]: a [`NatsServer`] (`nats-server`, optionally with JetStream)
+//!   as a child process, for the bridge's tests.
 //! - [`binaries`]: finding (or building, once) a binary of the workspace.
 //! - [`proxy`]: a [`FaultProxy`] that delays, paces, drops, duplicates,
 //!   holds (partitions) or tears whole frames, usable with any client.
-//! - [`nats`]: a [`NatsCluster`] of real `nats-server` processes with
-//!   routes and JetStream, on loopback or in network namespaces.
+//! - [`nats_cluster`]: a [`NatsCluster`] of real `nats-server` processes
+//!   with routes and JetStream, on loopback or in network namespaces.
 //! - [`netns`] (Linux): a [`Network`] of [`Host`]s, each a network namespace
 //!   with its own address and link, for processes on "other machines",
 //!   partitions and `tc netem`.
@@ -69,6 +71,7 @@ pub mod cluster;
 pub mod embedded;
 pub mod history;
 pub mod nats;
+pub mod nats_cluster;
 #[cfg(target_os = "linux")]
 pub mod netns;
 pub mod process;
@@ -82,7 +85,8 @@ pub use broker::{BrokerBuilder, BrokerProcess};
 pub use cluster::Cluster;
 pub use embedded::TestBroker;
 pub use history::{Event, History, Order, Verdict};
-pub use nats::{NatsCluster, NatsServer, Placement};
+pub use nats::{NatsServer, find_nats_server};
+pub use nats_cluster::{ClusterServer, NatsCluster, Placement};
 #[cfg(target_os = "linux")]
 pub use netns::{Host, Netem, NetnsError, Network};
 pub use process::{LogPaths, Output, Process, ProcessBuilder, Ready, StartError};

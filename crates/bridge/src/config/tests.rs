@@ -71,7 +71,8 @@ fn defaults_fill_what_is_left_out() {
 
 #[test]
 fn bad_configs_are_typed_errors() {
-    let cases: &[(&str, fn(&ConfigError) -> bool)] = &[
+    type Is = fn(&ConfigError) -> bool;
+    let cases: &[(&str, Is)] = &[
         ("[nats]\nnmae = \"x\"", |e| {
             matches!(e, ConfigError::Parse(_))
         }),

@@ -155,7 +155,7 @@ fn hostile_subjects_are_unmappable_not_fatal() {
 
 #[test]
 fn serve_maps_requests_both_ways() {
-    let map = ServeMap::new("control.collector.task.#", "fleet.req").unwrap();
+    let map = ServeMap::new("control.collector.task.#", "fleet.req", "").unwrap();
     assert_eq!(map.subject_filter(), "fleet.req.>");
     let t = topic("control.collector.task.process");
     assert_eq!(
@@ -171,10 +171,16 @@ fn serve_maps_requests_both_ways() {
         map.topic_for("fleet.reqx.control.collector.task.p"),
         Err(Unmappable::NotUnderPrefix { .. })
     ));
-    assert!(ServeMap::new("x.#", "").is_err());
-    assert!(ServeMap::new("x.#", "a.>").is_err());
+    assert!(ServeMap::new("x.#", "", "").is_err());
+    assert!(ServeMap::new("x.#", "a.>", "").is_err());
     assert_eq!(
-        ServeMap::new("_sys.#", "a").unwrap_err(),
+        ServeMap::new("_sys.#", "a", "").unwrap_err(),
         MappingError::Reserved
     );
+    assert!(matches!(
+        ServeMap::new("x.#", "a", "a.b"),
+        Err(MappingError::Group { .. })
+    ));
+    let with_group = ServeMap::new("x.#", "a", "g").unwrap();
+    assert_eq!(with_group.group().unwrap().as_str(), "g");
 }

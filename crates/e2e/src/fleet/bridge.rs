@@ -150,6 +150,10 @@ pub struct Serve {
     pub topic_filter: String,
     /// ... as NATS requests on `<subject_prefix>.<topic>`.
     pub subject_prefix: String,
+    /// The local queue group (on exactly `topic_filter`) the bridge joins
+    /// as a fallback member, so a local request nobody here serves goes out
+    /// over NATS; empty: NATS requests are served here, none go out.
+    pub group: String,
 }
 
 /// A bridge's configuration file.
@@ -248,9 +252,10 @@ impl BridgeConfig {
         for s in &self.serves {
             let _ = writeln!(
                 out,
-                "[[serve]]\ntopic_filter = {}\nsubject_prefix = {}\n",
+                "[[serve]]\ntopic_filter = {}\nsubject_prefix = {}\ngroup = {}\n",
                 q(&s.topic_filter),
-                q(&s.subject_prefix)
+                q(&s.subject_prefix),
+                q(&s.group)
             );
         }
         out
@@ -337,8 +342,9 @@ mod tests {
             durable: "d1".into(),
         });
         config.serves.push(Serve {
-            topic_filter: "control.collector.task.#".into(),
+            topic_filter: "control.collector.task.process".into(),
             subject_prefix: "fleet.req".into(),
+            group: "process".into(),
         });
         let toml = config.to_toml();
         assert!(toml.contains("socket = \"/tmp/x\\\"y/b.sock\""), "{toml}");
@@ -348,7 +354,7 @@ mod tests {
             "mode = \"at-least-once\"\nstream = \"FLEET_EVENTS\"",
             "[[import]]\nsubject = \"fleet.*.events.>\"",
             "durable = \"d1\"",
-            "[[serve]]\ntopic_filter = \"control.collector.task.#\"\nsubject_prefix = \"fleet.req\"",
+            "[[serve]]\ntopic_filter = \"control.collector.task.process\"\nsubject_prefix = \"fleet.req\"\ngroup = \"process\"",
             "buffer_overflow = \"drop-oldest\"",
         ] {
             assert!(toml.contains(line), "{line:?} missing in\n{toml}");

@@ -133,6 +133,7 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
                 String::new()
             },
             prefetch: number32(rng, live),
+            fallback: false,
         }),
         5 => Kind::Unsubscribe(proto::Unsubscribe {
             seq: number(rng, live),

@@ -411,6 +411,7 @@ impl RawClient {
             filter: filter.to_owned(),
             group: group.to_owned(),
             prefetch,
+            fallback: false,
         }))
         .await?;
         self.expect_ok(seq).await.map(drop)

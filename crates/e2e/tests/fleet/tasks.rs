@@ -13,10 +13,14 @@ use crate::support::start_bridge;
 
 const TASKS: usize = 200;
 
+/// Process tasks served across hosts: NATS requests served here, and local
+/// ones no local process collector takes sent out (the bridge is a fallback
+/// member of the collectors' queue group).
 fn serve() -> Serve {
     Serve {
-        topic_filter: "control.collector.task.#".into(),
+        topic_filter: CollectorKind::Process.task_topic().to_string(),
         subject_prefix: "fleet.req".into(),
+        group: CollectorKind::Process.capability().into(),
     }
 }
 

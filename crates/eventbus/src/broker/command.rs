@@ -171,6 +171,8 @@ pub(crate) struct Subscribe {
     pub filter: TopicFilter,
     /// A queue group to join, with the prefetch asked for (0: the default).
     pub group: Option<(GroupName, u32)>,
+    /// A fallback member of that group (`proto::Subscribe::fallback`).
+    pub fallback: bool,
 }
 
 /// A validated reply.
@@ -482,11 +484,15 @@ impl Subscribe {
                 s.prefetch,
             )),
         };
+        if s.fallback && group.is_none() {
+            return Err(Rejected::new(s.seq, ProtocolRefusal::FallbackWithoutGroup));
+        }
         Ok(Self {
             seq: Seq::new(s.seq),
             sid,
             filter,
             group,
+            fallback: s.fallback,
         })
     }
 }

@@ -54,6 +54,9 @@ pub(crate) struct Member {
     /// would not fit waits for a member it fits.
     pub max_frame: usize,
     pub prefetch: u32,
+    /// Served only while the group has no other member (a bridge that
+    /// forwards what nobody here serves).
+    pub fallback: bool,
     pub in_flight: u32,
     pub delivered: u64,
     pub acked: u64,
@@ -287,9 +290,12 @@ impl QueueGroup {
         }
         let n = self.members.len();
         let start = self.cursor % n;
+        // Fallback members only while there is no other member at all (one
+        // without credit keeps its messages waiting for it).
+        let fallback_only = self.members.iter().all(|m| m.fallback);
         let idx = (0..n).map(|i| (start + i) % n).find(|&i| {
             let m = &self.members[i];
-            m.in_flight < m.prefetch && size <= m.max_frame
+            m.fallback == fallback_only && m.in_flight < m.prefetch && size <= m.max_frame
         })?;
         let message = self.pop_front()?;
         let member = &mut self.members[idx];
@@ -445,6 +451,7 @@ mod tests {
             client_id: ClientId::new(format!("c{conn}")).unwrap(),
             max_frame: 1 << 20,
             prefetch,
+            fallback: false,
             in_flight: 0,
             delivered: 0,
             acked: 0,
@@ -580,5 +587,26 @@ mod tests {
         g.join(member(2, 5));
         let (conn, _, m) = g.next_dispatch().unwrap();
         assert_eq!((conn.get(), m.message.id, m.message.attempt), (2, 0, 1));
+    }
+
+    #[test]
+    fn a_fallback_member_is_served_only_while_it_is_alone() {
+        let mut g = group(10, OverflowPolicy::Reject);
+        g.join(Member {
+            fallback: true,
+            ..member(1, 5)
+        });
+        g.enqueue(msg(0));
+        assert_eq!(g.next_dispatch().unwrap().0.get(), 1, "alone: it serves");
+        g.join(member(2, 1));
+        for id in 1..4 {
+            g.enqueue(msg(id));
+        }
+        // The regular member takes what it has credit for; the rest waits
+        // for it, never for the fallback.
+        assert_eq!(g.next_dispatch().unwrap().0.get(), 2);
+        assert!(g.next_dispatch().is_none());
+        assert!(g.leave(ConnId::new(2), SID));
+        assert_eq!(g.next_dispatch().unwrap().0.get(), 1, "alone again");
     }
 }

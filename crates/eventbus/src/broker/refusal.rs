@@ -75,6 +75,8 @@ pub(crate) enum ProtocolRefusal {
     Unreadable,
     #[error("a gather goes to subscribers, not to one client")]
     GatherWithTarget,
+    #[error("only a queue-group member can be a fallback member")]
+    FallbackWithoutGroup,
     #[error("gather scope {0} is not known")]
     UnknownGatherScope(i32),
 }
@@ -324,6 +326,7 @@ impl Refusal {
                 | ProtocolRefusal::UnknownPublishMode(_)
                 | ProtocolRefusal::Unreadable
                 | ProtocolRefusal::GatherWithTarget
+                | ProtocolRefusal::FallbackWithoutGroup
                 | ProtocolRefusal::UnknownGatherScope(_) => C::InvalidArgument,
                 ProtocolRefusal::HelloTwice | ProtocolRefusal::NotFromClients(_) => C::Protocol,
             },

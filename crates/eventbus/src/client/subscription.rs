@@ -195,7 +195,7 @@ impl Client {
         filter: impl IntoName<TopicFilter>,
     ) -> Result<Subscription, SubscribeError> {
         let filter = filter.into_name()?;
-        let (sid, mailbox) = self.open_subscription(&filter, None, 0).await?;
+        let (sid, mailbox) = self.open_subscription(&filter, None, 0, false).await?;
         Ok(Subscription {
             sid,
             inbox: Inbox::new(mailbox),
@@ -229,7 +229,46 @@ impl Client {
         let filter = filter.into_name()?;
         let group = group.into_name().map_err(SubscribeError::InvalidGroup)?;
         let (sid, mailbox) = self
-            .open_subscription(&filter, Some(&group), prefetch)
+            .open_subscription(&filter, Some(&group), prefetch, false)
+            .await?;
+        Ok(QueueSubscription {
+            sid,
+            inbox: Inbox::new(mailbox),
+            client: self.clone(),
+        })
+    }
+
+    /// Joins queue group `group` on `filter` as a *fallback* member: it gets
+    /// deliveries only while the group has no other member, like
+    /// [`queue_subscribe`](Self::queue_subscribe) otherwise. For a client
+    /// that takes what nobody else serves (a bridge forwarding requests to
+    /// another host): a request goes to it instead of failing with
+    /// `NoResponders`, and a member that joins takes over at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`subscribe`](Self::subscribe).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut unserved = client
+    ///     .queue_subscribe_fallback("control.collector.task.process", "process", 16)
+    ///     .await?;
+    /// while let Some(task) = unserved.next().await {
+    ///     task.nack(false)?; // nobody here serves it: dead-letter it
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_subscribe_fallback(
+        &self,
+        filter: impl IntoName<TopicFilter>,
+        group: impl IntoName<GroupName>,
+        prefetch: u32,
+    ) -> Result<QueueSubscription, SubscribeError> {
+        let filter = filter.into_name()?;
+        let group = group.into_name().map_err(SubscribeError::InvalidGroup)?;
+        let (sid, mailbox) = self
+            .open_subscription(&filter, Some(&group), prefetch, true)
             .await?;
         Ok(QueueSubscription {
             sid,
@@ -277,6 +316,7 @@ impl Client {
         filter: &TopicFilter,
         group: Option<&GroupName>,
         prefetch: u32,
+        fallback: bool,
     ) -> Result<(u64, Arc<Mailbox<Incoming>>), SubscribeError> {
         let sid = self.next_seq();
         let capacity = match group {
@@ -298,6 +338,7 @@ impl Client {
             filter: filter.as_str().to_owned(),
             group: group.map(|g| g.as_str().to_owned()).unwrap_or_default(),
             prefetch,
+            fallback,
         };
         let entry = SubEntry {
             mailbox: mailbox.clone(),

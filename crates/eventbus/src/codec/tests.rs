@@ -75,6 +75,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     filter,
                     group,
                     prefetch,
+                    fallback: false,
                 }
             )),
         (any::<u64>(), 0..21i32, ".{0,40}").prop_map(|(seq, code, message)| Kind::Error(

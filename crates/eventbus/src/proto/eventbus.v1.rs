@@ -176,6 +176,11 @@ pub struct Subscribe {
     /// Queue groups only: most unacknowledged deliveries this member holds (credit window).
     #[prost(uint32, tag = "5")]
     pub prefetch: u32,
+    /// Queue groups only: a fallback member gets deliveries only while the group
+    /// has no other (non-fallback) member, e.g. a bridge that forwards what no
+    /// local member serves to another host. A plain subscription may not set it.
+    #[prost(bool, tag = "6")]
+    pub fallback: bool,
 }
 /// Client -> broker: drop a subscription.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -222,12 +222,16 @@ fn floor_throughput(
         .map_err(|_| anyhow::anyhow!("the floor subscriber panicked"))?
 }
 
-/// Starts both bridges: node 1 serves `bench.#` requests over NATS and
-/// exports `events.#`; node 2 serves them and imports node 1's events.
+/// Starts both bridges: node 1 sends the `bench.rtt` requests nobody there
+/// serves over NATS and exports `events.#`; node 2 serves them and imports
+/// node 1's events.
 async fn start_bridges(fleet: &mut Fleet) -> anyhow::Result<()> {
+    // Node 1's bridge is a fallback member of the responders' group, so
+    // requests nobody on node 1 serves go out; node 2's serves them.
     let serve = Serve {
-        topic_filter: "bench.#".into(),
+        topic_filter: "bench.rtt".into(),
         subject_prefix: "fleet.req".into(),
+        group: "responders".into(),
     };
     let mut one = fleet.node(0).bridge_config();
     one.serves.push(serve.clone());

@@ -143,6 +143,7 @@ fn subscribes_are_validated() {
             filter: filter.into(),
             group: group.into(),
             prefetch: 4,
+            fallback: false,
         })
     };
     let Ok(Command::Subscribe(s)) = command(sub(2, "a.+", "workers")) else {

@@ -54,7 +54,7 @@ impl Router {
         }
         let group = s
             .group
-            .map(|(name, prefetch)| self.join(conn, s.sid, &s.filter, name, prefetch));
+            .map(|(name, prefetch)| self.join(conn, s.sid, &s.filter, name, prefetch, s.fallback));
         if group.is_none() {
             self.index
                 .insert(&s.filter, Target::Plain { conn, sid: s.sid });
@@ -84,6 +84,7 @@ impl Router {
         filter: &TopicFilter,
         name: GroupName,
         prefetch: u32,
+        fallback: bool,
     ) -> GroupId {
         let gid = self.group_for(&GroupKey {
             filter: filter.clone(),
@@ -108,6 +109,7 @@ impl Router {
                 client_id,
                 max_frame,
                 prefetch,
+                fallback,
                 in_flight: 0,
                 delivered: 0,
                 acked: 0,

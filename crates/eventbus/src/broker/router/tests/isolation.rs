@@ -58,6 +58,7 @@ fn subscribe(seq: u64, filter: &str, group: &str) -> Kind {
         filter: filter.into(),
         group: group.into(),
         prefetch: 1,
+        fallback: false,
     })
 }
 

@@ -332,6 +332,7 @@ impl Bus {
                 filter: filter.into(),
                 group: group.into(),
                 prefetch,
+                fallback: false,
             }),
         );
         let mut got = self.received(peer);

@@ -331,6 +331,7 @@ impl Model {
                     filter: FILTERS[filter % FILTERS.len()].into(),
                     group: GROUPS[group % GROUPS.len()].into(),
                     prefetch,
+                    fallback: false,
                 }),
             ),
             Op::Unsubscribe { peer, sid } => {

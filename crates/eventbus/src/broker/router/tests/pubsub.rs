@@ -213,6 +213,7 @@ fn frames_that_are_not_valid_commands_are_refused_and_the_link_stays_open() {
             filter: filter.into(),
             group: group.into(),
             prefetch: 0,
+            fallback: false,
         })
     };
     bus.send_done(&c, sub(7, 1, "a.#.b", ""));

@@ -218,3 +218,65 @@ fn pending_requests_are_bounded() {
     assert_eq!(deliveries(&bus.received(&responder)).len(), 2);
     assert_eq!(bus.stats(&p).published, 2);
 }
+
+fn join_fallback(bus: &mut Bus, peer: &Peer, sid: u64, filter: &str, group: &str) -> Vec<Got> {
+    bus.send_done(
+        peer,
+        Kind::Subscribe(proto::Subscribe {
+            seq: sid,
+            sid,
+            filter: filter.into(),
+            group: group.into(),
+            prefetch: 4,
+            fallback: true,
+        }),
+    );
+    let mut got = bus.received(peer);
+    assert_eq!(got.first(), Some(&ok(sid)), "joined as a fallback");
+    got.remove(0);
+    got
+}
+
+/// A fallback member (a bridge) takes the requests nobody here serves, and
+/// none while a member is there; a plain subscription cannot be one.
+#[test]
+fn a_fallback_member_serves_only_while_the_group_has_no_other_member() {
+    let mut bus = Bus::new();
+    let bridge = bus.connect("bridge");
+    let worker = bus.connect("worker");
+    let p = bus.connect("p");
+    assert!(join_fallback(&mut bus, &bridge, 1, "svc.#", "svc").is_empty());
+    // Alone: the request goes to the bridge instead of failing.
+    bus.send_done(&p, request(1, "svc.time", 0));
+    let (delivery, correlation, _) = delivered(&bus, &bridge);
+    assert_ne!(delivery, 0);
+    assert_ne!(correlation, 0);
+    assert!(bus.received(&p).is_empty(), "pending, not refused");
+    // A member joins: it takes every request, the bridge none.
+    assert!(bus.join(&worker, 1, "svc.#", "svc", 4).is_empty());
+    bus.send_done(&p, request(2, "svc.time", 0));
+    bus.send_done(&p, request(3, "svc.date", 0));
+    let to_worker = bus.received(&worker);
+    assert_eq!(deliveries(&to_worker).len(), 2, "{to_worker:?}");
+    assert!(bus.received(&bridge).is_empty());
+    // It leaves: the bridge serves again, the two the worker held
+    // (redelivered) and the next.
+    bus.disconnect(&worker);
+    bus.send_done(&p, request(4, "svc.time", 0));
+    assert_eq!(deliveries(&bus.received(&bridge)).len(), 3);
+    // A plain subscription cannot be a fallback.
+    bus.send_done(
+        &bridge,
+        Kind::Subscribe(proto::Subscribe {
+            seq: 9,
+            sid: 9,
+            filter: "x".into(),
+            fallback: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        errors(&bus.received(&bridge)),
+        [(9, ErrorCode::InvalidArgument)]
+    );
+}
