@@ -286,10 +286,12 @@ fn browser_available(ctx: &mut StepContext) -> Result<bool> {
     Ok(false)
 }
 
-/// The nextest filter of the tests that run a real `nats-server` (the bridge's).
-const NATS_TESTS: &str = "package(eventbus-bridge) & binary(nats)";
+/// The nextest filter of the tests that run a real `nats-server`: the
+/// bridge's, and the fleet suite's (its harness self-tests are in the gate).
+const NATS_TESTS: &str =
+    "(package(eventbus-bridge) & binary(nats)) | (package(e2e) & binary(fleet))";
 
-/// Whether the bridge's NATS tests can run: `nats-server` is on the PATH,
+/// Whether the NATS tests (the bridge's, the fleet's) can run: `nats-server` is on the PATH,
 /// in `/usr/sbin` (Debian's package), or named by `$NATS_SERVER`. Without
 /// it they are left out with a WARNING, except in CI (`CI` set), where
 /// `.ci/run` installs it and its absence is an error.
@@ -304,12 +306,12 @@ fn nats_available(ctx: &mut StepContext) -> Result<bool> {
     }
     if std::env::var_os("CI").is_some() {
         bail!(
-            "nats-server not found, and CI is set: the bridge's NATS tests must run in CI \
+            "nats-server not found, and CI is set: the NATS tests (bridge, fleet) must run in CI \
              (.ci/run installs Debian's nats-server)"
         );
     }
     ctx.warn(
-        "the bridge's NATS tests NOT run: nats-server not found \
+        "the NATS tests (bridge, fleet) NOT run: nats-server not found \
          (apt-get install nats-server, or set $NATS_SERVER)"
             .to_owned(),
     );

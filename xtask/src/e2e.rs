@@ -68,11 +68,25 @@ pub enum ScenarioType {
     /// id, a full disk, a damaged journal tail, and the chaos run with broker
     /// crashes (`chaos::durable`, also a chaos scenario).
     Durability,
-    /// Every scenario (the `stress_*` ones only run in the `stress` profile).
+    /// Several nodes (broker, bridge, collectors), each on a network host of
+    /// its own, around a 3-server NATS cluster (`crates/e2e/tests/fleet/`):
+    /// events and tasks across hosts, partitions, nats-server loss, loops.
+    /// Needs root and iproute2 for network namespaces (else it falls back to
+    /// loopback and says so) and `nats-server`.
+    Fleet,
+    /// Every scenario but the fleet's (the `stress_*` ones only run in the
+    /// `stress` profile).
     All,
 }
 
 impl ScenarioType {
+    /// Whether this type's tests are outside the profile's default filter
+    /// (`.config/nextest.toml`), so it must be ignored: the fleet scenarios
+    /// are left out of the gate that way.
+    pub fn past_default_filter(self) -> bool {
+        self == Self::Fleet
+    }
+
     /// The nextest filter expression selecting this type.
     pub fn filter(self) -> &'static str {
         match self {
@@ -84,6 +98,7 @@ impl ScenarioType {
             Self::Chaos => "binary(scenarios) & test(/^chaos::/)",
             Self::Hostile => "package(e2e) & binary(hostile)",
             Self::Durability => "binary(scenarios) & test(/^(durability|chaos::durable)::/)",
+            Self::Fleet => "package(e2e) & binary(fleet)",
             Self::All => {
                 "binary(scenarios) | (package(e2e) & binary(hostile)) | (package(mock-collector) & binary(emit))"
             }
@@ -112,7 +127,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let _ = std::fs::remove_file(&junit);
     let log_path = report.join("nextest.log");
     let chaos_dir = report.join("chaos");
-    let passed = run_nextest(&filter, &log_path, &chaos_dir)?;
+    let passed = run_nextest(args.kind, &filter, &log_path, &chaos_dir)?;
 
     let junit_xml = std::fs::read_to_string(&junit)
         .with_context(|| format!("nextest wrote no JUnit report at {}", junit.display()))?;
@@ -138,7 +153,20 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
 }
 
 /// Runs nextest, echoing its output and writing it to `log_path`; true when it passed.
-fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> {
+fn run_nextest(
+    kind: ScenarioType,
+    filter: &str,
+    log_path: &Path,
+    chaos_dir: &Path,
+) -> Result<bool> {
+    let ignore_default_filter = kind.past_default_filter();
+    // The fleet's nodes run the bridge: built before the first scenario
+    // needs it, like the broker.
+    let bridge: &[&str] = if kind == ScenarioType::Fleet {
+        &["-p", "eventbus-bridge"]
+    } else {
+        &[]
+    };
     let nextest = cargo();
     // nextest prints progress and the tests' output on stderr and its summary
     // on stdout: `sh` merges them into one pipe, so the log keeps their order.
@@ -156,15 +184,22 @@ fn run_nextest(filter: &str, log_path: &Path, chaos_dir: &Path) -> Result<bool> 
             // time limit (the tests' filter leaves the broker's own tests out).
             "-p",
             "broker",
-            "--profile",
-            "ci",
         ])
+        .args(bridge)
+        .args(["--profile", "ci"])
         .args(["--success-output", "final", "--failure-output", "final"])
+        .args(ignore_default_filter.then_some("--ignore-default-filter"))
         .args(["-E", filter])
         .env("EVENTBUS_CHAOS_REPORT_DIR", chaos_dir)
         .stdout(Stdio::piped());
+    let ignore = if ignore_default_filter {
+        " --ignore-default-filter"
+    } else {
+        ""
+    };
     eprintln!(
-        "$ cargo nextest run -p e2e -p mock-collector -p broker --profile ci --success-output final --failure-output final -E '{filter}'"
+        "$ cargo nextest run -p e2e -p mock-collector -p broker {} --profile ci --success-output final --failure-output final{ignore} -E '{filter}'",
+        bridge.join(" ")
     );
     let mut child = cmd.spawn().context("could not start cargo nextest")?;
     let mut log = std::fs::File::create(log_path)
@@ -467,10 +502,18 @@ mod tests {
             assert!(
                 filter.starts_with("binary(scenarios)")
                     || filter.contains("binary(emit)")
-                    || filter.contains("binary(hostile)"),
+                    || filter.contains("binary(hostile)")
+                    || filter.contains("binary(fleet)"),
+                "{filter}"
+            );
+            // Only the fleet's scenarios live outside the default filter.
+            assert_eq!(
+                kind.past_default_filter(),
+                filter.contains("binary(fleet)"),
                 "{filter}"
             );
         }
+        assert!(!ScenarioType::All.filter().contains("fleet"));
         assert!(ScenarioType::Chaos.filter().contains("chaos::"));
         assert!(
             ScenarioType::Durability

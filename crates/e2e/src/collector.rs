@@ -94,6 +94,8 @@ pub struct CollectorBuilder {
     instance: u32,
     id: Option<String>,
     args: Vec<OsString>,
+    /// A wrapper that execs the collector (`ip netns exec NAME`), and its arguments.
+    wrapper: Option<(OsString, Vec<OsString>)>,
 }
 
 impl CollectorBuilder {
@@ -104,6 +106,7 @@ impl CollectorBuilder {
             instance,
             id: None,
             args: Vec::new(),
+            wrapper: None,
         }
     }
 
@@ -160,6 +163,21 @@ impl CollectorBuilder {
         self
     }
 
+    /// Runs it through `wrapper`, which must exec it (see
+    /// [`ProcessBuilder::wrap_in`]): `ip netns exec NAME` puts it on another
+    /// network host.
+    pub fn wrap_in<I, S>(mut self, wrapper: impl Into<OsString>, wrapper_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = Some((
+            wrapper.into(),
+            wrapper_args.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
     /// Starts it on `socket`, working in `dir`, where its logs also go, and
     /// waits for its ready line, which must carry its id.
     pub(crate) async fn start(self, dir: &Path, socket: &Path) -> CollectorProcess {
@@ -167,7 +185,7 @@ impl CollectorBuilder {
             .id
             .clone()
             .unwrap_or_else(|| self.kind.default_id(self.instance));
-        let process = ProcessBuilder::new(&id, collector_bin())
+        let mut command = ProcessBuilder::new(&id, collector_bin())
             .arg(format!("--type={}", self.kind.capability()))
             .arg(format!("--instance={}", self.instance))
             .arg("--socket")
@@ -175,10 +193,11 @@ impl CollectorBuilder {
             .args(&self.args)
             .current_dir(dir)
             .logs_in(dir)
-            .ready(Ready::JsonLine)
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .ready(Ready::JsonLine);
+        if let Some((wrapper, args)) = &self.wrapper {
+            command = command.wrap_in(wrapper, args);
+        }
+        let process = command.start().await.unwrap_or_else(|e| panic!("{e}"));
         let collector = CollectorProcess {
             builder: self,
             id,

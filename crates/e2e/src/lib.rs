@@ -15,6 +15,8 @@
 //!   protocol frame by frame, for the hostile-client scenarios.
 //! - [`driver`]: a [`Driver`] client that sends tasks, collects replies with
 //!   bounded concurrency, measures latency and reads the broker's stats.
+//! - [`fleet`] (Linux): several nodes (broker, bridge, collectors) on network
+//!   hosts of their own around a NATS cluster, and faults across them.
 //! - [`chaos`]: fault schedules, the nemesis, workloads, per-second metrics
 //!   and success criteria for the chaos scenarios.
 //!
@@ -31,6 +33,8 @@ pub mod chaos;
 #[cfg(unix)]
 pub mod collector;
 pub mod driver;
+#[cfg(target_os = "linux")]
+pub mod fleet;
 #[cfg(unix)]
 pub mod hostile;
 pub mod tasks;

@@ -31,6 +31,8 @@ pub struct BrokerBuilder {
     heartbeat_misses: Option<u32>,
     config_toml: Option<String>,
     args: Vec<OsString>,
+    /// A wrapper that execs the broker (`ip netns exec NAME`), and its arguments.
+    wrapper: Option<(OsString, Vec<OsString>)>,
 }
 
 impl BrokerBuilder {
@@ -66,6 +68,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// Runs the broker through `wrapper`, which must exec it (see
+    /// [`ProcessBuilder::wrap_in`]): `ip netns exec NAME` puts it on another
+    /// network host.
+    pub fn wrap_in<I, S>(mut self, wrapper: impl Into<OsString>, wrapper_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = Some((
+            wrapper.into(),
+            wrapper_args.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
     /// Starts the broker on `socket`, with its config file and logs in
     /// `dir`, and waits for its ready line. Panics, with its logs, if it
     /// does not start.
@@ -91,11 +108,11 @@ impl BrokerBuilder {
         if let Some(misses) = self.heartbeat_misses {
             command = command.arg(format!("--heartbeat-misses={misses}"));
         }
-        let process = command
-            .args(&self.args)
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        command = command.args(&self.args);
+        if let Some((wrapper, args)) = &self.wrapper {
+            command = command.wrap_in(wrapper, args);
+        }
+        let process = command.start().await.unwrap_or_else(|e| panic!("{e}"));
         let broker = BrokerProcess {
             socket: socket.to_owned(),
             process,

@@ -39,6 +39,13 @@
 //! - [`binaries`]: finding (or building, once) a binary of the workspace.
 //! - [`proxy`]: a [`FaultProxy`] that delays, paces, drops, duplicates,
 //!   holds (partitions) or tears whole frames, usable with any client.
+//! - [`nats_cluster`]: a [`NatsCluster`] of real `nats-server` processes
+//!   with routes and JetStream, on loopback or in network namespaces.
+//! - [`netns`] (Linux): a [`Network`] of [`Host`]s, each a network namespace
+//!   with its own address and link, for processes on "other machines",
+//!   partitions and `tc netem`.
+//! - [`tcp_proxy`]: a [`TcpFaultProxy`] that holds (partitions), delays or
+//!   resets a TCP byte stream: the loopback stand-in for a cut link.
 //! - [`history`]: what happened to every task, and the checker that turns it
 //!   into a [`Verdict`].
 //! - [`wait`]: [`wait_until`] a condition, and the [`next`] item of a stream,
@@ -64,10 +71,14 @@ pub mod cluster;
 pub mod embedded;
 pub mod history;
 pub mod nats;
+pub mod nats_cluster;
+#[cfg(target_os = "linux")]
+pub mod netns;
 pub mod process;
 #[cfg(unix)]
 pub mod proxy;
 pub mod rng;
+pub mod tcp_proxy;
 pub mod wait;
 
 pub use broker::{BrokerBuilder, BrokerProcess};
@@ -75,9 +86,13 @@ pub use cluster::Cluster;
 pub use embedded::TestBroker;
 pub use history::{Event, History, Order, Verdict};
 pub use nats::{NatsServer, find_nats_server};
+pub use nats_cluster::{ClusterServer, NatsCluster, Placement};
+#[cfg(target_os = "linux")]
+pub use netns::{Host, Netem, NetnsError, Network};
 pub use process::{LogPaths, Output, Process, ProcessBuilder, Ready, StartError};
 #[cfg(unix)]
 pub use proxy::{Direction, FaultProxy, ProxyStats};
+pub use tcp_proxy::TcpFaultProxy;
 pub use wait::{
     DEADLINE, WaitTimeout, next, next_within, quiet_for, wait_until, wait_until_blocking,
 };

@@ -53,6 +53,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The per-second metrics as a Markdown table, if the scenario has any.
     pub per_second: Option<String>,
+    /// The test binary and the test-name filter that replay it
+    /// [default: `scenarios` and the scenario's name].
+    pub replay: (String, String),
 }
 
 impl Report {
@@ -64,7 +67,15 @@ impl Report {
             criteria: Vec::new(),
             notes: Vec::new(),
             per_second: None,
+            replay: ("scenarios".to_owned(), scenario.to_owned()),
         }
+    }
+
+    /// Replayed from test binary `binary` with the test-name filter `filter`
+    /// (for scenarios outside `tests/scenarios/`, or named otherwise).
+    pub fn replayed_by(mut self, binary: &str, filter: &str) -> Self {
+        self.replay = (binary.to_owned(), filter.to_owned());
+        self
     }
 
     /// Adds a criterion that `measured` is at least `threshold`.
@@ -144,8 +155,8 @@ impl fmt::Display for Report {
         writeln!(f, "### chaos: {} — {verdict}\n", self.scenario)?;
         writeln!(
             f,
-            "Seed {} (replay: `EVENTBUS_CHAOS_SEED={} cargo nextest run -p e2e --test scenarios {}`).\n",
-            self.seed, self.seed, self.scenario
+            "Seed {} (replay: `EVENTBUS_CHAOS_SEED={} cargo nextest run -p e2e --test {} {}`).\n",
+            self.seed, self.seed, self.replay.0, self.replay.1
         )?;
         let mut table =
             String::from("| criterion | threshold | measured | result |\n|---|---:|---:|---|\n");

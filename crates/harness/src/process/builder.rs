@@ -73,6 +73,35 @@ impl ProcessBuilder {
         builder
     }
 
+    /// Runs the command through `wrapper` and its `wrapper_args`, which must
+    /// `exec` it so that the pid stays the child's: `ip netns exec NAME` (run
+    /// it in a network namespace), `taskset -c 0`, `nice -n 10`. The wrapped
+    /// program and its arguments follow the wrapper's arguments.
+    ///
+    /// ```no_run
+    /// use eventbus_harness::ProcessBuilder;
+    /// let worker = ProcessBuilder::new("worker", "target/debug/my-worker")
+    ///     .arg("--fast")
+    ///     .wrap_in("taskset", ["-c", "0"]); // taskset -c 0 target/debug/my-worker --fast
+    /// ```
+    pub fn wrap_in<I, S>(mut self, wrapper: impl AsRef<OsStr>, wrapper_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut args: Vec<OsString> = wrapper_args
+            .into_iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect();
+        args.push(std::mem::replace(
+            &mut self.program,
+            wrapper.as_ref().to_owned(),
+        ));
+        args.append(&mut self.args);
+        self.args = args;
+        self
+    }
+
     /// The process's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -240,3 +240,17 @@ fn a_child_runs_as_the_user_it_is_given_and_is_still_reaped() {
     drop(process);
     assert!(!alive(pid), "dropped but not reaped");
 }
+
+#[test]
+fn a_wrapper_that_execs_keeps_the_pid_and_the_ready_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // `env NAME=VALUE program ...` execs the program: the ready line's pid is
+    // the child's, and the wrapped program sees the wrapper's effect.
+    let script = format!("test \"$WRAPPED\" = yes || exit 7; {READY}; exec sleep 30");
+    let process = sh("wrapped", &script, dir.path())
+        .wrap_in("env", ["WRAPPED=yes"])
+        .ready(Ready::JsonLine)
+        .start_blocking()
+        .unwrap();
+    assert_eq!(process.ready().unwrap()["pid"], process.pid());
+}

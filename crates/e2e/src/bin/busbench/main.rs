@@ -5,13 +5,16 @@
 //! Unix-socket relay in front of an echo server), `responder`/`rtt` and
 //! `sub`/`pub` measure the bus, and `suite` starts them all, broker included,
 //! and prints each figure next to the floor measured in the same run;
-//! `durable` measures durable queues next to the fsync floor and JetStream.
+//! `durable` measures durable queues next to the fsync floor and JetStream;
+//! `fleet` measures the NATS bridge across two hosts next to raw async-nats.
 #![forbid(unsafe_code)]
 
 #[cfg(unix)]
 mod confirm;
 #[cfg(unix)]
 mod durable;
+#[cfg(target_os = "linux")]
+mod fleet;
 #[cfg(unix)]
 mod floor;
 #[cfg(unix)]
@@ -163,6 +166,11 @@ enum Command {
     /// the fsync floor and in-memory queues, recovery after SIGKILL, and
     /// JetStream side by side; prints the report.
     Durable(durable::DurableArgs),
+    /// The bridge across two hosts (network namespaces, else loopback) next
+    /// to raw async-nats over the same links: round trip, throughput, the
+    /// bridge's RSS; prints the report.
+    #[cfg(target_os = "linux")]
+    Fleet(fleet::FleetArgs),
 }
 
 #[cfg(not(unix))]
@@ -221,6 +229,8 @@ fn main() -> anyhow::Result<()> {
                 Command::ConfirmPub(args) => confirm::confirm_pub(&args).await,
                 Command::QueueDepth(args) => confirm::queue_depth(&args).await,
                 Command::Durable(args) => durable::run(&args).await,
+                #[cfg(target_os = "linux")]
+                Command::Fleet(args) => fleet::run(&args).await,
             }
         });
         role.await?

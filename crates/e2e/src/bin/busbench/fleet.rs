@@ -1,0 +1,460 @@
+//! `busbench fleet`: the bridge across two hosts, next to raw async-nats
+//! over the same links in the same run. A fleet of two nodes (network
+//! namespaces when it can make them, else loopback; the mode is printed)
+//! and one `nats-server`:
+//!
+//! 1. round trip, floor: a raw async-nats requester on node 1 and a raw
+//!    responder on node 2 (`floor.rtt`), one request at a time;
+//! 2. round trip, bridged: an eventbus requester on node 1 → its bridge
+//!    (`[[serve]]`) → NATS → node 2's bridge → a queue-group responder on
+//!    node 2's broker, and back;
+//! 3. throughput, floor: raw async-nats publish from node 1 to a subscriber
+//!    on node 2; bridged: eventbus publish on node 1 → export (at-most-once)
+//!    → NATS → import on node 2 → an eventbus subscriber;
+//! 4. each bridge's RSS (`VmRSS`, `VmHWM`) after the loads.
+//!
+//! The goals of issue 19 are printed as ratios: bridged p50 ≤ 1.3 × the
+//! floor's, bridged throughput ≥ 80 % of raw, bridge RSS ≤ 10 MiB.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use e2e::fleet::{Export, Fleet, FleetBuilder, Import, Mode, Node, Serve};
+use serde_json::json;
+
+use eventbus_harness::next_within;
+
+use crate::roles::{histogram, summary};
+
+/// A throughput receiver stops after this long without a message (what did
+/// not arrive by then was lost: at-most-once).
+const STALL: Duration = Duration::from_secs(2);
+/// How long the floor responder waits for its next request before it stops.
+const IDLE: Duration = Duration::from_secs(600);
+
+/// Arguments of `busbench fleet`.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// The `broker` binary each node runs.
+    #[arg(long)]
+    pub broker: PathBuf,
+    /// The `eventbus-bridge` binary (not needed with `--floor-only`).
+    #[arg(long, required_unless_present = "floor_only")]
+    pub bridge: Option<PathBuf>,
+    /// Measured round trips per path.
+    #[arg(long, default_value_t = 5_000)]
+    pub count: u64,
+    /// Round trips before measuring.
+    #[arg(long, default_value_t = 500)]
+    pub warmup: u64,
+    /// Events per throughput load.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Measure only the raw async-nats floors (no bridge needed).
+    #[arg(long)]
+    pub floor_only: bool,
+}
+
+/// One end of a floor measurement: a node's host (none on loopback) and the
+/// NATS URLs as it sees them.
+#[derive(Debug, Clone)]
+struct Side {
+    host: Option<eventbus_harness::Host>,
+    urls: Vec<String>,
+}
+
+impl Side {
+    fn of(node: &Node) -> Self {
+        Self {
+            host: node.host().cloned(),
+            urls: node.nats_urls().to_vec(),
+        }
+    }
+
+    /// Runs `f` on a thread of this side's host (its network namespace; on
+    /// loopback, a plain thread) with a runtime of its own.
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> std::thread::JoinHandle<anyhow::Result<T>> {
+        let host = self.host.clone();
+        std::thread::spawn(move || match host {
+            Some(host) => host.enter(f)?,
+            None => f(),
+        })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Raw async-nats round trips from node 1 to a responder on node 2: ns per trip.
+/// Blocking: run it off the runtime (on loopback the proxies run there).
+fn floor_rtt(
+    from: &Side,
+    to: &Side,
+    count: u64,
+    warmup: u64,
+    size: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let urls = to.urls.clone();
+    let responder = to.spawn(move || {
+        runtime()?.block_on(async move {
+            let client = async_nats::connect(urls).await?;
+            let mut requests = client.subscribe("floor.rtt").await?;
+            client.flush().await?;
+            let _ = ready_tx.send(());
+            let serve = async {
+                while let Some(m) = next_within(&mut requests, IDLE).await {
+                    if let Some(reply) = m.reply {
+                        client.publish(reply, m.payload).await?;
+                    }
+                }
+                anyhow::Ok(())
+            };
+            tokio::select! {
+                r = serve => r,
+                _ = stop_rx => Ok(()),
+            }
+        })
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = stop_tx.send(());
+        let why = responder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor responder panicked"))?;
+        return Err(why.err().unwrap_or_else(|| anyhow::anyhow!("timed out")))
+            .context("the floor responder never subscribed");
+    }
+    let urls = from.urls.clone();
+    let requester = from.spawn(move || {
+        runtime()?.block_on(async move {
+            let client = async_nats::connect(urls).await?;
+            let payload = bytes::Bytes::from(vec![7u8; size]);
+            let mut trips = Vec::with_capacity(count as usize);
+            for i in 0..warmup + count {
+                let start = Instant::now();
+                client.request("floor.rtt", payload.clone()).await?;
+                if i >= warmup {
+                    trips.push(start.elapsed().as_nanos() as u64);
+                }
+            }
+            Ok(trips)
+        })
+    });
+    let trips = requester
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor requester panicked"))?;
+    let _ = stop_tx.send(());
+    responder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor responder panicked"))??;
+    trips
+}
+
+/// Raw async-nats events from node 1 to node 2: (received, seconds).
+/// Blocking: run it off the runtime.
+fn floor_throughput(
+    from: &Side,
+    to: &Side,
+    events: u64,
+    size: usize,
+) -> anyhow::Result<(u64, f64)> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let urls = to.urls.clone();
+    let subscriber = to.spawn(move || {
+        runtime()?.block_on(async move {
+            let client = async_nats::connect(urls).await?;
+            let mut sub = client.subscribe("floor.tput").await?;
+            client.flush().await?;
+            let _ = ready_tx.send(());
+            let mut n = 0;
+            let mut first = None;
+            let mut last = Instant::now();
+            while n < events {
+                match next_within(&mut sub, STALL).await {
+                    Some(_) => {
+                        first.get_or_insert_with(Instant::now);
+                        last = Instant::now();
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let secs = first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0);
+            anyhow::Ok((n, secs))
+        })
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let why = subscriber
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor subscriber panicked"))?;
+        return Err(why.err().unwrap_or_else(|| anyhow::anyhow!("timed out")))
+            .context("the floor subscriber never subscribed");
+    }
+    let urls = from.urls.clone();
+    let publisher = from.spawn(move || {
+        runtime()?.block_on(async move {
+            let client = async_nats::connect(urls).await?;
+            let payload = bytes::Bytes::from(vec![7u8; size]);
+            for _ in 0..events {
+                client.publish("floor.tput", payload.clone()).await?;
+            }
+            client.flush().await?;
+            anyhow::Ok(())
+        })
+    });
+    publisher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor publisher panicked"))??;
+    subscriber
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor subscriber panicked"))?
+}
+
+/// Starts both bridges: node 1 sends the `bench.rtt` requests nobody there
+/// serves over NATS and exports `events.#`; node 2 serves them and imports
+/// node 1's events.
+async fn start_bridges(fleet: &mut Fleet) -> anyhow::Result<()> {
+    // Node 1's bridge is a fallback member of the responders' group, so
+    // requests nobody on node 1 serves go out; node 2's serves them.
+    let serve = Serve {
+        topic_filter: "bench.rtt".into(),
+        subject_prefix: "fleet.req".into(),
+        group: "responders".into(),
+    };
+    let mut one = fleet.node(0).bridge_config();
+    one.serves.push(serve.clone());
+    one.exports
+        .push(Export::new("events.#", Mode::AtMostOnce).add_prefix("fleet.node1"));
+    let mut two = fleet.node(1).bridge_config();
+    two.serves.push(serve);
+    two.imports
+        .push(Import::new("fleet.node1.>", Mode::AtMostOnce));
+    fleet.node_mut(0).start_bridge(&one).await;
+    fleet.node_mut(1).start_bridge(&two).await;
+    Ok(())
+}
+
+/// Bridged round trips: ns per trip.
+async fn bridged_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>> {
+    let responder = fleet.node(1).cluster().client("bench-responder").await;
+    let mut requests = responder
+        .queue_subscribe("bench.rtt", "responders", 1)
+        .await?;
+    let serve = tokio::spawn(async move {
+        while let Some(d) = requests.next().await {
+            let _ = d.reply(d.message().payload().clone());
+        }
+    });
+    let requester = fleet.node(0).cluster().client("bench-requester").await;
+    let payload = bytes::Bytes::from(vec![7u8; args.size]);
+    // The bridges subscribe asynchronously: wait until a request gets through.
+    let end = Instant::now() + Duration::from_secs(20);
+    while requester
+        .request("bench.rtt", payload.clone(), Duration::from_secs(1))
+        .await
+        .is_err()
+    {
+        if Instant::now() > end {
+            bail!("no bridged request answered within 20 s");
+        }
+    }
+    let mut trips = Vec::with_capacity(args.count as usize);
+    for i in 0..args.warmup + args.count {
+        let start = Instant::now();
+        requester
+            .request("bench.rtt", payload.clone(), Duration::from_secs(5))
+            .await?;
+        if i >= args.warmup {
+            trips.push(start.elapsed().as_nanos() as u64);
+        }
+    }
+    serve.abort();
+    Ok(trips)
+}
+
+/// Bridged events from node 1 to node 2: (received, seconds).
+async fn bridged_throughput(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<(u64, f64)> {
+    let subscriber = fleet.node(1).cluster().client("bench-sub").await;
+    let mut sub = subscriber.subscribe("fleet.node1.events.tput").await?;
+    let mut warm = subscriber.subscribe("fleet.node1.events.warm").await?;
+    let publisher = fleet.node(0).cluster().client("bench-pub").await;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.publish("events.warm", "warm")?;
+        if tokio::time::timeout(Duration::from_millis(100), warm.next())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if Instant::now() > end {
+            bail!("no bridged event arrived within 20 s");
+        }
+    }
+    let payload = bytes::Bytes::from(vec![7u8; args.size]);
+    let events = args.events;
+    let publish = async {
+        for _ in 0..events {
+            publisher
+                .publish_wait("events.tput", payload.clone())
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let receive = async {
+        let mut n = 0;
+        let mut first = None;
+        let mut last = Instant::now();
+        while n < events {
+            match next_within(&mut sub, STALL).await {
+                Some(_) => {
+                    first.get_or_insert_with(Instant::now);
+                    last = Instant::now();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        (n, first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0))
+    };
+    let (published, received) = tokio::join!(publish, receive);
+    published?;
+    Ok(received)
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentiles(trips: &[u64]) -> anyhow::Result<serde_json::Value> {
+    let mut h = histogram();
+    for &t in trips {
+        h.record(t.max(1))?;
+    }
+    Ok(summary(&h))
+}
+
+/// Runs the whole comparison and prints the report (JSON, then the ratios).
+pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
+    let mut builder = FleetBuilder::new()
+        .nodes(2)
+        .nats_servers(1)
+        .broker_bin(&args.broker);
+    if let Some(bridge) = &args.bridge {
+        builder = builder.bridge_bin(bridge);
+    }
+    let mut fleet = builder.start().await;
+    let (from, to) = (Side::of(fleet.node(0)), Side::of(fleet.node(1)));
+    let (count, warmup, events, size) = (args.count, args.warmup, args.events, args.size);
+    let (floor, (floor_n, floor_secs)) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            floor_rtt(&from, &to, count, warmup, size)?,
+            floor_throughput(&from, &to, events, size)?,
+        ))
+    })
+    .await??;
+    if args.floor_only {
+        let floor_rate = if floor_secs > 0.0 {
+            floor_n as f64 / floor_secs
+        } else {
+            0.0
+        };
+        println!(
+            "{}",
+            json!({
+                "mode": fleet.mode().to_string(),
+                "rtt_floor": percentiles(&floor)?,
+                "throughput_floor": {"received": floor_n, "of": args.events, "per_s": floor_rate},
+            })
+        );
+        return Ok(());
+    }
+    start_bridges(&mut fleet).await?;
+    // A path the bridge cannot carry is reported, and the others measured.
+    let bridged = match bridged_rtt(&fleet, args).await {
+        Ok(trips) => Ok(percentiles(&trips)?),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let (bridged_n, bridged_secs) = bridged_throughput(&fleet, args).await?;
+    // Where the events went: each bridge's next status (counters since start).
+    let mut statuses = Vec::new();
+    for node in fleet.nodes() {
+        let client = node.cluster().client("bench-status").await;
+        let mut sub = client
+            .subscribe(node.bridge_config().status_topic().as_str())
+            .await?;
+        let status = next_within(&mut sub, Duration::from_secs(5))
+            .await
+            .and_then(|m| serde_json::from_slice::<serde_json::Value>(m.payload()).ok())
+            .unwrap_or_default();
+        statuses.push(status);
+    }
+    let rss: Vec<(u64, u64)> = fleet
+        .nodes()
+        .iter()
+        .filter_map(|n| n.bridge().map(|b| memory_kib(b.pid())))
+        .collect();
+    let floor_p = percentiles(&floor)?;
+    let rate = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let (floor_rate, bridged_rate) = (rate(floor_n, floor_secs), rate(bridged_n, bridged_secs));
+    let report = json!({
+        "mode": fleet.mode().to_string(),
+        "rtt_floor": floor_p,
+        "rtt_bridged": match &bridged { Ok(p) => p.clone(), Err(e) => json!({"not_measured": e}) },
+        "throughput_floor": {"received": floor_n, "of": args.events, "per_s": floor_rate},
+        "throughput_bridged": {"received": bridged_n, "of": args.events, "per_s": bridged_rate},
+        "bridge_status": statuses,
+        "bridge_kib": rss.iter().map(|(rss, hwm)| json!({"rss": rss, "hwm": hwm})).collect::<Vec<_>>(),
+    });
+    println!("{report}");
+    let p50 = |v: &serde_json::Value| v["p50_us"].as_f64().unwrap_or(0.0);
+    println!("fleet mode = {}", fleet.mode());
+    match &bridged {
+        Ok(bridged_p) => println!(
+            "round trip p50: bridged {:.0} µs, floor {:.0} µs: {:.2} × the floor (goal ≤ 1.3)",
+            p50(bridged_p),
+            p50(&floor_p),
+            p50(bridged_p) / p50(&floor_p).max(1.0)
+        ),
+        Err(e) => println!(
+            "round trip p50: bridged NOT MEASURED ({e}), floor {:.0} µs",
+            p50(&floor_p)
+        ),
+    }
+    println!(
+        "throughput: bridged {bridged_rate:.0}/s ({bridged_n} of {} received), raw {floor_rate:.0}/s ({floor_n}): {:.0} % of raw (goal ≥ 80 %)",
+        args.events,
+        100.0 * bridged_rate / floor_rate.max(1.0)
+    );
+    for (node, (rss, hwm)) in fleet.nodes().iter().zip(&rss) {
+        println!(
+            "bridge of {}: RSS {:.1} MiB, peak {:.1} MiB (goal ≤ 10 MiB)",
+            node.name(),
+            *rss as f64 / 1024.0,
+            *hwm as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
