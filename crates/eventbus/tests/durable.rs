@@ -292,6 +292,66 @@ async fn a_durable_pending_request_gets_the_reply_that_came_while_its_client_was
 }
 
 #[tokio::test]
+async fn a_plain_request_into_a_durable_group_outlives_a_broker_restart() {
+    let data = eventbus_harness::embedded::short_temp_dir();
+    let broker = durable_broker(&data, |_| {}).await;
+    let (worker, mut held) = spawn_slow_worker(&broker, "procmond-1").await;
+    let agent = broker.client("agent").await;
+    let mut events = agent.connection_events();
+
+    // `request`, not `submit`: no message id in the caller's hands.
+    let requester = agent.clone();
+    let reply = tokio::spawn(async move { requester.request(TASKS, "scan /opt", DEADLINE).await });
+    let id = tokio::time::timeout(DEADLINE, held.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let broker = broker.restart_with(durable(&data)).await;
+    loop {
+        match events.recv().await.unwrap() {
+            eventbus::ConnectionEvent::Reconnected { .. } => break,
+            eventbus::ConnectionEvent::Closed => panic!("the agent closed"),
+            _ => {}
+        }
+    }
+    // The worker runs the redelivered task; the request hears the answer.
+    let reply = reply.await.unwrap().unwrap();
+    assert_eq!(
+        (&reply.payload()[..], reply.source()),
+        (&b"done:scan /opt"[..], "procmond-1")
+    );
+    // It was kept under the id the worker saw, for the requester only.
+    let kept = agent.result(id, Duration::ZERO).await.unwrap();
+    assert_eq!(&kept.payload()[..], b"done:scan /opt");
+    worker.abort();
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plain_request_the_broker_does_not_keep_fails_at_once_when_the_broker_goes() {
+    let data = eventbus_harness::embedded::short_temp_dir();
+    let in_memory = |c: &mut BrokerConfig| {
+        durable(&data)(c);
+        c.queue.durable = false;
+    };
+    let broker = TestBroker::start_with(in_memory).await;
+    let (worker, mut held) = spawn_slow_worker(&broker, "procmond-1").await;
+    let agent = broker.client("agent").await;
+    let requester = agent.clone();
+    let reply = tokio::spawn(async move { requester.request(TASKS, "scan /tmp", DEADLINE).await });
+    tokio::time::timeout(DEADLINE, held.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let broker = broker.restart_with(in_memory).await;
+    assert_eq!(reply.await.unwrap(), Err(RequestError::Closed));
+    worker.abort();
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_pending_request_the_broker_does_not_keep_fails_at_once_when_the_broker_goes() {
     let data = eventbus_harness::embedded::short_temp_dir();
     // Durable broker, but this queue is kept in memory.

@@ -19,7 +19,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::ids::Seq;
 use super::journal::{Lsn, SyncReport};
+use super::refusal::{PublishRefusal, Refusal};
 use crate::framed::{Outbound, Outgoing};
 
 /// A confirmation, or a delivery, waiting for its record.
@@ -29,10 +31,36 @@ pub(crate) struct Held {
     pub out: Arc<Outbound>,
     /// Sent when the record is durable.
     pub ok: Outgoing,
-    /// Sent when it could not be written; `None`: send `ok` anyway (a
-    /// delivery whose record failed still goes to its consumer, as it
-    /// would from a non-durable queue).
-    pub refused: Option<Outgoing>,
+    /// What is sent instead when it could not be written.
+    pub if_lost: IfLost,
+}
+
+/// What a held item becomes when its record could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfLost {
+    /// A `Storage` refusal of the confirmed command `seq`. Built only
+    /// then: nearly every record is written, and a refusal's frame (its
+    /// text and details) costs several allocations.
+    Refuse(Seq),
+    /// `ok` all the same: a delivery whose record failed still goes to its
+    /// consumer, as it would from a non-durable queue, and a requester
+    /// still learns the id its reply is kept under.
+    SendOk,
+}
+
+impl IfLost {
+    fn frame(self, ok: Outgoing, durable: bool) -> Outgoing {
+        match self {
+            Self::Refuse(seq) if !durable => {
+                let refused: Refusal = PublishRefusal::Storage {
+                    reason: "its record could not be written".to_owned(),
+                }
+                .into();
+                refused.into_frame(seq).into()
+            }
+            _ => ok,
+        }
+    }
 }
 
 /// Held items whose records were reported already: to be sent once the
@@ -142,10 +170,7 @@ impl Confirmations {
 fn release_all(released: Vec<(Held, bool)>) {
     let mut flush: Vec<Arc<Outbound>> = Vec::new();
     for (h, durable) in released {
-        let frame = match h.refused {
-            Some(refused) if !durable => refused,
-            _ => h.ok,
-        };
+        let frame = h.if_lost.frame(h.ok, durable);
         if h.out.push_quiet(frame).is_ok() && !flush.iter().any(|o| Arc::ptr_eq(o, &h.out)) {
             flush.push(h.out);
         }
@@ -177,7 +202,7 @@ mod tests {
             lsn: Lsn::new(lsn),
             out: out.clone(),
             ok: frame(lsn).into(),
-            refused: Some(frame(1000 + lsn).into()),
+            if_lost: IfLost::Refuse(Seq::new(1000 + lsn)),
         }
     }
 
@@ -188,6 +213,12 @@ mod tests {
                 crate::framed::Outgoing::Frame(Frame {
                     kind: Some(Kind::Ok(ok)),
                 }) => ok.seq,
+                crate::framed::Outgoing::Frame(Frame {
+                    kind: Some(Kind::Error(e)),
+                }) => {
+                    assert_eq!(e.code, proto::ErrorCode::Storage as i32);
+                    e.seq
+                }
                 other => panic!("{other:?}"),
             })
             .collect()

@@ -71,6 +71,7 @@ impl Client {
             next_seq: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             accepts: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
             gathers: Mutex::default(),
             cancelled: Mutex::new(Default::default()),
             session: super::session::Session::new(),
@@ -460,7 +461,15 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         }
     };
     match frame.kind {
-        Some(Kind::Ok(ok)) if ok.result_kept => answer(ok.seq, Answer::Kept(ok.message_id)),
+        Some(Kind::Ok(ok)) if ok.result_kept => {
+            if lock(&inner.accepts).contains_key(&ok.seq) {
+                answer(ok.seq, Answer::Kept(ok.message_id));
+            } else if lock(&inner.pending).contains_key(&ok.seq) {
+                // A request (not submitted) entered a durable group: the id
+                // to ask by if the link is lost before its reply comes.
+                lock(&inner.kept).insert(ok.seq, ok.message_id);
+            }
+        }
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),
         // A gather hears its refusal or its replies under its `seq` too.
         Some(Kind::Error(e)) if e.seq != 0 => {
@@ -553,6 +562,7 @@ fn shut(inner: &Inner) {
     inner.out.close();
     lock(&inner.pending).clear();
     lock(&inner.accepts).clear();
+    lock(&inner.kept).clear();
     lock(&inner.gathers).clear();
     for entry in lock(&inner.subs).values() {
         entry.mailbox.close();

@@ -109,6 +109,12 @@ struct Inner {
     /// Submitted requests waiting for the broker's acceptance (their final
     /// answer waits in `pending` under the same `seq`).
     accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Requests (`Client::request`) that entered a durable queue group:
+    /// the message id the broker keeps each one's reply under, by `seq`.
+    /// Kept across a lost link (that is what they are for); each entry is
+    /// removed by its own request when it ends, so there are at most as
+    /// many as requests waiting.
+    kept: Mutex<HashMap<u64, u64>>,
     /// Gathers in progress, by `seq`.
     gathers: Mutex<gather::GatherSinks>,
     /// Looked up for every delivery: a fast, seeded hasher.

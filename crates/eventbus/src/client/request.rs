@@ -4,9 +4,10 @@
 //! the broker has accepted the request, with its message id, so the requester
 //! can [`cancel`](Client::cancel) it while it waits in a queue or runs.
 //!
-//! A submitted request that entered a durable queue group survives the loss
-//! of its connection: the broker keeps its reply by message id, so after the
-//! client reconnects [`PendingRequest::reply`] asks for it
+//! A request (submitted or not) that entered a durable queue group survives
+//! the loss of its connection: the broker keeps its reply by message id and
+//! tells the requester that id, so after the client reconnects
+//! [`PendingRequest::reply`] and [`Client::request`] ask for it
 //! ([`Client::result`]'s `ResultRequest`) instead of failing.
 
 use std::sync::Weak;
@@ -208,9 +209,14 @@ impl Client {
     /// subscriber that answers.
     ///
     /// Fails at once with [`RequestError::NoResponders`] when nobody
-    /// subscribes, and with [`RequestError::Closed`] when the connection
-    /// drops before the reply, even for a request into a durable queue
-    /// group: [`submit`](Self::submit) gives one that outlives its connection.
+    /// subscribes. When the connection drops before the reply, a request
+    /// that entered a durable queue group (`queue.durable`) waits on, as
+    /// [`PendingRequest::reply`] does: the broker told it the message id its
+    /// reply is kept under, and once the client has reconnected (to the
+    /// same broker or a restarted one) it asks for the reply by that id
+    /// within the rest of the timeout. Any other request fails at once with
+    /// [`RequestError::Closed`]. [`submit`](Self::submit) gives the message
+    /// id up front, for [`cancel`](Self::cancel) and [`result`](Self::result).
     ///
     /// # Cancel safety
     ///
@@ -280,6 +286,10 @@ impl Client {
     /// its reply; the client answers it from its
     /// [`direct_deliveries`](Self::direct_deliveries).
     ///
+    /// A direct request goes through no queue, durable or not, so it fails
+    /// with [`RequestError::Closed`] when the connection drops before the
+    /// reply.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe, like [`request`](Self::request).
@@ -314,8 +324,9 @@ impl Client {
     ) -> Result<Message, RequestError> {
         let message = self.envelope(topic.as_str(), body)?;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let answer = self
-            .call(timeout, |seq| {
+        let deadline = Instant::now() + timeout;
+        let (seq, reply) = self
+            .start_call(|seq| {
                 Kind::Publish(proto::Publish {
                     seq,
                     mode: PublishMode::Request as i32,
@@ -325,7 +336,31 @@ impl Client {
                     ..Default::default()
                 })
             })
-            .await;
+            .map_err(|_| RequestError::Closed)?;
+        // Whatever ends this call forgets the id its reply may be kept under.
+        let _kept = KeptEntry { client: self, seq };
+        let answer = match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // The link was lost. A request that entered a durable group has
+            // its reply kept under the id the broker told: ask for it on
+            // the next link, within what is left of the timeout.
+            Ok(Err(_)) => match self.kept_id(seq) {
+                Some(message_id) => {
+                    let resumed = Resumed {
+                        client: std::sync::Arc::downgrade(&self.handle),
+                        message_id,
+                        deadline,
+                        timeout,
+                    };
+                    return resumed.reply(topic).await;
+                }
+                None => Err(CallFailure::Closed),
+            },
+            Err(_) => {
+                self.forget_call(seq);
+                Err(CallFailure::Timeout(timeout))
+            }
+        };
         request_outcome(topic, answer)
     }
 
@@ -400,6 +435,29 @@ impl Client {
                 forget();
                 Err(e.unwrap_or(RequestError::Closed))
             }
+        }
+    }
+}
+
+impl Client {
+    /// The id the reply to request `seq` is kept under, if the broker said.
+    fn kept_id(&self, seq: u64) -> Option<u64> {
+        lock(&self.inner().kept).remove(&seq)
+    }
+}
+
+/// Removes a request's entry in `Inner::kept` when the request ends, however
+/// it ends (dropped included).
+struct KeptEntry<'a> {
+    client: &'a Client,
+    seq: u64,
+}
+
+impl Drop for KeptEntry<'_> {
+    fn drop(&mut self) {
+        let mut kept = lock(&self.client.inner().kept);
+        if !kept.is_empty() {
+            kept.remove(&self.seq);
         }
     }
 }

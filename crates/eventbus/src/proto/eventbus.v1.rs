@@ -425,10 +425,13 @@ pub struct Ok {
     /// Message id assigned to a confirmed publish; 0 otherwise.
     #[prost(uint64, tag = "2")]
     pub message_id: u64,
-    /// Confirmed requests only: the request entered a durable queue group, so
-    /// the broker keeps its reply by `message_id` (journaled, for
+    /// Requests only: the request entered a durable queue group, so the broker
+    /// keeps its reply by `message_id` (journaled, for
     /// `durability.result_ttl_ms`). A requester that lost its connection before
-    /// the reply came fetches it with `ResultRequest` after reconnecting.
+    /// the reply came fetches it with `ResultRequest` after reconnecting. A
+    /// confirmed request hears it as its confirmation; a request that is not
+    /// confirmed hears it too, once its record is durable and before its reply
+    /// (that `Ok` is a notice, not the request's answer).
     #[prost(bool, tag = "3")]
     pub result_kept: bool,
 }

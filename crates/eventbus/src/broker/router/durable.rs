@@ -19,7 +19,7 @@ use prost::Message as _;
 use super::Map;
 use super::Router;
 use super::queues::GroupKey;
-use crate::broker::confirm::Held;
+use crate::broker::confirm::{Held, IfLost};
 use crate::broker::ids::{GroupId, Seq};
 use crate::broker::journal::{
     self, AppendError, Counter, Journal, Lsn, MessageId as JournalId, Outcome, QueueKey, QueueRef,
@@ -171,7 +171,7 @@ impl Router {
                     lsn,
                     out,
                     ok: frame,
-                    refused: None,
+                    if_lost: IfLost::SendOk,
                 });
             }
             _ => self.conns.send(conn, frame),
@@ -349,18 +349,40 @@ impl Router {
         }
         match (last, self.conns.get(conn)) {
             (Some(lsn), Some(c)) => {
-                let refused: Refusal = PublishRefusal::Storage {
-                    reason: "its record could not be written".to_owned(),
-                }
-                .into();
                 self.held.push(Held {
                     lsn,
                     out: c.out.clone(),
                     ok: ok.into(),
-                    refused: Some(refused.into_frame(seq).into()),
+                    if_lost: IfLost::Refuse(seq),
                 });
             }
             _ => self.conns.send(conn, ok),
+        }
+    }
+
+    /// A request that is not confirmed entered a durable group: its reply
+    /// will be kept by message id, so the requester is told that id (an
+    /// `Ok` with `result_kept`, once the request's records are durable,
+    /// ahead of its reply). A requester that loses its connection asks for
+    /// the reply by it. Nothing is sent for a request that entered no
+    /// durable group, or whose record could not be appended: its reply is
+    /// not kept.
+    pub(super) fn notice_kept(&mut self, conn: super::ConnId, seq: Seq, message_id: u64) {
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let (last, failed, accepted) = (d.last.take(), d.failed.take(), d.accepted);
+        d.accepted = false;
+        if failed.is_some() || !accepted || !seq.wants_answer() {
+            return;
+        }
+        if let (Some(lsn), Some(c)) = (last, self.conns.get(conn)) {
+            self.held.push(Held {
+                lsn,
+                out: c.out.clone(),
+                ok: super::accepted(seq, message_id, true).into(),
+                if_lost: IfLost::SendOk,
+            });
         }
     }
 

@@ -140,6 +140,8 @@ impl Router {
             // requester may fetch it after losing its connection.
             let kept = mode.is_request() && self.durable.as_ref().is_some_and(|d| d.accepted);
             self.confirm_durable(conn, seq, accepted(seq, id.get(), kept));
+        } else if mode.is_request() && target.is_none() {
+            self.notice_kept(conn, seq, id.get());
         } else {
             self.durable_unconfirmed();
         }
