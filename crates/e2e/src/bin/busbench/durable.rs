@@ -257,6 +257,15 @@ fn recovery(args: &DurableArgs, dir: &Path, config: &str) -> anyhow::Result<Valu
     }))
 }
 
+/// Writes back every dirty page (`sync`) between the phases, so one phase's
+/// writeback is not charged to the next: JetStream does not fsync each
+/// message, and the recovery's start-up syncs would otherwise wait behind
+/// the hundreds of megabytes it left dirty (measured: 2.95 s from spawn to
+/// ready right after the JetStream loads, 0.93 s without them).
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// JetStream's two loads against a fresh `nats-server -js -sd`.
 fn jetstream(args: &DurableArgs, dir: &Path) -> anyhow::Result<Option<Value>> {
     let (Some(server), Some(bench)) = (&args.nats_server, &args.peerbench) else {
@@ -370,7 +379,9 @@ pub async fn run(args: &DurableArgs) -> anyhow::Result<()> {
         .with_context(|| format!("a temp dir in {}", base.display()))?;
     let config = write_config(dir.path())?;
     let confirms = confirms(args, dir.path(), &config)?;
+    settle_disk();
     let js = jetstream(args, dir.path())?;
+    settle_disk();
     let recovery = recovery(args, dir.path(), &config)?;
     let report = json!({
         "dir": base, "message_bytes": 64,

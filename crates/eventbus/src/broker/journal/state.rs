@@ -94,16 +94,17 @@ impl Index {
     }
 
     fn insert(&mut self, key: Key, len: u32) {
-        if let Some(old) = self.size(key)
-            && self.counted(key)
+        // One lookup in the (large) map for the usual new key.
+        let old = match key {
+            Key::Message(q, id) => self.messages.insert((q, id), Slot { len, at: 0 }).map(|s| s.len),
+            Key::Result(id) => self.results.insert(id, len),
+        };
+        let was_settling = !self.settling.is_empty() && self.settling.remove(&key).is_some();
+        if let Some(old) = old
+            && !was_settling
         {
             self.set_bytes(key, old, false);
         }
-        self.settling.remove(&key);
-        match key {
-            Key::Message(q, id) => self.messages.insert((q, id), Slot { len, at: 0 }).map(drop),
-            Key::Result(id) => self.results.insert(id, len).map(drop),
-        };
         self.set_bytes(key, len, true);
     }
 
@@ -157,7 +158,7 @@ impl Index {
     /// A settlement of `key` appended at `lsn`.
     fn settle(&mut self, key: Key, lsn: Lsn) {
         if let Some(len) = self.size(key)
-            && self.counted(key)
+            && !self.settling.contains_key(&key)
         {
             self.set_bytes(key, len, false);
             self.settling.insert(key, lsn);
