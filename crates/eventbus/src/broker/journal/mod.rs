@@ -57,7 +57,7 @@ mod writer;
 pub(crate) mod tests;
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,6 +153,9 @@ pub(crate) struct Shared {
     wake_compactor: Condvar,
     /// `State::durable`, readable without the lock.
     durable: AtomicU64,
+    /// A record was appended since the writer last took the batch: what
+    /// the writer polls while it lingers after a sync.
+    appended: AtomicBool,
     next_file_no: AtomicU64,
     stats: Stats,
     #[cfg(test)]
@@ -269,6 +272,7 @@ impl Journal {
             wake_writer: Condvar::new(),
             wake_compactor: Condvar::new(),
             durable: AtomicU64::new(recovered.last_lsn.get()),
+            appended: AtomicBool::new(false),
             next_file_no: AtomicU64::new(file_no + 1),
             stats: Stats::default(),
             #[cfg(test)]
@@ -424,8 +428,13 @@ impl Journal {
             }
         }
         let lsn = st.push(&record, len);
-        if st.writer_idle {
-            st.writer_idle = false;
+        self.shared.appended.store(true, Ordering::Release);
+        let wake = std::mem::replace(&mut st.writer_idle, false);
+        // Notified after the lock is released: a writer woken while the
+        // lock is still held would only sleep again on the mutex (one more
+        // wake-up of the writer thread per quiet-bus record).
+        drop(st);
+        if wake {
             self.shared.wake_writer.notify_one();
         }
         Ok(lsn)

@@ -96,7 +96,10 @@ impl Index {
     fn insert(&mut self, key: Key, len: u32) {
         // One lookup in the (large) map for the usual new key.
         let old = match key {
-            Key::Message(q, id) => self.messages.insert((q, id), Slot { len, at: 0 }).map(|s| s.len),
+            Key::Message(q, id) => self
+                .messages
+                .insert((q, id), Slot { len, at: 0 })
+                .map(|s| s.len),
             Key::Result(id) => self.results.insert(id, len),
         };
         let was_settling = !self.settling.is_empty() && self.settling.remove(&key).is_some();
