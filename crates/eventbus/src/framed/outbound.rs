@@ -225,6 +225,14 @@ impl State {
             self.droppable += 1;
             self.droppable_bytes += weight;
         }
+        if self.frames.capacity() == 0 {
+            // Room for exactly one: an idle connection's frames are written
+            // as they come, one at a time, and a first push would otherwise
+            // allocate four entries (each queue this connection rotates
+            // through — the queue, the spare, the writer's batch — keeps
+            // what it was given).
+            self.frames.reserve_exact(1);
+        }
         self.frames.push_back(Entry {
             item,
             weight,

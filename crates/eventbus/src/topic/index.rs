@@ -68,8 +68,10 @@ struct Node<T> {
     values: Vec<T>,
     /// Values of filters that end with `#` right after this node.
     hash: Vec<T>,
-    /// Children for literal segments.
-    literal: Children<T>,
+    /// Children for literal segments; `None` while there are none (most
+    /// nodes: a node costs 64 bytes this way, and a parent's table of
+    /// children holds them inline).
+    literal: Option<Box<Children<T>>>,
     /// Child for a `+` segment.
     plus: Option<Box<Node<T>>>,
 }
@@ -79,7 +81,7 @@ impl<T> Default for Node<T> {
         Self {
             values: Vec::new(),
             hash: Vec::new(),
-            literal: Children::default(),
+            literal: None,
             plus: None,
         }
     }
@@ -90,7 +92,7 @@ impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.values.is_empty()
             && self.hash.is_empty()
-            && self.literal.is_empty()
+            && self.literal.is_none()
             && self.plus.is_none()
     }
 
@@ -103,8 +105,8 @@ impl<T> Node<T> {
         match rest.next() {
             None => self.values.iter().for_each(f),
             Some(segment) => {
-                if !self.literal.is_empty()
-                    && let Some(child) = self.literal.get(segment)
+                if let Some(children) = &self.literal
+                    && let Some(child) = children.get(segment)
                 {
                     child.visit(rest.clone(), f);
                 }
@@ -117,7 +119,12 @@ impl<T> Node<T> {
 
     #[cfg(test)]
     fn count_nodes(&self) -> usize {
-        1 + self.literal.values().map(Node::count_nodes).sum::<usize>()
+        1 + self
+            .literal
+            .iter()
+            .flat_map(|c| c.values())
+            .map(Node::count_nodes)
+            .sum::<usize>()
             + self.plus.as_deref().map_or(0, Node::count_nodes)
     }
 }
@@ -140,21 +147,34 @@ impl<T: PartialEq> Node<T> {
                 removed
             }
             Some(segment) => {
-                let Some(child) = self.literal.get_mut(segment) else {
+                let Some(children) = self.literal.as_deref_mut() else {
+                    return false;
+                };
+                let Some(child) = children.get_mut(segment) else {
                     return false;
                 };
                 let removed = child.remove(rest, value);
                 if child.is_empty() {
-                    self.literal.remove(segment);
-                    if self.literal.is_empty() {
+                    children.remove(segment);
+                    if children.is_empty() {
                         // Give back the table a burst of children grew.
-                        self.literal = Children::default();
+                        self.literal = None;
                     }
                 }
                 removed
             }
         }
     }
+}
+
+/// Appends `value`, allocating room for exactly one when `values` has none:
+/// most filters have one subscriber (a client's own), and a first push
+/// would otherwise allocate four.
+fn push_one<T>(values: &mut Vec<T>, value: T) {
+    if values.capacity() == 0 {
+        values.reserve_exact(1);
+    }
+    values.push(value);
 }
 
 /// Removes one copy of `value` from `values`; order is not kept.
@@ -210,15 +230,19 @@ impl<T> SubscriptionIndex<T> {
             node = match segment {
                 HASH => {
                     // Validation guarantees `#` is the last segment.
-                    node.hash.push(value);
+                    push_one(&mut node.hash, value);
                     self.len += 1;
                     return;
                 }
                 PLUS => node.plus.get_or_insert_with(Box::default),
-                literal => node.literal.entry(literal.into()).or_default(),
+                literal => node
+                    .literal
+                    .get_or_insert_with(Box::default)
+                    .entry(literal.into())
+                    .or_default(),
             };
         }
-        node.values.push(value);
+        push_one(&mut node.values, value);
         self.len += 1;
     }
 
@@ -254,7 +278,7 @@ impl<T: PartialEq> SubscriptionIndex<T> {
                     Some(child) => child,
                     None => return false,
                 },
-                literal => match node.literal.get(literal) {
+                literal => match node.literal.as_deref().and_then(|c| c.get(literal)) {
                     Some(child) => child,
                     None => return false,
                 },
