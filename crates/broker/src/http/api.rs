@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/subscriptions", get(subscriptions))
         .route("/api/v1/topics", get(topics))
         .route("/api/v1/workers", get(workers))
+        .route("/api/v1/bridges", get(bridges))
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/history", get(history))
         .route("/api/v1/live", get(live::upgrade))
@@ -223,6 +224,28 @@ async fn topics(State(state): State<AppState>, uri: Uri) -> Result<Response, Api
 async fn workers(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     params(&uri, &[])?;
     Ok(ok(json!({ "workers": state.monitor.workers() })))
+}
+
+async fn bridges(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    params(&uri, &[])?;
+    Ok(ok(json!({ "bridges": bridges_json(&state.monitor) })))
+}
+
+/// The bridges' last statuses, each with its status JSON parsed (`null`
+/// when it is not JSON), for the API and the dashboard.
+pub(crate) fn bridges_json(monitor: &eventbus::broker::monitor::Monitor) -> serde_json::Value {
+    monitor
+        .bridges()
+        .into_iter()
+        .map(|b| {
+            let status: serde_json::Value =
+                serde_json::from_str(&b.status_json).unwrap_or(serde_json::Value::Null);
+            json!({
+                "name": b.name, "client_id": b.client_id, "connected": b.connected,
+                "age_ms": b.age_ms, "status": status,
+            })
+        })
+        .collect()
 }
 
 async fn tasks(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {

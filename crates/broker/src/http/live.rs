@@ -89,6 +89,7 @@ fn snapshot_json(monitor: &Monitor) -> String {
         "clients": monitor.clients(),
         "queues": monitor.queues(),
         "workers": monitor.workers(),
+        "bridges": crate::http::api::bridges_json(monitor),
     })
     .to_string()
 }

@@ -8,7 +8,7 @@ use e2e::ClusterExt as _;
 use e2e::{CollectorBuilder, CollectorKind, DEADLINE, History, RunOptions, task_ids, wait_until};
 use eventbus::{GroupName, Topic, TopicFilter};
 use futures_core::Stream as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Stalled, cluster_with_http, get, get_json, raw};
 
@@ -214,6 +214,32 @@ async fn every_endpoint_reports_the_traffic_the_test_made() {
         overview["connections"],
         clients["clients"].as_array().unwrap().len()
     );
+
+    // A bridge announces its status: the API has it, parsed.
+    let bridge = eventbus::Client::connect(
+        eventbus::ClientOptions::new(cluster.socket())
+            .client_id(eventbus::ClientId::new("bridge-n1").unwrap())
+            .kind(eventbus::topic::BRIDGE_KIND),
+    )
+    .await
+    .unwrap();
+    bridge
+        .publish_confirmed(
+            &Topic::new("_sys.bridge.n1").unwrap(),
+            r#"{"name":"n1","nats":"connected","exported":5}"#,
+        )
+        .await
+        .unwrap();
+    let bridges = get_json(addr, "/api/v1/bridges").await;
+    let b = find(&bridges["bridges"], "name", "n1").unwrap();
+    assert_eq!(
+        (&b["client_id"], &b["connected"], &b["status"]["exported"]),
+        (&json!("bridge-n1"), &json!(true), &json!(5)),
+        "{bridges}"
+    );
+
+    let stats = get_json(addr, "/api/v1/stats").await;
+    assert_eq!(stats["bridges"][0]["name"], "n1", "{stats}");
 }
 
 #[tokio::test]

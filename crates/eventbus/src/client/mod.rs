@@ -63,7 +63,9 @@ pub use message::Message;
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
 pub use result::{MAX_RESULT_WAIT, ResultError};
-pub use stats::{BrokerStats, ConnectionStats, MemberStats, QueueStats, QueueTotals, TopicStats};
+pub use stats::{
+    BridgeStats, BrokerStats, ConnectionStats, MemberStats, QueueStats, QueueTotals, TopicStats,
+};
 pub use subscription::{QueueSubscription, Subscription};
 
 use crate::framed::{Outbound, PushError};

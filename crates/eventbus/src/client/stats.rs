@@ -36,6 +36,9 @@ pub struct BrokerStats {
     pub queues: Vec<QueueStats>,
     /// One entry per topic published on (at most 4096 topics are tracked).
     pub topics: Vec<TopicStats>,
+    /// The last status of each bridge that announced one on
+    /// `_sys.bridge.<name>` (at most 32), by name.
+    pub bridges: Vec<BridgeStats>,
 }
 
 /// Counters of one client connection, for the life of that connection.
@@ -172,6 +175,40 @@ pub struct TopicStats {
     pub delivered: u64,
 }
 
+/// A bridge's last status, as it announced it on `_sys.bridge.<name>`
+/// (`docs/fleet.md` has the fields of `eventbus-bridge`'s JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[non_exhaustive]
+pub struct BridgeStats {
+    /// `<name>` of its status topic.
+    pub name: String,
+    /// The client that announced it.
+    pub client_id: String,
+    /// Whether that client is still connected: the broker keeps a gone
+    /// bridge's last status, so it shows what the bridge last said.
+    pub connected: bool,
+    /// Milliseconds since the status came (the bridge announces every
+    /// second).
+    pub age_ms: u64,
+    /// The status as published: JSON from `eventbus-bridge`; empty if it was
+    /// over 2 KiB.
+    pub status_json: String,
+}
+
+impl From<proto::BridgeStats> for BridgeStats {
+    fn from(b: proto::BridgeStats) -> Self {
+        Self {
+            name: b.name,
+            client_id: b.client_id,
+            connected: b.connected,
+            age_ms: b.age_ms,
+            status_json: b.status_json,
+        }
+    }
+}
+
 impl From<proto::StatsResponse> for BrokerStats {
     fn from(s: proto::StatsResponse) -> Self {
         Self {
@@ -183,6 +220,7 @@ impl From<proto::StatsResponse> for BrokerStats {
             connections: s.connections.into_iter().map(Into::into).collect(),
             queues: s.queues.into_iter().map(Into::into).collect(),
             topics: s.topics.into_iter().map(Into::into).collect(),
+            bridges: s.bridges.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -280,6 +318,7 @@ mod tests {
                 ..Default::default()
             }],
             topics: vec![proto::TopicStats::default()],
+            bridges: vec![proto::BridgeStats::default()],
             ..Default::default()
         };
         let json = serde_json::to_value(BrokerStats::from(response)).unwrap();
@@ -291,6 +330,7 @@ mod tests {
         assert_eq!(
             keys(&json),
             [
+                "bridges",
                 "connections",
                 "delivered",
                 "dropped",
@@ -300,6 +340,10 @@ mod tests {
                 "topics",
                 "uptime_ms"
             ]
+        );
+        assert_eq!(
+            keys(&json["bridges"][0]),
+            ["age_ms", "client_id", "connected", "name", "status_json"]
         );
         assert_eq!(
             keys(&json["connections"][0]),

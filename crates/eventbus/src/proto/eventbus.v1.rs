@@ -416,6 +416,36 @@ pub struct StatsResponse {
     pub omitted_queues: u64,
     #[prost(uint64, tag = "12")]
     pub omitted_connections: u64,
+    /// Bridges that announced their status on `_sys.bridge.<name>`, by name.
+    #[prost(message, repeated, tag = "13")]
+    pub bridges: ::prost::alloc::vec::Vec<BridgeStats>,
+    /// Bridges left out to fit the frame limit (the stalest statuses first,
+    /// after every other list).
+    #[prost(uint64, tag = "14")]
+    pub omitted_bridges: u64,
+}
+/// A bridge's last status, as it announced it on `_sys.bridge.<name>`
+/// (`docs/fleet.md`). The broker keeps the last one of each of at most 32
+/// bridges, including one whose connection ended (`connected` false), so an
+/// operator sees a bridge that died and what it last said.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BridgeStats {
+    /// `<name>` of the status topic.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The client that announced it.
+    #[prost(string, tag = "2")]
+    pub client_id: ::prost::alloc::string::String,
+    /// Whether that client is still connected.
+    #[prost(bool, tag = "3")]
+    pub connected: bool,
+    /// Milliseconds since the status came.
+    #[prost(uint64, tag = "4")]
+    pub age_ms: u64,
+    /// The status payload as the bridge published it (JSON from
+    /// `eventbus-bridge`), at most 2 KiB; empty if it was larger.
+    #[prost(string, tag = "5")]
+    pub status_json: ::prost::alloc::string::String,
 }
 /// Broker -> client: a request succeeded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -169,6 +169,14 @@ function showSnapshot(snap) {
     c.id, c.identity, c.kind, c.pid ? String(c.pid) : "–", since(c.connected_at_ms),
     rate(c.in_rate), rate(c.out_rate), fmt(c.unsettled), fmt(c.outbound_depth), fmt(c.dropped),
   ]);
+  fill("bridges", snap.bridges || [], (b) => b.name, (b) => {
+    const s = b.status || {};
+    const n = (v) => (v === undefined ? "–" : fmt(v));
+    return [
+      b.name, b.client_id, b.connected ? "up" : "gone", s.nats || "–",
+      n(s.exported), n(s.imported), n(s.buffered), n(s.dropped), n(s.reconnects), age(b.age_ms),
+    ];
+  });
   drawCharts();
 }
 

@@ -116,6 +116,12 @@ impl Monitor {
         self.shared.router.with(|r| r.monitor_clients())
     }
 
+    /// The last status of each bridge (`_sys.bridge.<name>`, at most 32),
+    /// by name.
+    pub fn bridges(&self) -> Vec<BridgeInfo> {
+        self.shared.router.with(|r| r.monitor_bridges())
+    }
+
     /// Every queue group, by filter then name.
     pub fn queues(&self) -> Vec<QueueInfo> {
         self.shared.router.with(|r| r.monitor_queues())

@@ -61,6 +61,24 @@ pub struct Overview {
     pub last: Option<Sample>,
 }
 
+/// A bridge's last status, as it announced it on `_sys.bridge.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BridgeInfo {
+    /// `<name>` of its status topic.
+    pub name: String,
+    /// The client that announced it.
+    pub client_id: String,
+    /// Whether that client is still connected (a gone bridge's last status
+    /// is kept).
+    pub connected: bool,
+    /// Milliseconds since the status came.
+    pub age_ms: u64,
+    /// The status as published (JSON from `eventbus-bridge`); empty if it
+    /// was over 2 KiB.
+    pub status_json: String,
+}
+
 /// One connected client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]

@@ -177,6 +177,7 @@ impl Router {
     /// once; its direct deliveries go to a capability group, if one can take
     /// them; its pending requests are forgotten.
     pub fn disconnect(&mut self, conn: ConnId, reason: DisconnectReason) {
+        self.bridges.disconnected(conn);
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };

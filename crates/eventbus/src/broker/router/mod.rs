@@ -20,6 +20,7 @@
 //! acked, dead-lettered, evicted or cancelled (checked by
 //! `Router::check_invariants` in the tests).
 
+mod bridges;
 mod connections;
 mod counters;
 mod disk_bound;
@@ -153,6 +154,8 @@ pub(crate) struct Router {
     topics: TopicCounters,
     /// What messages in queue groups add up to, per publisher and in all.
     usage: Usage,
+    /// The bridges' last statuses.
+    bridges: bridges::Bridges,
     /// The resident memory last sampled, when it was over the high
     /// watermark: publishes into queue groups are refused meanwhile.
     memory_alarm: Option<u64>,
@@ -192,6 +195,7 @@ impl Router {
             totals: Totals::default(),
             topics: TopicCounters::default(),
             usage: Usage::default(),
+            bridges: bridges::Bridges::default(),
             memory_alarm: None,
             ids: Ids::default(),
             tokens: Tokens::default(),

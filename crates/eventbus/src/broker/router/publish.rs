@@ -82,6 +82,12 @@ impl Router {
             return Err(PublishRefusal::ShuttingDown);
         }
         self.durable_begin();
+        if p.topic
+            .as_str()
+            .starts_with(crate::topic::BRIDGE_STATUS_PREFIX)
+        {
+            self.bridge_status(conn, &p);
+        }
         if p.mode == Mode::FireAndForget && p.target.is_none() && self.fan_out(conn, &p) {
             return Ok(None);
         }

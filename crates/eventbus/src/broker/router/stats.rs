@@ -59,6 +59,7 @@ impl Router {
             topics,
             queues,
             dropped: self.totals.dropped,
+            bridges: self.bridges.stats(self.clock.now),
             ..Default::default()
         };
         fit(&mut stats, max_frame.saturating_sub(FRAME_OVERHEAD));
@@ -72,7 +73,8 @@ const FRAME_OVERHEAD: usize = 64;
 
 /// Leaves out entries until `stats` encodes in `budget` bytes: the least
 /// published topics first, then the queues with the least waiting, then
-/// connections with the least traffic; what was left out is counted.
+/// connections with the least traffic, then the stalest bridge statuses;
+/// what was left out is counted.
 fn fit(stats: &mut proto::StatsResponse, budget: usize) {
     fn trim<T: Message>(list: &mut Vec<T>, over: &mut usize, omitted: &mut u64) {
         while *over > 0 {
@@ -99,6 +101,9 @@ fn fit(stats: &mut proto::StatsResponse, budget: usize) {
         &mut over,
         &mut stats.omitted_connections,
     );
+    stats.bridges.sort_by_key(|b| b.age_ms);
+    trim(&mut stats.bridges, &mut over, &mut stats.omitted_bridges);
+    stats.bridges.sort_by(|a, b| a.name.cmp(&b.name));
     // Back to the documented order.
     stats.topics.sort_by(|a, b| a.topic.cmp(&b.topic));
     stats

@@ -112,7 +112,42 @@ pub fn render(s: &BrokerStats) -> String {
         &["TOPIC", "PUBLISHED", "DELIVERED"],
         &topics,
     );
+    // Only on a bus with bridges.
+    if !s.bridges.is_empty() {
+        section(
+            &mut out,
+            "BRIDGES",
+            &[
+                "NAME", "CLIENT", "STATE", "NATS", "EXPORTED", "IMPORTED", "BUFFERED", "DROPPED",
+                "AGE_MS",
+            ],
+            &s.bridges.iter().map(bridge_row).collect::<Vec<_>>(),
+        );
+    }
     out
+}
+
+/// One bridge's row: the fields of `eventbus-bridge`'s status JSON that say
+/// whether it works (`-` where the status lacks one).
+fn bridge_row(b: &eventbus::client::BridgeStats) -> Vec<String> {
+    let status: serde_json::Value =
+        serde_json::from_str(&b.status_json).unwrap_or(serde_json::Value::Null);
+    let field = |name: &str| match &status[name] {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    vec![
+        b.name.clone(),
+        b.client_id.clone(),
+        if b.connected { "up" } else { "gone" }.to_owned(),
+        field("nats"),
+        field("exported"),
+        field("imported"),
+        field("buffered"),
+        field("dropped"),
+        b.age_ms.to_string(),
+    ]
 }
 
 /// Appends a titled table; an empty section says `(none)`.
@@ -172,6 +207,65 @@ mod tests {
         assert_eq!(
             lines[header].find("PID"),
             lines[header + 1].find("42"),
+            "{text}"
+        );
+        assert!(!text.contains("BRIDGES"), "no bridges, no section: {text}");
+    }
+
+    #[test]
+    fn a_bridge_shows_its_link_and_counters_and_a_status_that_is_not_json_shows_dashes() {
+        let stats = BrokerStats::from(proto::StatsResponse {
+            bridges: vec![
+                proto::BridgeStats {
+                    name: "node-1".into(),
+                    client_id: "bridge-node-1".into(),
+                    connected: true,
+                    age_ms: 300,
+                    status_json: r#"{"name":"node-1","nats":"connected","exported":12,"imported":3,"buffered":0,"dropped":1}"#.into(),
+                },
+                proto::BridgeStats {
+                    name: "node-2".into(),
+                    client_id: "bridge-node-2".into(),
+                    connected: false,
+                    age_ms: 9000,
+                    status_json: "not json".into(),
+                },
+            ],
+            ..Default::default()
+        });
+        let text = render(&stats);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|l| *l != "BRIDGES")
+            .skip(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec![
+                    "node-1",
+                    "bridge-node-1",
+                    "up",
+                    "connected",
+                    "12",
+                    "3",
+                    "0",
+                    "1",
+                    "300"
+                ],
+                vec![
+                    "node-2",
+                    "bridge-node-2",
+                    "gone",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "9000"
+                ],
+            ],
             "{text}"
         );
     }

@@ -327,4 +327,64 @@ allow = ["_sys.bridge.n1", "events.#"]
         bus.confirmed(&bridge, 2, "_sys.bridge.n2", "{}"),
         Err(ErrorCode::PermissionDenied)
     );
+    bus.publish(&bridge, "_sys.bridge.n3", "{}");
+    // Only the permitted status is kept.
+    let names: Vec<String> = bus
+        .stats(&bridge)
+        .bridges
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["n1"]);
+}
+
+/// What a bridge announces is in `stats`, by name, on both publish paths;
+/// a refused announcement is not; a gone bridge's last one stays, marked.
+#[test]
+fn a_bridges_last_status_is_in_stats_and_outlives_it_marked() {
+    let mut bus = Bus::new();
+    let watcher = bus.connect("watcher");
+    let bridge = bus
+        .connect_with(proto::Hello {
+            kind: crate::topic::BRIDGE_KIND.into(),
+            ..hello("bridge-n1")
+        })
+        .unwrap();
+    let other = bus.connect("other");
+    bus.publish(&bridge, "_sys.bridge.n1", r#"{"nats":"connecting"}"#);
+    assert!(
+        bus.confirmed(&bridge, 1, "_sys.bridge.n1", r#"{"nats":"connected"}"#)
+            .is_ok()
+    );
+    // Refused: neither an impostor nor a topic outside `_sys.bridge.<name>`.
+    let _ = bus.confirmed(&other, 1, "_sys.bridge.n9", "{}");
+    let _ = bus.confirmed(&bridge, 2, "_sys.bridge", "{}");
+    // The fast path (someone subscribes to the status topic) keeps it too.
+    bus.subscribe(&watcher, 1, "_sys.bridge.#");
+    bus.publish(&bridge, "_sys.bridge.n2", r#"{"nats":"connected"}"#);
+
+    let stats = bus.stats(&watcher);
+    let got: Vec<(&str, &str, bool, &str)> = stats
+        .bridges
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                b.client_id.as_str(),
+                b.connected,
+                b.status_json.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("n1", "bridge-n1", true, r#"{"nats":"connected"}"#),
+            ("n2", "bridge-n1", true, r#"{"nats":"connected"}"#),
+        ]
+    );
+    bus.disconnect(&bridge);
+    let stats = bus.stats(&watcher);
+    assert!(stats.bridges.iter().all(|b| !b.connected));
+    assert_eq!(stats.bridges.len(), 2);
 }
