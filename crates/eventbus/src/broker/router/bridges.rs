@@ -7,7 +7,9 @@
 //! counters without subscribing. Only a bridge may publish there (the
 //! command layer refuses anyone else, and an auth file narrows it further).
 //!
-//! **Bounds:** at most [`MAX_BRIDGES`] names, each status at most
+//! **Bounds:** at most [`MAX_BRIDGES`] names, at most
+//! [`MAX_NAMES_PER_CONNECTION`] of them from one connection (its own
+//! stalest gives way to a new one), each status at most
 //! [`MAX_STATUS_BYTES`] (a larger one is kept as empty, with its time). At
 //! the bound a new name replaces the stalest entry whose bridge is gone;
 //! while every entry's bridge is connected, a new name is not kept
@@ -68,6 +70,8 @@ impl Router {
 
 /// Most bridge names whose status is kept.
 pub(crate) const MAX_BRIDGES: usize = 32;
+/// Most names one connection's statuses hold at once.
+pub(crate) const MAX_NAMES_PER_CONNECTION: usize = 4;
 /// Largest status payload kept (the bridge's JSON is about 400 bytes).
 pub(crate) const MAX_STATUS_BYTES: usize = 2048;
 
@@ -123,6 +127,19 @@ impl Bridges {
         };
         if let Some(e) = self.entries.iter_mut().find(|e| *e.name == *name) {
             *e = entry;
+            return;
+        }
+        // One connection holds at most a few names (a bridge has one): its
+        // own stalest gives way, so no client can take every place.
+        let own = self.entries.iter().filter(|e| e.conn == Some(conn)).count();
+        if own >= MAX_NAMES_PER_CONNECTION {
+            let stalest = self
+                .entries
+                .iter_mut()
+                .filter(|e| e.conn == Some(conn))
+                .min_by_key(|e| e.at)
+                .expect("counted");
+            *stalest = entry;
             return;
         }
         if self.entries.len() < MAX_BRIDGES {
@@ -249,5 +266,26 @@ mod tests {
         assert!(names.contains(&"new".to_owned()));
         assert!(!names.contains(&"n3".to_owned()));
         assert!(names.contains(&"n7".to_owned()));
+    }
+
+    #[test]
+    fn one_connection_cannot_take_every_place() {
+        let mut b = Bridges::default();
+        let t0 = Instant::now();
+        for i in 0..100u64 {
+            let at = t0 + Duration::from_millis(i);
+            b.announce(
+                &format!("_sys.bridge.x{i}"),
+                ConnId::new(1),
+                &id("hog"),
+                b"{}",
+                at,
+            );
+        }
+        let names: Vec<String> = b.stats(t0).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["x96", "x97", "x98", "x99"], "its newest four");
+        b.announce("_sys.bridge.real", ConnId::new(2), &id("br"), b"{}", t0);
+        assert!(b.stats(t0).iter().any(|s| s.name == "real"));
+        assert_eq!(b.ignored, 0);
     }
 }
