@@ -329,30 +329,7 @@ async fn a_plain_request_into_a_durable_group_outlives_a_broker_restart() {
 }
 
 #[tokio::test]
-async fn a_plain_request_the_broker_does_not_keep_fails_at_once_when_the_broker_goes() {
-    let data = eventbus_harness::embedded::short_temp_dir();
-    let in_memory = |c: &mut BrokerConfig| {
-        durable(&data)(c);
-        c.queue.durable = false;
-    };
-    let broker = TestBroker::start_with(in_memory).await;
-    let (worker, mut held) = spawn_slow_worker(&broker, "procmond-1").await;
-    let agent = broker.client("agent").await;
-    let requester = agent.clone();
-    let reply = tokio::spawn(async move { requester.request(TASKS, "scan /tmp", DEADLINE).await });
-    tokio::time::timeout(DEADLINE, held.recv())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let broker = broker.restart_with(in_memory).await;
-    assert_eq!(reply.await.unwrap(), Err(RequestError::Closed));
-    worker.abort();
-    broker.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_pending_request_the_broker_does_not_keep_fails_at_once_when_the_broker_goes() {
+async fn a_request_the_broker_does_not_keep_fails_at_once_when_the_broker_goes() {
     let data = eventbus_harness::embedded::short_temp_dir();
     // Durable broker, but this queue is kept in memory.
     let in_memory = |c: &mut BrokerConfig| {
@@ -368,10 +345,15 @@ async fn a_pending_request_the_broker_does_not_keep_fails_at_once_when_the_broke
     let id = pending.message_id();
     let reply = tokio::spawn(pending.reply());
     assert_eq!(held.recv().await, Some(id));
+    // A plain `request` too.
+    let requester = agent.clone();
+    let plain = tokio::spawn(async move { requester.request(TASKS, "scan /run", DEADLINE).await });
+    assert!(held.recv().await.is_some());
 
     let broker = broker.restart_with(in_memory).await;
     // Closed, long before the request's deadline: nothing to wait for.
     assert_eq!(reply.await.unwrap(), Err(RequestError::Closed));
+    assert_eq!(plain.await.unwrap(), Err(RequestError::Closed));
     assert_eq!(
         agent.result(id, Duration::ZERO).await,
         Err(ResultError::UnknownMessage { message_id: id })

@@ -255,6 +255,15 @@ fn a_reply_too_large_for_its_requester_is_refused_to_the_responder() {
     assert!(matches!(bus.received(&p).as_slice(), [Got::Reply { .. }]));
 }
 
+/// A client of kind `bridge`.
+fn connect_bridge(bus: &mut Bus, id: &str) -> Peer {
+    bus.connect_with(proto::Hello {
+        kind: crate::topic::BRIDGE_KIND.into(),
+        ..hello(id)
+    })
+    .unwrap()
+}
+
 /// A client of kind `bridge` publishes its status on `_sys.bridge.<name>`
 /// and nothing else of `_sys`; nobody else publishes there.
 #[test]
@@ -262,12 +271,7 @@ fn only_a_bridge_publishes_below_sys_bridge() {
     let mut bus = Bus::new();
     let watcher = bus.connect("watcher");
     bus.subscribe(&watcher, 1, "_sys.bridge.#");
-    let bridge = bus
-        .connect_with(proto::Hello {
-            kind: crate::topic::BRIDGE_KIND.into(),
-            ..hello("bridge-n1")
-        })
-        .unwrap();
+    let bridge = connect_bridge(&mut bus, "bridge-n1");
     let other = bus.connect("other");
     assert!(bus.confirmed(&bridge, 1, "_sys.bridge.n1", "{}").is_ok());
     bus.publish(&bridge, "_sys.bridge.n1", "fast path");
@@ -344,12 +348,7 @@ allow = ["_sys.bridge.n1", "events.#"]
 fn a_bridges_last_status_is_in_stats_and_outlives_it_marked() {
     let mut bus = Bus::new();
     let watcher = bus.connect("watcher");
-    let bridge = bus
-        .connect_with(proto::Hello {
-            kind: crate::topic::BRIDGE_KIND.into(),
-            ..hello("bridge-n1")
-        })
-        .unwrap();
+    let bridge = connect_bridge(&mut bus, "bridge-n1");
     let other = bus.connect("other");
     bus.publish(&bridge, "_sys.bridge.n1", r#"{"nats":"connecting"}"#);
     assert!(
