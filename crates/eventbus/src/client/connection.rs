@@ -464,10 +464,19 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         Some(Kind::Ok(ok)) if ok.result_kept => {
             if lock(&inner.accepts).contains_key(&ok.seq) {
                 answer(ok.seq, Answer::Kept(ok.message_id));
-            } else if lock(&inner.pending).contains_key(&ok.seq) {
+            } else {
                 // A request (not submitted) entered a durable group: the id
-                // to ask by if the link is lost before its reply comes.
-                lock(&inner.kept).insert(ok.seq, ok.message_id);
+                // to ask by if the link is lost before its reply comes. Kept
+                // only while the request still waits, checked under the
+                // `kept` lock: a request that ends drops its receiver before
+                // it removes its entry under that lock, so none is left.
+                let mut kept = lock(&inner.kept);
+                let waiting = lock(&inner.pending)
+                    .get(&ok.seq)
+                    .is_some_and(|tx| !tx.is_closed());
+                if waiting {
+                    kept.insert(ok.seq, ok.message_id);
+                }
             }
         }
         Some(Kind::Ok(ok)) => answer(ok.seq, Answer::Ok(ok.message_id)),

@@ -338,7 +338,12 @@ impl Client {
             })
             .map_err(|_| RequestError::Closed)?;
         // Whatever ends this call forgets the id its reply may be kept under.
-        let _kept = KeptEntry { client: self, seq };
+        let mut waiting = Waiting {
+            client: self,
+            seq,
+            reply: Some(reply),
+        };
+        let reply = waiting.reply.as_mut().expect("held until dropped");
         let answer = match tokio::time::timeout_at(deadline, reply).await {
             Ok(Ok(answer)) => Ok(answer),
             // The link was lost. A request that entered a durable group has
@@ -446,15 +451,19 @@ impl Client {
     }
 }
 
-/// Removes a request's entry in `Inner::kept` when the request ends, however
-/// it ends (dropped included).
-struct KeptEntry<'a> {
+/// A request's wait for its reply. However the request ends (dropped
+/// included), the receiver goes first, then its entry in `Inner::kept`:
+/// the reader keeps an id only for a receiver still open (under the same
+/// lock), so no entry outlives its request.
+struct Waiting<'a> {
     client: &'a Client,
     seq: u64,
+    reply: Option<oneshot::Receiver<Answer>>,
 }
 
-impl Drop for KeptEntry<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        drop(self.reply.take());
         let mut kept = lock(&self.client.inner().kept);
         if !kept.is_empty() {
             kept.remove(&self.seq);
