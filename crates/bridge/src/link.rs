@@ -3,6 +3,7 @@
 //! as a `watch` the other tasks wait on.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event, ServerAddr};
@@ -109,8 +110,17 @@ pub async fn connect(
                         tracing::warn!("NATS disconnected: reconnecting");
                     }
                     Event::SlowConsumer(sid) => {
-                        Counters::bump(&counters.slow_consumer);
-                        tracing::warn!(sid, "NATS subscription too slow: messages dropped");
+                        // Counted each time, logged at 1, 2, 4, 8, ... times:
+                        // a flood of drops must not turn into a flood of
+                        // log lines that slows the bridge down further.
+                        let times = counters.slow_consumer.fetch_add(1, Ordering::Relaxed) + 1;
+                        if times.is_power_of_two() {
+                            tracing::warn!(
+                                sid,
+                                times,
+                                "NATS subscription too slow: messages dropped"
+                            );
+                        }
                     }
                     other => tracing::info!(event = %other, "NATS event"),
                 }
