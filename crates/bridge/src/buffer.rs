@@ -2,8 +2,8 @@
 //! `nats.buffer_max_messages`, with the `nats.buffer_overflow` policy at the
 //! bound. While NATS is unreachable it fills; the sender drains it in order
 //! once NATS is back. While NATS is connected it only holds what the sender
-//! has not handed to NATS yet: an at-most-once reader that finds it full
-//! then waits for room ([`ExportBuffer::try_push`],
+//! has not handed to NATS yet, at most [`CONNECTED_MAX`]: an at-most-once
+//! reader that finds that many then waits for room ([`ExportBuffer::try_push`],
 //! [`ExportBuffer::room_made`]) instead of dropping, so a burst is not
 //! mistaken for an outage (see `export`).
 //!
@@ -20,6 +20,14 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use crate::config::BufferOverflow;
+
+/// The most exports the buffer holds for [`ExportBuffer::try_push`] (an
+/// at-most-once reader while NATS is connected): a few of the sender's
+/// batches. A longer backlog waits in the bridge's local subscription,
+/// where a message costs less memory than a prepared export and the
+/// subscription's own bound applies; the full `buffer_max_messages` is for
+/// outages.
+pub const CONNECTED_MAX: usize = 1024;
 
 /// One message for NATS.
 #[derive(Debug)]
@@ -58,10 +66,13 @@ impl Pushed {
 pub struct ExportBuffer {
     queue: Mutex<VecDeque<Export>>,
     max: usize,
+    /// `max`, or [`CONNECTED_MAX`] if smaller.
+    connected_max: usize,
     policy: BufferOverflow,
     /// Woken when an export is queued.
     items: Notify,
-    /// Woken (every waiter) when an export is taken from a full buffer.
+    /// Woken (every waiter) when an export is taken from a buffer holding
+    /// `connected_max` or more.
     room: Notify,
 }
 
@@ -71,6 +82,7 @@ impl ExportBuffer {
         Self {
             queue: Mutex::new(VecDeque::new()),
             max: max.max(1),
+            connected_max: max.clamp(1, CONNECTED_MAX),
             policy,
             items: Notify::new(),
             room: Notify::new(),
@@ -150,13 +162,14 @@ impl ExportBuffer {
         }
     }
 
-    /// Queues `export` if there is room now; otherwise gives it back
-    /// (`Some`). No policy applies: the caller decides whether to wait (see
+    /// Queues `export` if fewer than [`CONNECTED_MAX`] (or the bound, if
+    /// smaller) wait; otherwise gives it back (`Some`). No policy applies:
+    /// the caller decides whether to wait (see
     /// [`room_made`](Self::room_made)) or to [`push`](Self::push).
     #[must_use = "an export given back was not queued"]
     pub fn try_push(&self, export: Export) -> Option<Export> {
         let mut queue = self.lock();
-        if queue.len() >= self.max {
+        if queue.len() >= self.connected_max {
             return Some(export);
         }
         queue.push_back(export);
@@ -165,7 +178,8 @@ impl ExportBuffer {
         None
     }
 
-    /// Completes the next time an export is taken from a full buffer.
+    /// Completes the next time an export is taken from a buffer that
+    /// [`try_push`](Self::try_push) (or [`push`](Self::push)) finds full.
     /// Made before [`try_push`](Self::try_push) finds the buffer full, it
     /// misses no take in between.
     ///
@@ -182,7 +196,7 @@ impl ExportBuffer {
         if !queue.front().is_some_and(take) {
             return None;
         }
-        let was_full = queue.len() >= self.max;
+        let was_full = queue.len() >= self.connected_max;
         let export = queue.pop_front();
         drop(queue);
         self.made_room(was_full);
@@ -194,9 +208,10 @@ impl ExportBuffer {
         self.try_pop_if(|_| true)
     }
 
-    /// Wakes whoever waits for room, but only when there was none: nobody
-    /// waits while the buffer is not full, and the sender takes exports
-    /// one by one at full speed.
+    /// Wakes whoever waits for room, but only when there may have been
+    /// none: nobody waits below [`CONNECTED_MAX`], and the sender takes
+    /// exports one by one at full speed. (A [`push`](Self::push) woken
+    /// below its bound looks again and waits on.)
     fn made_room(&self, was_full: bool) {
         if was_full {
             self.room.notify_waiters();
@@ -303,6 +318,21 @@ mod tests {
             .expect("woken by the take");
         assert!(buffer.try_push(back).is_none());
         assert_eq!(drain(&buffer), ["s.2"]);
+    }
+
+    #[tokio::test]
+    async fn while_connected_the_backlog_is_capped_below_the_outage_bound() {
+        let buffer = ExportBuffer::new(CONNECTED_MAX + 5, BufferOverflow::DropIncoming);
+        for n in 0..CONNECTED_MAX {
+            assert!(buffer.try_push(export(n as u32)).is_none());
+        }
+        assert!(buffer.try_push(export(0)).is_some());
+        // The outage bound still holds the rest, under the policy.
+        for n in 0..5 {
+            assert_eq!(buffer.push(export(n)).await, Pushed::Queued);
+        }
+        assert_eq!(buffer.push(export(0)).await, Pushed::DroppedIncoming);
+        assert_eq!(buffer.len(), CONNECTED_MAX + 5);
     }
 
     #[tokio::test]

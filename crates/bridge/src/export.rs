@@ -130,9 +130,10 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
 /// Queues an at-most-once export; `None` when the bridge stops first.
 ///
 /// The buffer is for outages: while NATS is connected the sender empties
-/// it as fast as NATS takes the exports, so a full buffer only means a
-/// burst came faster than that, and the reader waits for room instead of
-/// applying the overflow policy. The backlog then waits in the bridge's
+/// it as fast as NATS takes the exports, so a backlog there only means a
+/// burst came faster than that, and past
+/// [`CONNECTED_MAX`](crate::buffer::CONNECTED_MAX) the reader waits for
+/// room instead of applying the overflow policy. The backlog then waits in the bridge's
 /// local subscription, whose own bound evicts the oldest (counted in
 /// `local_dropped`); the local bus never waits for the bridge. While NATS
 /// is away (or once it goes away during the wait) the buffer's policy
