@@ -24,6 +24,17 @@ use crate::{import, serve};
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long [`Bridge::stop`] spends sending buffered exports.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes (payload, topic and 64 per message) one of the bridge's local
+/// subscriptions holds before the oldest message is evicted (counted in
+/// `local_dropped`), next to `nats.backlog_max_messages`: while NATS is
+/// connected a burst the sender has not caught up with waits there, ahead
+/// of the export buffer. (The client's default is 64 MiB.)
+pub const LOCAL_SUBSCRIPTION_BYTES: usize = 16 * 1024 * 1024;
+/// Frames the bridge's local client queues toward the broker (imports,
+/// replies, acks) before a publish waits for room.
+pub const LOCAL_OUTBOUND_CAPACITY: usize = 16_384;
+/// Payload bytes queued toward the broker, likewise.
+pub const LOCAL_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +88,11 @@ impl Bridge {
         let config = Arc::new(config);
         let options = ClientOptions::new(&config.socket)
             .client_id(config.client_id.clone())
-            .kind(eventbus::topic::BRIDGE_KIND);
+            .kind(eventbus::topic::BRIDGE_KIND)
+            .subscription_capacity(config.nats.backlog_max_messages)
+            .subscription_bytes(LOCAL_SUBSCRIPTION_BYTES)
+            .outbound_capacity(LOCAL_OUTBOUND_CAPACITY)
+            .outbound_bytes(LOCAL_OUTBOUND_BYTES);
         let local =
             eventbus::Client::connect(options)
                 .await
@@ -90,6 +105,7 @@ impl Bridge {
             &config.nats.servers,
             &config.name,
             config.reconnect_max(),
+            config.nats.backlog_max_messages,
             counters.clone(),
         )
         .await?;

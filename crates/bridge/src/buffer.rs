@@ -1,7 +1,11 @@
 //! The export buffer: messages on their way to NATS, bounded by
 //! `nats.buffer_max_messages`, with the `nats.buffer_overflow` policy at the
 //! bound. While NATS is unreachable it fills; the sender drains it in order
-//! once NATS is back.
+//! once NATS is back. While NATS is connected it only holds what the sender
+//! has not handed to NATS yet, at most [`CONNECTED_MAX`]: an at-most-once
+//! reader that finds that many then waits for room ([`ExportBuffer::try_push`],
+//! [`ExportBuffer::room_made`]) instead of dropping, so a burst is not
+//! mistaken for an outage (see `export`).
 //!
 //! An at-least-once export carries the local delivery it acknowledges once
 //! JetStream stored it: it is never dropped (dropping it would be a loss the
@@ -13,8 +17,17 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::config::BufferOverflow;
+
+/// The most exports the buffer holds for [`ExportBuffer::try_push`] (an
+/// at-most-once reader while NATS is connected): a few of the sender's
+/// batches. A longer backlog waits in the bridge's local subscription,
+/// where a message costs less memory than a prepared export and the
+/// subscription's own bound applies; the full `buffer_max_messages` is for
+/// outages.
+pub const CONNECTED_MAX: usize = 1024;
 
 /// One message for NATS.
 #[derive(Debug)]
@@ -53,10 +66,13 @@ impl Pushed {
 pub struct ExportBuffer {
     queue: Mutex<VecDeque<Export>>,
     max: usize,
+    /// `max`, or [`CONNECTED_MAX`] if smaller.
+    connected_max: usize,
     policy: BufferOverflow,
     /// Woken when an export is queued.
     items: Notify,
-    /// Woken when an export is taken.
+    /// Woken (every waiter) when an export is taken from a buffer holding
+    /// `connected_max` or more.
     room: Notify,
 }
 
@@ -66,6 +82,7 @@ impl ExportBuffer {
         Self {
             queue: Mutex::new(VecDeque::new()),
             max: max.max(1),
+            connected_max: max.clamp(1, CONNECTED_MAX),
             policy,
             items: Notify::new(),
             room: Notify::new(),
@@ -145,25 +162,60 @@ impl ExportBuffer {
         }
     }
 
+    /// Queues `export` if fewer than [`CONNECTED_MAX`] (or the bound, if
+    /// smaller) wait; otherwise gives it back (`Some`). No policy applies:
+    /// the caller decides whether to wait (see
+    /// [`room_made`](Self::room_made)) or to [`push`](Self::push).
+    #[must_use = "an export given back was not queued"]
+    pub fn try_push(&self, export: Export) -> Option<Export> {
+        let mut queue = self.lock();
+        if queue.len() >= self.connected_max {
+            return Some(export);
+        }
+        queue.push_back(export);
+        drop(queue);
+        self.items.notify_one();
+        None
+    }
+
+    /// Completes the next time an export is taken from a buffer that
+    /// [`try_push`](Self::try_push) (or [`push`](Self::push)) finds full.
+    /// Made before [`try_push`](Self::try_push) finds the buffer full, it
+    /// misses no take in between.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub fn room_made(&self) -> Notified<'_> {
+        self.room.notified()
+    }
+
     /// Takes the oldest export if there is one and `take` says so.
     pub fn try_pop_if(&self, take: impl FnOnce(&Export) -> bool) -> Option<Export> {
         let mut queue = self.lock();
         if !queue.front().is_some_and(take) {
             return None;
         }
+        let was_full = queue.len() >= self.connected_max;
         let export = queue.pop_front();
         drop(queue);
-        self.room.notify_one();
+        self.made_room(was_full);
         export
     }
 
     /// Takes the oldest export if there is one.
     pub fn try_pop(&self) -> Option<Export> {
-        let export = self.lock().pop_front();
-        if export.is_some() {
-            self.room.notify_one();
+        self.try_pop_if(|_| true)
+    }
+
+    /// Wakes whoever waits for room, but only when there may have been
+    /// none: nobody waits below [`CONNECTED_MAX`], and the sender takes
+    /// exports one by one at full speed. (A [`push`](Self::push) woken
+    /// below its bound looks again and waits on.)
+    fn made_room(&self, was_full: bool) {
+        if was_full {
+            self.room.notify_waiters();
         }
-        export
     }
 }
 
@@ -248,6 +300,39 @@ mod tests {
         );
         assert_eq!(drain(&buffer), ["s.2"]);
         assert!(buffer.try_pop_if(|_| true).is_none());
+    }
+
+    #[tokio::test]
+    async fn try_push_gives_back_what_does_not_fit_and_room_made_wakes_on_a_take() {
+        let buffer = ExportBuffer::new(1, BufferOverflow::DropOldest);
+        assert!(buffer.try_push(export(1)).is_none());
+        let room = buffer.room_made();
+        let back = buffer
+            .try_push(export(2))
+            .expect("full: given back, not dropped");
+        assert_eq!(back.subject, "s.2");
+        assert_eq!(drain(&buffer), ["s.1"]);
+        // The take from the full buffer was after `room_made`: not missed.
+        tokio::time::timeout(Duration::from_secs(10), room)
+            .await
+            .expect("woken by the take");
+        assert!(buffer.try_push(back).is_none());
+        assert_eq!(drain(&buffer), ["s.2"]);
+    }
+
+    #[tokio::test]
+    async fn while_connected_the_backlog_is_capped_below_the_outage_bound() {
+        let buffer = ExportBuffer::new(CONNECTED_MAX + 5, BufferOverflow::DropIncoming);
+        for n in 0..CONNECTED_MAX {
+            assert!(buffer.try_push(export(n as u32)).is_none());
+        }
+        assert!(buffer.try_push(export(0)).is_some());
+        // The outage bound still holds the rest, under the policy.
+        for n in 0..5 {
+            assert_eq!(buffer.push(export(n)).await, Pushed::Queued);
+        }
+        assert_eq!(buffer.push(export(0)).await, Pushed::DroppedIncoming);
+        assert_eq!(buffer.len(), CONNECTED_MAX + 5);
     }
 
     #[tokio::test]

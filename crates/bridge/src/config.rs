@@ -15,6 +15,9 @@ pub const TEMPLATE: &str = include_str!("template.toml");
 
 /// The most exports a bridge holds while NATS is unreachable, by default.
 pub const DEFAULT_BUFFER_MAX_MESSAGES: usize = 10_000;
+/// The most messages a burst may hold per rule, by default (see
+/// [`NatsConfig::backlog_max_messages`]).
+pub const DEFAULT_BACKLOG_MAX_MESSAGES: usize = 16_384;
 /// The longest wait between two NATS connection attempts, by default.
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 2_000;
 /// The longest a forwarded request waits for its reply, by default.
@@ -79,6 +82,15 @@ pub struct NatsConfig {
     pub buffer_max_messages: usize,
     /// What happens to an export when that buffer is full.
     pub buffer_overflow: BufferOverflow,
+    /// The most messages a burst may hold per rule on its way across:
+    /// each at-most-once export rule's local subscription while NATS is
+    /// connected but slower than the local publishers (beyond it the
+    /// oldest are evicted, counted in `local_dropped`), and each NATS
+    /// subscription (imports, served requests) while the local side is
+    /// slower (beyond it async-nats drops, counted in `slow_consumer`).
+    /// Memory against burst loss: 300-400 bytes per message held with a
+    /// small payload.
+    pub backlog_max_messages: usize,
     /// How long a request forwarded across NATS (either way) waits for its
     /// reply, in milliseconds.
     pub request_timeout_ms: u64,
@@ -94,6 +106,7 @@ impl Default for NatsConfig {
             reconnect_max_ms: DEFAULT_RECONNECT_MAX_MS,
             buffer_max_messages: DEFAULT_BUFFER_MAX_MESSAGES,
             buffer_overflow: BufferOverflow::default(),
+            backlog_max_messages: DEFAULT_BACKLOG_MAX_MESSAGES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_hops: DEFAULT_MAX_HOPS,
         }
@@ -363,6 +376,12 @@ impl BridgeConfig {
         if raw.nats.buffer_max_messages == 0 {
             return Err(ConfigError::Range {
                 key: "nats.buffer_max_messages",
+                why: "at least 1",
+            });
+        }
+        if raw.nats.backlog_max_messages == 0 {
+            return Err(ConfigError::Range {
+                key: "nats.backlog_max_messages",
                 why: "at least 1",
             });
         }

@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use eventbus::{Delivery, Message, QueueSubscription, Subscription};
+use futures_util::FutureExt as _;
 
-use crate::buffer::Export;
+use crate::buffer::{Export, Pushed};
 use crate::config::ExportRule;
 use crate::link::backoff;
 use crate::origin::{export_origin, nats_headers};
 use crate::shared::Shared;
-use crate::status::Counters;
+use crate::status::{Counters, NatsState};
 
 /// The most at-least-once deliveries the bridge holds unacknowledged per
 /// rule (the queue subscription's prefetch); the buffer bound applies too.
@@ -27,6 +28,12 @@ pub const MAX_EXPORT_PREFETCH: u32 = 1024;
 /// The most JetStream publishes the sender has waiting for their `PubAck`
 /// at once: one round trip per batch instead of per message.
 pub const MAX_PUBACKS_IN_FLIGHT: usize = 256;
+/// The most local messages a reader takes from its subscription (what is
+/// already there) before it looks at the stop signal again.
+pub const READ_BATCH: usize = 256;
+/// The most at-most-once exports the sender hands to NATS before it looks
+/// at the link and the stop signal again.
+pub const SEND_BATCH: usize = 256;
 
 /// The export for a local message, or `None` when it is not exported
 /// (loop prevention, a name that cannot be mapped: counted).
@@ -69,7 +76,9 @@ fn prepare(
 }
 
 /// Reads an at-most-once rule's subscription into the buffer until it
-/// closes or the bridge stops.
+/// closes or the bridge stops, taking what is already there without a wait
+/// per message (at most [`READ_BATCH`] between two looks at the stop
+/// signal).
 ///
 /// # Cancel safety
 ///
@@ -78,13 +87,35 @@ fn prepare(
 pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscription) {
     let mut dropped = 0;
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             () = shared.cancel.cancelled() => return,
             message = sub.next() => match message {
                 Some(message) => message,
                 None => return,
             },
         };
+        let mut message = Some(first);
+        let mut taken = 0;
+        while let Some(m) = message.take() {
+            if let Some((subject, headers)) = prepare(&shared, &rule, &m) {
+                let export = Export {
+                    subject,
+                    headers,
+                    payload: m.payload().clone(),
+                    confirm: None,
+                };
+                match queue(&shared, export).await {
+                    Some(pushed) if pushed.dropped() => Counters::bump(&shared.counters.dropped),
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+            taken += 1;
+            if taken < READ_BATCH {
+                // `next` is cancel safe: not ready, nothing is taken.
+                message = sub.next().now_or_never().flatten();
+            }
+        }
         let now_dropped = sub.dropped();
         if now_dropped > dropped {
             shared
@@ -93,22 +124,46 @@ pub async fn read_fanout(shared: Arc<Shared>, rule: ExportRule, mut sub: Subscri
                 .fetch_add(now_dropped - dropped, std::sync::atomic::Ordering::Relaxed);
             dropped = now_dropped;
         }
-        let Some((subject, headers)) = prepare(&shared, &rule, &message) else {
-            continue;
-        };
-        let export = Export {
-            subject,
-            headers,
-            payload: message.payload().clone(),
-            confirm: None,
-        };
-        let pushed = tokio::select! {
-            () = shared.cancel.cancelled() => return,
-            pushed = shared.buffer.push(export) => pushed,
-        };
-        if pushed.dropped() {
-            Counters::bump(&shared.counters.dropped);
+    }
+}
+
+/// Queues an at-most-once export; `None` when the bridge stops first.
+///
+/// The buffer is for outages: while NATS is connected the sender empties
+/// it as fast as NATS takes the exports, so a backlog there only means a
+/// burst came faster than that, and past
+/// [`CONNECTED_MAX`](crate::buffer::CONNECTED_MAX) the reader waits for
+/// room instead of applying the overflow policy. The backlog then waits in the bridge's
+/// local subscription, whose own bound evicts the oldest (counted in
+/// `local_dropped`); the local bus never waits for the bridge. While NATS
+/// is away (or once it goes away during the wait) the buffer's policy
+/// applies, counted in `dropped`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: cancelled, the export was not queued (it is lost: at most
+/// once).
+async fn queue(shared: &Shared, mut export: Export) -> Option<Pushed> {
+    let mut state = shared.state.clone();
+    loop {
+        if !shared.is_connected() {
+            break;
         }
+        let room = shared.buffer.room_made();
+        match shared.buffer.try_push(export) {
+            None => return Some(Pushed::Queued),
+            Some(back) => export = back,
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => return None,
+            () = room => {}
+            // Lost (or the link's watch is gone): the policy applies.
+            _ = state.wait_for(|s| *s != NatsState::Connected) => break,
+        }
+    }
+    tokio::select! {
+        () = shared.cancel.cancelled() => None,
+        pushed = shared.buffer.push(export) => Some(pushed),
     }
 }
 
@@ -150,6 +205,12 @@ pub async fn read_queue(shared: Arc<Shared>, rule: ExportRule, mut sub: QueueSub
 /// Drains the buffer to NATS, in order, while the link is up; returns when
 /// the bridge stops (see [`drain`] for what is left).
 ///
+/// At most once, each export is handed to the NATS client's command
+/// channel, which waits only when that channel is full: no flush and no
+/// round trip per message (the client writes what it has and flushes when
+/// it runs out), up to [`SEND_BATCH`] exports between two looks at the
+/// link.
+///
 /// # Cancel safety
 ///
 /// Exports wait in the buffer until the link is up, so a cancelled wait
@@ -170,16 +231,26 @@ pub async fn send(shared: Arc<Shared>) {
         if !shared.is_connected() {
             continue;
         }
-        let Some(export) = shared.buffer.try_pop() else {
-            continue;
-        };
-        match export.confirm {
-            None => send_core(&shared, export).await,
-            Some(_) => {
-                if !send_confirmed_batch(&shared, export, &mut streams_ready).await {
-                    return;
-                }
+        if let Some(first) = shared.buffer.try_pop_if(|e| e.confirm.is_some()) {
+            if !send_confirmed_batch(&shared, first, &mut streams_ready).await {
+                return;
             }
+            continue;
+        }
+        let run = async {
+            for _ in 0..SEND_BATCH {
+                let Some(export) = shared.buffer.try_pop_if(|e| e.confirm.is_none()) else {
+                    break;
+                };
+                send_core(&shared, export).await;
+            }
+        };
+        // The run first: the stop signal is only looked at (and its waiter
+        // registered) when the NATS client's channel is full.
+        tokio::select! {
+            biased;
+            () = run => {}
+            () = shared.cancel.cancelled() => return,
         }
     }
 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use eventbus::client::PublishError;
 use eventbus::{Body, Topic};
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt as _};
 
 use crate::config::ImportRule;
 use crate::link::backoff;
@@ -25,6 +25,9 @@ use crate::status::Counters;
 
 /// The most JetStream messages a bridge's consumer holds unacknowledged.
 pub const MAX_ACK_PENDING: i64 = 256;
+/// The most core NATS messages an import takes from its subscription
+/// (what is already there) before it looks at the stop signal again.
+pub const IMPORT_BATCH: usize = 256;
 /// How long JetStream waits for the bridge's ack before it redelivers.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long a nacked message waits before JetStream delivers it again.
@@ -62,7 +65,13 @@ fn prepare(
     }
 }
 
-/// Imports a core NATS subscription until the bridge stops.
+/// Imports a core NATS subscription until the bridge stops: what the
+/// subscription already holds is taken without a wait per message (at most
+/// [`IMPORT_BATCH`] between two looks at the stop signal), each published
+/// on the local bus without waiting for the broker (a wait only while the
+/// local client's outbound buffer is full), so the subscription is drained
+/// as fast as it fills and async-nats has no reason to drop for a slow
+/// consumer.
 ///
 /// # Cancel safety
 ///
@@ -71,35 +80,56 @@ fn prepare(
 /// once).
 pub async fn run_core(shared: Arc<Shared>, rule: ImportRule, mut sub: async_nats::Subscriber) {
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             () = shared.cancel.cancelled() => return,
             message = sub.next() => match message {
                 Some(message) => message,
                 None => return,
             },
         };
-        let Some((topic, body)) = prepare(
-            &shared,
-            &rule,
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            &message.payload,
-        ) else {
-            continue;
-        };
-        let published = tokio::select! {
-            () = shared.cancel.cancelled() => return,
-            published = shared.local.publish_wait(&topic, body) => published,
-        };
-        match published {
-            Ok(()) => Counters::bump(&shared.counters.imported),
-            Err(PublishError::Closed) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, topic = topic.as_str(), "import refused locally");
-                Counters::bump(&shared.counters.refused);
+        let mut message = Some(first);
+        let mut taken = 0;
+        while let Some(m) = message.take() {
+            if !import_core(&shared, &rule, m).await {
+                return;
+            }
+            taken += 1;
+            if taken < IMPORT_BATCH {
+                // `next` is cancel safe: not ready, nothing is taken.
+                message = sub.next().now_or_never().flatten();
             }
         }
     }
+}
+
+/// Publishes one core NATS message locally; `false` when the bridge stops
+/// or the local client is closed.
+async fn import_core(shared: &Shared, rule: &ImportRule, message: async_nats::Message) -> bool {
+    let Some((topic, body)) = prepare(
+        shared,
+        rule,
+        message.subject.as_str(),
+        message.headers.as_ref(),
+        &message.payload,
+    ) else {
+        return true;
+    };
+    // The publish first: it is ready at once unless the outbound buffer
+    // is full, and only then is the stop signal looked at.
+    let published = tokio::select! {
+        biased;
+        published = shared.local.publish_wait(&topic, body) => published,
+        () = shared.cancel.cancelled() => return false,
+    };
+    match published {
+        Ok(()) => Counters::bump(&shared.counters.imported),
+        Err(PublishError::Closed) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, topic = topic.as_str(), "import refused locally");
+            Counters::bump(&shared.counters.refused);
+        }
+    }
+    true
 }
 
 /// Whether a local refusal will never change (the message is terminated in

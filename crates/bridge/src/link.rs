@@ -3,6 +3,7 @@
 //! as a `watch` the other tasks wait on.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event, ServerAddr};
@@ -17,9 +18,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The async-nats client's own command channel (publishes queued for the
 /// connection task): bounded, and a publish waits when it is full.
 pub const CLIENT_CAPACITY: usize = 4096;
-/// Messages a NATS subscription holds before the slowest are dropped by
-/// async-nats (counted by it as a slow consumer).
-pub const SUBSCRIPTION_CAPACITY: usize = 4096;
 
 /// Why the NATS side could not be set up (the servers being down is not
 /// an error: the bridge keeps trying).
@@ -67,7 +65,8 @@ pub struct Link {
     pub state: watch::Receiver<NatsState>,
 }
 
-/// Starts the NATS client: returns at once, connected or not.
+/// Starts the NATS client: returns at once, connected or not. Each of its
+/// subscriptions holds at most `subscription_capacity` messages.
 ///
 /// # Cancel safety
 ///
@@ -76,6 +75,7 @@ pub async fn connect(
     servers: &[String],
     name: &str,
     reconnect_max: Duration,
+    subscription_capacity: usize,
     counters: Arc<Counters>,
 ) -> Result<Link, LinkError> {
     let addrs = parse_servers(servers)?;
@@ -92,7 +92,9 @@ pub async fn connect(
         .max_reconnects(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .client_capacity(CLIENT_CAPACITY)
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        // Messages each NATS subscription (imports, served requests) holds
+        // before async-nats drops them (a slow consumer, counted).
+        .subscription_capacity(subscription_capacity)
         .reconnect_delay_callback(move |attempts| backoff(attempts, reconnect_max))
         .event_callback(move |event| {
             let events = events.clone();
@@ -109,8 +111,17 @@ pub async fn connect(
                         tracing::warn!("NATS disconnected: reconnecting");
                     }
                     Event::SlowConsumer(sid) => {
-                        Counters::bump(&counters.slow_consumer);
-                        tracing::warn!(sid, "NATS subscription too slow: messages dropped");
+                        // Counted each time, logged at 1, 2, 4, 8, ... times:
+                        // a flood of drops must not turn into a flood of
+                        // log lines that slows the bridge down further.
+                        let times = counters.slow_consumer.fetch_add(1, Ordering::Relaxed) + 1;
+                        if times.is_power_of_two() {
+                            tracing::warn!(
+                                sid,
+                                times,
+                                "NATS subscription too slow: messages dropped"
+                            );
+                        }
                     }
                     other => tracing::info!(event = %other, "NATS event"),
                 }

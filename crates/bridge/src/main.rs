@@ -79,8 +79,10 @@ fn run(config: BridgeConfig) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the bridge's work is a chain of hand-offs (local socket,
+    // buffer, NATS socket) that runs fastest without cross-thread wake-ups,
+    // and each thread would cost its own stack and allocator arena.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -65,6 +65,10 @@ fn defaults_fill_what_is_left_out() {
     let config = BridgeConfig::from_toml("[nats]\nname = \"n1\"\n").unwrap();
     assert_eq!(config.client_id.as_str(), "bridge-n1");
     assert_eq!(config.nats.buffer_max_messages, DEFAULT_BUFFER_MAX_MESSAGES);
+    assert_eq!(
+        config.nats.backlog_max_messages,
+        DEFAULT_BACKLOG_MAX_MESSAGES
+    );
     assert_eq!(config.nats.max_hops, DEFAULT_MAX_HOPS);
     assert!(config.exports.is_empty());
 }
@@ -83,6 +87,9 @@ fn bad_configs_are_typed_errors() {
             matches!(e, ConfigError::NoServers)
         }),
         ("[nats]\nname = \"n\"\nbuffer_max_messages = 0", |e| {
+            matches!(e, ConfigError::Range { .. })
+        }),
+        ("[nats]\nname = \"n\"\nbacklog_max_messages = 0", |e| {
             matches!(e, ConfigError::Range { .. })
         }),
         (

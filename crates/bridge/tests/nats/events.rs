@@ -46,6 +46,61 @@ async fn exported_events_reach_a_nats_subscriber_once() {
     bridge.stop().await;
 }
 
+/// The export buffer is for outages: while NATS is connected a burst far
+/// larger than it waits for the sender instead of being dropped at its
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_while_nats_is_connected_is_not_dropped_at_the_outage_buffer() {
+    const BURST: usize = 5_000;
+    let server = NatsServer::start().await;
+    let broker = TestBroker::start().await;
+    let rules = "buffer_max_messages = 10\nbuffer_overflow = \"drop-oldest\"\n\
+                 [[export]]\nfilter = \"events.#\"\nadd_prefix = \"fleet\"\n";
+    let bridge = Bridge::start(config(&broker, &server.url(), "n1", rules))
+        .await
+        .unwrap();
+    connected(&bridge).await;
+    let nats = nats_client(&server).await;
+    let mut sub = nats.subscribe("fleet.>").await.unwrap();
+    nats.flush().await.unwrap();
+    let publisher = broker.client("publisher").await;
+    let receive = async {
+        let mut got = Vec::with_capacity(BURST);
+        while got.len() < BURST {
+            got.push(
+                next(&mut sub)
+                    .await
+                    .expect("NATS subscription open")
+                    .payload,
+            );
+        }
+        got
+    };
+    let publish = async {
+        for n in 0..BURST {
+            publisher
+                .publish_wait("events.burst", n.to_string())
+                .await
+                .unwrap();
+        }
+    };
+    let (got, ()) = tokio::join!(receive, publish);
+    let expected: BTreeSet<String> = (0..BURST).map(|n| n.to_string()).collect();
+    assert_eq!(payloads(&got), expected);
+    wait_until("every export counted", DEADLINE, || async {
+        bridge.status().exported == BURST as u64
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", bridge.status()));
+    let status = bridge.status();
+    assert_eq!(
+        (status.dropped, status.local_dropped, status.buffered),
+        (0, 0, 0),
+        "{status:?}"
+    );
+    bridge.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_messages_reach_local_subscribers_and_hostile_ones_are_refused() {
     let server = NatsServer::start().await;

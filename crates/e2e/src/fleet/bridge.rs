@@ -173,6 +173,9 @@ pub struct BridgeConfig {
     pub buffer_max_messages: u64,
     /// At that bound.
     pub buffer_overflow: Overflow,
+    /// A burst held per rule while NATS is connected but slower (the
+    /// bridge's default when `None`).
+    pub backlog_max_messages: Option<u64>,
     /// The rules.
     pub exports: Vec<Export>,
     /// The rules.
@@ -192,6 +195,7 @@ impl BridgeConfig {
             reconnect_max_ms: 500,
             buffer_max_messages: 10_000,
             buffer_overflow: Overflow::DropOldest,
+            backlog_max_messages: None,
             exports: Vec::new(),
             imports: Vec::new(),
             serves: Vec::new(),
@@ -223,6 +227,9 @@ impl BridgeConfig {
             self.buffer_max_messages,
             q(self.buffer_overflow.as_str()),
         );
+        if let Some(backlog) = self.backlog_max_messages {
+            let _ = writeln!(out, "backlog_max_messages = {backlog}\n");
+        }
         for e in &self.exports {
             let _ = writeln!(
                 out,

@@ -55,6 +55,10 @@ pub struct FleetArgs {
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Each bridge's `backlog_max_messages` (the bridge's default if absent):
+    /// how much of a burst it holds, against its memory.
+    #[arg(long)]
+    pub backlog: Option<u64>,
     /// Measure only the raw async-nats floors (no bridge needed).
     #[arg(long)]
     pub floor_only: bool,
@@ -225,7 +229,7 @@ fn floor_throughput(
 /// Starts both bridges: node 1 sends the `bench.rtt` requests nobody there
 /// serves over NATS and exports `events.#`; node 2 serves them and imports
 /// node 1's events.
-async fn start_bridges(fleet: &mut Fleet) -> anyhow::Result<()> {
+async fn start_bridges(fleet: &mut Fleet, backlog: Option<u64>) -> anyhow::Result<()> {
     // Node 1's bridge is a fallback member of the responders' group, so
     // requests nobody on node 1 serves go out; node 2's serves them.
     let serve = Serve {
@@ -234,10 +238,12 @@ async fn start_bridges(fleet: &mut Fleet) -> anyhow::Result<()> {
         group: "responders".into(),
     };
     let mut one = fleet.node(0).bridge_config();
+    one.backlog_max_messages = backlog;
     one.serves.push(serve.clone());
     one.exports
         .push(Export::new("events.#", Mode::AtMostOnce).add_prefix("fleet.node1"));
     let mut two = fleet.node(1).bridge_config();
+    two.backlog_max_messages = backlog;
     two.serves.push(serve);
     two.imports
         .push(Import::new("fleet.node1.>", Mode::AtMostOnce));
@@ -391,7 +397,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    start_bridges(&mut fleet).await?;
+    start_bridges(&mut fleet, args.backlog).await?;
     // A path the bridge cannot carry is reported, and the others measured.
     let bridged = match bridged_rtt(&fleet, args).await {
         Ok(trips) => Ok(percentiles(&trips)?),
