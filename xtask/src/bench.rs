@@ -84,12 +84,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     for note in &found.notes {
         eprintln!("WARNING: {note}");
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "broker", "-p", "e2e"]);
-    if !found.servers.is_empty() {
-        build.args(["-p", "peerbench"]);
-    }
-    run_cmd(&mut build)?;
+    release_builds(!found.servers.is_empty())?;
     let release = target.join("release");
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let busbench_json = out_dir.join("busbench.json");
@@ -152,6 +147,24 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Release builds of the broker, then of busbench (and peerbench). The
+/// broker is built on its own: built together with the bench tools, cargo
+/// unifies the features the tools turn on in shared dependencies into the
+/// broker too, and the binary measured would be larger than the one
+/// `cargo build --release -p broker` ships (5.85 against 5.36 MB of text
+/// here, and 0.35 MiB more RSS idle).
+fn release_builds(peerbench: bool) -> Result<()> {
+    let mut broker = cargo();
+    broker.args(["build", "--release", "-p", "broker"]);
+    run_cmd(&mut broker)?;
+    let mut tools = cargo();
+    tools.args(["build", "--release", "-p", "e2e"]);
+    if peerbench {
+        tools.args(["-p", "peerbench"]);
+    }
+    run_cmd(&mut tools)
+}
+
 /// `cargo xtask bench --durable`: release builds of the broker, busbench
 /// and (when nats-server is there) peerbench, then `busbench durable`,
 /// whose JSON report is written to `durable.json` and printed.
@@ -165,12 +178,7 @@ fn durable(target: &Path, out_dir: &Path, args: &Args) -> Result<()> {
     if nats.is_none() {
         eprintln!("WARNING: nats-server not found: JetStream is left out");
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "broker", "-p", "e2e"]);
-    if nats.is_some() {
-        build.args(["-p", "peerbench"]);
-    }
-    run_cmd(&mut build)?;
+    release_builds(nats.is_some())?;
     let release = target.join("release");
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let out = out_dir.join("durable.json");
