@@ -63,16 +63,19 @@ impl IfLost {
     }
 }
 
-/// Held items whose records were reported already: to be sent once the
-/// router's lock is released ([`send`](Self::send)).
+/// Connections that were handed held items whose records were reported
+/// already: to be flushed once the router's lock is released
+/// ([`send`](Self::send)). The items are queued on them already, in order.
 #[derive(Debug, Default)]
 #[must_use]
-pub(crate) struct Due(Vec<(Held, bool)>);
+pub(crate) struct Due(Vec<Arc<Outbound>>);
 
 impl Due {
-    /// Sends them, each connection flushed once.
+    /// Flushes each connection once.
     pub(crate) fn send(self) {
-        release_all(self.0);
+        for out in self.0 {
+            out.try_flush();
+        }
     }
 }
 
@@ -115,6 +118,13 @@ impl Confirmations {
     /// those whose records were reported already, to be sent at once.
     /// Called under the router's lock, so items are queued here in the
     /// order the router made them (a consumer's deliveries stay in order).
+    ///
+    /// Those are queued on their connections here, under this type's lock,
+    /// as [`synced`](Self::synced) queues what it releases: a connection's
+    /// items are queued in LSN order whichever thread releases them (a
+    /// delivery released by the writer's next sync never overtakes one
+    /// handed over as already reported). Only the flush waits for the
+    /// router's lock to be released.
     pub(crate) fn hold(&self, held: Vec<Held>) -> Due {
         let mut st = self.lock();
         let mut now = Vec::new();
@@ -126,7 +136,9 @@ impl Confirmations {
                 st.held.push_back(h);
             }
         }
-        Due(now)
+        let flush = queue_all(now);
+        drop(st);
+        Due(flush)
     }
 
     /// The journal reported `report`: releases what it covers.
@@ -146,8 +158,12 @@ impl Confirmations {
             let durable = st.durable(h.lsn);
             due.push((h, durable));
         }
+        // Queued under the lock (see `hold`), flushed after it.
+        let flush = queue_all(due);
         drop(st);
-        release_all(due);
+        for out in flush {
+            out.try_flush();
+        }
     }
 
     /// How far the journal's reports have gone.
@@ -163,11 +179,12 @@ impl Confirmations {
     }
 }
 
-/// Queues each confirmation on its connection, then flushes each
-/// connection once: inline from this thread (usually the journal's writer,
-/// right after its sync) when that connection's writer task is idle, which
-/// spares waking the runtime for the frame; else the writer task is woken.
-fn release_all(released: Vec<(Held, bool)>) {
+/// Queues each released item on its connection; returns the connections
+/// to flush, once each. The caller flushes them: inline from its thread
+/// (usually the journal's writer, right after its sync) when that
+/// connection's writer task is idle, which spares waking the runtime for
+/// the frame; else the writer task is woken.
+fn queue_all(released: Vec<(Held, bool)>) -> Vec<Arc<Outbound>> {
     let mut flush: Vec<Arc<Outbound>> = Vec::new();
     for (h, durable) in released {
         let frame = h.if_lost.frame(h.ok, durable);
@@ -175,9 +192,7 @@ fn release_all(released: Vec<(Held, bool)>) {
             flush.push(h.out);
         }
     }
-    for out in flush {
-        out.try_flush();
-    }
+    flush
 }
 
 #[cfg(test)]
@@ -268,5 +283,20 @@ mod tests {
         c.hold(vec![held(&out, 4)]).send();
         c.synced(&report(4, 4, None));
         assert_eq!(seqs(&out), [4]);
+    }
+
+    /// The writer may release a later item before the router flushes one it
+    /// handed over as already reported: the earlier is queued first anyway
+    /// (a consumer saw its deliveries out of order when the router queued
+    /// its reported items only after releasing its lock).
+    #[test]
+    fn an_item_handed_over_as_reported_stays_ahead_of_one_the_next_sync_releases() {
+        let out = Outbound::new(BrokerConfig::default().outbound_limits());
+        let c = Confirmations::default();
+        c.synced(&report(1, 1, None));
+        let due = c.hold(vec![held(&out, 1), held(&out, 2)]);
+        c.synced(&report(2, 2, None));
+        due.send();
+        assert_eq!(seqs(&out), [1, 2]);
     }
 }
