@@ -556,6 +556,10 @@ async fn a_torn_journal_tail_loses_only_the_last_record() {
         segments.sort();
         let last = segments.last().expect("a segment");
         let mut bytes = std::fs::read(last).unwrap();
+        // The broker extends its segment ahead of what it writes: the zeros
+        // after the last record are not part of it.
+        let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        bytes.truncate(written);
         // The last record holds "m-9": find its payload to damage it.
         let at = bytes
             .windows(3)

@@ -98,9 +98,12 @@ pub(crate) enum TornReason {
 }
 
 /// Reads the frame at the start of `buf`, trusting no length over
-/// `max_frame_bytes`.
+/// `max_frame_bytes`. Nothing but zeros from here on is the end: the writer
+/// extends its segment ahead of what it wrote, and a crash leaves that tail
+/// (a frame never has a zero length, so a torn or damaged frame is never
+/// all zeros to the end).
 pub(crate) fn read_frame(buf: &[u8], max_frame_bytes: usize) -> FrameRead<'_> {
-    if buf.is_empty() {
+    if buf.is_empty() || (buf[0] == 0 && is_zeros(buf)) {
         return FrameRead::End;
     }
     if buf.len() < FRAME_PREFIX {
@@ -123,6 +126,11 @@ pub(crate) fn read_frame(buf: &[u8], max_frame_bytes: usize) -> FrameRead<'_> {
         body: &rest[9..],
         len: FRAME_PREFIX + len,
     }
+}
+
+/// Whether `buf` holds only zeros.
+fn is_zeros(buf: &[u8]) -> bool {
+    buf.chunks(4096).all(|c| c.iter().all(|&b| b == 0))
 }
 
 /// The length of a frame whose body is `body_len` bytes.
@@ -603,5 +611,34 @@ mod tests {
             read_frame(&buf, 1 << 20),
             FrameRead::Torn(TornReason::BadLength)
         ));
+    }
+
+    #[test]
+    fn zeros_to_the_end_are_the_end_and_zeros_before_anything_else_are_damage() {
+        for len in [1, 3, 7, 8, 100, 5000] {
+            assert!(matches!(read_frame(&vec![0; len], 1 << 20), FrameRead::End));
+        }
+        // A frame, then the zeros of an extended segment.
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            Lsn::new(1),
+            &Entry::Record(Record::IdFloor {
+                id: MessageId::new(1),
+            }),
+        );
+        let frame = buf.len();
+        buf.resize(frame + 4096, 0);
+        assert!(matches!(read_frame(&buf, 1 << 20), FrameRead::Frame { .. }));
+        assert!(matches!(read_frame(&buf[frame..], 1 << 20), FrameRead::End));
+        // Zeros, then bytes: not the end, whatever the zeros' length.
+        for zeros in [1, 4, 8, 4096] {
+            let mut torn = vec![0; zeros];
+            torn.push(1);
+            assert!(
+                matches!(read_frame(&torn, 1 << 20), FrameRead::Torn(_)),
+                "{zeros}"
+            );
+        }
     }
 }

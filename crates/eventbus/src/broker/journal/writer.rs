@@ -71,8 +71,24 @@ pub(crate) struct Writer {
     out: Vec<u8>,
     /// Where each record's frame ends in `out`, and its index in the batch.
     ends: Vec<(usize, usize)>,
+    /// The active file's length: past `active.bytes` it reads as zeros
+    /// (see [`EXTEND_BYTES`]).
+    extended: u64,
+    /// Whether to keep extending the active file (until an extension fails).
+    extend: bool,
     callback: SyncCallback,
 }
+
+/// The active segment is extended this far ahead of what is written (a
+/// sparse tail, zeros to a reader), so most syncs cover writes within the
+/// file's size: `fdatasync` then has no new size to commit through the
+/// filesystem's journal. Measured on this machine's ext4, `write` of 144 B
+/// + `fdatasync`, p50: 117–159 µs appending, 90–135 µs within the size.
+/// Recovery takes a tail of zeros for the end of the segment (codec's
+/// `read_frame`), and a segment is cut back to what was written when it is
+/// closed. An extension that fails (a file-size limit, a full disk) is not
+/// tried again in that segment: it is appended to, as before.
+const EXTEND_BYTES: u64 = 1 << 20;
 
 impl Writer {
     pub(crate) fn new(
@@ -91,7 +107,33 @@ impl Writer {
             keys: Vec::new(),
             out: Vec::new(),
             ends: Vec::new(),
+            extended: 0,
+            extend: true,
             callback,
+        }
+    }
+
+    /// Extends the active file ahead of `needed` bytes, if it is to be.
+    fn extend_for(&mut self, needed: u64) {
+        if !self.extend || needed <= self.extended {
+            return;
+        }
+        let limit = self.shared.config.segment_bytes.max(needed);
+        let target = (needed + EXTEND_BYTES).min(limit);
+        match self.file.set_len(target) {
+            Ok(()) => self.extended = target,
+            Err(error) => {
+                tracing::debug!(%error, "journal segment not extended ahead; appending");
+                self.extend = false;
+            }
+        }
+    }
+
+    /// Cuts the active file back to what was written (closing it).
+    fn cut_to_written(&mut self) {
+        if self.extended > self.active.bytes {
+            // Best effort: a tail of zeros left behind reads as the end.
+            let _ = self.file.set_len(self.active.bytes);
         }
     }
 
@@ -106,7 +148,12 @@ impl Writer {
             let failed = {
                 let mut st = self.shared.lock();
                 loop {
-                    if st.crashing || (st.closing && st.pending.is_empty()) {
+                    if st.crashing {
+                        return;
+                    }
+                    if st.closing && st.pending.is_empty() {
+                        drop(st);
+                        self.cut_to_written();
                         return;
                     }
                     if !st.pending.is_empty() {
@@ -269,6 +316,7 @@ impl Writer {
         let Some(&(_, first_index)) = self.ends.first() else {
             return Ok(());
         };
+        self.extend_for(self.active.bytes + self.out.len() as u64);
         let lsn_of = |i: usize| batch.records[i].lsn;
         let kept = match write_all(&mut self.file, &self.out) {
             Ok(()) => self.out.len(),
@@ -288,6 +336,8 @@ impl Writer {
                 self.defined.clear();
                 let end = self.active.bytes + kept as u64;
                 let cut = self.file.set_len(end);
+                self.extended = end;
+                self.extend = false;
                 let synced = cut
                     .and_then(|()| self.file.seek(SeekFrom::Start(end)).map(drop))
                     .and_then(|()| self.sync());
@@ -341,6 +391,9 @@ impl Writer {
         };
         match segment::create(&self.dir, file_no, header) {
             Ok(file) => {
+                self.cut_to_written();
+                self.extended = 0;
+                self.extend = true;
                 let next = Segment {
                     file_no,
                     header,

@@ -21,13 +21,15 @@ fn journal_of(config: &JournalConfig, n: u64) -> (std::path::PathBuf, u64) {
     }
     wait_durable(&journal, last);
     let segment = segments(&config.dir).pop().unwrap();
-    let start = fs::metadata(&segment).unwrap().len();
-    let last = journal
-        .append(accepted(q, n, b"the last record, torn"))
-        .unwrap();
+    let record = accepted(q, n, b"the last record, torn");
+    let len = crate::broker::journal::codec::encoded_len(&record) as u64;
+    let last = journal.append(record).unwrap();
     wait_durable(&journal, last);
+    // Closed: the segment is cut back to what was written (it is extended
+    // ahead while open), so the last record ends the file.
     journal.close().unwrap();
     assert_eq!(segments(&config.dir).pop().unwrap(), segment);
+    let start = fs::metadata(&segment).unwrap().len() - len;
     (segment, start)
 }
 
@@ -242,5 +244,35 @@ fn bad_config_values_are_refused() {
             }
         ),
         "{error:?}"
+    );
+}
+
+#[test]
+fn the_zeros_a_crash_leaves_after_the_extended_segment_are_its_end_not_a_loss() {
+    let dir = temp_dir();
+    let config = config(dir.path());
+    let (journal, _, _) = open(&config);
+    let q = journal.queue(&key("a", "g"));
+    let mut last = Lsn::ZERO;
+    for id in 1..=5 {
+        last = journal.append(accepted(q, id, b"a task")).unwrap();
+    }
+    wait_durable(&journal, last);
+    let segment = segments(&config.dir).pop().unwrap();
+    journal.crash();
+    let data = fs::read(&segment).unwrap();
+    let written = data.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(
+        data.len() > written + 1024,
+        "extended ahead of what was written"
+    );
+
+    let recovered = reopen(&config);
+    assert!(recovered.loss.is_empty(), "{:?}", recovered.loss);
+    assert_eq!(ids(queue(&recovered, &key("a", "g"))), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        written as u64,
+        "cut back to what was written"
     );
 }
