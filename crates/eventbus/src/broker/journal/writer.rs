@@ -82,8 +82,9 @@ pub(crate) struct Writer {
 /// The active segment is extended this far ahead of what is written (a
 /// sparse tail, zeros to a reader), so most syncs cover writes within the
 /// file's size: `fdatasync` then has no new size to commit through the
-/// filesystem's journal. Measured on this machine's ext4, `write` of 144 B
-/// + `fdatasync`, p50: 117–159 µs appending, 90–135 µs within the size.
+/// filesystem's journal. Measured on this machine's ext4, a `write` of
+/// 144 B and an `fdatasync`, p50: 117–159 µs appending, 90–135 µs within
+/// the size.
 /// Recovery takes a tail of zeros for the end of the segment (codec's
 /// `read_frame`), and a segment is cut back to what was written when it is
 /// closed. An extension that fails (a file-size limit, a full disk) is not
