@@ -2,39 +2,18 @@
 //! the monitor): the real binary announces, the broker keeps the last
 //! status by name, and keeps it, marked, once the bridge is gone.
 
-use eventbus_bridge::status::Status;
-use eventbus_harness::{DEADLINE, ProcessBuilder, Ready, TestBroker, wait_until};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus-bridge");
+use eventbus_bridge::status::Status;
+use eventbus_harness::{DEADLINE, TestBroker, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridges_state_shows_in_the_brokers_stats_and_stays_marked_when_it_stops() {
     let broker = TestBroker::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bridge.toml");
     // No NATS server: the bridge is ready, and says it is connecting.
-    let dead_nats = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("nats://{}", listener.local_addr().unwrap())
-    };
-    std::fs::write(
-        &file,
-        format!(
-            "[local]\nsocket = {:?}\n[nats]\nname = \"node7\"\nservers = [{:?}]\n\
-             [[export]]\nfilter = \"events.#\"\n",
-            broker.socket().display().to_string(),
-            dead_nats
-        ),
-    )
-    .unwrap();
-    let mut process = ProcessBuilder::new("eventbus-bridge", BIN)
-        .arg("--config")
-        .arg(&file)
-        .logs_in(dir.path())
-        .ready(Ready::JsonLine)
-        .start()
-        .await
-        .expect("the bridge starts");
+    let file = support::config(dir.path(), &broker, "node7", "");
+    let mut process = support::start(&file, dir.path()).await;
     let watcher = broker.client("watcher").await;
 
     wait_until("the broker has the bridge's status", DEADLINE, || async {

@@ -4,22 +4,17 @@
 
 use std::process::Command;
 
-use eventbus_bridge::status::Status;
-use eventbus_harness::{DEADLINE, ProcessBuilder, Ready, TestBroker, next};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus-bridge");
+use eventbus_bridge::status::Status;
+use eventbus_harness::{DEADLINE, TestBroker, next};
+use support::{BIN, dead_nats};
 
 fn bridge(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
         .output()
         .expect("run eventbus-bridge")
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn dead_nats() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("nats://{}", listener.local_addr().unwrap())
 }
 
 #[test]
@@ -98,27 +93,15 @@ fn an_unreachable_local_broker_is_exit_1() {
 async fn ready_while_nats_is_away_announces_its_status_and_stops_on_sigterm() {
     let broker = TestBroker::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bridge.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[local]\nsocket = {:?}\n[nats]\nname = \"node1\"\nservers = [{:?}]\n\
-             [[export]]\nfilter = \"events.#\"\nadd_prefix = \"fleet.node1\"\n",
-            broker.socket().display().to_string(),
-            dead_nats()
-        ),
-    )
-    .unwrap();
+    let file = support::config(
+        dir.path(),
+        &broker,
+        "node1",
+        "add_prefix = \"fleet.node1\"\n",
+    );
     let watcher = broker.client("watcher").await;
     let mut status = watcher.subscribe("_sys.bridge.node1").await.unwrap();
-    let mut process = ProcessBuilder::new("eventbus-bridge", BIN)
-        .arg("--config")
-        .arg(&file)
-        .logs_in(dir.path())
-        .ready(Ready::JsonLine)
-        .start()
-        .await
-        .expect("the bridge starts");
+    let mut process = support::start(&file, dir.path()).await;
     let ready = process.ready().expect("a JSON ready line").clone();
     assert_eq!(ready["event"], "ready");
     assert_eq!(ready["nats"], "connecting");

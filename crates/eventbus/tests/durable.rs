@@ -161,6 +161,18 @@ async fn a_publish_beyond_the_disk_budget_is_refused_as_storage_and_the_queue_ke
     broker.shutdown().await;
 }
 
+/// Waits for the client whose `events` these are to reconnect.
+async fn reconnected(events: &mut tokio::sync::broadcast::Receiver<eventbus::ConnectionEvent>) {
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Ok(eventbus::ConnectionEvent::Reconnected { .. })) => return,
+            Ok(Ok(eventbus::ConnectionEvent::Closed)) => panic!("the client closed"),
+            Ok(_) => {}
+            Err(_) => panic!("no reconnection within {DEADLINE:?}"),
+        }
+    }
+}
+
 /// A slow worker of group `process`: it holds every first attempt of a task
 /// unanswered (reporting it on the returned channel) and answers later
 /// attempts with `done:<payload>` — a collector that was still busy when
@@ -205,13 +217,7 @@ async fn a_durable_pending_request_outlives_a_broker_restart_and_gets_the_reply_
 
     // The broker goes away while the task runs, and comes back on its journal.
     let broker = broker.restart_with(durable(&data)).await;
-    loop {
-        match events.recv().await.unwrap() {
-            eventbus::ConnectionEvent::Reconnected { .. } => break,
-            eventbus::ConnectionEvent::Closed => panic!("the agent closed"),
-            _ => {}
-        }
-    }
+    reconnected(&mut events).await;
     // The worker, reconnected, runs the redelivered task; the pending
     // request hears the answer.
     let reply = reply.await.unwrap().unwrap();
@@ -308,13 +314,7 @@ async fn a_plain_request_into_a_durable_group_outlives_a_broker_restart() {
         .unwrap();
 
     let broker = broker.restart_with(durable(&data)).await;
-    loop {
-        match events.recv().await.unwrap() {
-            eventbus::ConnectionEvent::Reconnected { .. } => break,
-            eventbus::ConnectionEvent::Closed => panic!("the agent closed"),
-            _ => {}
-        }
-    }
+    reconnected(&mut events).await;
     // The worker runs the redelivered task; the request hears the answer.
     let reply = reply.await.unwrap().unwrap();
     assert_eq!(

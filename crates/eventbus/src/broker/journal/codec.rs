@@ -592,8 +592,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_length_over_the_limit_is_not_trusted() {
+    /// The frame of a small record.
+    fn small_frame() -> Vec<u8> {
         let mut buf = Vec::new();
         encode(
             &mut buf,
@@ -602,6 +602,12 @@ mod tests {
                 id: MessageId::new(1),
             }),
         );
+        buf
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_not_trusted() {
+        let mut buf = small_frame();
         assert!(matches!(
             read_frame(&buf, buf.len() - 1),
             FrameRead::Torn(TornReason::BadLength)
@@ -619,14 +625,7 @@ mod tests {
             assert!(matches!(read_frame(&vec![0; len], 1 << 20), FrameRead::End));
         }
         // A frame, then the zeros of an extended segment.
-        let mut buf = Vec::new();
-        encode(
-            &mut buf,
-            Lsn::new(1),
-            &Entry::Record(Record::IdFloor {
-                id: MessageId::new(1),
-            }),
-        );
+        let mut buf = small_frame();
         let frame = buf.len();
         buf.resize(frame + 4096, 0);
         assert!(matches!(read_frame(&buf, 1 << 20), FrameRead::Frame { .. }));
