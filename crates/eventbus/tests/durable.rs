@@ -32,6 +32,14 @@ fn durable(data: &TempDir) -> impl FnOnce(&mut BrokerConfig) {
     }
 }
 
+/// Makes group `process` exist with no member: durable groups outlive
+/// their members, so requests wait in its queue.
+async fn idle_group(broker: &TestBroker) {
+    let first = broker.client("procmond-1").await;
+    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
+    first.close().await;
+}
+
 /// A worker of group `process` that answers every task with `done:<payload>`.
 async fn spawn_worker(broker: &TestBroker, id: &str) -> tokio::task::JoinHandle<()> {
     let worker = broker.client(id).await;
@@ -86,9 +94,7 @@ async fn a_result_waits_for_a_reply_still_to_come_and_survives_a_restart() {
     let broker = durable_broker(&data, |_| {}).await;
     // The group exists (durable groups outlive their members) but nobody
     // works: the request waits in the queue.
-    let first = broker.client("procmond-1").await;
-    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
-    first.close().await;
+    idle_group(&broker).await;
 
     let agent = broker.client("agent").await;
     let pending = agent.submit(TASKS, "scan /var", DEADLINE).await.unwrap();
@@ -367,9 +373,7 @@ async fn a_result_waiter_hears_that_the_request_was_cancelled() {
     let data = eventbus_harness::embedded::short_temp_dir();
     let broker = durable_broker(&data, |_| {}).await;
     // The durable group exists, nobody works: the request waits.
-    let first = broker.client("procmond-1").await;
-    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
-    first.close().await;
+    idle_group(&broker).await;
     let agent = broker.client("agent").await;
     let pending = agent.submit(TASKS, "scan /srv", DEADLINE).await.unwrap();
     let id = pending.message_id();
@@ -399,9 +403,7 @@ async fn a_result_waiter_hears_that_the_request_was_cancelled() {
 async fn a_durable_pending_request_keeps_its_own_deadline_across_a_restart() {
     let data = eventbus_harness::embedded::short_temp_dir();
     let broker = durable_broker(&data, |_| {}).await;
-    let first = broker.client("procmond-1").await;
-    drop(first.queue_subscribe(TASKS, "process", 8).await.unwrap());
-    first.close().await;
+    idle_group(&broker).await;
     let agent = broker.client("agent").await;
     let timeout = Duration::from_secs(2);
     let pending = agent.submit(TASKS, "scan /opt", timeout).await.unwrap();

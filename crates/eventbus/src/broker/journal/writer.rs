@@ -84,10 +84,9 @@ pub(crate) struct Writer {
 /// file's size: `fdatasync` then has no new size to commit through the
 /// filesystem's journal. Measured on this machine's ext4, a `write` of
 /// 144 B and an `fdatasync`, p50: 117–159 µs appending, 90–135 µs within
-/// the size.
-/// Recovery takes a tail of zeros for the end of the segment (codec's
-/// `read_frame`), and a segment is cut back to what was written when it is
-/// closed. An extension that fails (a file-size limit, a full disk) is not
+/// the size. Recovery takes a tail of zeros for the end of the segment
+/// (codec's `read_frame`), and a segment is cut back to what was written
+/// when it is closed. An extension that fails (a file-size limit, a full disk) is not
 /// tried again in that segment: it is appended to, as before.
 const EXTEND_BYTES: u64 = 1 << 20;
 
@@ -191,12 +190,12 @@ impl Writer {
     }
 
     /// After a small batch's sync, polls for the next record for up to
-    /// [`LINGER`] before the writer goes to sleep on its condition variable. A record that
-    /// comes within it is taken without a wake-up: neither the appender's
-    /// `futex` wake nor the writer's sleep and wake (on this 2-core VM a
-    /// wake-up across CPUs costs ~20 µs, an eighth of a sync). It yields
-    /// the CPU on each poll, so a thread that is ready to run (the runtime
-    /// making the next record) is not kept from it.
+    /// [`LINGER`] before the writer goes to sleep on its condition
+    /// variable. A record that comes within it is taken without a wake-up:
+    /// neither the appender's `futex` wake nor the writer's sleep and wake
+    /// (on this 2-core VM a wake-up across CPUs costs ~20 µs, an eighth of
+    /// a sync). It yields the CPU on each poll, so a thread that is ready
+    /// to run (the runtime making the next record) is not kept from it.
     fn linger(&self) {
         let start = Instant::now();
         while !self.shared.appended.load(Ordering::Acquire) && start.elapsed() < LINGER {
