@@ -18,6 +18,12 @@ pub const DEFAULT_BUFFER_MAX_MESSAGES: usize = 10_000;
 /// The most messages a burst may hold per rule, by default (see
 /// [`NatsConfig::backlog_max_messages`]).
 pub const DEFAULT_BACKLOG_MAX_MESSAGES: usize = 16_384;
+
+/// The largest `buffer_max_messages` and `backlog_max_messages` taken: a
+/// bound meant to bound (16 M messages of a few hundred bytes is already
+/// gigabytes), and far below what a channel of that capacity can be made
+/// with (a larger one would abort the bridge at start).
+pub const MAX_MESSAGES_BOUND: usize = 1 << 24;
 /// The longest wait between two NATS connection attempts, by default.
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 2_000;
 /// The longest a forwarded request waits for its reply, by default.
@@ -373,17 +379,16 @@ impl BridgeConfig {
             return Err(ConfigError::NoServers);
         }
         crate::link::parse_servers(&raw.nats.servers).map_err(ConfigError::Server)?;
-        if raw.nats.buffer_max_messages == 0 {
-            return Err(ConfigError::Range {
-                key: "nats.buffer_max_messages",
-                why: "at least 1",
-            });
-        }
-        if raw.nats.backlog_max_messages == 0 {
-            return Err(ConfigError::Range {
-                key: "nats.backlog_max_messages",
-                why: "at least 1",
-            });
+        for (key, value) in [
+            ("nats.buffer_max_messages", raw.nats.buffer_max_messages),
+            ("nats.backlog_max_messages", raw.nats.backlog_max_messages),
+        ] {
+            if !(1..=MAX_MESSAGES_BOUND).contains(&value) {
+                return Err(ConfigError::Range {
+                    key,
+                    why: "from 1 to 16777216",
+                });
+            }
         }
         if raw.nats.reconnect_max_ms == 0 || raw.nats.request_timeout_ms == 0 {
             return Err(ConfigError::Range {

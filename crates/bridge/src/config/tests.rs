@@ -93,6 +93,14 @@ fn bad_configs_are_typed_errors() {
             matches!(e, ConfigError::Range { .. })
         }),
         (
+            "[nats]\nname = \"n\"\nbacklog_max_messages = 4611686018427387904",
+            |e| matches!(e, ConfigError::Range { .. }),
+        ),
+        (
+            "[nats]\nname = \"n\"\nbuffer_max_messages = 16777217",
+            |e| matches!(e, ConfigError::Range { .. }),
+        ),
+        (
             "[nats]\nname = \"n\"\nbuffer_overflow = \"drop-all\"",
             |e| matches!(e, ConfigError::Parse(_)),
         ),
