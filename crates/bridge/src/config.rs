@@ -22,7 +22,7 @@ pub const DEFAULT_BACKLOG_MAX_MESSAGES: usize = 16_384;
 /// The largest `buffer_max_messages` and `backlog_max_messages` taken: a
 /// bound meant to bound (16 M messages of a few hundred bytes is already
 /// gigabytes), and far below what a channel of that capacity can be made
-/// with (a larger one would abort the bridge at start).
+/// with (above `usize::MAX >> 3` tokio panics on the first subscribe).
 pub const MAX_MESSAGES_BOUND: usize = 1 << 24;
 /// The longest wait between two NATS connection attempts, by default.
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 2_000;
