@@ -26,6 +26,7 @@ pub mod monitor;
 mod queue;
 mod refusal;
 mod router;
+mod shrink;
 mod stats;
 
 use std::future::Future;

@@ -8,11 +8,13 @@
 //! **Invariant:** the queue holds at most `max_len` newly published messages;
 //! redeliveries go back to the front even past the bound, because they were
 //! accepted already and are themselves bounded by the members' credit.
+//! The queue gives back its room once mostly empty (`broker::shrink`).
 
 use std::collections::VecDeque;
 
 use super::config::QueuePolicy;
 use super::ids::{ConnId, MessageId, SubscriptionId};
+use super::shrink::Sparse as _;
 use crate::codec::raw::Stamped;
 use crate::framed::OverflowPolicy;
 use crate::names::{ClientId, GroupName};
@@ -138,6 +140,12 @@ impl QueueGroup {
         self.queue.len() >= self.policy.max_len || self.bytes + size > self.policy.max_bytes
     }
 
+    /// The queue's room (in messages), for tests.
+    #[cfg(test)]
+    pub fn room(&self) -> usize {
+        self.queue.capacity()
+    }
+
     /// Bytes of the messages waiting.
     #[cfg(any(test, fuzzing))]
     pub fn waiting_bytes(&self) -> usize {
@@ -156,6 +164,7 @@ impl QueueGroup {
 
     fn pop_front(&mut self) -> Option<Queued> {
         let message = self.queue.pop_front()?;
+        self.queue.shrink_if_sparse();
         self.bytes -= message.size;
         Some(message)
     }
@@ -341,6 +350,7 @@ impl QueueGroup {
             .iter()
             .position(|m| m.message.id == message_id.get())?;
         let message = self.queue.remove(pos)?;
+        self.queue.shrink_if_sparse();
         self.bytes -= message.size;
         Some(message)
     }

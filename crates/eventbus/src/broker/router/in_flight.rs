@@ -4,13 +4,15 @@
 //! and subscription; a message is in flight at most once (it is not also
 //! waiting in a queue); `next_deadline` is never later than the earliest ack
 //! deadline in the table (it may be earlier: the ticker then finds nothing and
-//! recomputes it).
+//! recomputes it). The table gives back its room once mostly empty
+//! (`broker::shrink`).
 
 use std::time::Instant;
 
 use super::Map;
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
 use crate::broker::queue::Queued;
+use crate::broker::shrink::Sparse as _;
 use crate::codec::raw::Stamped;
 
 /// A delivery awaiting its ack.
@@ -61,7 +63,9 @@ impl InFlightTable {
     }
 
     pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
-        self.map.remove(&id)
+        let delivery = self.map.remove(&id);
+        self.map.shrink_if_sparse();
+        delivery
     }
 
     /// Delivery `id`, if `conn` holds it.
@@ -79,11 +83,17 @@ impl InFlightTable {
         if self.map.get(&id)?.conn != conn {
             return None;
         }
-        self.map.remove(&id)
+        self.remove(id)
     }
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The table's room (in entries), for tests.
+    #[cfg(test)]
+    pub fn room(&self) -> usize {
+        self.map.capacity()
     }
 
     #[cfg(any(test, fuzzing))]
@@ -110,9 +120,12 @@ impl InFlightTable {
             .map(|(&id, _)| id)
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids.into_iter()
+        let held = ids
+            .into_iter()
             .filter_map(|id| self.map.remove(&id))
-            .collect()
+            .collect();
+        self.map.shrink_if_sparse();
+        held
     }
 
     /// The earliest ack deadline, if any may be pending.
@@ -141,9 +154,11 @@ impl InFlightTable {
             .collect();
         self.next_deadline = next;
         expired.sort_unstable_by(|a, b| b.cmp(a));
-        expired
+        let expired = expired
             .into_iter()
             .filter_map(|id| self.map.remove(&id))
-            .collect()
+            .collect();
+        self.map.shrink_if_sparse();
+        expired
     }
 }

@@ -8,12 +8,14 @@
 //! **Invariants:** `by_token` and `by_message` name the same requests; a
 //! request is pending until its reply, a failure told to its requester, its
 //! deadline, or its requester's disconnect, whichever comes first; at most
-//! `max_pending_requests` are pending.
+//! `max_pending_requests` are pending. The tables give back their room
+//! once mostly empty (`broker::shrink`).
 
 use std::time::Instant;
 
 use super::Map;
 use crate::broker::ids::{ConnId, CorrelationId, MessageId, Seq};
+use crate::broker::shrink::Sparse as _;
 
 /// The plain subscribers a request was copied to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,13 +87,28 @@ impl Requests {
     pub fn take(&mut self, token: CorrelationId) -> Option<PendingRequest> {
         let pending = self.by_token.remove(&token)?;
         self.by_message.remove(&pending.message);
+        self.shrink_if_sparse();
         Some(pending)
     }
 
     /// Takes the request of message `id` off the table: it failed.
     pub fn take_message(&mut self, id: MessageId) -> Option<PendingRequest> {
         let token = self.by_message.remove(&id)?;
-        self.by_token.remove(&token)
+        let pending = self.by_token.remove(&token);
+        self.shrink_if_sparse();
+        pending
+    }
+
+    /// The larger of the two tables' room (in entries), for tests.
+    #[cfg(test)]
+    pub fn room(&self) -> usize {
+        self.by_token.capacity().max(self.by_message.capacity())
+    }
+
+    /// Gives back the room a burst of requests left (`broker::shrink`).
+    fn shrink_if_sparse(&mut self) {
+        self.by_token.shrink_if_sparse();
+        self.by_message.shrink_if_sparse();
     }
 
     /// Forgets the requests of a requester that left.
@@ -104,6 +121,7 @@ impl Requests {
             }
             keep
         });
+        self.shrink_if_sparse();
     }
 
     /// Forgets requests whose deadline has passed, adding their requesters
@@ -121,6 +139,7 @@ impl Requests {
             }
             pending
         });
+        self.shrink_if_sparse();
         next
     }
 

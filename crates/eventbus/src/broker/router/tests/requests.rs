@@ -280,3 +280,61 @@ fn a_fallback_member_serves_only_while_the_group_has_no_other_member() {
         [(9, ErrorCode::InvalidArgument)]
     );
 }
+
+#[test]
+fn a_burst_of_queued_requests_leaves_no_room_behind_once_answered() {
+    use crate::broker::shrink::KEEP;
+    const BURST: u64 = 5_000;
+    let mut bus = Bus::new();
+    let m = bus.connect("m");
+    let p = bus.connect("p");
+    bus.join(&m, 1, "svc.work", "g", 100);
+    bus.bulk(|bus| {
+        for seq in 1..=BURST {
+            bus.send_done(&p, request(seq, "svc.work", 0));
+        }
+    });
+    let gid = bus.run(|router, _| {
+        let (gid, group) = router.queues.iter().next().expect("the group");
+        assert_eq!(router.requests.len(), BURST as usize);
+        assert!(group.room() >= (BURST - 100) as usize, "the burst waits");
+        gid
+    });
+    let replies = bus.bulk(|bus| {
+        let mut replies = 0;
+        loop {
+            let deliveries: Vec<_> = bus
+                .received(&m)
+                .into_iter()
+                .filter_map(|g| match g {
+                    Got::Deliver { delivery, msg, .. } => Some((delivery, msg.correlation_id)),
+                    _ => None,
+                })
+                .collect();
+            if deliveries.is_empty() {
+                break;
+            }
+            for (delivery, correlation) in deliveries {
+                bus.reply(&m, correlation, delivery, "done");
+            }
+            replies += bus
+                .received(&p)
+                .iter()
+                .filter(|g| matches!(g, Got::Reply { .. }))
+                .count();
+        }
+        replies
+    });
+    assert_eq!(replies, BURST as usize, "every request answered");
+    bus.run(|router, _| {
+        assert_eq!((router.requests.len(), router.in_flight.len()), (0, 0));
+        let group = router.queues.get(gid).expect("the group");
+        for (what, room) in [
+            ("pending requests", router.requests.room()),
+            ("deliveries in flight", router.in_flight.room()),
+            ("the group's queue", group.room()),
+        ] {
+            assert!(room <= 2 * KEEP, "{what} kept room for {room}");
+        }
+    });
+}
