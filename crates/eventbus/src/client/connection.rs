@@ -69,9 +69,9 @@ impl Client {
             options,
             out,
             next_seq: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            accepts: Mutex::new(HashMap::new()),
-            kept: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
+            accepts: Mutex::new(HashMap::default()),
+            kept: Mutex::new(HashMap::default()),
             gathers: Mutex::default(),
             cancelled: Mutex::new(Default::default()),
             session: super::session::Session::new(),
@@ -414,6 +414,14 @@ fn route(
         }
         Err(body) => body,
     };
+    let body = match crate::codec::raw::decode_reply(body) {
+        Ok(r) => {
+            deliveries.flush();
+            reply(inner, r.correlation_id, Message::from_wire(r.envelope));
+            return Ok(None);
+        }
+        Err(body) => body,
+    };
     match crate::codec::decode_body(body)? {
         Frame {
             kind: Some(Kind::Deliver(d)),
@@ -432,34 +440,7 @@ fn route(
 /// Routes one frame other than a delivery (those go through
 /// [`Deliveries`]); returns the reason if it was a `Goodbye`.
 fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
-    let answer = |seq: u64, answer: Answer| {
-        // A submitted request hears `Ok` on acceptance, then its reply; an error
-        // before acceptance ends both waits.
-        let accept = lock(&inner.accepts).remove(&seq);
-        match (accept, answer) {
-            (Some(tx), accepted @ (Answer::Ok(_) | Answer::Kept(_))) => {
-                let _ = tx.send(accepted);
-            }
-            // A durable queue confirms a request once the journal has
-            // synced it, and a quick responder can answer before that: the
-            // reply goes to its waiter, the acceptance is still to come.
-            (Some(tx), reply @ Answer::Reply(_)) => {
-                lock(&inner.accepts).insert(seq, tx);
-                if let Some(waiter) = lock(&inner.pending).remove(&seq) {
-                    let _ = waiter.send(reply);
-                }
-            }
-            (Some(tx), other) => {
-                lock(&inner.pending).remove(&seq);
-                let _ = tx.send(other);
-            }
-            (None, other) => {
-                if let Some(tx) = lock(&inner.pending).remove(&seq) {
-                    let _ = tx.send(other);
-                }
-            }
-        }
-    };
+    let answer = |seq: u64, a: Answer| answer(inner, seq, a);
     match frame.kind {
         Some(Kind::Ok(ok)) if ok.result_kept => {
             if lock(&inner.accepts).contains_key(&ok.seq) {
@@ -492,12 +473,8 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
             tracing::warn!(code = e.code, message = %e.message, "broker reported an error");
         }
         Some(Kind::Reply(r)) => {
-            let seq = r.correlation_id;
-            let reply = GatherEvent::Reply(r.message.unwrap_or_default());
-            let rest = lock(&inner.gathers).deliver(seq, reply);
-            if let Err(GatherEvent::Reply(envelope)) = rest {
-                answer(seq, Answer::Reply(envelope));
-            }
+            let message = Message::new(r.message.unwrap_or_default());
+            reply(inner, r.correlation_id, message);
         }
         Some(Kind::GatherStarted(s)) => {
             let _ = lock(&inner.gathers).deliver(s.seq, GatherEvent::Started(s));
@@ -518,6 +495,44 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         _ => {}
     }
     None
+}
+
+/// Hands `answer` to the call waiting under `seq`, if one is.
+fn answer(inner: &Inner, seq: u64, answer: Answer) {
+    // A submitted request hears `Ok` on acceptance, then its reply; an error
+    // before acceptance ends both waits.
+    let accept = lock(&inner.accepts).remove(&seq);
+    match (accept, answer) {
+        (Some(tx), accepted @ (Answer::Ok(_) | Answer::Kept(_))) => {
+            let _ = tx.send(accepted);
+        }
+        // A durable queue confirms a request once the journal has
+        // synced it, and a quick responder can answer before that: the
+        // reply goes to its waiter, the acceptance is still to come.
+        (Some(tx), reply @ Answer::Reply(_)) => {
+            lock(&inner.accepts).insert(seq, tx);
+            if let Some(waiter) = lock(&inner.pending).remove(&seq) {
+                let _ = waiter.send(reply);
+            }
+        }
+        (Some(tx), other) => {
+            lock(&inner.pending).remove(&seq);
+            let _ = tx.send(other);
+        }
+        (None, other) => {
+            if let Some(tx) = lock(&inner.pending).remove(&seq) {
+                let _ = tx.send(other);
+            }
+        }
+    }
+}
+
+/// Hands a reply to the gather or the request waiting under `seq`.
+fn reply(inner: &Inner, seq: u64, message: Message) {
+    let rest = lock(&inner.gathers).deliver(seq, GatherEvent::Reply(message));
+    if let Err(GatherEvent::Reply(message)) = rest {
+        answer(inner, seq, Answer::Reply(message));
+    }
 }
 
 /// Deliveries read in one batch, handed to their subscription's mailbox a

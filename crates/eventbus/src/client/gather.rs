@@ -214,7 +214,7 @@ pub struct GatherIncomplete {
 #[derive(Debug)]
 pub(super) enum GatherEvent {
     Started(proto::GatherStarted),
-    Reply(Box<proto::Envelope>),
+    Reply(Message),
     Done(proto::GatherDone),
     Refused(proto::Error),
 }
@@ -222,7 +222,7 @@ pub(super) enum GatherEvent {
 /// The reader task's ends of the gathers in progress, by `seq`.
 #[derive(Debug, Default)]
 pub(super) struct GatherSinks {
-    by_seq: std::collections::HashMap<u64, mpsc::UnboundedSender<GatherEvent>>,
+    by_seq: super::BySeq<mpsc::UnboundedSender<GatherEvent>>,
 }
 
 impl GatherSinks {
@@ -572,8 +572,7 @@ impl Stream for Gather {
                 return Poll::Ready(None);
             }
             match this.events.poll_recv(cx) {
-                Poll::Ready(Some(GatherEvent::Reply(envelope))) => {
-                    let message = Message::new(envelope);
+                Poll::Ready(Some(GatherEvent::Reply(message))) => {
                     let Ok(source) = ClientId::new(message.source()) else {
                         continue;
                     };
@@ -610,11 +609,11 @@ mod tests {
     use super::*;
 
     fn reply_from(source: &str, payload: &str) -> GatherEvent {
-        GatherEvent::Reply(Box::new(proto::Envelope {
+        GatherEvent::Reply(Message::new(Box::new(proto::Envelope {
             source: source.into(),
             payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
             ..Default::default()
-        }))
+        })))
     }
 
     fn gather_of(recipients: &[&str]) -> (mpsc::UnboundedSender<GatherEvent>, Gather) {

@@ -89,7 +89,7 @@ enum Answer {
     /// broker keeps its reply by this message id (`result_kept`).
     Kept(u64),
     Error(proto::Error),
-    Reply(Box<proto::Envelope>),
+    Reply(Message),
     Stats(StatsResponse),
 }
 
@@ -100,6 +100,10 @@ enum CallFailure {
     Timeout(Duration),
 }
 
+/// A table by call `seq`, looked up for every answer the broker sends:
+/// a fast, seeded hasher.
+type BySeq<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct Inner {
     client_id: ClientId,
@@ -107,16 +111,17 @@ struct Inner {
     out: Arc<Outbound>,
     max_frame_bytes: AtomicUsize,
     next_seq: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Calls waiting for their answer, by `seq`.
+    pending: Mutex<BySeq<oneshot::Sender<Answer>>>,
     /// Submitted requests waiting for the broker's acceptance (their final
     /// answer waits in `pending` under the same `seq`).
-    accepts: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    accepts: Mutex<BySeq<oneshot::Sender<Answer>>>,
     /// Requests (`Client::request`) that entered a durable queue group:
     /// the message id the broker keeps each one's reply under, by `seq`.
     /// Kept across a lost link (that is what they are for); each entry is
     /// removed by its own request when it ends, so there are at most as
     /// many as requests waiting.
-    kept: Mutex<HashMap<u64, u64>>,
+    kept: Mutex<BySeq<u64>>,
     /// Gathers in progress, by `seq`.
     gathers: Mutex<gather::GatherSinks>,
     /// Looked up for every delivery: a fast, seeded hasher.

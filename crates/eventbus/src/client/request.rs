@@ -477,7 +477,7 @@ fn request_outcome(
     answer: Result<Answer, CallFailure>,
 ) -> Result<Message, RequestError> {
     match answer {
-        Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),
+        Ok(Answer::Reply(message)) => Ok(message),
         Ok(Answer::Error(e)) => {
             let r = Refused::from(e);
             Err(match r.code {

@@ -127,7 +127,7 @@ impl Client {
             .call(local, |seq| result_request(seq, message_id, wait))
             .await;
         match answer {
-            Ok(Answer::Reply(envelope)) => Ok(Message::new(envelope)),
+            Ok(Answer::Reply(message)) => Ok(message),
             Ok(Answer::Error(e)) => {
                 let r = Refused::from(e);
                 Err(match r.code {

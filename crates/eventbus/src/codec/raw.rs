@@ -30,7 +30,7 @@ mod scan;
 mod stamped;
 
 #[cfg(feature = "client")]
-pub(crate) use deliver::{WireEnvelope, decode_deliver};
+pub(crate) use deliver::{WireEnvelope, decode_deliver, decode_reply};
 #[cfg(feature = "broker")]
 pub(crate) use scan::{RawPublish, RawReply, scan_publish, scan_reply};
 #[cfg(feature = "broker")]

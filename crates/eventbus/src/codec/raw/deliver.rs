@@ -1,6 +1,7 @@
-//! The client's hot path: a `Deliver` frame read by hand into a
-//! [`WireEnvelope`] that borrows its strings and payload from the frame's
-//! bytes, so a delivered message costs no allocation and no copy.
+//! The client's hot path: a `Deliver` frame, or a `Reply` to one of its
+//! requests, read by hand into a [`WireEnvelope`] that borrows its strings
+//! and payload from the frame's bytes, so a delivered message or a reply
+//! costs no allocation and no copy.
 
 use std::ops::Range;
 
@@ -97,6 +98,16 @@ impl WireEnvelope {
         }
     }
 
+    /// The envelope scanned from `body`, given its bytes and its payload
+    /// (at `payload` in `body`).
+    fn with_bytes(mut self, body: Bytes, payload: Range<usize>) -> Self {
+        if !payload.is_empty() {
+            self.payload = body.slice(payload);
+        }
+        self.bytes = body;
+        self
+    }
+
     fn text(&self, range: &Range<u32>) -> &str {
         // Checked when read; a failure here cannot happen, and would only
         // show an empty string.
@@ -105,53 +116,84 @@ impl WireEnvelope {
     }
 }
 
+/// A `Reply` frame (broker → requester) read by hand.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WireReply {
+    /// The `seq` of the request it answers.
+    pub correlation_id: u64,
+    /// The reply.
+    pub envelope: WireEnvelope,
+}
+
+/// `Frame.deliver`.
+const DELIVER: u64 = 6;
+/// `Frame.reply`.
+const REPLY: u64 = 9;
+
 /// A `Deliver` frame body read by hand, exactly as prost would decode it;
 /// the body back (then decode it with prost) for anything this does not
 /// handle: headers, unknown fields, a repeated message.
 pub(crate) fn decode_deliver(body: Bytes) -> Result<RawDelivery, Bytes> {
-    let Some((sid, delivery_id, mut envelope, payload)) = scan_deliver(&body) else {
+    let Some(([sid, delivery_id, _], envelope, payload)) = scan_wrapped(&body, DELIVER, false)
+    else {
         return Err(body);
     };
-    if !payload.is_empty() {
-        envelope.payload = body.slice(payload);
-    }
-    envelope.bytes = body;
     Ok(RawDelivery {
         sid,
         delivery_id,
-        envelope,
+        envelope: envelope.with_bytes(body, payload),
     })
 }
 
-/// A `Deliver` body's `sid`, `delivery_id`, and its message without its
-/// bytes yet, with where the payload is.
-fn scan_deliver(body: &[u8]) -> Option<(u64, u64, WireEnvelope, Range<usize>)> {
-    // `Frame.deliver` (6) must be the body's only field.
-    let deliver = only_field(body, 6)?;
-    let mut fields = Fields::new(&body[deliver.clone()]);
-    let (mut sid, mut delivery_id, mut message) = (0, 0, None);
-    // In the order they are written, then anything else (see `scan_envelope`).
+/// A `Reply` frame body read by hand, as prost would decode it (its
+/// `delivery_id` and `seq`, which only a client's reply uses, are read and
+/// dropped); the body back (then decode it with prost) for anything this
+/// does not handle: headers, unknown fields, a repeated or missing message.
+pub(crate) fn decode_reply(body: Bytes) -> Result<WireReply, Bytes> {
+    let Some(([correlation_id, _, _], envelope, payload)) = scan_wrapped(&body, REPLY, true) else {
+        return Err(body);
+    };
+    Ok(WireReply {
+        correlation_id,
+        envelope: envelope.with_bytes(body, payload),
+    })
+}
+
+/// A body whose only field is `frame` (a `Deliver` or a `Reply`): its
+/// varint fields 1, 2 and (where `with_4`) 4, and its message (field 3)
+/// without its bytes yet, with where the payload is.
+fn scan_wrapped(
+    body: &[u8],
+    frame: u64,
+    with_4: bool,
+) -> Option<([u64; 3], WireEnvelope, Range<usize>)> {
+    let outer = only_field(body, frame)?;
+    let mut fields = Fields::new(&body[outer.clone()]);
+    let (mut varints, mut message) = ([0u64; 3], None);
+    // In the order the broker writes them, then anything else (see
+    // `scan_envelope`).
     if fields.next_key_is(1, VARINT) {
-        sid = fields.varint()?;
+        varints[0] = fields.varint()?;
     }
     if fields.next_key_is(2, VARINT) {
-        delivery_id = fields.varint()?;
+        varints[1] = fields.varint()?;
     }
     if fields.next_key_is(3, LEN) {
         message = Some(fields.bytes()?);
     }
     while let Some((field, wire)) = fields.key()? {
         match (field, wire) {
-            (1, VARINT) => sid = fields.varint()?,
-            (2, VARINT) => delivery_id = fields.varint()?,
+            (1, VARINT) => varints[0] = fields.varint()?,
+            (2, VARINT) => varints[1] = fields.varint()?,
+            (4, VARINT) if with_4 => varints[2] = fields.varint()?,
             (3, LEN) if message.is_none() => message = Some(fields.bytes()?),
             _ => return None,
         }
     }
     let message = message?;
-    let start = deliver.start + message.start;
-    let (envelope, payload) = scan_envelope(body, start..deliver.start + message.end)?;
-    Some((sid, delivery_id, envelope, payload))
+    let start = outer.start + message.start;
+    let (envelope, payload) = scan_envelope(body, start..outer.start + message.end)?;
+    Some((varints, envelope, payload))
 }
 
 /// The envelope at `at` within `body`, without headers, its bytes and

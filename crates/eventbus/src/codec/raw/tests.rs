@@ -312,6 +312,96 @@ fn deliver_body(deliver: proto::Deliver) -> Bytes {
     .into()
 }
 
+/// What prost reads from a `Reply` body: the requester's `seq` and the
+/// message, as the hand decoder gives them.
+fn prost_reply(body: Bytes) -> Option<(u64, proto::Envelope)> {
+    match decode_body(body).ok()?.kind {
+        Some(Kind::Reply(r)) => Some((r.correlation_id, *r.message?)),
+        _ => None,
+    }
+}
+
+proptest! {
+    /// The client's hand decoder reads every `Reply` it accepts exactly as
+    /// prost does, and accepts every headerless one that carries a message.
+    #[test]
+    fn hand_decoded_replies_match_prost(
+        (correlation_id, delivery_id, seq) in (any::<u64>(), any::<u64>(), any::<u64>()),
+        message in prop_oneof![Just(None), envelope().prop_map(Some)],
+    ) {
+        let readable = message.as_ref().is_some_and(|m| m.headers.is_empty());
+        let reply = proto::Reply { correlation_id, delivery_id, message: message.map(Box::new), seq };
+        let body: Bytes = Frame { kind: Some(Kind::Reply(reply)) }.encode_to_vec().into();
+        let fast = decode_reply(body.clone()).ok();
+        prop_assert_eq!(fast.is_some(), readable);
+        if let Some(fast) = fast {
+            prop_assert_eq!(Some((fast.correlation_id, fast.envelope.to_envelope())), prost_reply(body));
+        }
+    }
+
+    /// Replies the broker's fast path writes (its stamps appended to the
+    /// responder's envelope) decode by hand as prost decodes them, and
+    /// corrupted ones are refused or read exactly as prost reads them.
+    #[test]
+    fn hand_decoding_agrees_with_prost_on_stamped_and_corrupted_replies(
+        message in envelope(),
+        requester_seq in any::<u64>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let reply = proto::Reply { correlation_id: 3, delivery_id: 4, message: Some(Box::new(message)), seq: 5 };
+        let body: Bytes = Frame { kind: Some(Kind::Reply(reply)) }.encode_to_vec().into();
+        let raw = scan_reply(body).expect("every canonical reply");
+        let out = StampedReply {
+            seq: requester_seq,
+            envelope: raw.envelope(),
+            source: crate::names::ClientId::new("w-1").unwrap(),
+            timestamp_us: 9,
+        };
+        let mut wire = BytesMut::new();
+        out.encode(&mut wire);
+        let mut bytes = wire[5..].to_vec();
+        let pristine = flips.is_empty();
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        let bytes = Bytes::from(bytes);
+        match decode_reply(bytes.clone()) {
+            Ok(fast) => {
+                let slow = prost_reply(bytes);
+                prop_assert!(slow.is_some(), "accepted what prost refuses");
+                prop_assert_eq!(Some((fast.correlation_id, fast.envelope.to_envelope())), slow);
+            }
+            Err(_) if pristine => {
+                // Only a reply with headers takes prost's path.
+                let slow = prost_reply(bytes).expect("a canonical reply");
+                prop_assert!(!slow.1.headers.is_empty());
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn other_frames_are_not_read_as_replies() {
+    let deliver = deliver_body(proto::Deliver {
+        sid: 1,
+        delivery_id: 2,
+        message: Some(Box::default()),
+    });
+    assert!(decode_reply(deliver.clone()).is_err());
+    assert!(decode_deliver(deliver).is_ok());
+    let ok: Bytes = Frame {
+        kind: Some(Kind::Ok(proto::Ok {
+            seq: 1,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+    .into();
+    assert!(decode_reply(ok).is_err());
+}
+
 proptest! {
     /// The client's hand decoder reads every `Deliver` it accepts exactly as
     /// prost does, and accepts every headerless one.
