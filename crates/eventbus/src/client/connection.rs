@@ -375,14 +375,18 @@ async fn read_loop(
     loop {
         // Each frame is routed as it is cut from the read buffer; nothing
         // after the broker's goodbye counts.
+        let mut frames = 0;
         let read = reader
             .read_each(|body| {
+                frames += 1;
                 if goodbye.is_none() {
                     goodbye = route(inner, &mut deliveries, body)?;
                 }
                 Ok(())
             })
             .await;
+        // The tasks these frames woke answer back to back: one write for all.
+        inner.out.expect_burst(frames);
         deliveries.flush();
         match read {
             Ok(true) => {

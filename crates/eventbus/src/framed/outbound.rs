@@ -1,7 +1,8 @@
 //! The write side: a bounded queue of frames per connection, the writer
 //! task that drains it, and the inline flush that lets the task that queued a
 //! frame write it when the writer is idle (one "pen": only its holder writes,
-//! which keeps frames in order).
+//! which keeps frames in order). The answers to a burst the reader handed
+//! over go out in one write (`burst`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -192,6 +193,9 @@ struct State {
     /// The writer waits with a deadline, to let oversized buffers go once
     /// the connection is quiet.
     trim_armed: bool,
+    /// Frames the reader just handed over, whose answers go out in one
+    /// write (see [`burst`]).
+    burst: burst::Burst,
 }
 
 impl std::fmt::Debug for State {
@@ -423,6 +427,13 @@ impl Outbound {
         self.lock().inline = Some((sink, codec));
     }
 
+    /// Announces that the reader just handed over `frames` frames, whose
+    /// answers may be queued back to back: they go out in one write (see
+    /// [`burst`]). Fewer than two announce nothing.
+    pub fn expect_burst(&self, frames: usize) {
+        self.lock().burst.open(frames, std::time::Instant::now());
+    }
+
     /// Stops inline writes, e.g. when the link they went to is gone.
     pub fn detach_inline(&self) {
         self.lock().inline = None;
@@ -435,6 +446,12 @@ impl Outbound {
         let mut st = self.lock();
         // A busy writer looks at the queue again when it is done.
         if st.writer_busy || st.frames.is_empty() {
+            return;
+        }
+        // Part of a burst: the burst's last frame, or the writer, writes it.
+        if st.burst.defers(std::time::Instant::now) {
+            drop(st);
+            self.notify.notify_one();
             return;
         }
         let inline = st.inline.clone().filter(|_| st.pending.is_empty());
@@ -501,6 +518,8 @@ impl Outbound {
                     st.droppable_bytes = 0;
                     st.writer_busy = true;
                     st.activity += 1;
+                    // What the burst queued goes now; later frames write at once.
+                    st.burst.close();
                     drop(st);
                     self.drained.notify_waiters();
                     return true;
@@ -579,6 +598,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     io.shutdown().await
 }
 
+mod burst;
 mod idle;
 #[cfg(test)]
 mod tests;

@@ -196,3 +196,70 @@ fn a_frame_weighs_its_whole_encoding() {
     FrameCodec::default().encode(&frame, &mut wire).unwrap();
     assert_eq!(frame_weight(&frame), wire.len(), "headers count");
 }
+
+/// An inline sink that takes everything and remembers each write's size.
+#[derive(Default)]
+struct Writes(Mutex<Vec<usize>>);
+
+impl InlineSink for Writes {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().push(buf.len());
+        Ok(buf.len())
+    }
+}
+
+fn inline_outbound() -> (Arc<Outbound>, Arc<Writes>) {
+    let out = Outbound::new(limits(OverflowPolicy::Reject));
+    let writes = Arc::new(Writes::default());
+    out.attach_inline(writes.clone(), FrameCodec::default());
+    (out, writes)
+}
+
+/// Queues a heartbeat as a call does: quietly, then an inline flush.
+fn answer(out: &Outbound, nonce: u64) {
+    out.push_quiet(hb(nonce)).unwrap();
+    out.try_flush();
+}
+
+#[test]
+fn frames_queued_one_at_a_time_are_each_written_at_once() {
+    let (out, writes) = inline_outbound();
+    for n in 1..=3 {
+        answer(&out, n);
+    }
+    assert_eq!(writes.0.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn the_answers_to_a_burst_go_out_in_one_write() {
+    let (out, writes) = inline_outbound();
+    out.expect_burst(3);
+    answer(&out, 1);
+    answer(&out, 2);
+    assert!(writes.0.lock().unwrap().is_empty(), "waiting for the last");
+    assert_eq!(nonces(&out), [1, 2]);
+    answer(&out, 3);
+    let sizes = writes.0.lock().unwrap().clone();
+    assert_eq!(sizes.len(), 1, "one write: {sizes:?}");
+    assert!(out.lock().frames.is_empty());
+    // The burst is over: the next frame is written at once.
+    answer(&out, 4);
+    assert_eq!(writes.0.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_burst_that_is_not_all_answered_is_written_by_the_writer() {
+    let (out, writes) = inline_outbound();
+    out.expect_burst(10);
+    answer(&out, 1);
+    answer(&out, 2);
+    assert!(writes.0.lock().unwrap().is_empty());
+    // The writer task, woken by the first, takes what the burst queued and
+    // closes it.
+    let mut bufs = WriterBufs::default();
+    assert!(out.take(&mut bufs).await);
+    assert_eq!(bufs.batch.len(), 2);
+    out.put_down();
+    answer(&out, 3);
+    assert_eq!(writes.0.lock().unwrap().len(), 1, "written at once");
+}
