@@ -403,7 +403,9 @@ async fn read_loop(
 
 /// Routes one frame body: deliveries, the bulk of what a subscriber reads,
 /// are decoded by hand (`codec::raw::decode_deliver`) and gather into runs;
-/// anything else, decoded by prost, first hands on the run before it.
+/// replies, the bulk of what a requester reads, are decoded by hand too
+/// (`decode_reply`); anything else is decoded by prost. Anything but a
+/// delivery first hands on the run before it.
 /// Returns the reason if the frame was a `Goodbye`.
 fn route(
     inner: &Inner,
