@@ -68,7 +68,7 @@ pub use stats::{
 };
 pub use subscription::{QueueSubscription, Subscription};
 
-use crate::framed::{Outbound, PushError};
+use crate::framed::{Outbound, Outgoing, PushError};
 use crate::names::ClientId;
 use crate::proto::{self, ErrorCode, Frame, StatsResponse, frame::Kind};
 use mailbox::Mailbox;
@@ -272,8 +272,8 @@ impl Client {
     /// Queues a frame someone waits on (a request, a reply, an ack) and writes it
     /// at once if the writer task is idle, sparing its wake-up. Fire-and-forget
     /// publishes use [`push`](Self::push) and are written in batches instead.
-    fn push_now(&self, frame: Frame) -> Result<(), PushError> {
-        self.inner().out.push_quiet(frame)?;
+    fn push_now(&self, item: impl Into<Outgoing>) -> Result<(), PushError> {
+        self.inner().out.push_quiet(item)?;
         self.inner().out.try_flush();
         Ok(())
     }
@@ -307,16 +307,23 @@ impl Client {
         &self,
         build: impl FnOnce(u64) -> Kind,
     ) -> Result<(u64, oneshot::Receiver<Answer>), CallFailure> {
+        self.start_call_with(|seq| {
+            Outgoing::Frame(Frame {
+                kind: Some(build(seq)),
+            })
+        })
+    }
+
+    /// [`start_call`](Self::start_call) with whatever `build` queues: a
+    /// frame, or a request encoded by hand (`RawPublishOut`).
+    fn start_call_with(
+        &self,
+        build: impl FnOnce(u64) -> Outgoing,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), CallFailure> {
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
         lock(&self.inner().pending).insert(seq, tx);
-        if self.is_closed()
-            || self
-                .push_now(Frame {
-                    kind: Some(build(seq)),
-                })
-                .is_err()
-        {
+        if self.is_closed() || self.push_now(build(seq)).is_err() {
             self.forget_call(seq);
             return Err(CallFailure::Closed);
         }

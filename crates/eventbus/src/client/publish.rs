@@ -47,6 +47,7 @@ impl Client {
             Outgoing::Publish(RawPublishOut {
                 topic,
                 payload: body.payload,
+                request: None,
             })
         } else {
             Outgoing::Frame(Frame {
@@ -201,7 +202,7 @@ impl Client {
     }
 
     /// Refuses a message that cannot fit in one frame, before it is queued.
-    fn check_size(&self, topic: &str, body: &Body) -> Result<(), PublishError> {
+    pub(super) fn check_size(&self, topic: &str, body: &Body) -> Result<(), PublishError> {
         let len =
             body.payload.len() + body.headers.encoded_len_bound() + topic.len() + ENVELOPE_OVERHEAD;
         let max = self.inner().max_frame_bytes.load(Ordering::Relaxed);

@@ -21,6 +21,8 @@ use super::result::result_request;
 use super::{
     Answer, Body, CallFailure, Client, ConnectionEvent, Handle, Message, lock, publish_refusal,
 };
+use crate::codec::raw::{RawPublishOut, RawRequest};
+use crate::framed::Outgoing;
 use crate::names::{ClientId, IntoName};
 use crate::proto::{self, ErrorCode, Frame, PublishMode, frame::Kind};
 use crate::topic::Topic;
@@ -322,11 +324,22 @@ impl Client {
         timeout: Duration,
         target_client: String,
     ) -> Result<Message, RequestError> {
-        let message = self.envelope(topic.as_str(), body)?;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let deadline = Instant::now() + timeout;
-        let (seq, reply) = self
-            .start_call(|seq| {
+        let started = if body.headers.is_empty() && target_client.is_empty() {
+            // Encoded by hand into the write buffer, as `publish` does: the
+            // collectors' hottest call builds no `Frame` and no envelope.
+            self.check_size(topic.as_str(), &body)?;
+            self.start_call_with(|seq| {
+                Outgoing::Publish(RawPublishOut {
+                    topic: topic.clone(),
+                    payload: body.payload,
+                    request: Some(RawRequest { seq, timeout_ms }),
+                })
+            })
+        } else {
+            let message = self.envelope(topic.as_str(), body)?;
+            self.start_call(|seq| {
                 Kind::Publish(proto::Publish {
                     seq,
                     mode: PublishMode::Request as i32,
@@ -336,7 +349,8 @@ impl Client {
                     ..Default::default()
                 })
             })
-            .map_err(|_| RequestError::Closed)?;
+        };
+        let (seq, reply) = started.map_err(|_| RequestError::Closed)?;
         // Whatever ends this call forgets the id its reply may be kept under.
         let mut waiting = Waiting {
             client: self,

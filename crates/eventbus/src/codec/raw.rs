@@ -1,5 +1,5 @@
-//! The fast path for fan-out, encoded by hand: a client encodes a
-//! fire-and-forget publish straight into its write buffer (`RawPublishOut`); the
+//! The fast path for fan-out, encoded by hand: a client encodes a headerless
+//! publish or request straight into its write buffer (`RawPublishOut`); the
 //! broker routes it without decoding its envelope and delivers it by copying
 //! the envelope's bytes into each subscriber's `Deliver` frame, followed by
 //! the fields the broker stamps.
@@ -219,14 +219,28 @@ impl Head {
     }
 }
 
-/// A fire-and-forget publish queued as its topic and payload, encoded
-/// straight into the write buffer when the connection is flushed: what the
-/// client's `publish` queues, without building a `Frame` or a buffer of its own.
+/// A headerless publish queued as its topic and payload (and, for a
+/// request, its `seq` and timeout), encoded straight into the write buffer
+/// when the connection is flushed: what the client's `publish` and
+/// `request` queue, without building a `Frame` or a buffer of their own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawPublishOut {
     pub(crate) topic: Topic,
     pub(crate) payload: Bytes,
+    /// The request it is, if it is one.
+    pub(crate) request: Option<RawRequest>,
 }
+
+/// What makes a publish a request: the `seq` its reply is correlated by,
+/// and how long its requester waits (`Publish.timeout_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRequest {
+    pub(crate) seq: u64,
+    pub(crate) timeout_ms: u32,
+}
+
+/// `PublishMode::Request`, as its varint.
+const MODE_REQUEST: u64 = 2;
 
 impl RawPublishOut {
     /// Bytes of the `Publish` envelope: the topic and, if any, the payload.
@@ -240,11 +254,21 @@ impl RawPublishOut {
         1 + varint_len(topic as u64) + topic + payload_field
     }
 
+    /// Bytes of the request's fields of `Publish` (`seq`, `mode`,
+    /// `timeout_ms`; a zero is not written, as prost writes none).
+    fn request_len(&self) -> usize {
+        let Some(r) = self.request else {
+            return 0;
+        };
+        let field = |v: u64| if v == 0 { 0 } else { 1 + varint_len(v) };
+        field(r.seq) + field(MODE_REQUEST) + field(u64::from(r.timeout_ms))
+    }
+
     /// Bytes of the envelope, of `Publish` and of the frame (as its prefix
     /// states it: version byte and body).
     fn lens(&self) -> (usize, usize, usize) {
         let envelope_len = self.envelope_len();
-        let publish_len = 1 + varint_len(envelope_len as u64) + envelope_len;
+        let publish_len = self.request_len() + 1 + varint_len(envelope_len as u64) + envelope_len;
         let frame_len = 1 + 1 + varint_len(publish_len as u64) + publish_len;
         (envelope_len, publish_len, frame_len)
     }
@@ -254,7 +278,9 @@ impl RawPublishOut {
         self.lens().2
     }
 
-    /// Appends the whole frame (length prefix, version, `Frame.publish`).
+    /// Appends the whole frame (length prefix, version, `Frame.publish`):
+    /// the envelope first, which the broker's reader takes by a compare,
+    /// then a request's fields (protobuf reads fields in any order).
     pub fn encode(&self, out: &mut BytesMut) {
         let topic = self.topic.as_str().as_bytes();
         let (envelope_len, publish_len, frame_len) = self.lens();
@@ -277,6 +303,20 @@ impl RawPublishOut {
             field.varint(self.payload.len() as u64);
             out.extend_from_slice(field.as_slice());
             out.extend_from_slice(&self.payload);
+        }
+        if let Some(r) = self.request {
+            let mut fields = Head::default();
+            if r.seq != 0 {
+                fields.key(1, VARINT);
+                fields.varint(r.seq);
+            }
+            fields.key(2, VARINT);
+            fields.varint(MODE_REQUEST);
+            if r.timeout_ms != 0 {
+                fields.key(5, VARINT);
+                fields.varint(u64::from(r.timeout_ms));
+            }
+            out.extend_from_slice(fields.as_slice());
         }
     }
 }

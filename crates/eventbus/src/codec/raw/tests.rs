@@ -47,10 +47,13 @@ proptest! {
     fn hand_encoded_publishes_decode_as_built_frames(
         topic in "[a-z0-9_-]{1,20}(\\.[a-z0-9_-]{1,20}){0,4}",
         payload in proptest::collection::vec(any::<u8>(), 0..400),
+        request in proptest::option::of((any::<u64>(), prop_oneof![Just(0u32), any::<u32>()])),
     ) {
+        let request = request.map(|(seq, timeout_ms)| RawRequest { seq, timeout_ms });
         let out = RawPublishOut {
             topic: crate::topic::Topic::new(topic.as_str()).unwrap(),
             payload: Bytes::from(payload.clone()),
+            request,
         };
         let mut buf = BytesMut::new();
         out.encode(&mut buf);
@@ -60,17 +63,25 @@ proptest! {
         prop_assert!(buf.is_empty());
         let expected = Frame {
             kind: Some(Kind::Publish(proto::Publish {
+                seq: request.map_or(0, |r| r.seq),
+                mode: if request.is_some() { proto::PublishMode::Request as i32 } else { 0 },
                 message: Some(Box::new(proto::Envelope {
                     topic: topic.clone(),
                     payload: Bytes::from(payload.clone()),
                     ..Default::default()
                 })),
+                timeout_ms: request.map_or(0, |r| r.timeout_ms),
                 ..Default::default()
             })),
         };
         prop_assert_eq!(&decoded, &expected);
         let raw = scan_publish(wire.slice(5..)).expect("the broker keeps it encoded");
         prop_assert_eq!(raw.topic(), topic.as_str());
+        prop_assert_eq!((raw.seq, raw.mode, raw.timeout_ms), (
+            request.map_or(0, |r| r.seq),
+            if request.is_some() { 2 } else { 0 },
+            request.map_or(0, |r| r.timeout_ms),
+        ));
     }
 
     /// The broker's reader takes every publish prost encodes (with a

@@ -108,6 +108,7 @@ fn publishes_are_encoded_as_frames_and_checked_against_the_limit() {
         Outgoing::Publish(RawPublishOut {
             topic: Topic::new("proc.start").unwrap(),
             payload: Bytes::from(payload),
+            request: None,
         })
     };
     let small = publish(b"pid=1".to_vec());
