@@ -11,7 +11,9 @@
 //! path printed, with the logs in it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
+#[cfg(unix)]
+use std::sync::atomic::Ordering;
 
 use eventbus::{BrokerConfig, Client, ClientId, ClientOptions};
 use tempfile::TempDir;
@@ -53,7 +55,8 @@ pub struct Cluster {
     broker: ClusterBroker,
     path: PathBuf,
     socket: PathBuf,
-    /// Fault proxies started so far, for their socket names.
+    /// Fault proxies started so far, for their socket names (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     proxies: AtomicU32,
     dir: Option<TempDir>,
 }

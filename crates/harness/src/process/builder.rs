@@ -35,6 +35,7 @@ pub struct ProcessBuilder {
     pub(super) ready_timeout: Duration,
     pub(super) own_process_group: bool,
     /// The user and group to run as (Unix), when not this process's.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(super) user: Option<(u32, u32)>,
 }
 
