@@ -286,6 +286,41 @@ async fn a_partition_holds_frames_and_heal_releases_them_in_order() {
     assert_eq!(proxy.stats().connections, 1, "the connection survived");
 }
 
+/// One way: what the broker sends the client behind the proxy is held, what
+/// that client sends the broker flows; heal releases the held, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_partition_holds_one_direction_and_lets_the_other_flow() {
+    let cluster = Cluster::start().await;
+    let proxy = cluster.fault_proxy(19).await;
+    let (behind, direct, mut events) = watched_link(&cluster, &proxy).await;
+    let mut up = subscribe(&direct, "up.#").await;
+
+    proxy.partition_one_way(Direction::ToClient);
+    assert!(proxy.is_partitioned());
+    for i in 0..10 {
+        direct
+            .publish_confirmed(&topic("ev.n"), i.to_string())
+            .await
+            .unwrap();
+        behind.publish(topic("up.n"), i.to_string()).unwrap();
+    }
+    assert_eq!(numbers(&mut up, 10).await, (0..10).collect::<Vec<_>>());
+    wait_until("the 10 deliveries are held", DEADLINE, || async {
+        proxy.stats().to_client.held >= 10
+    })
+    .await
+    .unwrap();
+    assert!(
+        ready_now(&mut events).is_none(),
+        "a message crossed the held direction"
+    );
+
+    proxy.heal();
+    assert!(!proxy.is_partitioned());
+    assert_eq!(numbers(&mut events, 10).await, (0..10).collect::<Vec<_>>());
+    assert_eq!(proxy.stats().connections, 1, "the connection survived");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_past_the_heartbeat_ends_in_a_reconnection_after_heal() {
     let cluster = Cluster::start().await;

@@ -64,7 +64,8 @@ pub(super) struct FlowFaults {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) flows: [FlowFaults; 2],
-    pub(super) partitioned: bool,
+    /// Per flow: whether its frames are held (a partition, both or one way).
+    pub(super) held: [bool; 2],
     /// An armed one-shot tear, until a frame claims it.
     pub(super) tear: Option<Direction>,
     pub(super) stats: ProxyStats,
@@ -73,6 +74,11 @@ pub(super) struct State {
 impl State {
     pub(super) fn flow_mut(&mut self, flow: Flow) -> &mut FlowFaults {
         &mut self.flows[flow.index()]
+    }
+
+    /// Holds (or releases) the frames of `flow`.
+    pub(super) fn hold(&mut self, flow: Flow, held: bool) {
+        self.held[flow.index()] = held;
     }
 
     fn dir_stats(&mut self, flow: Flow) -> &mut DirStats {
@@ -185,12 +191,12 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Returns at once when not partitioned, else when the partition heals.
-    pub(super) async fn healed(&self, changes: &mut watch::Receiver<()>) {
+    /// Returns at once when `flow` is not held, else when the partition heals.
+    pub(super) async fn healed(&self, flow: Flow, changes: &mut watch::Receiver<()>) {
         loop {
             // Marked seen before the check, so a heal after it wakes us.
             changes.borrow_and_update();
-            if !self.lock().partitioned {
+            if !self.lock().held[flow.index()] {
                 return;
             }
             if changes.changed().await.is_err() {

@@ -159,17 +159,28 @@ impl FaultProxy {
     /// delay lines' bounds), and so is the end of a stream; all flow, in
     /// order, after [`heal`](Self::heal).
     pub fn partition(&self) {
-        self.shared.update(|s| s.partitioned = true);
+        self.partition_one_way(Direction::Both);
     }
 
-    /// Ends a partition.
+    /// Starts a one-way partition: frames in `dir` are held (on current and
+    /// new connections) while the other way flows, as when one side's
+    /// answers are stuck; [`heal`](Self::heal) releases them, in order.
+    pub fn partition_one_way(&self, dir: Direction) {
+        self.shared.update(|s| {
+            for flow in Flow::of(dir) {
+                s.hold(flow, true);
+            }
+        });
+    }
+
+    /// Ends a partition, both ways.
     pub fn heal(&self) {
-        self.shared.update(|s| s.partitioned = false);
+        self.shared.update(|s| s.held = [false; 2]);
     }
 
-    /// Whether a partition is in force.
+    /// Whether a partition (either way) is in force.
     pub fn is_partitioned(&self) -> bool {
-        self.shared.with(|s| s.partitioned)
+        self.shared.with(|s| s.held.contains(&true))
     }
 
     /// Removes every fault: latency, bandwidth, drop, duplicate, partition
@@ -177,7 +188,7 @@ impl FaultProxy {
     pub fn clear(&self) {
         self.shared.update(|s| {
             s.flows = Default::default();
-            s.partitioned = false;
+            s.held = [false; 2];
             s.tear = None;
         });
     }

@@ -203,7 +203,7 @@ impl LineOut {
         let mut paced_until = Instant::now();
         while let Some(queued) = self.rx.recv().await {
             sleep_until(queued.release).await;
-            self.shared.healed(&mut changes).await;
+            self.shared.healed(self.flow, &mut changes).await;
             let Item::Frame {
                 bytes,
                 copies,
@@ -228,7 +228,7 @@ impl LineOut {
                         let total = bytes.len() * usize::from(*copies);
                         paced_until = paced_until.max(Instant::now()) + transmit_time(total, rate);
                         sleep_until(paced_until).await;
-                        self.shared.healed(&mut changes).await;
+                        self.shared.healed(self.flow, &mut changes).await;
                     }
                     for _ in 0..*copies {
                         if dst.write_all(bytes).await.is_err() {
