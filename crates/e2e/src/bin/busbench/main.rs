@@ -28,6 +28,8 @@ mod probe;
 #[cfg(unix)]
 mod queue;
 #[cfg(unix)]
+mod rate;
+#[cfg(unix)]
 mod roles;
 #[cfg(unix)]
 mod scale;

@@ -172,18 +172,13 @@ pub async fn publish(
     let client = connect(socket).await?;
     let topic = Topic::new(topic)?;
     let payload = bytes::Bytes::from(vec![7u8; size]);
-    let mut pace = tokio::time::interval(Duration::from_millis(1));
-    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let per_tick = rate.map_or(u64::MAX, |r| (r / 1000).max(1));
+    let mut pace = crate::rate::Pacer::new(rate);
     let start = Instant::now();
     let mut sent = 0;
     // COUNT - 1 fire-and-forget, then one confirmed: once it is confirmed, the
     // broker has accepted everything before it.
     while sent + 1 < count {
-        if rate.is_some() {
-            pace.tick().await;
-        }
-        let step = per_tick.min(count - 1 - sent);
+        let step = pace.step(count - 1 - sent).await;
         for _ in 0..step {
             // Waits for the writer to drain a full outbound buffer rather
             // than spinning: a spinning publisher takes the CPU the broker needs.

@@ -210,19 +210,17 @@ const PACED_RATES: [u64; 11] = [
 /// The highest publish rate (of [`PACED_RATES`], unpinned) at which the
 /// subscriber receives every message with the broker's default bounds, and
 /// every run tried up to the first that lost any.
-fn lossless(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
-    let mut best = None;
-    let mut tries = Vec::new();
-    for rate in PACED_RATES {
+async fn lossless(args: &SuiteArgs, dir: &Path) -> anyhow::Result<Value> {
+    let search = crate::rate::highest_rate(&PACED_RATES, 1.0, 0, |rate| async move {
         let run = throughput(args, dir, false, Some(rate))?;
-        let complete = run["subscriber"]["received"].as_u64() == Some(args.messages);
-        tries.push(json!({"rate": rate, "run": run}));
-        if !complete {
-            break;
-        }
-        best = Some(rate);
-    }
-    Ok(json!({"max_lossless_per_s": best, "tries": tries}))
+        Ok(crate::rate::Delivered {
+            sent: args.messages,
+            received: run["subscriber"]["received"].as_u64().unwrap_or(0),
+            run,
+        })
+    })
+    .await?;
+    Ok(json!({"max_lossless_per_s": search.best, "tries": search.tries}))
 }
 
 /// The same stream of 64-byte messages as raw bytes through the relay process.
@@ -331,7 +329,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<()> {
             "throughput_pinned".into(),
             throughput(args, &dir, true, None)?,
         );
-        report.insert("throughput_lossless".into(), lossless(args, &dir)?);
+        report.insert("throughput_lossless".into(), lossless(args, &dir).await?);
     }
     if wants("memory") {
         report.insert("memory".into(), memory(args, &dir)?);
