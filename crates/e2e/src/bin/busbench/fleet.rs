@@ -10,11 +10,23 @@
 //!    node 2's broker, and back;
 //! 3. throughput, floor: raw async-nats publish from node 1 to a subscriber
 //!    on node 2; bridged: eventbus publish on node 1 → export (at-most-once)
-//!    → NATS → import on node 2 → an eventbus subscriber;
-//! 4. each bridge's RSS (`VmRSS`, `VmHWM`) after the loads.
+//!    → NATS → import on node 2 → an eventbus subscriber. Measured two ways:
+//!    - **unpaced**: `--events` published as fast as the publisher can,
+//!      reporting how many arrived and how fast. On an at-most-once path
+//!      this measures how much of a burst each hop's buffers hold, not a
+//!      sustainable rate (the raw floor itself loses up to a third);
+//!    - **paced** (the throughput figure): each path published at fixed
+//!      rates ([`PACED_RATES`], then bisected), [`PACED_STEP`] per rate;
+//!      the highest rate at which at least [`DELIVERED_FRACTION`] of the
+//!      events arrive, for both paths alike;
+//! 4. throughput at least once: eventbus publish on node 1 → export to
+//!    JetStream → durable consumer of node 2's bridge → an eventbus
+//!    subscriber, `--alo-events` unpaced (nothing is lost at least once, so
+//!    the rate first → last arrival is the throughput; no raw floor yet);
+//! 5. each bridge's RSS (`VmRSS`, `VmHWM`) after the loads.
 //!
 //! The goals of issue 19 are printed as ratios: bridged p50 ≤ 1.3 × the
-//! floor's, bridged throughput ≥ 80 % of raw, bridge RSS ≤ 10 MiB.
+//! floor's, bridged paced throughput ≥ 80 % of raw, bridge RSS ≤ 10 MiB.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -22,10 +34,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use e2e::fleet::{Export, Fleet, FleetBuilder, Import, Mode, Node, Serve};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use eventbus_harness::next_within;
 
+use crate::rate::{Delivered, Pacer, RateSearch, highest_rate};
 use crate::roles::{histogram, summary};
 
 /// A throughput receiver stops after this long without a message (what did
@@ -33,6 +46,25 @@ use crate::roles::{histogram, summary};
 const STALL: Duration = Duration::from_secs(2);
 /// How long the floor responder waits for its next request before it stops.
 const IDLE: Duration = Duration::from_secs(600);
+/// A paced rate counts as carried when at least this share of its events
+/// arrives (at most once, an event may be lost now and then without the
+/// path being saturated).
+const DELIVERED_FRACTION: f64 = 0.999;
+/// The paced rates tried, in events a second, up to the first that falls
+/// short of [`DELIVERED_FRACTION`]; then [`PACED_BISECTIONS`] bisections.
+const PACED_RATES: [u64; 16] = [
+    10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000,
+    800_000, 1_000_000, 1_200_000, 1_500_000, 2_000_000,
+];
+/// Bisections between the best paced rate and the first that fell short.
+const PACED_BISECTIONS: u32 = 3;
+/// How long each paced rate is held (its events: rate × this).
+const PACED_STEP: Duration = Duration::from_secs(2);
+
+/// The events of one paced step at `rate`.
+fn paced_events(rate: u64) -> u64 {
+    (rate as f64 * PACED_STEP.as_secs_f64()) as u64
+}
 
 /// Arguments of `busbench fleet`.
 #[derive(Debug, clap::Args)]
@@ -49,9 +81,12 @@ pub struct FleetArgs {
     /// Round trips before measuring.
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
-    /// Events per throughput load.
+    /// Events of the unpaced at-most-once throughput loads.
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
+    /// Events of the at-least-once throughput load.
+    #[arg(long, default_value_t = 20_000)]
+    pub alo_events: u64,
     /// Payload bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
@@ -166,20 +201,24 @@ fn floor_rtt(
     trips
 }
 
-/// Raw async-nats events from node 1 to node 2: (received, seconds).
-/// Blocking: run it off the runtime.
+/// Raw async-nats events from node 1 to node 2 on `subject`, unpaced or at
+/// `rate` a second: (received, seconds). Blocking: run it off the runtime.
 fn floor_throughput(
     from: &Side,
     to: &Side,
+    subject: &str,
     events: u64,
     size: usize,
+    rate: Option<u64>,
 ) -> anyhow::Result<(u64, f64)> {
+    let subject = async_nats::Subject::from(subject);
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let urls = to.urls.clone();
+    let sub_subject = subject.clone();
     let subscriber = to.spawn(move || {
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
-            let mut sub = client.subscribe("floor.tput").await?;
+            let mut sub = client.subscribe(sub_subject).await?;
             client.flush().await?;
             let _ = ready_tx.send(());
             let mut n = 0;
@@ -211,8 +250,14 @@ fn floor_throughput(
         runtime()?.block_on(async move {
             let client = async_nats::connect(urls).await?;
             let payload = bytes::Bytes::from(vec![7u8; size]);
-            for _ in 0..events {
-                client.publish("floor.tput", payload.clone()).await?;
+            let mut pace = Pacer::new(rate);
+            let mut sent = 0;
+            while sent < events {
+                let step = pace.step(events - sent).await;
+                for _ in 0..step {
+                    client.publish(subject.clone(), payload.clone()).await?;
+                }
+                sent += step;
             }
             client.flush().await?;
             anyhow::Ok(())
@@ -226,9 +271,32 @@ fn floor_throughput(
         .map_err(|_| anyhow::anyhow!("the floor subscriber panicked"))?
 }
 
+/// The JetStream stream of the at-least-once path.
+const ALO_STREAM: &str = "BENCH_ALO";
+
+/// A bridged path from node 1 to node 2.
+#[derive(Debug, Clone, Copy)]
+enum Bridged {
+    /// `events.#`, exported and imported over core NATS.
+    AtMostOnce,
+    /// `jobs.#`, exported to and imported from JetStream ([`ALO_STREAM`]).
+    AtLeastOnce,
+}
+
+impl Bridged {
+    /// The topic prefix events are published under on node 1, and the one
+    /// they arrive under on node 2.
+    fn prefixes(self) -> (&'static str, &'static str) {
+        match self {
+            Self::AtMostOnce => ("events", "fleet.node1.events"),
+            Self::AtLeastOnce => ("jobs", "bench.alo.jobs"),
+        }
+    }
+}
+
 /// Starts both bridges: node 1 sends the `bench.rtt` requests nobody there
-/// serves over NATS and exports `events.#`; node 2 serves them and imports
-/// node 1's events.
+/// serves over NATS and exports `events.#` (at most once) and `jobs.#` (at
+/// least once); node 2 serves them and imports both.
 async fn start_bridges(fleet: &mut Fleet, backlog: Option<u64>) -> anyhow::Result<()> {
     // Node 1's bridge is a fallback member of the responders' group, so
     // requests nobody on node 1 serves go out; node 2's serves them.
@@ -242,11 +310,18 @@ async fn start_bridges(fleet: &mut Fleet, backlog: Option<u64>) -> anyhow::Resul
     one.serves.push(serve.clone());
     one.exports
         .push(Export::new("events.#", Mode::AtMostOnce).add_prefix("fleet.node1"));
+    one.exports.push(
+        Export::new("jobs.#", Mode::AtLeastOnce)
+            .add_prefix("bench.alo")
+            .stream(ALO_STREAM),
+    );
     let mut two = fleet.node(1).bridge_config();
     two.backlog_max_messages = backlog;
     two.serves.push(serve);
     two.imports
         .push(Import::new("fleet.node1.>", Mode::AtMostOnce));
+    two.imports
+        .push(Import::new("bench.alo.>", Mode::AtLeastOnce).stream(ALO_STREAM, "bench-node2"));
     fleet.node_mut(0).start_bridge(&one).await;
     fleet.node_mut(1).start_bridge(&two).await;
     Ok(())
@@ -290,15 +365,34 @@ async fn bridged_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>
     Ok(trips)
 }
 
-/// Bridged events from node 1 to node 2: (received, seconds).
-async fn bridged_throughput(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<(u64, f64)> {
-    let subscriber = fleet.node(1).cluster().client("bench-sub").await;
-    let mut sub = subscriber.subscribe("fleet.node1.events.tput").await?;
-    let mut warm = subscriber.subscribe("fleet.node1.events.warm").await?;
-    let publisher = fleet.node(0).cluster().client("bench-pub").await;
+/// Bridged events from node 1 (`<prefix>.<name>`) to node 2 along `path`,
+/// unpaced or at `rate` a second: (received, seconds).
+async fn bridged_throughput(
+    fleet: &Fleet,
+    path: Bridged,
+    name: &str,
+    events: u64,
+    size: usize,
+    rate: Option<u64>,
+) -> anyhow::Result<(u64, f64)> {
+    let (here, there) = path.prefixes();
+    // Ids of their own: the previous load's clients may not be gone yet.
+    let subscriber = fleet
+        .node(1)
+        .cluster()
+        .client(&format!("bench-sub-{here}-{name}"))
+        .await;
+    let mut sub = subscriber.subscribe(format!("{there}.{name}")).await?;
+    let mut warm = subscriber.subscribe(format!("{there}.warm")).await?;
+    let publisher = fleet
+        .node(0)
+        .cluster()
+        .client(&format!("bench-pub-{here}-{name}"))
+        .await;
+    let warm_topic = eventbus::Topic::new(format!("{here}.warm"))?;
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        publisher.publish("events.warm", "warm")?;
+        publisher.publish(&warm_topic, "warm")?;
         if tokio::time::timeout(Duration::from_millis(100), warm.next())
             .await
             .is_ok()
@@ -309,13 +403,17 @@ async fn bridged_throughput(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<(
             bail!("no bridged event arrived within 20 s");
         }
     }
-    let payload = bytes::Bytes::from(vec![7u8; args.size]);
-    let events = args.events;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let topic = eventbus::Topic::new(format!("{here}.{name}"))?;
     let publish = async {
-        for _ in 0..events {
-            publisher
-                .publish_wait("events.tput", payload.clone())
-                .await?;
+        let mut pace = Pacer::new(rate);
+        let mut sent = 0;
+        while sent < events {
+            let step = pace.step(events - sent).await;
+            for _ in 0..step {
+                publisher.publish_wait(&topic, payload.clone()).await?;
+            }
+            sent += step;
         }
         anyhow::Ok(())
     };
@@ -362,6 +460,69 @@ fn percentiles(trips: &[u64]) -> anyhow::Result<serde_json::Value> {
     Ok(summary(&h))
 }
 
+/// The highest paced rate of the raw async-nats path, node 1 → node 2.
+async fn floor_paced(from: &Side, to: &Side, size: usize) -> anyhow::Result<RateSearch> {
+    let mut step = 0u32;
+    highest_rate(&PACED_RATES, DELIVERED_FRACTION, PACED_BISECTIONS, |rate| {
+        step += 1;
+        let (from, to, events) = (from.clone(), to.clone(), paced_events(rate));
+        let subject = format!("floor.paced.{step}");
+        async move {
+            let (received, secs) = tokio::task::spawn_blocking(move || {
+                floor_throughput(&from, &to, &subject, events, size, Some(rate))
+            })
+            .await??;
+            Ok(Delivered {
+                sent: events,
+                received,
+                run: json!({"seconds": secs}),
+            })
+        }
+    })
+    .await
+}
+
+/// The highest paced rate of the bridged path, node 1 → node 2.
+async fn bridged_paced(fleet: &Fleet, size: usize) -> anyhow::Result<RateSearch> {
+    let mut step = 0u32;
+    highest_rate(&PACED_RATES, DELIVERED_FRACTION, PACED_BISECTIONS, |rate| {
+        step += 1;
+        let events = paced_events(rate);
+        let name = format!("paced{step}");
+        async move {
+            let (received, secs) =
+                bridged_throughput(fleet, Bridged::AtMostOnce, &name, events, size, Some(rate))
+                    .await?;
+            Ok(Delivered {
+                sent: events,
+                received,
+                run: json!({"seconds": secs}),
+            })
+        }
+    })
+    .await
+}
+
+/// An unpaced load's figures.
+fn unpaced_json(received: u64, of: u64, secs: f64) -> Value {
+    let per_s = if secs > 0.0 {
+        received as f64 / secs
+    } else {
+        0.0
+    };
+    json!({"received": received, "of": of, "per_s": per_s})
+}
+
+/// A paced search's figures.
+fn paced_json(search: &RateSearch) -> Value {
+    json!({
+        "max_per_s": search.best,
+        "min_fraction": DELIVERED_FRACTION,
+        "step_s": PACED_STEP.as_secs_f64(),
+        "tries": search.tries,
+    })
+}
+
 /// Runs the whole comparison and prints the report (JSON, then the ratios).
 pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
     let mut builder = FleetBuilder::new()
@@ -374,25 +535,26 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
     let mut fleet = builder.start().await;
     let (from, to) = (Side::of(fleet.node(0)), Side::of(fleet.node(1)));
     let (count, warmup, events, size) = (args.count, args.warmup, args.events, args.size);
-    let (floor, (floor_n, floor_secs)) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((
-            floor_rtt(&from, &to, count, warmup, size)?,
-            floor_throughput(&from, &to, events, size)?,
-        ))
-    })
-    .await??;
+    let (floor, (floor_n, floor_secs)) = {
+        let (from, to) = (from.clone(), to.clone());
+        tokio::task::spawn_blocking(move || {
+            anyhow::Ok((
+                floor_rtt(&from, &to, count, warmup, size)?,
+                floor_throughput(&from, &to, "floor.tput", events, size, None)?,
+            ))
+        })
+        .await??
+    };
+    let floor_unpaced = unpaced_json(floor_n, events, floor_secs);
+    let floor_paced = floor_paced(&from, &to, size).await?;
     if args.floor_only {
-        let floor_rate = if floor_secs > 0.0 {
-            floor_n as f64 / floor_secs
-        } else {
-            0.0
-        };
         println!(
             "{}",
             json!({
                 "mode": fleet.mode().to_string(),
                 "rtt_floor": percentiles(&floor)?,
-                "throughput_floor": {"received": floor_n, "of": args.events, "per_s": floor_rate},
+                "throughput_unpaced": {"floor": floor_unpaced},
+                "throughput_paced": {"floor": paced_json(&floor_paced)},
             })
         );
         return Ok(());
@@ -403,7 +565,15 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
         Ok(trips) => Ok(percentiles(&trips)?),
         Err(e) => Err(format!("{e:#}")),
     };
-    let (bridged_n, bridged_secs) = bridged_throughput(&fleet, args).await?;
+    let (bridged_n, bridged_secs) =
+        bridged_throughput(&fleet, Bridged::AtMostOnce, "tput", events, size, None).await?;
+    let bridged_unpaced = unpaced_json(bridged_n, events, bridged_secs);
+    let bridged_paced = bridged_paced(&fleet, size).await?;
+    // At least once nothing is lost: an unpaced load's rate is its throughput.
+    let alo_events = args.alo_events;
+    let (alo_n, alo_secs) =
+        bridged_throughput(&fleet, Bridged::AtLeastOnce, "tput", alo_events, size, None).await?;
+    let alo = unpaced_json(alo_n, alo_events, alo_secs);
     // Where the events went: each bridge's next status (counters since start).
     let mut statuses = Vec::new();
     for node in fleet.nodes() {
@@ -423,19 +593,26 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
         .filter_map(|n| n.bridge().map(|b| memory_kib(b.pid())))
         .collect();
     let floor_p = percentiles(&floor)?;
-    let rate = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    let (floor_rate, bridged_rate) = (rate(floor_n, floor_secs), rate(bridged_n, bridged_secs));
+    let paced_ratio = match (bridged_paced.best, floor_paced.best) {
+        (Some(b), Some(f)) if f > 0 => Some(b as f64 / f as f64),
+        _ => None,
+    };
     let report = json!({
         "mode": fleet.mode().to_string(),
         "rtt_floor": floor_p,
         "rtt_bridged": match &bridged { Ok(p) => p.clone(), Err(e) => json!({"not_measured": e}) },
-        "throughput_floor": {"received": floor_n, "of": args.events, "per_s": floor_rate},
-        "throughput_bridged": {"received": bridged_n, "of": args.events, "per_s": bridged_rate},
+        "throughput_paced": {
+            "floor": paced_json(&floor_paced),
+            "bridged": paced_json(&bridged_paced),
+            "ratio": paced_ratio,
+        },
+        "throughput_unpaced": {"floor": floor_unpaced, "bridged": bridged_unpaced},
+        "throughput_at_least_once": alo,
         "bridge_status": statuses,
         "bridge_kib": rss.iter().map(|(rss, hwm)| json!({"rss": rss, "hwm": hwm})).collect::<Vec<_>>(),
     });
     println!("{report}");
-    let p50 = |v: &serde_json::Value| v["p50_us"].as_f64().unwrap_or(0.0);
+    let p50 = |v: &Value| v["p50_us"].as_f64().unwrap_or(0.0);
     println!("fleet mode = {}", fleet.mode());
     match &bridged {
         Ok(bridged_p) => println!(
@@ -449,10 +626,24 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
             p50(&floor_p)
         ),
     }
+    let best = |s: &RateSearch| s.best.map_or("none".to_owned(), |r| format!("{r}/s"));
     println!(
-        "throughput: bridged {bridged_rate:.0}/s ({bridged_n} of {} received), raw {floor_rate:.0}/s ({floor_n}): {:.0} % of raw (goal ≥ 80 %)",
-        args.events,
-        100.0 * bridged_rate / floor_rate.max(1.0)
+        "throughput, paced (highest rate with ≥ {:.1} % delivered, {} s per rate): bridged {}, raw {}: {} of raw (goal ≥ 80 %)",
+        100.0 * DELIVERED_FRACTION,
+        PACED_STEP.as_secs(),
+        best(&bridged_paced),
+        best(&floor_paced),
+        paced_ratio.map_or("n/a".to_owned(), |r| format!("{:.0} %", 100.0 * r)),
+    );
+    let per_s = |v: &Value| v["per_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "throughput, unpaced burst of {events} at most once (buffer sizes, not a rate): bridged {:.0}/s ({bridged_n} received), raw {:.0}/s ({floor_n} received)",
+        per_s(&bridged_unpaced),
+        per_s(&floor_unpaced),
+    );
+    println!(
+        "throughput, at least once (JetStream both ways), {alo_events} unpaced: {:.0}/s ({alo_n} received)",
+        per_s(&alo),
     );
     for (node, (rss, hwm)) in fleet.nodes().iter().zip(&rss) {
         println!(
