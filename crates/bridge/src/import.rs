@@ -4,10 +4,15 @@
 //! local bus (waiting for room in the local client's outbound buffer).
 //! At least once: a durable JetStream pull consumer per bridge and rule;
 //! each message is published on the local bus with the broker's
-//! confirmation, and only then acknowledged to JetStream. Refused for good
-//! locally (too large, not allowed) it is terminated in JetStream (counted);
-//! failed for now (the broker is away) it is nacked and comes again.
+//! confirmation, and only then acknowledged to JetStream. Up to
+//! [`IMPORT_WINDOW`] of them are on their way at once (published, their
+//! confirmations awaited in order), so the rate is not one local round trip
+//! per message. Refused for good locally (too large, not allowed) a message
+//! is terminated in JetStream (counted); failed for now (the broker is
+//! away) it is nacked and comes again.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use eventbus::client::PublishError;
 use eventbus::{Body, Topic};
+use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt as _, StreamExt as _};
 
 use crate::config::ImportRule;
@@ -23,8 +29,19 @@ use crate::origin::{import_origin, local_headers};
 use crate::shared::Shared;
 use crate::status::Counters;
 
-/// The most JetStream messages a bridge's consumer holds unacknowledged.
-pub const MAX_ACK_PENDING: i64 = 256;
+/// The most at-least-once imports of one rule on their way into the local
+/// broker at once: published with confirmation, not yet confirmed, so not
+/// yet acked to JetStream. One local round trip per message would cap an
+/// import at a few thousand a second; a window of this size keeps the
+/// local connection busy. Each holds one message (its payload and headers).
+pub const IMPORT_WINDOW: usize = 256;
+/// The most JetStream messages a bridge's consumer holds unacknowledged:
+/// the window, so JetStream sends no more than the bridge can have on
+/// their way and never holds back one the window has room for.
+pub const MAX_ACK_PENDING: i64 = IMPORT_WINDOW as i64;
+/// How long a stopping JetStream import waits for the confirmations of
+/// what is in its window, to ack them rather than have them come again.
+pub const WINDOW_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most core NATS messages an import takes from its subscription
 /// (what is already there) before it looks at the stop signal again.
 pub const IMPORT_BATCH: usize = 256;
@@ -198,7 +215,113 @@ pub enum ConsumeError {
     Ended,
 }
 
-/// One consumer's life: `Ok` when the bridge stops.
+/// A JetStream message on its way into the local broker, once the broker
+/// answered.
+struct Confirmed {
+    message: async_nats::jetstream::Message,
+    topic: Topic,
+    confirmed: Result<u64, PublishError>,
+}
+
+/// The imports of one rule on their way: at most [`IMPORT_WINDOW`],
+/// answered in the order they were published.
+type Window<'a> = FuturesOrdered<Pin<Box<dyn Future<Output = Confirmed> + Send + 'a>>>;
+
+/// Publishes `message` locally with confirmation and adds it to `window`.
+///
+/// The publish frame is queued on the local client before this returns
+/// (the future is polled once here, which is when the client queues it;
+/// waiting for the answer comes later), so the frames go out in the order
+/// the messages came from JetStream. The local client writes one
+/// connection's frames in the order they were queued and the broker applies
+/// them in that order (a publish parked by a full `block` queue holds back
+/// the ones behind it), so per-publisher order is kept as it was with one
+/// message at a time. A message that fails and is nacked comes again later,
+/// after the ones behind it (as before).
+fn start<'a>(
+    shared: &'a Shared,
+    window: &mut Window<'a>,
+    message: async_nats::jetstream::Message,
+    topic: Topic,
+    body: Body,
+) {
+    let mut confirm: Pin<Box<dyn Future<Output = Confirmed> + Send + 'a>> = Box::pin(async move {
+        let confirmed = shared.local.publish_confirmed(&topic, body).await;
+        Confirmed {
+            message,
+            topic,
+            confirmed,
+        }
+    });
+    // Answered at once (the client is closed, say): it still takes its
+    // turn in the window.
+    if let Some(done) = (&mut confirm).now_or_never() {
+        confirm = Box::pin(std::future::ready(done));
+    }
+    window.push_back(confirm);
+}
+
+/// Acks, terminates or nacks a message once the local broker answered:
+/// acked only when the broker confirmed it.
+///
+/// # Cancel safety
+///
+/// Cancelled, the ack or nack may not be sent: the message comes again
+/// from JetStream after [`ACK_WAIT`] (a duplicate at worst).
+async fn settle(shared: &Shared, done: Confirmed) {
+    let Confirmed {
+        message,
+        topic,
+        confirmed,
+    } = done;
+    match confirmed {
+        Ok(_) => {
+            Counters::bump(&shared.counters.imported);
+            if let Err(e) = message.ack().await {
+                // Delivered locally; JetStream will redeliver: a duplicate.
+                tracing::warn!(error = %e, "JetStream ack failed");
+                Counters::bump(&shared.counters.failures);
+            }
+        }
+        Err(e) if is_final(&e) => {
+            tracing::warn!(error = %e, topic = topic.as_str(), "import refused locally: terminated");
+            Counters::bump(&shared.counters.refused);
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, topic = topic.as_str(), "import failed locally: redelivered later");
+            Counters::bump(&shared.counters.failures);
+            let _ = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
+        }
+    }
+}
+
+/// Settles what is in `window` as its answers come, for at most
+/// [`WINDOW_DRAIN_TIMEOUT`]; what is left is not acked and comes again.
+///
+/// # Cancel safety
+///
+/// Like [`settle`]: what is not acked comes again.
+async fn drain(shared: &Shared, window: &mut Window<'_>) {
+    let all = async {
+        while let Some(done) = window.next().await {
+            settle(shared, done).await;
+        }
+    };
+    let _ = tokio::time::timeout(WINDOW_DRAIN_TIMEOUT, all).await;
+}
+
+/// One consumer's life: `Ok` when the bridge stops. Messages are taken
+/// from JetStream while the window has room, each published locally at
+/// once ([`start`]), and settled ([`settle`]) in order as the broker
+/// answers.
+///
+/// # Cancel safety
+///
+/// Cancel safe for the data: a message is acked only after the broker
+/// confirmed it, so one in the window when this is cancelled comes again
+/// from JetStream after [`ACK_WAIT`] (a duplicate at worst). Stopped by the
+/// bridge's token instead, it settles its window first ([`drain`]).
 async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), ConsumeError> {
     if !shared
         .ensure_stream(&rule.stream, vec![rule.map.subject().to_owned()])
@@ -221,10 +344,21 @@ async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), ConsumeError>
         )
         .await?;
     let mut messages = consumer.messages().await?;
+    let mut window: Window<'_> = FuturesOrdered::new();
     loop {
+        let room = window.len() < IMPORT_WINDOW;
         let next = tokio::select! {
-            () = shared.cancel.cancelled() => return Ok(()),
-            next = messages.next() => next,
+            // Answers first: they free room in the window.
+            biased;
+            () = shared.cancel.cancelled() => {
+                drain(shared, &mut window).await;
+                return Ok(());
+            }
+            Some(done) = window.next(), if !window.is_empty() => {
+                settle(shared, done).await;
+                continue;
+            }
+            next = messages.next(), if room => next,
         };
         let message = match next {
             Some(Ok(message)) => message,
@@ -234,7 +368,10 @@ async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), ConsumeError>
                 tracing::debug!(error = %e, "JetStream consumer");
                 continue;
             }
-            None => return Err(ConsumeError::Ended),
+            None => {
+                drain(shared, &mut window).await;
+                return Err(ConsumeError::Ended);
+            }
         };
         let prepared = prepare(
             shared,
@@ -248,31 +385,6 @@ async fn consume(shared: &Shared, rule: &ImportRule) -> Result<(), ConsumeError>
             let _ = message.ack_with(AckKind::Term).await;
             continue;
         };
-        // Not cancel safe: once sent, the broker may accept it. Cancelled,
-        // the message is not acked and JetStream delivers it again.
-        let confirmed = tokio::select! {
-            () = shared.cancel.cancelled() => return Ok(()),
-            confirmed = shared.local.publish_confirmed(&topic, body) => confirmed,
-        };
-        match confirmed {
-            Ok(_) => {
-                Counters::bump(&shared.counters.imported);
-                if let Err(e) = message.ack().await {
-                    // Delivered locally; JetStream will redeliver: a duplicate.
-                    tracing::warn!(error = %e, "JetStream ack failed");
-                    Counters::bump(&shared.counters.failures);
-                }
-            }
-            Err(e) if is_final(&e) => {
-                tracing::warn!(error = %e, topic = topic.as_str(), "import refused locally: terminated");
-                Counters::bump(&shared.counters.refused);
-                let _ = message.ack_with(AckKind::Term).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, topic = topic.as_str(), "import failed locally: redelivered later");
-                Counters::bump(&shared.counters.failures);
-                let _ = message.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
-            }
-        }
+        start(shared, &mut window, message, topic, body);
     }
 }

@@ -6,10 +6,12 @@
 //! `cargo xtask ci` leaves them out with a WARNING outside CI.
 
 mod events;
+mod imports;
 mod outage;
 mod requests;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -26,10 +28,16 @@ use eventbus_harness::{
 pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 pub(crate) fn config(broker: &TestBroker, nats: &str, name: &str, rules: &str) -> BridgeConfig {
+    config_at(broker.socket(), nats, name, rules)
+}
+
+/// [`config`] for a bridge whose local broker is at `socket` (a fault
+/// proxy's, say).
+pub(crate) fn config_at(socket: &Path, nats: &str, name: &str, rules: &str) -> BridgeConfig {
     let text = format!(
         "[local]\nsocket = {socket:?}\n[nats]\nservers = [{nats:?}]\nname = {name:?}\n\
          reconnect_max_ms = 200\n{rules}",
-        socket = broker.socket().display().to_string(),
+        socket = socket.display().to_string(),
     );
     BridgeConfig::from_toml(&text).expect("a valid test config")
 }
@@ -83,4 +91,21 @@ pub(crate) async fn status_where(
             return status;
         }
     }
+}
+
+/// Publishes `payload` on `subject` once the stream the bridge creates
+/// takes it: the server takes publishes on a new stream's subjects a moment
+/// after it exists (no responders until then, and then nothing is stored).
+pub(crate) async fn publish_once_stored(js: &jetstream::Context, subject: &str, payload: &str) {
+    wait_until("the stream takes publishes", DEADLINE, || async {
+        match js
+            .publish(subject.to_owned(), payload.to_owned().into())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap();
 }

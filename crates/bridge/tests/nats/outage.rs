@@ -122,18 +122,7 @@ async fn an_at_least_once_import_survives_a_bridge_restart_without_loss() {
     let local = broker.client("worker").await;
     let mut sub = local.subscribe("tasks.#").await.unwrap();
     let js = jetstream::new(nats_client(&server).await);
-    // The bridge creates the stream; publish once it is there.
-    // The bridge creates the stream; the server takes publishes on its
-    // subjects a moment after it exists (no responders until then, and
-    // then nothing was stored).
-    wait_until("the stream takes publishes", DEADLINE, || async {
-        match js.publish("fleet.task.process", "0".into()).await {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await
-    .unwrap();
+    publish_once_stored(&js, "fleet.task.process", "0").await;
     for n in 1..20 {
         js.publish("fleet.task.process", format!("{n}").into())
             .await
