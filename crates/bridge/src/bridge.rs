@@ -31,10 +31,17 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// of the export buffer. (The client's default is 64 MiB.)
 pub const LOCAL_SUBSCRIPTION_BYTES: usize = 16 * 1024 * 1024;
 /// Frames the bridge's local client queues toward the broker (imports,
-/// replies, acks) before a publish waits for room.
-pub const LOCAL_OUTBOUND_CAPACITY: usize = 16_384;
-/// Payload bytes queued toward the broker, likewise.
-pub const LOCAL_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+/// replies, acks) before a publish waits for room: as many as one NATS
+/// subscription's default backlog, so an import burst the broker is slower
+/// than waits in one bounded place (the NATS subscription, counted in
+/// `slow_consumer` beyond it) rather than in two. Measured with
+/// `busbench fleet`: 16,384 frames and 4 MiB here (with a backlog of
+/// 16,384) took the importing bridge to 17–21 MiB; 4,096 and 1 MiB, to
+/// 10–11 MiB, at a paced rate within the runs' spread (`performance.md`).
+pub const LOCAL_OUTBOUND_CAPACITY: usize = 4_096;
+/// Payload bytes queued toward the broker, likewise (4,096 small imports
+/// take a quarter of it).
+pub const LOCAL_OUTBOUND_BYTES: usize = 1024 * 1024;
 
 /// Why a bridge could not start.
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,11 @@ pub const TEMPLATE: &str = include_str!("template.toml");
 /// The most exports a bridge holds while NATS is unreachable, by default.
 pub const DEFAULT_BUFFER_MAX_MESSAGES: usize = 10_000;
 /// The most messages a burst may hold per rule, by default (see
-/// [`NatsConfig::backlog_max_messages`]).
-pub const DEFAULT_BACKLOG_MAX_MESSAGES: usize = 16_384;
+/// [`NatsConfig::backlog_max_messages`]): about 1.5 MiB of small messages,
+/// which keeps a bridge near 10 MiB through an unpaced burst (16,384 took
+/// the importing bridge to 17–21 MiB, `docs/performance.md`); raise it to
+/// lose less of a burst.
+pub const DEFAULT_BACKLOG_MAX_MESSAGES: usize = 4_096;
 
 /// The largest `buffer_max_messages` and `backlog_max_messages` taken: a
 /// bound meant to bound (16 M messages of a few hundred bytes is already
