@@ -63,6 +63,20 @@
 //!
 //! Signals (terminate gently, pause, resume) need Unix, and so does the fault
 //! proxy (Unix sockets); the rest is portable.
+//!
+//! # Cancel safety
+//!
+//! Every `async` function of this crate is cancel safe in the sense a test
+//! needs, so it can sit in a `select!` or under a `timeout`: the waits
+//! ([`wait_until`], [`next`], [`next_within`], [`quiet_for`],
+//! [`Process::wait_for_line`], [`Process::wait_exit`]) hold nothing between
+//! polls (an item [`quiet_for`] or [`next_within`] took before being
+//! cancelled is gone, as with any stream); whatever a start (`start`,
+//! `spawn`, `client`, `fault_proxy`, `embedded`) made before it was
+//! cancelled is dropped, which kills and reaps a process and closes a
+//! client. Two leave a state behind: [`Process::terminate`] cancelled has
+//! already asked the child to stop, and a `restart` cancelled after it
+//! stopped the old process leaves it stopped (a later `restart` starts it).
 #![forbid(unsafe_code)]
 
 pub mod binaries;

@@ -195,6 +195,16 @@ impl Broker {
     /// stops accepting, refuses new publishes, waits up to the drain timeout for
     /// in-flight deliveries to be acknowledged, says goodbye to every client,
     /// flushes their queues and removes the socket file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: stop it with `shutdown`, not by dropping it. A
+    /// dropped `run` stops accepting (the socket file is removed), but skips
+    /// the drain and the goodbyes: the connections already open, the ticker
+    /// and the sampler go on as tasks of the runtime until it shuts down,
+    /// and the journal, if any, is closed only when the last of them lets
+    /// go of it (a record appended is written all the same; nothing
+    /// confirmed is lost).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let Self {
             listener,

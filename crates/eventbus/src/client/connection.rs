@@ -46,6 +46,12 @@ impl Client {
     ///
     /// Without [`ClientOptions::credentials`], credentials come from the
     /// environment when it has them ([`Credentials::from_env`](super::Credentials::from_env)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelled before it returns, the half-open connection
+    /// is dropped and no `Client` exists (the broker sees a client that
+    /// closed its connection, if it got as far as the hello).
     pub async fn connect(mut options: ClientOptions) -> Result<Client, ConnectError> {
         if options.credentials.is_none() {
             options.credentials = super::Credentials::from_env()?;

@@ -397,6 +397,10 @@ impl Outbound {
 
     /// Completes the next time the writer takes the queued frames (or at close),
     /// for a producer waiting for room.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; call it again to wait again.
     pub async fn drained(&self) {
         let drained = self.drained.notified();
         tokio::pin!(drained);
@@ -412,6 +416,10 @@ impl Outbound {
     }
 
     /// Completes once [`close`](Self::close) has been called.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
     pub async fn closed_wait(&self) {
         self.closed.cancelled().await;
     }
@@ -559,6 +567,12 @@ impl Drop for PutDown<'_> {
 /// One wake-up: take every queued frame, encode them into one buffer, one write.
 /// A frame the codec refuses (over the negotiated size) is skipped and logged; the
 /// router checks sizes before queueing, so this is a last line of defence.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: frames taken from the queue and not yet written when
+/// it is dropped are lost (and a frame may be cut in half on the stream).
+/// It is meant to run as the connection's own task until `out` is closed.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     out: Arc<Outbound>,
     mut io: W,

@@ -168,6 +168,10 @@ fn socket_name(path: &Path) -> io::Result<Name<'static>> {
 
 /// Connects to the broker socket at `path`. On Windows the pipe's server must
 /// run as this user (`PermissionDenied` otherwise).
+///
+/// # Cancel safety
+///
+/// Cancel safe: cancelled, the half-made connection is dropped.
 pub async fn connect(path: &Path) -> io::Result<Stream> {
     let name = socket_name(path)?;
     let stream = ConnectOptions::new().name(name).connect_tokio().await?;
