@@ -94,6 +94,20 @@ fn ready_now<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     }
 }
 
+/// Waits until the proxy holds `n` frames on their way to the client behind
+/// it, and checks that none of them reached `events`.
+async fn held_toward_client(proxy: &FaultProxy, events: &mut eventbus::Subscription, n: u64) {
+    wait_until(&format!("{n} deliveries are held"), DEADLINE, || async {
+        proxy.stats().to_client.held >= n
+    })
+    .await
+    .unwrap();
+    assert!(
+        ready_now(events).is_none(),
+        "a message crossed the partition"
+    );
+}
+
 fn number(message: &Message) -> u32 {
     std::str::from_utf8(message.payload())
         .unwrap()
@@ -264,15 +278,7 @@ async fn a_partition_holds_frames_and_heal_releases_them_in_order() {
             .await
             .unwrap();
     }
-    wait_until("the 20 deliveries are held", DEADLINE, || async {
-        proxy.stats().to_client.held >= 20
-    })
-    .await
-    .unwrap();
-    assert!(
-        ready_now(&mut events).is_none(),
-        "a message crossed the partition"
-    );
+    held_toward_client(&proxy, &mut events, 20).await;
 
     proxy.heal();
     assert!(!proxy.is_partitioned());
@@ -305,15 +311,7 @@ async fn a_one_way_partition_holds_one_direction_and_lets_the_other_flow() {
         behind.publish(topic("up.n"), i.to_string()).unwrap();
     }
     assert_eq!(numbers(&mut up, 10).await, (0..10).collect::<Vec<_>>());
-    wait_until("the 10 deliveries are held", DEADLINE, || async {
-        proxy.stats().to_client.held >= 10
-    })
-    .await
-    .unwrap();
-    assert!(
-        ready_now(&mut events).is_none(),
-        "a message crossed the held direction"
-    );
+    held_toward_client(&proxy, &mut events, 10).await;
 
     proxy.heal();
     assert!(!proxy.is_partitioned());
