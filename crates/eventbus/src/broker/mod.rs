@@ -27,6 +27,7 @@ mod queue;
 mod refusal;
 mod router;
 mod shrink;
+mod slab;
 mod stats;
 
 use std::future::Future;

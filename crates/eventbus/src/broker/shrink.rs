@@ -36,12 +36,25 @@ pub(crate) trait Sparse {
     /// [`KEEP`]; returns whether it shrank.
     fn shrink_if_sparse(&mut self) -> bool {
         let room = self.room();
-        if room <= 2 * KEEP || self.entries() > room / SPARSE_DIVISOR {
+        if !is_sparse(room, self.entries()) {
             return false;
         }
-        self.shrink_room_to((2 * self.entries()).max(KEEP));
+        self.shrink_room_to(room_for(self.entries()));
         self.room() < room
     }
+}
+
+/// Whether a collection with `room` for entries, holding `entries`, is due
+/// to shrink: the policy above, for collections that shrink their own way
+/// (`broker::slab`).
+pub(crate) fn is_sparse(room: usize, entries: usize) -> bool {
+    room > 2 * KEEP && entries <= room / SPARSE_DIVISOR
+}
+
+/// The room a shrinking collection keeps for `entries`: twice that, at
+/// least [`KEEP`].
+pub(crate) fn room_for(entries: usize) -> usize {
+    (2 * entries).max(KEEP)
 }
 
 impl<K: Eq + Hash, V, S: BuildHasher> Sparse for HashMap<K, V, S> {

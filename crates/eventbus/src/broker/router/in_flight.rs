@@ -13,6 +13,7 @@ use super::Map;
 use crate::broker::ids::{ConnId, DeliveryId, GroupId, MessageId, SubscriptionId};
 use crate::broker::queue::Queued;
 use crate::broker::shrink::Sparse as _;
+use crate::broker::slab::{Slab, Slot};
 use crate::codec::raw::Stamped;
 
 /// A delivery awaiting its ack.
@@ -46,10 +47,19 @@ impl InFlight {
     }
 }
 
-/// Every delivery in flight.
+/// A delivery in flight and its id.
+#[derive(Debug)]
+struct Held {
+    id: DeliveryId,
+    delivery: InFlight,
+}
+
+/// Every delivery in flight: the deliveries in a [`Slab`], found by id
+/// through a map of slots (`broker::slab` says why).
 #[derive(Debug, Default)]
 pub(super) struct InFlightTable {
-    map: Map<DeliveryId, InFlight>,
+    entries: Slab<Held>,
+    by_id: Map<DeliveryId, Slot>,
     /// The earliest ack deadline, so the ticker scans only when one is due.
     next_deadline: Option<Instant>,
 }
@@ -59,54 +69,79 @@ impl InFlightTable {
         if let Some(d) = delivery.deadline {
             self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
         }
-        self.map.insert(id, delivery);
+        let slot = self.entries.insert(Held { id, delivery });
+        // Delivery ids are never issued twice; were one reused, the
+        // delivery it named would not be left behind unindexed.
+        if let Some(old) = self.by_id.insert(id, slot) {
+            self.entries.remove(old);
+        }
     }
 
     pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
-        let delivery = self.map.remove(&id);
-        self.map.shrink_if_sparse();
+        let delivery = self.take(id);
+        self.shrink_if_sparse();
         delivery
+    }
+
+    /// Removes delivery `id`, leaving the room as it is.
+    fn take(&mut self, id: DeliveryId) -> Option<InFlight> {
+        let slot = self.by_id.remove(&id)?;
+        Some(self.entries.remove(slot)?.delivery)
+    }
+
+    /// Gives back the room a burst of deliveries left (`broker::shrink`).
+    fn shrink_if_sparse(&mut self) {
+        self.by_id.shrink_if_sparse();
+        let by_id = &mut self.by_id;
+        self.entries.shrink_if_sparse(|held, slot| {
+            by_id.insert(held.id, slot);
+        });
+    }
+
+    fn get(&self, id: DeliveryId) -> Option<&InFlight> {
+        let slot = self.by_id.get(&id)?;
+        Some(&self.entries.get(*slot)?.delivery)
     }
 
     /// Delivery `id`, if `conn` holds it.
     pub fn get_held(&self, id: DeliveryId, conn: ConnId) -> Option<&InFlight> {
-        self.map.get(&id).filter(|f| f.conn == conn)
+        self.get(id).filter(|f| f.conn == conn)
     }
 
     /// A delivery carrying message `id`, if one is in flight.
     pub fn find_message_ref(&self, id: MessageId) -> Option<&InFlight> {
-        self.map.values().find(|f| f.message_id() == id)
+        self.iter().map(|(_, f)| f).find(|f| f.message_id() == id)
     }
 
     /// Removes delivery `id` if `conn` holds it.
     pub fn remove_held(&mut self, id: DeliveryId, conn: ConnId) -> Option<InFlight> {
-        if self.map.get(&id)?.conn != conn {
+        if self.get(id)?.conn != conn {
             return None;
         }
         self.remove(id)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
-    /// The table's room (in entries), for tests.
+    /// The larger table's room (in entries), for tests.
     #[cfg(test)]
     pub fn room(&self) -> usize {
-        self.map.capacity()
+        self.entries.room().max(self.by_id.capacity())
     }
 
-    #[cfg(any(test, fuzzing))]
     pub fn iter(&self) -> impl Iterator<Item = (DeliveryId, &InFlight)> {
-        self.map.iter().map(|(&id, f)| (id, f))
+        self.entries
+            .iter()
+            .map(|(_, held)| (held.id, &held.delivery))
     }
 
     /// The delivery carrying message `id`, if it is in flight.
     pub fn find_message(&self, id: MessageId) -> Option<DeliveryId> {
-        self.map
-            .iter()
+        self.iter()
             .find(|(_, f)| f.message_id() == id)
-            .map(|(&d, _)| d)
+            .map(|(d, _)| d)
     }
 
     /// Removes every delivery held by `conn` (on subscription `sid`, when
@@ -114,17 +149,13 @@ impl InFlightTable {
     /// they are in the order they were handed out.
     pub fn take_held(&mut self, conn: ConnId, sid: Option<SubscriptionId>) -> Vec<InFlight> {
         let mut ids: Vec<DeliveryId> = self
-            .map
             .iter()
             .filter(|(_, f)| f.conn == conn && sid.is_none_or(|s| f.sid == s))
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
-        let held = ids
-            .into_iter()
-            .filter_map(|id| self.map.remove(&id))
-            .collect();
-        self.map.shrink_if_sparse();
+        let held = ids.into_iter().filter_map(|id| self.take(id)).collect();
+        self.shrink_if_sparse();
         held
     }
 
@@ -141,9 +172,8 @@ impl InFlightTable {
         }
         let mut next: Option<Instant> = None;
         let mut expired: Vec<DeliveryId> = self
-            .map
             .iter()
-            .filter_map(|(&id, f)| match f.deadline {
+            .filter_map(|(id, f)| match f.deadline {
                 Some(d) if d <= now => Some(id),
                 Some(d) => {
                     next = Some(next.map_or(d, |n| n.min(d)));
@@ -154,11 +184,8 @@ impl InFlightTable {
             .collect();
         self.next_deadline = next;
         expired.sort_unstable_by(|a, b| b.cmp(a));
-        let expired = expired
-            .into_iter()
-            .filter_map(|id| self.map.remove(&id))
-            .collect();
-        self.map.shrink_if_sparse();
+        let expired = expired.into_iter().filter_map(|id| self.take(id)).collect();
+        self.shrink_if_sparse();
         expired
     }
 }
