@@ -85,6 +85,25 @@ impl State {
     }
 }
 
+/// A connection's queues are shrunk in place before they go: freed whole,
+/// a burst's queue (a block of a megabyte or more after 10,000 answers)
+/// would make glibc's `malloc` keep up to twice its size of freed heap from
+/// then on; shrunk first, it is given back by `mremap` and the block freed
+/// after is small (`broker::slab` says more).
+impl Drop for State {
+    fn drop(&mut self) {
+        self.frames.shrink_to(KEEP_ENTRIES);
+        self.spare_batch.shrink_to(KEEP_ENTRIES);
+    }
+}
+
+/// As for [`State`]: shrunk in place before it goes.
+impl Drop for WriterBufs {
+    fn drop(&mut self) {
+        self.batch.shrink_to(KEEP_ENTRIES);
+    }
+}
+
 /// Replaces an empty buffer larger than [`KEEP_BUF_BYTES`] with nothing.
 fn trim_bytes(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_BUF_BYTES {
