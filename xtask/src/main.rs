@@ -21,6 +21,8 @@
 //!   (a smoke suite of real processes), or the same suite natively;
 //! - [`fuzz`]: `cargo xtask fuzz`: the cargo-fuzz targets in `fuzz/`
 //!   (nightly), one after another, from their checked-in seeds;
+//! - [`hot_functions`]: `cargo xtask hot-functions`: the list of functions
+//!   release builds of the broker lay out first, from a profiled run;
 //! - [`build`]: building binaries and finding them; [`fleet`]: children with a
 //!   ready line, always reaped; [`process`]: running external tools.
 #![forbid(unsafe_code)]
@@ -37,6 +39,7 @@ mod docs_tests;
 mod e2e;
 mod fleet;
 mod fuzz;
+mod hot_functions;
 mod mutants;
 mod process;
 mod windows;
@@ -71,6 +74,8 @@ enum Task {
     E2e(e2e::Args),
     /// Run the fuzz targets in fuzz/ (nightly, cargo-fuzz; not part of the gate).
     Fuzz(fuzz::Args),
+    /// Write the broker's hot-function list from a profiled run (valgrind), or check it.
+    HotFunctions(hot_functions::Args),
     /// Mutation-test the broker's router against its unit tests.
     Mutants(mutants::Args),
     /// Build for Windows and run the smoke suite under Wine (or natively).
@@ -102,6 +107,7 @@ fn run(task: Task) -> Result<()> {
         Task::Demo(args) => demo::run(&root, &args),
         Task::E2e(args) => e2e::run(&root, &args),
         Task::Fuzz(args) => fuzz::run(&root, &args),
+        Task::HotFunctions(args) => hot_functions::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
         Task::Windows(args) => windows::run(&root, &args),
     }

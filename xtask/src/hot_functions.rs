@@ -1,0 +1,341 @@
+//! `cargo xtask hot-functions`: writes `crates/broker/hot-functions.txt`,
+//! the functions a running broker executes, hottest first, which release
+//! builds lay out together (`crates/broker/build.rs` says where and why).
+//!
+//! It builds the broker and `busbench` in release mode and runs the broker
+//! under callgrind (`valgrind`, a Debian package) through the patterns the
+//! bus serves: clients connecting and subscribing, plain and queue-group
+//! round trips, a work queue with acks, confirmed publishes, a pub/sub
+//! stream; twice, in memory and with durable queue groups. It stops it with
+//! SIGTERM each time and lists every function of the broker's own binary
+//! that ran, by the instructions it executed in both runs.
+//!
+//! The names carry a hash of the crate they come from, and of its build:
+//! the list fits the broker built alone (`cargo build --release -p broker`,
+//! `cargo install`), as it is released. A toolchain or dependency update
+//! renames the functions, and so does a build with other packages, whose
+//! features unify differently (that build gets the usual layout). `--check`
+//! says how many of the listed names the broker built alone still has, and
+//! fails under [`FRESH_SHARE`]: run the task again then.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::build::{build_packages, find};
+use crate::fleet::{Proc, stop_all};
+use crate::process::{output, probe};
+
+/// Where the list lives, from the workspace root.
+pub const LIST: &str = "crates/broker/hot-functions.txt";
+
+/// The share of listed names a fresh list has in the binary; under it,
+/// `--check` fails and asks for a new list.
+const FRESH_SHARE: f64 = 0.9;
+
+/// How long the broker (slow under callgrind) and each role get to start.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Options of `cargo xtask hot-functions`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Report how many listed names the release broker has, instead of
+    /// writing the list.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(root: &Path, args: &Args) -> Result<()> {
+    // The broker alone, as it is released and installed: built with other
+    // packages, its dependencies' features unify differently, which
+    // renames their functions.
+    let broker = find(
+        &build_packages(root, &["broker"], &["--release"])?,
+        "broker",
+    )?;
+    if args.check {
+        let fit = freshness(root, &broker)?;
+        println!("{}: layout {}", broker.display(), layout(root, &broker));
+        if !fit.fresh() {
+            bail!("the list is stale: run `cargo xtask hot-functions` to write it again");
+        }
+        return Ok(());
+    }
+    if !probe(Command::new("valgrind").arg("--version")) {
+        bail!("valgrind is not installed (`apt-get install valgrind`)");
+    }
+    let busbench = find(&build_packages(root, &["e2e"], &["--release"])?, "busbench")?;
+    let dir = tempfile::tempdir()?;
+    let mut cost: HashMap<String, u64> = HashMap::new();
+    for durable in [false, true] {
+        let run = dir.path().join(if durable { "durable" } else { "memory" });
+        std::fs::create_dir_all(&run)?;
+        let profile = run.join("callgrind.out");
+        profile_workload(&broker, &busbench, &run, &profile, durable)?;
+        let text = std::fs::read_to_string(&profile)
+            .with_context(|| format!("reading {}", profile.display()))?;
+        for (name, own) in executed_in(&text, &broker) {
+            *cost.entry(name).or_default() += own;
+        }
+    }
+    let mut hot: Vec<(String, u64)> = cost.into_iter().collect();
+    hot.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let hot: Vec<String> = hot.into_iter().map(|(name, _)| name).collect();
+    if hot.len() < 100 {
+        bail!(
+            "only {} functions of the broker ran: the workload did not run",
+            hot.len()
+        );
+    }
+    let mut list = String::from(
+        "# The functions a running broker executes, hottest first: release builds lay\n\
+         # them out together (crates/broker/build.rs). Written by `cargo xtask\n\
+         # hot-functions`; do not edit.\n",
+    );
+    for name in &hot {
+        list.push_str(name);
+        list.push('\n');
+    }
+    std::fs::write(root.join(LIST), list)?;
+    println!("{LIST}: {} functions", hot.len());
+    Ok(())
+}
+
+/// Runs the broker under callgrind through the workload, writing `profile`;
+/// with `durable`, every queue group is durable (a journal in `dir`).
+fn profile_workload(
+    broker: &Path,
+    busbench: &Path,
+    dir: &Path,
+    profile: &Path,
+    durable: bool,
+) -> Result<()> {
+    let socket = dir.join("b.sock");
+    let socket = socket.to_str().context("a UTF-8 temp dir")?;
+    let never = || false;
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg("--demangle=no")
+        .arg(format!("--callgrind-out-file={}", profile.display()))
+        .arg(broker)
+        .args(["--socket", socket]);
+    if durable {
+        cmd.arg("--durable").arg("--data-dir").arg(dir.join("data"));
+    }
+    let mut procs = vec![Proc::start("broker", cmd, dir, START_DEADLINE, &never)?];
+    let role = |name: &str, args: &[&str]| -> Result<Proc> {
+        let mut cmd = Command::new(busbench);
+        cmd.arg(name).args(["--socket", socket]).args(args);
+        Proc::start(name, cmd, dir, START_DEADLINE, &never)
+    };
+    let finish = |name: &str, args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new(busbench);
+        cmd.arg(name).args(["--socket", socket]).args(args);
+        output(&mut cmd).map(drop)
+    };
+    // Clients that connect and subscribe; plain and queue-group round trips.
+    let mut roles = Vec::new();
+    for _ in 0..10 {
+        roles.push(role("responder", &[])?);
+    }
+    roles.push(role("responder", &["--queue", "--topic", "bench.q"])?);
+    finish("rtt", &["--count", "300", "--warmup", "10", "--retry"])?;
+    let queue = [
+        "--count", "300", "--warmup", "10", "--retry", "--topic", "bench.q",
+    ];
+    finish("rtt", &queue)?;
+    // A work queue with acks, and a stream to a subscriber.
+    roles.push(role("worker", &[])?);
+    roles.push(role("worker", &[])?);
+    finish("tasks", &["--count", "3000", "--concurrency", "500"])?;
+    // Confirmed publishes into a queue group (journaled when durable),
+    // each delivered and acked.
+    roles.push(role("hold", &["--topic", "bench.confirm", "--ack"])?);
+    let confirmed = [
+        "--topic",
+        "bench.confirm",
+        "--count",
+        "2000",
+        "--in-flight",
+        "16",
+    ];
+    finish("confirm-pub", &confirmed)?;
+    let sub = role("sub", &["--count", "20000"])?;
+    finish("pub", &["--count", "20000"])?;
+    roles.push(sub);
+    // Clients leave, then the broker stops cleanly (callgrind writes at exit).
+    stop_all(&mut roles, Duration::from_secs(5), &never);
+    stop_all(&mut procs, Duration::from_secs(30), &never);
+    Ok(())
+}
+
+/// The functions of `binary` that a callgrind profile saw run, by the
+/// instructions they executed themselves, most first.
+///
+/// Callgrind names each object (`ob=`) and function (`fn=`) once, as
+/// `(id) name`, and by `(id)` alone after; callee records (`cfn=`, `cob=`)
+/// name them too. A cost line after `calls=` is the call's inclusive cost,
+/// not the caller's own.
+fn executed_in(profile: &str, binary: &Path) -> Vec<(String, u64)> {
+    let binary = binary.to_string_lossy();
+    let mut objects: HashMap<&str, &str> = HashMap::new();
+    let mut functions: HashMap<&str, &str> = HashMap::new();
+    let mut own: HashMap<&str, u64> = HashMap::new();
+    let (mut object, mut function) = ("", None);
+    let mut call_cost_next = false;
+    for line in profile.lines() {
+        if let Some((key, rest)) = line.split_once('=')
+            && let Some(rest) = rest.strip_prefix('(')
+            && let Some((id, name)) = rest.split_once(')')
+        {
+            let name = name.trim_start();
+            match key {
+                "ob" | "cob" => {
+                    if !name.is_empty() {
+                        objects.insert(id, name);
+                    }
+                    if key == "ob" {
+                        object = objects.get(id).copied().unwrap_or("");
+                    }
+                }
+                "fn" | "cfn" => {
+                    if !name.is_empty() {
+                        functions.insert(id, name);
+                    }
+                    if key == "fn" {
+                        function = functions.get(id).copied().filter(|_| object == binary);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with("calls=") {
+            call_cost_next = true;
+            continue;
+        }
+        let cost_line = line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c));
+        if !cost_line {
+            continue;
+        }
+        if std::mem::take(&mut call_cost_next) {
+            continue;
+        }
+        if let Some(f) = function {
+            let instructions = line.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+            *own.entry(f).or_default() += instructions.unwrap_or(0);
+        }
+    }
+    let mut hot: Vec<(String, u64)> = own.into_iter().map(|(f, c)| (f.to_owned(), c)).collect();
+    hot.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    hot
+}
+
+/// What a report says of `binary`'s layout: how much of the list it has,
+/// and whether the linker put those first.
+pub fn layout(root: &Path, binary: &Path) -> String {
+    match freshness(root, binary) {
+        Ok(f) if !f.fresh() => format!(
+            "usual: the list is stale ({} of {} listed functions found; \
+             `cargo xtask hot-functions` writes it again)",
+            f.found, f.listed
+        ),
+        Ok(f) if f.first * 10 < f.found * 9 => format!(
+            "usual: the list was not applied (a linker other than LLD, or \
+             EVENTBUS_PLAIN_LAYOUT; {} of {} listed functions found)",
+            f.found, f.listed
+        ),
+        Ok(f) => format!(
+            "hot functions first ({} of {} listed functions found, laid out first)",
+            f.found, f.listed
+        ),
+        Err(e) => format!("not checked ({e:#})"),
+    }
+}
+
+/// How the list fits a binary.
+#[derive(Debug)]
+pub struct Freshness {
+    /// Names listed.
+    pub listed: usize,
+    /// Listed names the binary has.
+    pub found: usize,
+    /// Of the binary's first `found` functions by address, how many are
+    /// listed: all of them when the linker applied the list.
+    pub first: usize,
+}
+
+impl Freshness {
+    fn fresh(&self) -> bool {
+        self.found as f64 >= FRESH_SHARE * self.listed as f64
+    }
+}
+
+/// How the list fits `binary`, from its symbol table (`nm -n`).
+pub fn freshness(root: &Path, binary: &Path) -> Result<Freshness> {
+    let list =
+        std::fs::read_to_string(root.join(LIST)).with_context(|| format!("reading {LIST}"))?;
+    let listed: BTreeSet<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let symbols =
+        output(Command::new("nm").arg("-n").arg(binary)).context("running nm (binutils)")?;
+    // Functions, by address.
+    let functions: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (_, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+            matches!(kind, "t" | "T" | "W" | "w").then_some(name)
+        })
+        .collect();
+    let found = functions.iter().filter(|n| listed.contains(*n)).count();
+    let first = functions
+        .iter()
+        .take(found)
+        .filter(|n| listed.contains(*n))
+        .count();
+    Ok(Freshness {
+        listed: listed.len(),
+        found,
+        first,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_binarys_own_cost_counts() {
+        let profile = "\
+ob=(1) /x/broker
+fl=(1) a.rs
+fn=(1) hot
+1 100
+cob=(2) /lib/libc.so.6
+cfn=(2) memcpy
+calls=3 0
+1 5000
+fn=(3) warm
+2 10
+ob=(2)
+fn=(2)
+1 999999
+ob=(1)
+fn=(1)
+3 50
+";
+        let hot = executed_in(profile, Path::new("/x/broker"));
+        let expected = [("hot".to_owned(), 150), ("warm".to_owned(), 10)];
+        assert_eq!(
+            hot, expected,
+            "memcpy is libc's; the call's 5000 is memcpy's"
+        );
+    }
+}
