@@ -97,6 +97,9 @@ pub fn markdown(report: &Value) -> String {
         "Mode: {mode}. {}.\n",
         report["nats"].as_str().unwrap_or("NATS: not checked")
     );
+    if let Some(layout) = report["layout"].as_str() {
+        let _ = writeln!(md, "Broker layout: {layout}.\n");
+    }
     micro(&mut md, &report["micro"]);
     let process = &report["process"];
     latency(&mut md, &process["latency"]);

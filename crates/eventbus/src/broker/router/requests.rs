@@ -233,7 +233,13 @@ mod tests {
         let later = now + std::time::Duration::from_secs(60);
         let mut requests = Requests::default();
         let token = |n: u64| CorrelationId::new(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let due = |n: u64| if (n / 100).is_multiple_of(2) { now } else { later };
+        let due = |n: u64| {
+            if (n / 100).is_multiple_of(2) {
+                now
+            } else {
+                later
+            }
+        };
         for n in 1..=10_000 {
             requests.insert(token(n), request(n, n % 3, due(n)));
         }
