@@ -1,14 +1,15 @@
 //! Lays the broker's hot functions out together.
 //!
-//! A running broker executes a few hundred of the binary's functions, spread
+//! A running broker executes about 700 of the binary's functions, spread
 //! over its 3.4 MB of code. The kernel maps the file's pages in around
-//! each page a fault touches (64 KiB at a time), so those scattered functions
-//! kept 2.7 MB of the binary resident, and the pages the CPU runs through
-//! are as many. `hot-functions.txt` lists the functions a broker executes,
-//! the hottest first (`cargo xtask hot-functions` writes it by running a
-//! broker under callgrind). The linker places them first, in that order,
-//! and with 10 clients connected 1.5 MiB of the binary is resident instead
-//! of 3.6 (`docs/performance.md`, "Hot functions first").
+//! each page a fault touches (64 KiB at a time), so those scattered
+//! functions kept 3.4 MiB of the binary resident, and the pages the CPU
+//! runs through on each wake-up are as scattered. `hot-functions.txt`
+//! lists the functions a broker executes, the hottest first (`cargo xtask
+//! hot-functions` writes it by running a broker under callgrind). The
+//! linker places them first, in that order, and with 10 clients connected
+//! 1.6 MiB of the binary is resident (`docs/performance.md`, "Hot
+//! functions first").
 //!
 //! Only where that is known to work: a release build for
 //! `x86_64-unknown-linux-gnu` with Rust 1.90 or later and the toolchain's

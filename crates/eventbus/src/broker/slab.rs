@@ -1,4 +1,4 @@
-//! Large per-request entries in one vector, found through small indexes.
+//! Large entries in one vector, found through small indexes.
 //!
 //! A hash map of large entries costs more than its size after a burst.
 //! Each time its table grows or shrinks, the map allocates a new block and
