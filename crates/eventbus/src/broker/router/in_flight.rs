@@ -189,3 +189,79 @@ impl InFlightTable {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec::raw::ReplyStamp;
+
+    fn delivery(n: u64, conn: u64, deadline: Option<Instant>) -> InFlight {
+        InFlight {
+            conn: ConnId::new(conn),
+            sid: SubscriptionId::new(1),
+            group: Some(GroupId::new(1)),
+            sender: None,
+            message: Stamped {
+                envelope: bytes::Bytes::new(),
+                topic: crate::topic::Topic::new("a.b").expect("a topic"),
+                id: n,
+                source: crate::names::ClientId::new("p").expect("a client id"),
+                timestamp_us: 0,
+                attempt: 1,
+                reply: ReplyStamp::None,
+            },
+            size: 64,
+            deadline,
+        }
+    }
+
+    /// Draining a burst moves the deliveries left over to other slots:
+    /// each stays found by its id, by its message and by its holder, and
+    /// expires on time.
+    #[test]
+    fn deliveries_left_after_a_drained_burst_are_found_every_way() {
+        let now = Instant::now();
+        let due = |n: u64| (n / 100).is_multiple_of(2).then_some(now);
+        let mut table = InFlightTable::default();
+        for n in 1..=10_000 {
+            table.insert(DeliveryId::new(n), delivery(n, n % 3, due(n)));
+        }
+        let peak = table.room();
+        for n in (1..=10_000u64).filter(|n| !n.is_multiple_of(100)) {
+            assert!(table.remove(DeliveryId::new(n)).is_some());
+        }
+        assert!(table.room() < peak / 4, "{} of {peak}", table.room());
+        for n in (100..=10_000u64).step_by(100) {
+            let held = table.get_held(DeliveryId::new(n), ConnId::new(n % 3));
+            assert_eq!(held.map(InFlight::message_id), Some(MessageId::new(n)));
+            assert_eq!(
+                table.find_message(MessageId::new(n)),
+                Some(DeliveryId::new(n))
+            );
+        }
+        assert!(table.get_held(DeliveryId::new(1), ConnId::new(1)).is_none());
+        assert!(
+            table
+                .get_held(DeliveryId::new(200), ConnId::new(0))
+                .is_none(),
+            "not its holder"
+        );
+        let left: Vec<u64> = (100..=10_000).step_by(100).collect();
+        let of_one: Vec<u64> = left.iter().copied().filter(|n| n % 3 == 1).collect();
+        let taken = table.take_held(ConnId::new(1), None);
+        let mut ids: Vec<u64> = taken.iter().map(|f| f.message.id).collect();
+        assert!(ids.is_sorted_by(|a, b| a > b), "newest first");
+        ids.reverse();
+        assert_eq!(ids, of_one);
+        let expired = table.take_expired(now + Duration::from_millis(1));
+        let due_now = left
+            .iter()
+            .filter(|&&n| n % 3 != 1 && due(n).is_some())
+            .count();
+        assert_eq!(expired.len(), due_now);
+        assert_eq!(table.len(), left.len() - of_one.len() - due_now);
+        assert!(table.iter().all(|(_, f)| f.deadline.is_none()));
+    }
+}
