@@ -16,8 +16,11 @@
 //! own linker (LLD, that target's default since 1.90), with no linker
 //! chosen in the environment or the flags. Elsewhere, or with
 //! `EVENTBUS_PLAIN_LAYOUT` set, the binary is laid out as usual. A name the
-//! binary no longer has (after a toolchain or dependency update) is
-//! skipped silently: the layout degrades, the build never fails.
+//! binary does not have is skipped silently: the layout degrades, the build
+//! never fails. Names carry a hash of their crate's build, so the list fits
+//! the broker built alone from the lock file (`cargo build --release -p
+//! broker`, `cargo install --locked`), until a toolchain or dependency
+//! update (`cargo xtask hot-functions --check`).
 #![forbid(unsafe_code)]
 
 use std::env;

@@ -11,12 +11,14 @@
 //! that ran, by the instructions it executed in both runs.
 //!
 //! The names carry a hash of the crate they come from, and of its build:
-//! the list fits the broker built alone (`cargo build --release -p broker`,
-//! `cargo install`), as it is released. A toolchain or dependency update
-//! renames the functions, and so does a build with other packages, whose
-//! features unify differently (that build gets the usual layout). `--check`
-//! says how many of the listed names the broker built alone still has, and
-//! fails under [`FRESH_SHARE`]: run the task again then.
+//! the list fits the broker built alone from the lock file (`cargo build
+//! --release -p broker`, `cargo install --locked --path crates/broker`).
+//! Other builds get the usual layout: with other packages, whose features
+//! unify differently; `cargo install` without `--locked`, which picks the
+//! newest dependencies. A toolchain or dependency update renames the
+//! functions too: `--check` says how many of the listed names the broker
+//! built alone still has, and fails under [`FRESH_SHARE`]; run the task
+//! again then.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
