@@ -217,6 +217,19 @@ mod tests {
         }
     }
 
+    /// A delivery id issued twice (never, by construction) leaves no
+    /// delivery behind that nothing names.
+    #[test]
+    fn a_reused_delivery_id_replaces_the_delivery_it_named() {
+        let mut table = InFlightTable::default();
+        table.insert(DeliveryId::new(5), delivery(1, 1, None));
+        table.insert(DeliveryId::new(5), delivery(2, 1, None));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.find_message(MessageId::new(1)), None);
+        let taken = table.remove(DeliveryId::new(5)).map(|f| f.message.id);
+        assert_eq!((taken, table.len()), (Some(2), 0));
+    }
+
     /// Draining a burst moves the deliveries left over to other slots:
     /// each stays found by its id, by its message and by its holder, and
     /// expires on time.

@@ -224,6 +224,36 @@ mod tests {
         }
     }
 
+    /// A token or message id issued twice (never, by construction) drops
+    /// the request it named whole, rather than leaving half of it indexed.
+    #[test]
+    fn a_reused_key_drops_the_request_it_named_whole() {
+        let now = Instant::now();
+        let mut requests = Requests::default();
+        requests.insert(CorrelationId::new(7), request(1, 1, now));
+        requests.insert(CorrelationId::new(7), request(2, 1, now));
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests.take_message(MessageId::new(1)).is_none(),
+            "the first is gone"
+        );
+        assert_eq!(
+            requests.get(CorrelationId::new(7)).map(|p| p.seq),
+            Some(Seq::new(2))
+        );
+        requests.insert(CorrelationId::new(8), request(2, 1, now));
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests.take(CorrelationId::new(7)).is_none(),
+            "its token went with it"
+        );
+        assert_eq!(
+            requests.take(CorrelationId::new(8)).map(|p| p.seq),
+            Some(Seq::new(2))
+        );
+        assert_eq!(requests.len(), 0);
+    }
+
     /// Draining a burst moves the requests left over to other slots: each
     /// stays answerable by its token, failable by its message id, and
     /// expirable, and nothing answered comes back.
