@@ -128,16 +128,17 @@ fn profile_workload(
         cmd.arg("--durable").arg("--data-dir").arg(dir.join("data"));
     }
     let mut procs = vec![Proc::start("broker", cmd, dir, START_DEADLINE, &never)?];
+    let busbench = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(busbench);
+        cmd.arg(name).args(["--socket", socket]).args(args);
+        cmd
+    };
+    // A role that stays (ready line first), and one that runs to its end.
     let role = |name: &str, args: &[&str]| -> Result<Proc> {
-        let mut cmd = Command::new(busbench);
-        cmd.arg(name).args(["--socket", socket]).args(args);
-        Proc::start(name, cmd, dir, START_DEADLINE, &never)
+        Proc::start(name, busbench(name, args), dir, START_DEADLINE, &never)
     };
-    let finish = |name: &str, args: &[&str]| -> Result<()> {
-        let mut cmd = Command::new(busbench);
-        cmd.arg(name).args(["--socket", socket]).args(args);
-        output(&mut cmd).map(drop)
-    };
+    let finish =
+        |name: &str, args: &[&str]| -> Result<()> { output(&mut busbench(name, args)).map(drop) };
     // Clients that connect and subscribe; plain and queue-group round trips.
     let mut roles = Vec::new();
     for _ in 0..10 {
