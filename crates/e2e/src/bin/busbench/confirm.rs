@@ -140,19 +140,69 @@ pub const FLOOR_RECORD_BYTES: usize = 64;
 /// a file in `dir`, each followed by `fdatasync` (`File::sync_data`), one
 /// at a time; returns every append + sync time in nanoseconds.
 pub fn fsync_floor(dir: &Path, count: u64) -> anyhow::Result<Vec<u64>> {
-    let path = dir.join("fsync-floor.dat");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut file = open_appending(&dir.join("fsync-floor.dat"))?;
     let record = [7u8; FLOOR_RECORD_BYTES];
     let mut samples = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let start = Instant::now();
-        file.write_all(&record)?;
-        file.sync_data()?;
+        append_and_sync(&mut file, &record)?;
         samples.push(start.elapsed().as_nanos() as u64);
     }
     Ok(samples)
+}
+
+/// What the fsync floor does with each record: append it, then
+/// `fdatasync`.
+fn append_and_sync(file: &mut std::fs::File, record: &[u8]) -> std::io::Result<()> {
+    file.write_all(record)?;
+    file.sync_data()
+}
+
+fn open_appending(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Arguments of `busbench fsync-echo`.
+#[derive(Debug, clap::Args)]
+pub struct FsyncEchoArgs {
+    /// The Unix socket to listen on.
+    #[arg(long)]
+    pub listen: PathBuf,
+    /// The file each received chunk is appended to (and synced).
+    #[arg(long)]
+    pub file: PathBuf,
+}
+
+/// The fsync floor across two processes: each chunk a client sends is
+/// appended to `file` and synced as [`fsync_floor`] does, then written
+/// back. With `raw-rtt` as the client, one at a time, this is the least a
+/// confirmation after `fdatasync` can cost between two processes: a
+/// socket hop each way around the floor's sync, and nothing else (no
+/// framing, routing or hand-off between threads; the sync runs on the
+/// thread that read the chunk).
+pub async fn fsync_echo(args: &FsyncEchoArgs) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::UnixListener::bind(&args.listen)?;
+    let mut file = open_appending(&args.file)?;
+    crate::roles::ready();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // One client at a time: the floor is a single sequential stream.
+        let (mut conn, _) = listener.accept().await?;
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            // Synchronously, on purpose: this process does nothing else,
+            // and the sync on the reading thread is the floor's path.
+            append_and_sync(&mut file, &buf[..n])?;
+            if conn.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    }
 }

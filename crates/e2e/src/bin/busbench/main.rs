@@ -164,6 +164,9 @@ enum Command {
     ConfirmPub(confirm::ConfirmPubArgs),
     /// Print the depth of the queue group on TOPIC from the broker's stats.
     QueueDepth(confirm::QueueDepthArgs),
+    /// Append each chunk received on LISTEN to FILE, `fdatasync`, and send
+    /// it back: the fsync floor across two processes (with `raw-rtt`).
+    FsyncEcho(confirm::FsyncEchoArgs),
     /// Durable queues through the broker binary: confirmed publish next to
     /// the fsync floor and in-memory queues, recovery after SIGKILL, and
     /// JetStream side by side; prints the report.
@@ -230,6 +233,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Suite(args) => suite::run(&args).await,
                 Command::ConfirmPub(args) => confirm::confirm_pub(&args).await,
                 Command::QueueDepth(args) => confirm::queue_depth(&args).await,
+                Command::FsyncEcho(args) => confirm::fsync_echo(&args).await,
                 Command::Durable(args) => durable::run(&args).await,
                 #[cfg(target_os = "linux")]
                 Command::Fleet(args) => fleet::run(&args).await,
