@@ -124,7 +124,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let report = json!({
         "mode": if args.quick { "quick" } else { "full" },
         "nats": nats,
-        "layout": crate::hot_functions::layout(root, &exe("broker")),
+        "layout": crate::hot_functions::layout(root, crate::hot_functions::Binary::Broker, &exe("broker")),
         "peer_notes": found.notes,
         "micro": micro,
         "process": process,

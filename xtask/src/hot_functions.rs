@@ -1,27 +1,33 @@
-//! `cargo xtask hot-functions`: writes `crates/broker/hot-functions.txt`,
-//! the functions a running broker executes, hottest first, which release
-//! builds lay out together (`crates/broker/build.rs` says where and why).
+//! `cargo xtask hot-functions`: writes each `hot-functions.txt` (the
+//! broker's, `crates/broker/`, and the bridge's, `crates/bridge/`): the
+//! functions a running binary executes, hottest first, which release
+//! builds lay out together (the `hot-layout` crate says where and why).
 //!
-//! It builds the broker and `busbench` in release mode and runs the broker
-//! under callgrind (`valgrind`, a Debian package) through the patterns the
-//! bus serves: clients connecting and subscribing, plain and queue-group
-//! round trips, a work queue with acks, confirmed publishes, a pub/sub
-//! stream; twice, in memory and with durable queue groups. It stops it with
-//! SIGTERM each time and lists every function of the broker's own binary
-//! that ran, by the instructions it executed in both runs.
+//! It builds each binary, and `busbench`, in release mode and runs the
+//! binary under callgrind (`valgrind`, a Debian package) through the
+//! patterns it serves, stops it with SIGTERM, and lists every function of
+//! the binary's own that ran, by the instructions it executed:
+//! - the broker: clients connecting and subscribing, plain and queue-group
+//!   round trips, a work queue with acks, confirmed publishes, a pub/sub
+//!   stream; twice, in memory and with durable queue groups;
+//! - the bridge (needs `nats-server`): `busbench fleet-workload`, two
+//!   loopback nodes and one NATS server, round trips across them,
+//!   at-most-once and at-least-once events; twice, with the profiled
+//!   bridge as the exporting and requesting node 1, then as node 2, which
+//!   imports and serves.
 //!
 //! The names carry a hash of the crate they come from, and of its build:
-//! the list fits the broker built alone from the lock file (`cargo build
+//! a list fits its binary built alone from the lock file (`cargo build
 //! --release -p broker`, `cargo install --locked --path crates/broker`).
 //! Other builds get the usual layout: with other packages, whose features
 //! unify differently; `cargo install` without `--locked`, which picks the
 //! newest dependencies. A toolchain or dependency update renames the
-//! functions too: `--check` says how many of the listed names the broker
+//! functions too: `--check` says how many of the listed names each binary
 //! built alone still has, and fails under [`FRESH_SHARE`]; run the task
 //! again then.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,8 +37,55 @@ use crate::build::{build_packages, find};
 use crate::fleet::{Proc, stop_all};
 use crate::process::{output, probe};
 
-/// Where the list lives, from the workspace root.
-pub const LIST: &str = "crates/broker/hot-functions.txt";
+/// A binary laid out with its hot functions first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Binary {
+    Broker,
+    Bridge,
+}
+
+impl Binary {
+    const ALL: [Self; 2] = [Self::Broker, Self::Bridge];
+
+    /// Its package, built alone.
+    fn package(self) -> &'static str {
+        match self {
+            Self::Broker => "broker",
+            Self::Bridge => "eventbus-bridge",
+        }
+    }
+
+    /// The executable's name.
+    fn executable(self) -> &'static str {
+        self.package()
+    }
+
+    /// Where its list lives, from the workspace root.
+    pub fn list(self) -> &'static str {
+        match self {
+            Self::Broker => "crates/broker/hot-functions.txt",
+            Self::Bridge => "crates/bridge/hot-functions.txt",
+        }
+    }
+
+    /// What the list's header says runs.
+    fn running(self) -> &'static str {
+        match self {
+            Self::Broker => "a running broker",
+            Self::Bridge => "a running bridge",
+        }
+    }
+
+    /// Builds it alone, as it is released and installed: built with other
+    /// packages, its dependencies' features unify differently, which
+    /// renames their functions.
+    pub fn build(self, root: &Path) -> Result<PathBuf> {
+        find(
+            &build_packages(root, &[self.package()], &["--release"])?,
+            self.executable(),
+        )
+    }
+}
 
 /// The share of listed names a fresh list has in the binary; under it,
 /// `--check` fails and asks for a new list.
@@ -44,71 +97,179 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Options of `cargo xtask hot-functions`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Report how many listed names the release broker has, instead of
-    /// writing the list.
+    /// Report how many listed names each release binary has, instead of
+    /// writing the lists.
     #[arg(long)]
     check: bool,
+    /// Only this binary's list [default: both].
+    #[arg(long, value_enum)]
+    only: Option<Binary>,
 }
 
 pub fn run(root: &Path, args: &Args) -> Result<()> {
-    // The broker alone, as it is released and installed: built with other
-    // packages, its dependencies' features unify differently, which
-    // renames their functions.
-    let broker = find(
-        &build_packages(root, &["broker"], &["--release"])?,
-        "broker",
-    )?;
+    let binaries: Vec<Binary> = match args.only {
+        Some(one) => vec![one],
+        None => Binary::ALL.to_vec(),
+    };
     if args.check {
-        let fit = freshness(root, &broker)?;
-        println!("{}: layout {}", broker.display(), layout(root, &broker));
-        if !fit.fresh() {
-            bail!("the list is stale: run `cargo xtask hot-functions` to write it again");
+        let mut stale = Vec::new();
+        for &binary in &binaries {
+            let exe = binary.build(root)?;
+            let fit = freshness(root, binary, &exe)?;
+            println!("{}: layout {}", exe.display(), layout(root, binary, &exe));
+            if !fit.fresh() {
+                stale.push(binary.list());
+            }
+        }
+        if !stale.is_empty() {
+            bail!(
+                "stale: {}: run `cargo xtask hot-functions` to write them again",
+                stale.join(", ")
+            );
         }
         return Ok(());
     }
     if !probe(Command::new("valgrind").arg("--version")) {
         bail!("valgrind is not installed (`apt-get install valgrind`)");
     }
+    if binaries.contains(&Binary::Bridge) && eventbus_harness::find_nats_server().is_none() {
+        bail!(
+            "the bridge's workload needs nats-server (`apt-get install nats-server`, or set \
+             $NATS_SERVER); `--only broker` writes the broker's list alone"
+        );
+    }
+    // Each binary alone first: a later build of other packages leaves it be.
+    let built: Vec<(Binary, PathBuf)> = binaries
+        .iter()
+        .map(|&b| Ok((b, b.build(root)?)))
+        .collect::<Result<_>>()?;
+    // The broker the bridge's workload runs beside: the same binary.
+    let broker = match built.iter().find(|(b, _)| *b == Binary::Broker) {
+        Some((_, exe)) => exe.clone(),
+        None => Binary::Broker.build(root)?,
+    };
     let busbench = find(&build_packages(root, &["e2e"], &["--release"])?, "busbench")?;
     let dir = tempfile::tempdir()?;
-    let mut cost: HashMap<String, u64> = HashMap::new();
-    for durable in [false, true] {
-        let run = dir.path().join(if durable { "durable" } else { "memory" });
-        std::fs::create_dir_all(&run)?;
-        let profile = run.join("callgrind.out");
-        profile_workload(&broker, &busbench, &run, &profile, durable)?;
-        let text = std::fs::read_to_string(&profile)
-            .with_context(|| format!("reading {}", profile.display()))?;
-        for (name, own) in executed_in(&text, &broker) {
-            *cost.entry(name).or_default() += own;
+    for (binary, exe) in built {
+        let mut cost: HashMap<String, u64> = HashMap::new();
+        let runs: &[&str] = match binary {
+            Binary::Broker => &["memory", "durable"],
+            Binary::Bridge => &["node1", "node2"],
+        };
+        for run in runs {
+            let run_dir = dir.path().join(format!("{}-{run}", binary.package()));
+            std::fs::create_dir_all(&run_dir)?;
+            let profile = run_dir.join("callgrind.out");
+            match binary {
+                Binary::Broker => {
+                    let durable = *run == "durable";
+                    profile_broker(&exe, &busbench, &run_dir, &profile, durable)?;
+                }
+                Binary::Bridge => {
+                    let node = &run["node".len()..];
+                    profile_bridge(&broker, &exe, &busbench, &run_dir, &profile, node)?;
+                }
+            }
+            let text = std::fs::read_to_string(&profile)
+                .with_context(|| format!("reading {}", profile.display()))?;
+            for (name, own) in executed_in(&text, &exe) {
+                *cost.entry(name).or_default() += own;
+            }
         }
+        write_list(root, binary, cost)?;
     }
+    Ok(())
+}
+
+/// Writes `binary`'s list: the functions in `cost`, most first.
+fn write_list(root: &Path, binary: Binary, cost: HashMap<String, u64>) -> Result<()> {
     let mut hot: Vec<(String, u64)> = cost.into_iter().collect();
     hot.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let hot: Vec<String> = hot.into_iter().map(|(name, _)| name).collect();
     if hot.len() < 100 {
         bail!(
-            "only {} functions of the broker ran: the workload did not run",
-            hot.len()
+            "only {} functions of {} ran: the workload did not run",
+            hot.len(),
+            binary.executable()
         );
     }
-    let mut list = String::from(
-        "# The functions a running broker executes, hottest first: release builds lay\n\
-         # them out together (crates/broker/build.rs). Written by `cargo xtask\n\
+    let package_dir = Path::new(binary.list())
+        .parent()
+        .map_or_else(String::new, |d| d.display().to_string());
+    let mut list = format!(
+        "# The functions {} executes, hottest first: release builds lay\n\
+         # them out together ({package_dir}/build.rs). Written by `cargo xtask\n\
          # hot-functions`; do not edit.\n",
+        binary.running()
     );
     for name in &hot {
         list.push_str(name);
         list.push('\n');
     }
-    std::fs::write(root.join(LIST), list)?;
-    println!("{LIST}: {} functions", hot.len());
+    std::fs::write(root.join(binary.list()), list)?;
+    println!("{}: {} functions", binary.list(), hot.len());
     Ok(())
 }
 
-/// Runs the broker under callgrind through the workload, writing `profile`;
+/// Runs `bridge` under callgrind as node `node`'s bridge through `busbench
+/// fleet-workload` (the other node runs it plainly), writing `profile`.
+fn profile_bridge(
+    broker: &Path,
+    bridge: &Path,
+    busbench: &Path,
+    dir: &Path,
+    profile: &Path,
+    node: &str,
+) -> Result<()> {
+    // The workload starts the profiled bridge through a wrapper, with the
+    // bridge's own arguments.
+    let wrapper = dir.join("callgrind-bridge.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no \
+             --callgrind-out-file='{}' '{}' \"$@\"\n",
+            profile.display(),
+            bridge.display()
+        ),
+    )?;
+    make_executable(&wrapper)?;
+    output(
+        Command::new(busbench)
+            .arg("fleet-workload")
+            .arg("--broker")
+            .arg(broker)
+            .arg("--bridge")
+            .arg(bridge)
+            .arg("--profiled")
+            .arg(&wrapper)
+            .args(["--node", node]),
+    )
+    .context("busbench fleet-workload")?;
+    if !profile.is_file() {
+        bail!(
+            "the profiled bridge wrote no profile ({})",
+            profile.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_executable(_path: &Path) -> Result<()> {
+    bail!("the bridge's profile runs on Linux only")
+}
+
+/// Runs the broker under callgrind through its workload, writing `profile`;
 /// with `durable`, every queue group is durable (a journal in `dir`).
-fn profile_workload(
+fn profile_broker(
     broker: &Path,
     busbench: &Path,
     dir: &Path,
@@ -237,10 +398,10 @@ fn executed_in(profile: &str, binary: &Path) -> Vec<(String, u64)> {
     hot
 }
 
-/// What a report says of `binary`'s layout: how much of the list it has,
-/// and whether the linker put those first.
-pub fn layout(root: &Path, binary: &Path) -> String {
-    match freshness(root, binary) {
+/// What a report says of `exe`'s layout: how much of `binary`'s list it
+/// has, and whether the linker put those first.
+pub fn layout(root: &Path, binary: Binary, exe: &Path) -> String {
+    match freshness(root, binary, exe) {
         Ok(f) if !f.fresh() => format!(
             "usual: the list is stale ({} of {} listed functions found; \
              `cargo xtask hot-functions` writes it again)",
@@ -277,17 +438,17 @@ impl Freshness {
     }
 }
 
-/// How the list fits `binary`, from its symbol table (`nm -n`).
-pub fn freshness(root: &Path, binary: &Path) -> Result<Freshness> {
+/// How `binary`'s list fits `exe`, from its symbol table (`nm -n`).
+pub fn freshness(root: &Path, binary: Binary, exe: &Path) -> Result<Freshness> {
+    let list = binary.list();
     let list =
-        std::fs::read_to_string(root.join(LIST)).with_context(|| format!("reading {LIST}"))?;
+        std::fs::read_to_string(root.join(list)).with_context(|| format!("reading {list}"))?;
     let listed: BTreeSet<&str> = list
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    let symbols =
-        output(Command::new("nm").arg("-n").arg(binary)).context("running nm (binutils)")?;
+    let symbols = output(Command::new("nm").arg("-n").arg(exe)).context("running nm (binutils)")?;
     // Functions, by address.
     let functions: Vec<&str> = symbols
         .lines()

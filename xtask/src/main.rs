@@ -74,7 +74,7 @@ enum Task {
     E2e(e2e::Args),
     /// Run the fuzz targets in fuzz/ (nightly, cargo-fuzz; not part of the gate).
     Fuzz(fuzz::Args),
-    /// Write the broker's hot-function list from a profiled run (valgrind), or check it.
+    /// Write the broker's and the bridge's hot-function lists from profiled runs (valgrind), or check them.
     HotFunctions(hot_functions::Args),
     /// Mutation-test the broker's router against its unit tests.
     Mutants(mutants::Args),

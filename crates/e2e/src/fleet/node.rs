@@ -54,6 +54,12 @@ impl Node {
         self
     }
 
+    /// The bridge binary this node's next [`start_bridge`](Self::start_bridge)
+    /// runs: another build, or a wrapper that runs one (a profiler's).
+    pub fn set_bridge_bin(&mut self, bin: impl Into<PathBuf>) {
+        self.bridge_bin = Some(bin.into());
+    }
+
     /// Its name (`node1`, ...): also its bridge's origin name.
     pub fn name(&self) -> &str {
         &self.name

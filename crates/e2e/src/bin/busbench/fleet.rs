@@ -327,8 +327,13 @@ async fn start_bridges(fleet: &mut Fleet, backlog: Option<u64>) -> anyhow::Resul
     Ok(())
 }
 
-/// Bridged round trips: ns per trip.
-async fn bridged_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>> {
+/// Bridged round trips, `warmup` then `count` measured: ns per trip.
+async fn bridged_rtt(
+    fleet: &Fleet,
+    count: u64,
+    warmup: u64,
+    size: usize,
+) -> anyhow::Result<Vec<u64>> {
     let responder = fleet.node(1).cluster().client("bench-responder").await;
     let mut requests = responder
         .queue_subscribe("bench.rtt", "responders", 1)
@@ -339,7 +344,7 @@ async fn bridged_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>
         }
     });
     let requester = fleet.node(0).cluster().client("bench-requester").await;
-    let payload = bytes::Bytes::from(vec![7u8; args.size]);
+    let payload = bytes::Bytes::from(vec![7u8; size]);
     // The bridges subscribe asynchronously: wait until a request gets through.
     let end = Instant::now() + Duration::from_secs(20);
     while requester
@@ -351,13 +356,13 @@ async fn bridged_rtt(fleet: &Fleet, args: &FleetArgs) -> anyhow::Result<Vec<u64>
             bail!("no bridged request answered within 20 s");
         }
     }
-    let mut trips = Vec::with_capacity(args.count as usize);
-    for i in 0..args.warmup + args.count {
+    let mut trips = Vec::with_capacity(count as usize);
+    for i in 0..warmup + count {
         let start = Instant::now();
         requester
             .request("bench.rtt", payload.clone(), Duration::from_secs(5))
             .await?;
-        if i >= args.warmup {
+        if i >= warmup {
             trips.push(start.elapsed().as_nanos() as u64);
         }
     }
@@ -561,7 +566,7 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
     }
     start_bridges(&mut fleet, args.backlog).await?;
     // A path the bridge cannot carry is reported, and the others measured.
-    let bridged = match bridged_rtt(&fleet, args).await {
+    let bridged = match bridged_rtt(&fleet, count, warmup, size).await {
         Ok(trips) => Ok(percentiles(&trips)?),
         Err(e) => Err(format!("{e:#}")),
     };
@@ -653,5 +658,94 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<()> {
             *hwm as f64 / 1024.0
         );
     }
+    Ok(())
+}
+
+/// Arguments of `busbench fleet-workload`.
+#[derive(Debug, clap::Args)]
+pub struct FleetWorkloadArgs {
+    /// The `broker` binary each node runs.
+    #[arg(long)]
+    pub broker: PathBuf,
+    /// The `eventbus-bridge` binary of the nodes not profiled.
+    #[arg(long)]
+    pub bridge: PathBuf,
+    /// What node `--node` runs as its bridge instead: a wrapper that runs
+    /// the bridge under a profiler, its arguments passed on.
+    #[arg(long)]
+    pub profiled: PathBuf,
+    /// The node (1 or 2) whose bridge is `--profiled`.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub node: u8,
+}
+
+/// Events of each kind the workload sends, and the pace of the at-most-once
+/// ones (slow enough for a bridge under callgrind).
+const WORKLOAD_EVENTS: u64 = 2_000;
+const WORKLOAD_RATE: u64 = 1_000;
+/// An unpaced at-most-once burst of the workload, larger than a bridge's
+/// default backlog.
+const WORKLOAD_BURST: u64 = 20_000;
+/// How long a profiled bridge gets to write its profile and exit.
+const WORKLOAD_STOP: Duration = Duration::from_secs(60);
+
+/// The patterns a bridge serves, small, for a profile of the bridge of one
+/// node (`cargo xtask hot-functions`): two loopback nodes as in `fleet`
+/// (node 1 exports and sends requests, node 2 imports and serves them);
+/// round trips, paced at-most-once events, an unpaced burst and
+/// at-least-once events; then
+/// every bridge stopped with SIGTERM (a profiler writes at exit). Run once
+/// per node for both sides of the bridge.
+pub async fn workload(args: &FleetWorkloadArgs) -> anyhow::Result<()> {
+    let mut fleet = FleetBuilder::new()
+        .nodes(2)
+        .nats_servers(1)
+        .mode(e2e::fleet::FleetMode::Loopback)
+        .broker_bin(&args.broker)
+        .bridge_bin(&args.bridge)
+        .start()
+        .await;
+    fleet
+        .node_mut(usize::from(args.node) - 1)
+        .set_bridge_bin(&args.profiled);
+    start_bridges(&mut fleet, None).await?;
+    bridged_rtt(&fleet, 300, 10, 64).await?;
+    let events = WORKLOAD_EVENTS;
+    let (n, _) = bridged_throughput(
+        &fleet,
+        Bridged::AtMostOnce,
+        "work",
+        events,
+        64,
+        Some(WORKLOAD_RATE),
+    )
+    .await?;
+    // A burst beyond what the bridges hold: the paths that evict and count.
+    bridged_throughput(
+        &fleet,
+        Bridged::AtMostOnce,
+        "burst",
+        WORKLOAD_BURST,
+        64,
+        None,
+    )
+    .await?;
+    let (alo, _) =
+        bridged_throughput(&fleet, Bridged::AtLeastOnce, "work", events, 64, None).await?;
+    if alo < events {
+        bail!("{alo} of {events} at-least-once events arrived");
+    }
+    for i in 0..2 {
+        if let Some(bridge) = fleet.node_mut(i).bridge_mut() {
+            let status = bridge.terminate(WORKLOAD_STOP).await;
+            if !status.success() {
+                bail!("the bridge of node {} exited with {status}", i + 1);
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({"at_most_once": n, "at_least_once": alo, "of": events})
+    );
     Ok(())
 }

@@ -176,6 +176,10 @@ enum Command {
     /// bridge's RSS; prints the report.
     #[cfg(target_os = "linux")]
     Fleet(fleet::FleetArgs),
+    /// The patterns a bridge serves, small, with one node's bridge run
+    /// through a wrapper (a profiler): `cargo xtask hot-functions`.
+    #[cfg(target_os = "linux")]
+    FleetWorkload(fleet::FleetWorkloadArgs),
 }
 
 #[cfg(not(unix))]
@@ -237,6 +241,8 @@ fn main() -> anyhow::Result<()> {
                 Command::Durable(args) => durable::run(&args).await,
                 #[cfg(target_os = "linux")]
                 Command::Fleet(args) => fleet::run(&args).await,
+                #[cfg(target_os = "linux")]
+                Command::FleetWorkload(args) => fleet::workload(&args).await,
             }
         });
         role.await?
