@@ -296,12 +296,8 @@ const NATS_TESTS: &str =
 /// it they are left out with a WARNING, except in CI (`CI` set), where
 /// `.ci/run` installs it and its absence is an error.
 fn nats_available(ctx: &mut StepContext) -> Result<bool> {
-    let found = std::env::var_os("NATS_SERVER").is_some()
-        || std::path::Path::new("/usr/sbin/nats-server").is_file()
-        || std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join("nats-server").is_file())
-        });
-    if found {
+    // Where the tests' harness looks for it.
+    if eventbus_harness::find_nats_server().is_some() {
         return Ok(true);
     }
     if std::env::var_os("CI").is_some() {
