@@ -76,6 +76,17 @@ impl Binary {
         }
     }
 
+    /// The profiled runs of its workload, whose costs are summed.
+    fn runs(self) -> [Run; 2] {
+        match self {
+            Self::Broker => [
+                Run::Broker { durable: false },
+                Run::Broker { durable: true },
+            ],
+            Self::Bridge => [Run::Bridge { node: 1 }, Run::Bridge { node: 2 }],
+        }
+    }
+
     /// Builds it alone, as it is released and installed: built with other
     /// packages, its dependencies' features unify differently, which
     /// renames their functions.
@@ -84,6 +95,26 @@ impl Binary {
             &build_packages(root, &[self.package()], &["--release"])?,
             self.executable(),
         )
+    }
+}
+
+/// One profiled run of a binary's workload.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    /// The broker, every queue group durable or none.
+    Broker { durable: bool },
+    /// The bridge, as node 1 (exporting, requesting) or 2 (importing, serving).
+    Bridge { node: u8 },
+}
+
+impl Run {
+    /// Its directory's name.
+    fn name(self) -> String {
+        match self {
+            Self::Broker { durable: true } => "broker-durable".to_owned(),
+            Self::Broker { durable: false } => "broker-memory".to_owned(),
+            Self::Bridge { node } => format!("bridge-node{node}"),
+        }
     }
 }
 
@@ -152,21 +183,15 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let dir = tempfile::tempdir()?;
     for (binary, exe) in built {
         let mut cost: HashMap<String, u64> = HashMap::new();
-        let runs: &[&str] = match binary {
-            Binary::Broker => &["memory", "durable"],
-            Binary::Bridge => &["node1", "node2"],
-        };
-        for run in runs {
-            let run_dir = dir.path().join(format!("{}-{run}", binary.package()));
+        for run in binary.runs() {
+            let run_dir = dir.path().join(run.name());
             std::fs::create_dir_all(&run_dir)?;
             let profile = run_dir.join("callgrind.out");
-            match binary {
-                Binary::Broker => {
-                    let durable = *run == "durable";
+            match run {
+                Run::Broker { durable } => {
                     profile_broker(&exe, &busbench, &run_dir, &profile, durable)?;
                 }
-                Binary::Bridge => {
-                    let node = &run["node".len()..];
+                Run::Bridge { node } => {
                     profile_bridge(&broker, &exe, &busbench, &run_dir, &profile, node)?;
                 }
             }
@@ -219,10 +244,15 @@ fn profile_bridge(
     busbench: &Path,
     dir: &Path,
     profile: &Path,
-    node: &str,
+    node: u8,
 ) -> Result<()> {
     // The workload starts the profiled bridge through a wrapper, with the
-    // bridge's own arguments.
+    // bridge's own arguments; the paths go into it single-quoted.
+    for path in [profile, bridge] {
+        if path.to_string_lossy().contains('\'') {
+            bail!("a path with a quote in it: {}", path.display());
+        }
+    }
     let wrapper = dir.join("callgrind-bridge.sh");
     std::fs::write(
         &wrapper,
@@ -243,7 +273,8 @@ fn profile_bridge(
             .arg(bridge)
             .arg("--profiled")
             .arg(&wrapper)
-            .args(["--node", node]),
+            .arg("--node")
+            .arg(node.to_string()),
     )
     .context("busbench fleet-workload")?;
     if !profile.is_file() {
