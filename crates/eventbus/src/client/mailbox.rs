@@ -60,23 +60,45 @@ impl<T: Weigh> Mailbox<T> {
     /// one wake-up, evicting the oldest at the bound (the newest item always
     /// stays). Dropped once closed. An empty mailbox takes the run's
     /// allocation as it is, without moving an item.
+    ///
+    /// What the count bound evicts goes before the run is added, so the
+    /// queue never holds, nor grows its room to, more than the bound: a
+    /// full mailbox that took a run first and evicted after would double
+    /// its allocation at every bound past a power of two.
     pub fn push_run(&self, run: &mut VecDeque<T>) {
-        let added: usize = run.iter().map(Weigh::weight).sum();
         let waker = {
             let mut st = self.lock();
             if st.closed {
                 run.clear();
                 return;
             }
+            let bound = self.capacity.max(1);
+            let over = (st.items.len() + run.len()).saturating_sub(bound);
+            // The oldest first: those already here, then the run's own.
+            let from_items = over.min(st.items.len());
+            for _ in 0..from_items {
+                let old = st.items.pop_front().expect("counted");
+                st.bytes -= old.weight();
+            }
+            run.drain(..over - from_items);
+            st.dropped += over as u64;
+            let added: usize = run.iter().map(Weigh::weight).sum();
             if st.items.is_empty() {
                 std::mem::swap(&mut st.items, run);
+                // A run longer than the bound left its room behind.
+                st.items.shrink_to(bound);
             } else {
+                let needed = st.items.len() + run.len();
+                if needed > st.items.capacity() {
+                    // Doubling, as `append` would, but never past the bound.
+                    let room = (st.items.capacity() * 2).clamp(needed, bound);
+                    let len = st.items.len();
+                    st.items.reserve_exact(room - len);
+                }
                 st.items.append(run);
             }
             st.bytes += added;
-            while st.items.len() > 1
-                && (st.items.len() > self.capacity || st.bytes > self.max_bytes)
-            {
+            while st.items.len() > 1 && st.bytes > self.max_bytes {
                 let old = st.items.pop_front().expect("not empty");
                 st.bytes -= old.weight();
                 st.dropped += 1;
@@ -240,6 +262,30 @@ mod tests {
         assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(4)));
         assert_eq!(inbox.poll_next(&mut cx), Poll::Ready(Some(5)));
         assert_eq!(inbox.dropped(), 2);
+    }
+
+    #[test]
+    fn a_full_mailbox_never_makes_room_for_more_than_its_bound() {
+        let bound = 4096;
+        let mb = Mailbox::new(bound, usize::MAX);
+        // Runs of every size, as a reader's reads cut them, far past the bound.
+        let sizes = [1usize, 7, 100, 255, 256, 1000, 3, 4095, 17, 5000, 64];
+        for (i, n) in sizes.iter().cycle().take(60).enumerate() {
+            let mut run: VecDeque<i32> = (0..*n).map(|k| (i * 10_000 + k) as i32).collect();
+            mb.push_run(&mut run);
+            let st = mb.lock();
+            assert!(st.items.len() <= bound);
+            assert!(
+                st.items.capacity() <= bound,
+                "room {} after a run of {n}",
+                st.items.capacity()
+            );
+        }
+        let st = mb.lock();
+        assert_eq!(st.items.len(), bound);
+        // The newest item is the last run's last.
+        let last = 59 * 10_000 + sizes[59 % sizes.len()] - 1;
+        assert_eq!(st.items.back(), Some(&(last as i32)));
     }
 
     /// An item that weighs what it says.
