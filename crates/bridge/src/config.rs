@@ -97,8 +97,9 @@ pub struct NatsConfig {
     /// oldest are evicted, counted in `local_dropped`), and each NATS
     /// subscription (imports, served requests) while the local side is
     /// slower (beyond it async-nats drops, counted in `slow_consumer`).
-    /// Memory against burst loss: 300-400 bytes per message held with a
-    /// small payload.
+    /// Memory against burst loss: with small payloads, about 400 bytes a
+    /// held export and 700 a held import (async-nats' message, its header
+    /// map and the read buffer it points into; `docs/fleet.md`).
     pub backlog_max_messages: usize,
     /// How long a request forwarded across NATS (either way) waits for its
     /// reply, in milliseconds.
