@@ -4,11 +4,23 @@
 use std::fs::{self, File, TryLockError};
 use std::io;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::error::OpenError;
 
 /// The file whose lock says a journal has the directory open.
 const LOCK_FILE: &str = "LOCK";
+
+/// How long opening waits for the lock before it reports the directory in
+/// use. The lock belongs to the open file, and a process spawned while it
+/// was open (an agent embedding the broker starts a collector; a test
+/// runner starts a child) holds a copy of it until the new program starts,
+/// a moment after the journal that took it closed. A journal open in
+/// another process keeps it, and is reported after this wait.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// How often the lock is tried again within [`LOCK_WAIT`].
+const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// Creates `dir` (mode 0700 on Unix) if it is missing, refuses one that is
 /// not private, and takes its lock; the returned file holds the lock until
@@ -38,15 +50,25 @@ pub(crate) fn prepare(dir: &Path) -> Result<File, OpenError> {
             path: lock_path.clone(),
             source,
         })?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(TryLockError::WouldBlock) => Err(OpenError::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(source)) => Err(OpenError::Io {
-            path: lock_path,
-            source,
-        }),
+    let start = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(OpenError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
     }
 }
 
@@ -98,4 +120,26 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_the_lock_that_goes_away_is_waited_for() {
+        let tmp = crate::broker::journal::tests::support::temp_dir();
+        let dir = tmp.path().join("data");
+        let lock = prepare(&dir).expect("first open");
+        // What a process spawned while the journal was open holds until it
+        // runs its program: the same open file, so the same lock.
+        let copy = lock.try_clone().expect("a copy");
+        drop(lock);
+        let exec = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_WAIT / 10);
+            drop(copy);
+        });
+        prepare(&dir).expect("opened once the copy is gone");
+        exec.join().expect("the copy's thread");
+    }
 }
