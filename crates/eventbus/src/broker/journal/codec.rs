@@ -330,7 +330,23 @@ impl<'a> Fields<'a> {
     }
 
     fn queue_and_id(&mut self) -> Result<(QueueRef, MessageId), BodyError> {
-        Ok((QueueRef(self.u32()?), MessageId::new(self.u64()?)))
+        Ok((QueueRef(self.u32()?), self.id()?))
+    }
+
+    /// A message id a broker could have issued (`1..=MessageId::MAX`).
+    fn id(&mut self) -> Result<MessageId, BodyError> {
+        match self.u64()? {
+            id @ 1.. if id <= MessageId::MAX.get() => Ok(MessageId::new(id)),
+            _ => Err(self.invalid("id")),
+        }
+    }
+
+    /// An id floor: an id, or 0 before any was issued.
+    fn id_floor(&mut self) -> Result<MessageId, BodyError> {
+        match self.u64()? {
+            floor if floor <= MessageId::MAX.get() => Ok(MessageId::new(floor)),
+            _ => Err(self.invalid("id floor")),
+        }
     }
 
     fn invalid(&self, field: &'static str) -> BodyError {
@@ -370,7 +386,7 @@ pub(crate) fn decode(kind: u8, body: &[u8]) -> Result<Entry<'_>, BodyError> {
         }
         KIND_CHECKPOINT => {
             let as_of = Lsn::new(f.u64()?);
-            let id_floor = MessageId::new(f.u64()?);
+            let id_floor = f.id_floor()?;
             let n = f.u32()? as usize;
             if f.rest.len() != n * (4 + 8 * Counter::ALL.len()) {
                 return Err(f.invalid("length"));
@@ -426,7 +442,7 @@ pub(crate) fn decode(kind: u8, body: &[u8]) -> Result<Entry<'_>, BodyError> {
             f.done(Record::Settled { queue, id, outcome })?
         }
         KIND_RESULT_KEPT => {
-            let id = MessageId::new(f.u64()?);
+            let id = f.id()?;
             let expires_at_ms = f.u64()?;
             Record::ResultKept {
                 id,
@@ -435,7 +451,7 @@ pub(crate) fn decode(kind: u8, body: &[u8]) -> Result<Entry<'_>, BodyError> {
             }
         }
         KIND_RESULT_REMOVED => {
-            let id = MessageId::new(f.u64()?);
+            let id = f.id()?;
             f.done(Record::ResultRemoved { id })?
         }
         KIND_COUNTED => {
@@ -445,7 +461,7 @@ pub(crate) fn decode(kind: u8, body: &[u8]) -> Result<Entry<'_>, BodyError> {
             f.done(Record::Counted { queue, counter, by })?
         }
         KIND_ID_FLOOR => {
-            let id = MessageId::new(f.u64()?);
+            let id = f.id_floor()?;
             f.done(Record::IdFloor { id })?
         }
         other => return Err(BodyError::UnknownKind(other)),
@@ -459,7 +475,7 @@ mod tests {
     use crate::broker::journal::record::Counter;
 
     fn entries() -> Vec<Entry<'static>> {
-        let (queue, id) = (QueueRef(3), MessageId::new(u64::MAX - 1));
+        let (queue, id) = (QueueRef(3), MessageId::MAX);
         let mut counters = Counters::default();
         for (i, counter) in Counter::ALL.into_iter().enumerate() {
             counters.add(counter, i as u64 * 1000 + 1);
@@ -577,11 +593,15 @@ mod tests {
             let _ = decode(kind, &longer);
         }
         assert_eq!(decode(200, b""), Err(BodyError::UnknownKind(200)));
+        let mut short = vec![0; 4];
+        short.extend_from_slice(&1u64.to_le_bytes());
+        short.extend_from_slice(&[0; 3]);
         assert_eq!(
-            decode(KIND_DELIVERED, &[0; 15]),
+            decode(KIND_DELIVERED, &short),
             Err(BodyError::Short(KIND_DELIVERED))
         );
-        let mut settled = vec![0; 12];
+        let mut settled = vec![0; 4];
+        settled.extend_from_slice(&1u64.to_le_bytes());
         settled.push(9);
         assert!(matches!(
             decode(KIND_SETTLED, &settled),
@@ -590,6 +610,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_id_no_broker_issues_is_an_error() {
+        let (queue, attempt) = (QueueRef(0), 1);
+        for bad in [0, MessageId::MAX.get() + 1, u64::MAX] {
+            let id = MessageId::new(bad);
+            for record in [
+                Record::Delivered { queue, id, attempt },
+                Record::ResultRemoved { id },
+            ] {
+                let mut buf = Vec::new();
+                encode(&mut buf, Lsn::new(1), &Entry::Record(record));
+                assert_eq!(
+                    decode(buf[FRAME_HEADER - 1], &buf[FRAME_HEADER..]),
+                    Err(BodyError::Invalid {
+                        kind: buf[FRAME_HEADER - 1],
+                        field: "id"
+                    }),
+                    "{record:?}"
+                );
+            }
+        }
+        // An id floor of 0 is a journal before any id; above MAX is damage.
+        for (floor, ok) in [(0, true), (MessageId::MAX.get(), true), (u64::MAX, false)] {
+            let record = Record::IdFloor {
+                id: MessageId::new(floor),
+            };
+            let mut buf = Vec::new();
+            encode(&mut buf, Lsn::new(1), &Entry::Record(record));
+            let decoded = decode(KIND_ID_FLOOR, &buf[FRAME_HEADER..]);
+            assert_eq!(decoded.is_ok(), ok, "{floor}: {decoded:?}");
+        }
     }
 
     /// The frame of a small record.

@@ -49,6 +49,14 @@ impl fmt::Display for Lsn {
 pub struct MessageId(u64);
 
 impl MessageId {
+    /// The highest id a broker issues. Its ids (message, delivery and group
+    /// ids alike) come from one counter starting at 1: at a million a
+    /// second it would take 290,000 years to get here, so a journal record
+    /// naming an id above it (or id 0) was not written by a broker, and
+    /// recovery skips it as damaged (an id floor there would leave no id to
+    /// issue).
+    pub const MAX: MessageId = MessageId(u64::MAX >> 1);
+
     /// The message with this id.
     pub const fn new(raw: u64) -> Self {
         Self(raw)

@@ -112,7 +112,10 @@ impl Router {
         }
     }
 
-    fn count(&mut self, gid: GroupId, bump: impl FnOnce(&mut journal::Counters)) {
+    /// Counts `record` in group `gid`'s totals, by the journal's own rules
+    /// ([`journal::Counters::apply`], saturating), so the totals shown
+    /// before a restart are those recovered after it.
+    fn count(&mut self, gid: GroupId, record: &Record<'_>) {
         let Some(key) = self.queues.get(gid).map(|g| GroupKey {
             filter: g.filter.clone(),
             name: g.name.clone(),
@@ -120,7 +123,7 @@ impl Router {
             return;
         };
         if let Some(durable) = self.durable.as_mut() {
-            bump(durable.totals.entry(key).or_default());
+            durable.totals.entry(key).or_default().apply(record);
         }
     }
 
@@ -133,18 +136,19 @@ impl Router {
         let bytes = m.message.to_bytes();
         let id = JournalId::new(m.message.id);
         let attempt = m.message.attempt;
-        self.append(Record::Accepted {
+        let record = Record::Accepted {
             queue,
             id,
             attempt,
             envelope: &bytes,
-        });
+        };
+        self.append(record);
         if let Some(d) = self.durable.as_mut() {
             d.accepted |= d.failed.is_none();
         }
-        self.count(gid, |c| c.accepted += 1);
+        self.count(gid, &record);
         if adopted {
-            self.journal_requeued(gid, m.message.id, attempt + 1, false);
+            self.journal_requeued(gid, m.message.id, attempt.saturating_add(1), false);
         }
     }
 
@@ -152,12 +156,13 @@ impl Router {
     /// record's LSN, which the delivery waits for ([`Router::send_delivery`]).
     pub(super) fn journal_delivered(&mut self, gid: GroupId, id: u64, attempt: u32) -> Option<Lsn> {
         let queue = self.durable_ref(gid)?;
-        let lsn = self.append(Record::Delivered {
+        let record = Record::Delivered {
             queue,
             id: JournalId::new(id),
             attempt,
-        });
-        self.count(gid, |c| c.delivered += 1);
+        };
+        let lsn = self.append(record);
+        self.count(gid, &record);
         lsn
     }
 
@@ -182,54 +187,40 @@ impl Router {
         let Some(queue) = self.durable_ref(gid) else {
             return;
         };
-        self.append(Record::Requeued {
+        let record = Record::Requeued {
             queue,
             id: JournalId::new(id),
             attempt,
             nacked,
-        });
-        self.count(gid, |c| {
-            c.redelivered += 1;
-            c.nacked += u64::from(nacked);
-        });
+        };
+        self.append(record);
+        self.count(gid, &record);
     }
 
     pub(super) fn journal_settled(&mut self, gid: GroupId, id: u64, outcome: Outcome) {
         let Some(queue) = self.durable_ref(gid) else {
             return;
         };
-        self.append(Record::Settled {
+        let record = Record::Settled {
             queue,
             id: JournalId::new(id),
             outcome,
-        });
-        self.count(gid, |c| match outcome {
-            Outcome::Acked => c.acked += 1,
-            Outcome::DeadLettered => c.dead_lettered += 1,
-            Outcome::Cancelled => c.cancelled += 1,
-            Outcome::Evicted => {
-                c.evicted += 1;
-                c.dropped += 1;
-            }
-            _ => c.expired += 1,
-        });
+        };
+        self.append(record);
+        self.count(gid, &record);
     }
 
     pub(super) fn journal_counted(&mut self, gid: GroupId, counter: Counter) {
         let Some(queue) = self.durable_ref(gid) else {
             return;
         };
-        self.append(Record::Counted {
+        let record = Record::Counted {
             queue,
             counter,
             by: 1,
-        });
-        self.count(gid, |c| match counter {
-            Counter::Dropped => c.dropped += 1,
-            Counter::Rejected => c.rejected += 1,
-            Counter::Nacked => c.nacked += 1,
-            _ => {}
-        });
+        };
+        self.append(record);
+        self.count(gid, &record);
     }
 
     /// The journal's handle of group `gid` if it is durable, for routing.
@@ -438,10 +429,11 @@ impl Router {
                     tracing::error!(message_id = %m.id, queue = %q.key, "a recovered message does not decode; dropped");
                     continue;
                 };
-                stamped.attempt = m.attempt;
+                // A delivery's first attempt is 1: 0 is a damaged record.
+                stamped.attempt = m.attempt.max(1);
                 let mut queued = Queued::new(stamped);
                 if m.in_flight {
-                    if max > 0 && m.attempt >= max {
+                    if max > 0 && queued.message.attempt >= max {
                         let reason = format!("broker restarted; {max} attempts used");
                         self.usage.add(&queued.message.source, queued.size);
                         if let Some(g) = self.queues.get_mut(gid) {
@@ -450,8 +442,8 @@ impl Router {
                         self.dead_letter(gid, queued, &reason);
                         continue;
                     }
-                    queued.message.attempt += 1;
-                    self.journal_requeued(gid, m.id.get(), m.attempt + 1, false);
+                    queued.message.attempt = queued.message.attempt.saturating_add(1);
+                    self.journal_requeued(gid, m.id.get(), queued.message.attempt, false);
                 }
                 self.usage.add(&queued.message.source, queued.size);
                 if let Some(g) = self.queues.get_mut(gid) {

@@ -270,7 +270,7 @@ impl Router {
             self.dead_letter(gid, message, &format!("{why}; {max} attempts used"));
         } else {
             group.requeue_front(message);
-            self.journal_requeued(gid, id, attempt + 1, why == Taken::Nacked);
+            self.journal_requeued(gid, id, attempt.saturating_add(1), why == Taken::Nacked);
         }
     }
 

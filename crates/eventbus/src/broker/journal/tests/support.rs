@@ -161,3 +161,76 @@ pub(crate) fn accepted(queue: QueueRef, id: u64, envelope: &[u8]) -> Record<'_> 
         envelope,
     }
 }
+
+/// A frame as [`write_segment`] writes it, whatever it says: a record about
+/// any queue number, a queue definition of any text, a checkpoint of any
+/// counters.
+#[derive(Debug, Clone)]
+pub(crate) enum RawEntry<'a> {
+    /// A record; its queue is the number a `Def` gave in the same segment.
+    Record(Record<'a>),
+    /// Names queue number `queue` for the rest of the segment.
+    Def {
+        queue: u32,
+        filter: &'a str,
+        group: &'a str,
+    },
+    /// Counters and an id floor as of `as_of`.
+    Checkpoint {
+        as_of: u64,
+        id_floor: u64,
+        counters: Vec<(u32, crate::broker::journal::Counters)>,
+    },
+}
+
+/// Writes segment `file_no` in `dir` (the journal's own directory) holding
+/// `frames` at their LSNs, each with a good checksum: a journal a bug, an
+/// older broker or a hand could have written. `covers` makes it a
+/// compacted segment replacing the segments based up to it.
+pub(crate) fn write_segment(
+    dir: &Path,
+    file_no: u64,
+    base: u64,
+    covers: Option<u64>,
+    frames: &[(u64, RawEntry<'_>)],
+) {
+    use crate::broker::journal::codec::{self, Entry};
+    use crate::broker::journal::segment::{self, Header, SegmentKind};
+    let kind = match covers {
+        Some(covers) => SegmentKind::Compacted {
+            covers: Lsn::new(covers),
+        },
+        None => SegmentKind::Log,
+    };
+    let mut out = Header {
+        kind,
+        base: Lsn::new(base),
+    }
+    .encode()
+    .to_vec();
+    for (lsn, raw) in frames {
+        let entry = match raw {
+            RawEntry::Record(record) => Entry::Record(*record),
+            RawEntry::Def {
+                queue,
+                filter,
+                group,
+            } => Entry::QueueDef {
+                queue: *queue,
+                filter,
+                group,
+            },
+            RawEntry::Checkpoint {
+                as_of,
+                id_floor,
+                counters,
+            } => Entry::Checkpoint {
+                as_of: Lsn::new(*as_of),
+                id_floor: MessageId::new(*id_floor),
+                counters: counters.clone(),
+            },
+        };
+        codec::encode(&mut out, Lsn::new(*lsn), &entry);
+    }
+    std::fs::write(segment::segment_path(dir, file_no), out).expect("segment written");
+}

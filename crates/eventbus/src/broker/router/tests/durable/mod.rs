@@ -10,6 +10,7 @@ use super::*;
 use crate::broker::journal::tests::support::{DEADLINE, temp_dir, wait_durable};
 use crate::broker::journal::{Journal, Recovered};
 
+mod hostile;
 mod results;
 
 pub(super) const TASKS: &str = "task.scan";
