@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use eventbus::codec::FrameCodec;
 use eventbus::fuzzing;
 use eventbus::proto::{self, Frame, frame::Kind};
+use eventbus_fuzz::input::Writer;
 use eventbus_fuzz::script::{FrameSpec, HelloSpec, PublishSpec, ReplySpec, STRINGS, Step, Text};
 use eventbus_fuzz::{decoder, router, scanners};
 use prost::Message as _;
@@ -19,11 +20,12 @@ type Seeds = Vec<(&'static str, Vec<u8>)>;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    let targets: [(&str, Seeds); 4] = [
+    let targets: [(&str, Seeds); 5] = [
         ("frame_decoder", frame_decoder()),
         ("broker_scan", broker_scan()),
         ("deliver_scan", deliver_scan()),
         ("router", router_scripts()),
+        ("journal", journal_dirs()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -902,4 +904,99 @@ fn router_scripts() -> Seeds {
             ),
         ),
     ]
+}
+
+/// A journal record's kind byte and body, as `broker/journal/codec.rs`
+/// writes them.
+fn record(kind: u8, queue: u32, id: u64, rest: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = queue.to_le_bytes().to_vec();
+    body.extend_from_slice(&id.to_le_bytes());
+    body.extend_from_slice(rest);
+    (kind, body)
+}
+
+fn queue_def(queue: u32, filter: &str, group: &str) -> (u8, Vec<u8>) {
+    let mut body = queue.to_le_bytes().to_vec();
+    body.extend_from_slice(&(filter.len() as u16).to_le_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.extend_from_slice(group.as_bytes());
+    (1, body)
+}
+
+/// A segment's frames: kind byte and body each.
+type Frames = [(u8, Vec<u8>)];
+
+/// One segment file as `eventbus_fuzz::journal` reads it: a log segment
+/// based at the next LSN, its frames at the LSNs that follow, and `tail`.
+fn segment(w: &mut Writer, frames: &Frames, tail: &[u8]) {
+    w.u8(3).u8(frames.len() as u8);
+    for (kind, body) in frames {
+        w.u8(0).u8(*kind).u8(body.len() as u8).bytes(body);
+    }
+    if tail.is_empty() {
+        w.u8(1);
+    } else {
+        w.u8(0).u8(tail.len() as u8).bytes(tail);
+    }
+}
+
+fn journal_dirs() -> Seeds {
+    let envelope = envelope("task.scan", b"m").encode_to_vec();
+    let accepted = |id: u64| {
+        let mut rest = 1u32.to_le_bytes().to_vec();
+        rest.extend_from_slice(&envelope);
+        record(2, 0, id, &rest)
+    };
+    let delivered = |id: u64, attempt: u32| record(3, 0, id, &attempt.to_le_bytes());
+    let settled = |id: u64| record(5, 0, id, &[0]);
+    let def = queue_def(0, "task.scan", "workers");
+    let mut kept = 9u64.to_le_bytes().to_vec();
+    kept.extend_from_slice(&u64::MAX.to_le_bytes());
+    kept.extend_from_slice(b"reply");
+    let mut seeds = Seeds::new();
+    let mut one = |name, segments: &[(&Frames, &[u8])]| {
+        let mut w = Writer::default();
+        w.u8(segments.len() as u8 - 1);
+        for (frames, tail) in segments {
+            segment(&mut w, frames, tail);
+        }
+        seeds.push((name, w.data));
+    };
+    let life = [
+        def.clone(),
+        accepted(1),
+        accepted(2),
+        delivered(1, 1),
+        settled(1),
+        delivered(2, 1),
+        (6, kept.clone()),
+        (9, 100u64.to_le_bytes().to_vec()),
+    ];
+    one("a_queue_s_life", &[(&life, &[])]);
+    one("a_torn_tail", &[(&life, &[40, 0, 0, 0, 1, 2])]);
+    one(
+        "two_segments",
+        &[
+            (&life[..4], &[]),
+            (&[def.clone(), settled(2), accepted(3)], &[]),
+        ],
+    );
+    one(
+        "ids_at_their_limits",
+        &[(
+            &[
+                def.clone(),
+                accepted(u64::MAX >> 1),
+                accepted(u64::MAX),
+                delivered(u64::MAX >> 1, u32::MAX),
+                (9, u64::MAX.to_le_bytes().to_vec()),
+            ],
+            &[],
+        )],
+    );
+    one(
+        "a_record_of_an_undefined_queue",
+        &[(&[accepted(1), def, accepted(2)], &[])],
+    );
+    seeds
 }

@@ -7,6 +7,8 @@
 //!   readers and writers of messages against prost;
 //! - [`router`]: `router`, command sequences from several fake connections
 //!   into the router, read as a [`script`];
+//! - [`journal`]: `journal`, data directories of any segment files opened
+//!   as the broker opens its journal;
 //! - [`input`]: reading an input as small values (and writing one).
 //!
 //! Needs `--cfg fuzzing` (cargo-fuzz sets it), which opens
@@ -15,6 +17,7 @@
 
 pub mod decoder;
 pub mod input;
+pub mod journal;
 pub mod router;
 pub mod scanners;
 pub mod script;

@@ -25,13 +25,15 @@ use anyhow::{Context, Result, bail};
 use crate::process::{ensure_cargo_tool, probe, run as run_command};
 
 /// The targets, each with the largest input libFuzzer makes for it.
-pub const TARGETS: [(&str, usize); 4] = [
+pub const TARGETS: [(&str, usize); 5] = [
     // Streams of several frames, up to the 64 KiB limit the input picks.
     ("frame_decoder", 16 * 1024),
     ("broker_scan", 4096),
     ("deliver_scan", 4096),
     // Scripts: a step is a few bytes, a flood or a huge header too.
     ("router", 4096),
+    // Up to four segment files of frames up to 255 bytes.
+    ("journal", 8192),
 ];
 
 /// A single input that runs longer than this is a failure (a hang, or

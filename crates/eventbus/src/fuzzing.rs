@@ -199,3 +199,7 @@ pub fn edge(body: Bytes) -> Result<Edge, FrameError> {
         Some(true) => Edge::Unreadable,
     })
 }
+
+/// Journal directories of any segment files, opened as the broker opens
+/// them (the `journal` fuzz target).
+pub use crate::broker::journal::fuzz as journal;

@@ -191,6 +191,18 @@ pub(crate) fn encode(out: &mut Vec<u8>, lsn: Lsn, entry: &Entry<'_>) {
     seal(out, start);
 }
 
+/// Appends a frame of any `kind` and `body` at `lsn`, sealed with a good
+/// checksum: a frame no broker writes, for the `journal` fuzz target.
+#[cfg(fuzzing)]
+pub(crate) fn encode_raw(out: &mut Vec<u8>, lsn: Lsn, kind: u8, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_PREFIX]);
+    out.extend_from_slice(&lsn.get().to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(body);
+    seal(out, start);
+}
+
 /// Fills in the length and checksum of the frame that starts at `start`.
 fn seal(out: &mut [u8], start: usize) {
     let len = u32::try_from(out.len() - start - FRAME_PREFIX).expect("a frame under 4 GiB");

@@ -56,6 +56,11 @@ mod writer;
 #[cfg(test)]
 pub(crate) mod tests;
 
+// For the `journal` fuzz target (`crate::fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz;
+
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

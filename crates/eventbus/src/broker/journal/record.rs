@@ -20,6 +20,12 @@ impl Lsn {
     /// Before the first record.
     pub const ZERO: Self = Self(0);
 
+    /// The highest LSN a journal gives a record: one a second for a
+    /// billion years would not reach it, so a frame at a higher one was not
+    /// written by a journal, and recovery skips it as damaged (the next
+    /// record would have no LSN to take).
+    pub const MAX: Self = Self(u64::MAX >> 1);
+
     /// The LSN with this number.
     pub const fn new(raw: u64) -> Self {
         Self(raw)

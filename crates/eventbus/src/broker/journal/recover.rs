@@ -306,6 +306,11 @@ impl Replay {
                     self.damage(path.to_path_buf(), at as u64, lost, reason);
                     return at;
                 }
+                FrameRead::Frame { lsn, len, .. } if lsn > Lsn::MAX => {
+                    tracing::warn!(path = %path.display(), offset = at, %lsn, "journal record past the last LSN skipped");
+                    self.loss.skipped_records += 1;
+                    at += len;
+                }
                 FrameRead::Frame {
                     lsn,
                     kind,

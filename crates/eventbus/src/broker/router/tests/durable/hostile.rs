@@ -3,11 +3,11 @@
 //! directory. Records about queues never defined or defined twice, settles
 //! and deliveries of messages never accepted, ids and attempts at their
 //! limits, envelopes and kept replies that do not decode, counters near
-//! overflow, checkpoints from the future, LSNs out of order, compacted
-//! segments covering anything. The broker opens it, serves what it can,
-//! keeps its invariants (`Bus::run` checks them after each step), never
-//! issues an id twice, and opens again what it wrote after it. Nothing
-//! panics.
+//! overflow, checkpoints from the future, LSNs out of order or past any a
+//! journal gives, compacted segments covering anything. The broker opens
+//! it, serves what it can, keeps its invariants (`Bus::run` checks them
+//! after each step), never issues an id twice, and opens again what it
+//! wrote after it. Nothing panics.
 
 use proptest::prelude::*;
 use prost::Message as _;
@@ -134,10 +134,34 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The segments' frames: each with an LSN one past the one before, or
-/// (at times) the same, or earlier.
-fn lsns() -> impl Strategy<Value = i8> {
-    prop_oneof![8 => Just(1i8), 1 => Just(0), 1 => Just(-3)]
+/// A frame's LSN against the one before.
+#[derive(Debug, Clone, Copy)]
+enum LsnStep {
+    Next,
+    Same,
+    Back,
+    /// Near `u64::MAX`, past any a journal gives.
+    Huge,
+}
+
+impl LsnStep {
+    fn from(self, lsn: u64) -> u64 {
+        match self {
+            Self::Next => lsn.saturating_add(1),
+            Self::Same => lsn,
+            Self::Back => lsn.saturating_sub(3).max(1),
+            Self::Huge => u64::MAX - 1,
+        }
+    }
+}
+
+fn lsns() -> impl Strategy<Value = LsnStep> {
+    prop_oneof![
+        16 => Just(LsnStep::Next),
+        2 => Just(LsnStep::Same),
+        2 => Just(LsnStep::Back),
+        1 => Just(LsnStep::Huge),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +170,7 @@ struct Segment {
     base_skew: i8,
     /// Written by compaction, covering segments based up to its base + this.
     covers: Option<u8>,
-    frames: Vec<(i8, Step)>,
+    frames: Vec<(LsnStep, Step)>,
 }
 
 fn segment() -> impl Strategy<Value = Segment> {
@@ -187,8 +211,8 @@ fn write(dir: &Path, segments: &[Segment]) {
             })
             .collect();
         let mut frames = Vec::new();
-        for ((skew, step), bytes) in s.frames.iter().zip(&envelopes) {
-            lsn = lsn.saturating_add_signed(i64::from(*skew)).max(1);
+        for ((at, step), bytes) in s.frames.iter().zip(&envelopes) {
+            lsn = at.from(lsn);
             let q = |q: &u32| QueueRef(*q);
             let m = MessageId::new;
             let raw = match step {
@@ -247,9 +271,8 @@ fn write(dir: &Path, segments: &[Segment]) {
                 },
             };
             frames.push((lsn, raw));
-            lsn = lsn.saturating_add(1);
         }
-        let covers = s.covers.map(|c| base + u64::from(c));
+        let covers = s.covers.map(|c| base.saturating_add(u64::from(c)));
         write_segment(dir, no, base, covers, &frames);
     }
 }
