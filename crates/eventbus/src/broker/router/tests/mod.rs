@@ -328,17 +328,7 @@ impl Bus {
         group: &str,
         prefetch: u32,
     ) -> Vec<Got> {
-        self.send_done(
-            peer,
-            Kind::Subscribe(proto::Subscribe {
-                seq: sid,
-                sid,
-                filter: filter.into(),
-                group: group.into(),
-                prefetch,
-                fallback: false,
-            }),
-        );
+        self.send_done(peer, join(sid, filter, group, prefetch));
         let mut got = self.received(peer);
         assert_eq!(got.first(), Some(&ok(sid)), "joined");
         got.remove(0);
@@ -444,6 +434,19 @@ impl Bus {
             _ => panic!("expected one stats response, got {got:?}"),
         }
     }
+}
+
+/// Joining queue group `group` on `filter` as subscription `sid` (also
+/// the command's `seq`).
+pub(super) fn join(sid: u64, filter: &str, group: &str, prefetch: u32) -> Kind {
+    Kind::Subscribe(proto::Subscribe {
+        seq: sid,
+        sid,
+        filter: filter.into(),
+        group: group.into(),
+        prefetch,
+        fallback: false,
+    })
 }
 
 pub(super) fn publish(seq: u64, mode: PublishMode, topic: &str, payload: &str) -> Kind {

@@ -350,17 +350,7 @@ fn run(segments: &[Segment], max_attempts: u32) {
 /// out: a delivery of an earlier queue may come before a later one's).
 fn join_all(bus: &mut Bus, peer: &Peer) -> Vec<Got> {
     for (sid, (filter, group)) in (1..).zip(JOINABLE) {
-        bus.send_done(
-            peer,
-            Kind::Subscribe(proto::Subscribe {
-                seq: sid,
-                sid,
-                filter: filter.into(),
-                group: group.into(),
-                prefetch: 1000,
-                fallback: false,
-            }),
-        );
+        bus.send_done(peer, super::super::join(sid, filter, group, 1000));
     }
     let mut got = settle(bus, peer);
     for sid in (1..).take(JOINABLE.len()) {
