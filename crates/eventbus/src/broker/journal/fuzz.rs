@@ -101,13 +101,20 @@ pub enum OpenFailure {
 }
 
 /// Opens the journal in `dir` as the broker does (its threads and all),
-/// at wall-clock time now, and closes it.
-pub fn open(dir: &Path) -> Result<Opened, OpenFailure> {
+/// at wall-clock time now, and closes it; with `compact`, after one
+/// compaction of what it opened (on this thread: the compaction thread
+/// runs only past the garbage thresholds, which a fuzz input never
+/// reaches).
+pub fn open(dir: &Path, compact: bool) -> Result<Opened, OpenFailure> {
     let (journal, recovered) =
         Journal::open(JournalConfig::new(dir), |_| {}).map_err(|e| match e {
             OpenError::NewerFormat { .. } => OpenFailure::NewerFormat,
             other => OpenFailure::Other(other.to_string()),
         })?;
+    if compact {
+        super::compact::compact(&journal.shared)
+            .map_err(|e| OpenFailure::Other(format!("compaction: {e}")))?;
+    }
     journal
         .close()
         .map_err(|e| OpenFailure::Other(format!("close: {e}")))?;
