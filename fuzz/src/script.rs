@@ -280,7 +280,7 @@ pub fn broker_only(i: u8) -> Kind {
         1 => Kind::Welcome(proto::Welcome::default()),
         2 => Kind::Ok(proto::Ok::default()),
         3 => Kind::Error(proto::Error::default()),
-        4 => Kind::StatsResponse(proto::StatsResponse::default()),
+        4 => Kind::StatsResponse(Box::default()),
         5 => Kind::GatherStarted(proto::GatherStarted {
             seq: 1,
             message_id: 1,

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use axum::extract::State;
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use eventbus::broker::monitor::{ClientInfo, Health, Overview, QueueInfo};
+use eventbus::broker::monitor::{ClientInfo, Health, JournalInfo, Overview, QueueInfo};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -165,11 +165,86 @@ pub fn render(
         Some(Unit::Bytes),
         overview.max_queued_bytes as f64,
     );
+    if let Some(j) = &overview.journal {
+        journal(&mut r, j);
+    }
     kinds(&mut r, clients);
     queue_series(&mut r, queues);
     let mut text = String::new();
     prometheus_text::encode(&mut text, &r).expect("writing to a String cannot fail");
     text
+}
+
+/// The durable queues' journal: its space, its work since the broker
+/// started, and what recovery at that start could not read.
+fn journal(r: &mut Registry, j: &JournalInfo) {
+    let bytes = [
+        (
+            "journal_files",
+            "Bytes in the journal's segment files",
+            j.file_bytes,
+        ),
+        (
+            "journal_live",
+            "Bytes of journal records still needed (the rest is garbage compaction reclaims)",
+            j.live_bytes,
+        ),
+        (
+            "journal_live_limit",
+            "The bound on the journal's live bytes (durability.max_disk_bytes)",
+            j.max_disk_bytes,
+        ),
+        (
+            "journal_recovery_lost",
+            "Bytes of the journal recovery cut off or set aside at this start",
+            j.recovery_lost_bytes,
+        ),
+    ];
+    for (name, help, value) in bytes {
+        gauge(r, name, help, Some(Unit::Bytes), value as f64);
+    }
+    gauge(
+        r,
+        "journal_disk_full",
+        "1 while the journal's last write failed for lack of space (durable publishes are refused)",
+        None,
+        if j.disk_full { 1.0 } else { 0.0 },
+    );
+    gauge(
+        r,
+        "journal_recovery_damaged",
+        "Places recovery found damaged in the journal at this start",
+        None,
+        j.recovery_damaged as f64,
+    );
+    gauge(
+        r,
+        "journal_recovery_skipped_records",
+        "Journal records with a good checksum recovery could not use at this start",
+        None,
+        j.recovery_skipped_records as f64,
+    );
+    let counts = [
+        ("journal_syncs", "fdatasync calls of the journal", j.syncs),
+        (
+            "journal_records",
+            "Journal records written and synced",
+            j.records,
+        ),
+        (
+            "journal_failed_records",
+            "Journal records that could not be written (each a publish refused)",
+            j.failed_records,
+        ),
+        (
+            "journal_compactions",
+            "Journal compactions completed",
+            j.compactions,
+        ),
+    ];
+    for (name, help, value) in counts {
+        counter(r, name, help, value);
+    }
 }
 
 /// Per client kind: connections, unsettled deliveries, outbound depth.

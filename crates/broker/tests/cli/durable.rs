@@ -31,6 +31,19 @@ fn a_durable_requests_reply_is_fetched_again_by_id_after_a_restart() {
     let id = reply["message_id"].as_u64().expect("a message id");
     assert_eq!(reply["payload"], "/etc", "{reply}");
 
+    // `ebctl stats` shows the journal: a line of text, an object in JSON.
+    let out = broker.ebctl().arg("stats").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("journal  live ")),
+        "{text}"
+    );
+    let journal = &broker.stats()["journal"];
+    assert!(journal["records"].as_u64() >= Some(1), "{journal}");
+    assert_eq!(journal["disk_full"], false, "{journal}");
+
     // Again, by id, as the same client id.
     let out = broker
         .ebctl()

@@ -126,8 +126,10 @@ fn stats_json_has_every_documented_key() {
             "connections",
             "queues",
             "topics",
+            "journal",
         ],
     );
+    assert!(stats["journal"].is_null(), "no journal open: {stats}");
     let connection = &stats["connections"][0];
     has(
         connection,

@@ -169,10 +169,10 @@ pub fn random_kind(rng: &mut Rng, live: Live) -> Kind {
         12 => Kind::StatsRequest(proto::StatsRequest {
             seq: number(rng, live),
         }),
-        13 => Kind::StatsResponse(proto::StatsResponse {
+        13 => Kind::StatsResponse(Box::new(proto::StatsResponse {
             seq: number(rng, live),
             ..Default::default()
-        }),
+        })),
         16 => Kind::GatherStarted(proto::GatherStarted {
             seq: number(rng, live),
             message_id: number(rng, live),

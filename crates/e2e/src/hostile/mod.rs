@@ -147,7 +147,7 @@ pub enum Answer {
     /// `Ok`, with the message id of a confirmed publish (else 0).
     Ok(u64),
     /// A stats snapshot.
-    Stats(proto::StatsResponse),
+    Stats(Box<proto::StatsResponse>),
     /// A `Reply` whose `correlation_id` is the call's `seq`: the answer to
     /// a request (after its `Ok` when confirmed) or to a `ResultRequest`.
     Reply(proto::Reply),
@@ -423,7 +423,7 @@ impl RawClient {
         self.send_or_closed(Kind::StatsRequest(proto::StatsRequest { seq }))
             .await?;
         match self.answer(seq).await? {
-            Answer::Stats(stats) => Ok(stats),
+            Answer::Stats(stats) => Ok(*stats),
             other => panic!("stats answered with {other:?}"),
         }
     }

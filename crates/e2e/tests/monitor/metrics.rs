@@ -149,3 +149,72 @@ async fn metrics_parse_stay_monotonic_and_keep_cardinality_bounded() {
             >= before["eventbus_messages_published_total{}"] + 1000.0
     );
 }
+
+/// A durable broker's journal is in `/metrics`, in the overview and in
+/// `Client::stats`: its space and its work since the start move as
+/// confirmed durable publishes are written.
+#[tokio::test]
+async fn a_durable_broker_shows_its_journal() {
+    let data = tempfile::tempdir().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .unwrap();
+    let cluster = e2e::Cluster::start_with(
+        e2e::BrokerBuilder::new()
+            .arg("--durable")
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg(format!("--http={addr}")),
+    )
+    .await;
+    let client = cluster.client("publisher").await;
+    let holder = cluster.client("holder").await;
+    drop(
+        holder
+            .queue_subscribe("jobs.scan", "workers", 1)
+            .await
+            .unwrap(),
+    );
+    for n in 0..5 {
+        client
+            .publish_confirmed("jobs.scan", format!("m-{n}"))
+            .await
+            .unwrap();
+    }
+    let journal = client
+        .stats()
+        .await
+        .unwrap()
+        .journal
+        .expect("journal stats");
+    assert!(journal.records >= 5 && journal.syncs >= 1, "{journal:?}");
+    assert!(journal.live_bytes > 0 && !journal.disk_full, "{journal:?}");
+
+    let overview = crate::support::get_json(addr, "/api/v1/overview").await;
+    assert!(
+        overview["journal"]["records"].as_u64() >= Some(5),
+        "{overview}"
+    );
+    assert_eq!(overview["journal"]["disk_full"], false, "{overview}");
+    let (_, series) = scrape(addr).await;
+    assert!(
+        series["eventbus_journal_records_total{}"] >= 5.0,
+        "{series:?}"
+    );
+    assert!(series["eventbus_journal_live_bytes{}"] > 0.0, "{series:?}");
+    assert_eq!(series["eventbus_journal_disk_full{}"], 0.0, "{series:?}");
+    for name in [
+        "eventbus_journal_files_bytes{}",
+        "eventbus_journal_live_limit_bytes{}",
+        "eventbus_journal_syncs_total{}",
+        "eventbus_journal_failed_records_total{}",
+        "eventbus_journal_compactions_total{}",
+        "eventbus_journal_recovery_lost_bytes{}",
+        "eventbus_journal_recovery_damaged{}",
+        "eventbus_journal_recovery_skipped_records{}",
+    ] {
+        assert!(series.contains_key(name), "no {name}: {series:?}");
+    }
+    client.close().await;
+    holder.close().await;
+}

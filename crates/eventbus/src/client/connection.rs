@@ -494,7 +494,7 @@ fn dispatch(inner: &Inner, frame: Frame) -> Option<String> {
         Some(Kind::GatherDone(d)) => {
             let _ = lock(&inner.gathers).deliver(d.seq, GatherEvent::Done(d));
         }
-        Some(Kind::StatsResponse(s)) => answer(s.seq, Answer::Stats(s)),
+        Some(Kind::StatsResponse(s)) => answer(s.seq, Answer::Stats(*s)),
         Some(Kind::Goodbye(g)) => return Some(g.reason),
         Some(Kind::Cancel(c)) => {
             tracing::debug!(message_id = c.message_id, "broker cancelled a held message");

@@ -64,7 +64,8 @@ pub use options::{ClientOptions, ReconnectPolicy};
 pub use request::PendingRequest;
 pub use result::{MAX_RESULT_WAIT, ResultError};
 pub use stats::{
-    BridgeStats, BrokerStats, ConnectionStats, MemberStats, QueueStats, QueueTotals, TopicStats,
+    BridgeStats, BrokerStats, ConnectionStats, JournalStats, MemberStats, QueueStats, QueueTotals,
+    TopicStats,
 };
 pub use subscription::{QueueSubscription, Subscription};
 

@@ -39,6 +39,62 @@ pub struct BrokerStats {
     /// The last status of each bridge that announced one on
     /// `_sys.bridge.<name>` (at most 32), by name.
     pub bridges: Vec<BridgeStats>,
+    /// The journal of the durable queues, when the broker has one open.
+    pub journal: Option<JournalStats>,
+}
+
+/// The journal that keeps the durable queues: its space, its work since the
+/// broker started, and what recovery at that start could not read
+/// (`docs/durability.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Bytes in its segment files.
+    pub file_bytes: u64,
+    /// Bytes of records still needed (live messages, kept replies); the
+    /// rest of `file_bytes` is garbage compaction reclaims.
+    pub live_bytes: u64,
+    /// The bound on `live_bytes` (`durability.max_disk_bytes`).
+    pub max_disk_bytes: u64,
+    /// Whether the last write failed for lack of space: durable publishes
+    /// are refused (`Storage`) until there is space again.
+    pub disk_full: bool,
+    /// `fdatasync` calls since the broker started.
+    pub syncs: u64,
+    /// Records written and synced since the broker started.
+    pub records: u64,
+    /// Records that could not be written since the broker started (each a
+    /// publish refused, never confirmed).
+    pub failed_records: u64,
+    /// Compactions completed since the broker started.
+    pub compactions: u64,
+    /// At this start: bytes recovery cut off or set aside (a torn or
+    /// damaged tail, a bad segment header).
+    pub recovery_lost_bytes: u64,
+    /// At this start: places recovery found damaged.
+    pub recovery_damaged: u64,
+    /// At this start: records with a good checksum recovery could not use.
+    pub recovery_skipped_records: u64,
+}
+
+impl From<proto::JournalStats> for JournalStats {
+    fn from(j: proto::JournalStats) -> Self {
+        Self {
+            file_bytes: j.file_bytes,
+            live_bytes: j.live_bytes,
+            max_disk_bytes: j.max_disk_bytes,
+            disk_full: j.disk_full,
+            syncs: j.syncs,
+            records: j.records,
+            failed_records: j.failed_records,
+            compactions: j.compactions,
+            recovery_lost_bytes: j.recovery_lost_bytes,
+            recovery_damaged: j.recovery_damaged,
+            recovery_skipped_records: j.recovery_skipped_records,
+        }
+    }
 }
 
 /// Counters of one client connection, for the life of that connection.
@@ -221,6 +277,7 @@ impl From<proto::StatsResponse> for BrokerStats {
             queues: s.queues.into_iter().map(Into::into).collect(),
             topics: s.topics.into_iter().map(Into::into).collect(),
             bridges: s.bridges.into_iter().map(Into::into).collect(),
+            journal: s.journal.map(Into::into),
         }
     }
 }
@@ -319,6 +376,7 @@ mod tests {
             }],
             topics: vec![proto::TopicStats::default()],
             bridges: vec![proto::BridgeStats::default()],
+            journal: Some(proto::JournalStats::default()),
             ..Default::default()
         };
         let json = serde_json::to_value(BrokerStats::from(response)).unwrap();
@@ -334,11 +392,28 @@ mod tests {
                 "connections",
                 "delivered",
                 "dropped",
+                "journal",
                 "published",
                 "queues",
                 "rss_bytes",
                 "topics",
                 "uptime_ms"
+            ]
+        );
+        assert_eq!(
+            keys(&json["journal"]),
+            [
+                "compactions",
+                "disk_full",
+                "failed_records",
+                "file_bytes",
+                "live_bytes",
+                "max_disk_bytes",
+                "records",
+                "recovery_damaged",
+                "recovery_lost_bytes",
+                "recovery_skipped_records",
+                "syncs"
             ]
         );
         assert_eq!(

@@ -423,6 +423,52 @@ pub struct StatsResponse {
     /// after every other list).
     #[prost(uint64, tag = "14")]
     pub omitted_bridges: u64,
+    /// The journal of the durable queues, when the broker has one open.
+    #[prost(message, optional, tag = "15")]
+    pub journal: ::core::option::Option<JournalStats>,
+}
+/// The journal that keeps the durable queues (`docs/durability.md`): its
+/// space, its work since the broker started, and what its recovery at that
+/// start could not read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JournalStats {
+    /// Bytes in its segment files.
+    #[prost(uint64, tag = "1")]
+    pub file_bytes: u64,
+    /// Bytes of records still needed (live messages, kept replies); the rest
+    /// of `file_bytes` is garbage that compaction reclaims.
+    #[prost(uint64, tag = "2")]
+    pub live_bytes: u64,
+    /// The bound on `live_bytes` (`durability.max_disk_bytes`).
+    #[prost(uint64, tag = "3")]
+    pub max_disk_bytes: u64,
+    /// Whether the last write failed for lack of space (durable publishes are
+    /// refused with `Storage` until space is back).
+    #[prost(bool, tag = "4")]
+    pub disk_full: bool,
+    /// `fdatasync` calls since the broker started.
+    #[prost(uint64, tag = "5")]
+    pub syncs: u64,
+    /// Records written and synced since the broker started.
+    #[prost(uint64, tag = "6")]
+    pub records: u64,
+    /// Records that could not be written since the broker started (each a
+    /// publish refused, never confirmed).
+    #[prost(uint64, tag = "7")]
+    pub failed_records: u64,
+    /// Compactions completed since the broker started.
+    #[prost(uint64, tag = "8")]
+    pub compactions: u64,
+    /// At this start: bytes of the journal recovery cut off or set aside
+    /// (a torn or damaged tail, a bad segment header).
+    #[prost(uint64, tag = "9")]
+    pub recovery_lost_bytes: u64,
+    /// At this start: the places recovery found damaged.
+    #[prost(uint64, tag = "10")]
+    pub recovery_damaged: u64,
+    /// At this start: records with a good checksum recovery could not use.
+    #[prost(uint64, tag = "11")]
+    pub recovery_skipped_records: u64,
 }
 /// A bridge's last status, as it announced it on `_sys.bridge.<name>`
 /// (`docs/fleet.md`). The broker keeps the last one of each of at most 32
@@ -525,7 +571,7 @@ pub mod frame {
         #[prost(message, tag = "12")]
         StatsRequest(super::StatsRequest),
         #[prost(message, tag = "13")]
-        StatsResponse(super::StatsResponse),
+        StatsResponse(::prost::alloc::boxed::Box<super::StatsResponse>),
         #[prost(message, tag = "14")]
         Ok(super::Ok),
         #[prost(message, tag = "15")]

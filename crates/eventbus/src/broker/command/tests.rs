@@ -246,7 +246,7 @@ fn frames_only_the_broker_sends_are_refused() {
     for kind in [
         Kind::Welcome(proto::Welcome::default()),
         Kind::Deliver(proto::Deliver::default()),
-        Kind::StatsResponse(proto::StatsResponse::default()),
+        Kind::StatsResponse(Box::default()),
         Kind::Ok(proto::Ok::default()),
         Kind::Error(proto::Error::default()),
     ] {

@@ -59,6 +59,56 @@ pub struct Overview {
     pub max_queued_bytes: u64,
     /// The latest one-second sample, if one was taken yet.
     pub last: Option<Sample>,
+    /// The durable queues' journal, when the broker has one open.
+    pub journal: Option<JournalInfo>,
+}
+
+/// The journal that keeps the durable queues: its space, its work since the
+/// broker started, and what recovery at that start could not read
+/// (`docs/stats.md` defines each, as `ebctl stats` shows them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct JournalInfo {
+    /// Bytes in its segment files.
+    pub file_bytes: u64,
+    /// Bytes of records still needed.
+    pub live_bytes: u64,
+    /// `durability.max_disk_bytes`.
+    pub max_disk_bytes: u64,
+    /// The last write failed for lack of space.
+    pub disk_full: bool,
+    /// `fdatasync` calls since the broker started.
+    pub syncs: u64,
+    /// Records written and synced since the broker started.
+    pub records: u64,
+    /// Records that could not be written since the broker started.
+    pub failed_records: u64,
+    /// Compactions completed since the broker started.
+    pub compactions: u64,
+    /// At this start: bytes recovery cut off or set aside.
+    pub recovery_lost_bytes: u64,
+    /// At this start: places recovery found damaged.
+    pub recovery_damaged: u64,
+    /// At this start: records with a good checksum recovery could not use.
+    pub recovery_skipped_records: u64,
+}
+
+impl From<crate::proto::JournalStats> for JournalInfo {
+    fn from(j: crate::proto::JournalStats) -> Self {
+        Self {
+            file_bytes: j.file_bytes,
+            live_bytes: j.live_bytes,
+            max_disk_bytes: j.max_disk_bytes,
+            disk_full: j.disk_full,
+            syncs: j.syncs,
+            records: j.records,
+            failed_records: j.failed_records,
+            compactions: j.compactions,
+            recovery_lost_bytes: j.recovery_lost_bytes,
+            recovery_damaged: j.recovery_damaged,
+            recovery_skipped_records: j.recovery_skipped_records,
+        }
+    }
 }
 
 /// A bridge's last status, as it announced it on `_sys.bridge.<name>`.

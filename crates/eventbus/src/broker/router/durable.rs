@@ -55,12 +55,15 @@ pub(super) struct Durable {
     pub appended: Option<Lsn>,
     /// Ids up to here are reserved in the journal.
     reserved: u64,
+    /// What recovery could not read when the journal was opened.
+    recovery: journal::LossReport,
 }
 
 impl Durable {
-    pub fn new(journal: Journal) -> Self {
+    pub fn new(journal: Journal, recovery: journal::LossReport) -> Self {
         Self {
             journal,
+            recovery,
             refs: Map::default(),
             totals: Map::default(),
             last: None,
@@ -265,6 +268,26 @@ impl Router {
     /// Marks the durable queues in `queues` (one per group) and adds their
     /// counters since their first start; a durable queue with no group
     /// now (nothing waiting, no members) is listed with its totals only.
+    /// The journal's space, work and recovery losses, if one is open.
+    pub(super) fn journal_stats(&self) -> Option<proto::JournalStats> {
+        let d = self.durable.as_ref()?;
+        let usage = d.journal.usage();
+        let done = d.journal.stats();
+        Some(proto::JournalStats {
+            file_bytes: usage.file_bytes,
+            live_bytes: usage.live_bytes,
+            max_disk_bytes: self.config.durability.max_disk_bytes,
+            disk_full: usage.disk_full,
+            syncs: done.syncs,
+            records: done.records,
+            failed_records: done.failed_records,
+            compactions: done.compactions,
+            recovery_lost_bytes: d.recovery.bytes,
+            recovery_damaged: d.recovery.damage.len() as u64,
+            recovery_skipped_records: d.recovery.skipped_records,
+        })
+    }
+
     pub(super) fn durable_stats(&self, queues: &mut Vec<proto::QueueStats>) {
         let Some(d) = self.durable.as_ref() else {
             return;

@@ -214,7 +214,7 @@ impl Router {
     /// Journals the durable queues in `journal`, after restoring what it
     /// `recovered`: before the broker serves anyone.
     pub fn attach_journal(&mut self, journal: Journal, recovered: &Recovered) {
-        self.durable = Some(Durable::new(journal));
+        self.durable = Some(Durable::new(journal, recovered.loss.clone()));
         self.restore(recovered);
         self.reserve_ids();
     }
@@ -310,7 +310,7 @@ impl Router {
         }
         let stats = self.stats(seq.get(), c.max_frame);
         let frame = Frame {
-            kind: Some(Kind::StatsResponse(stats)),
+            kind: Some(Kind::StatsResponse(Box::new(stats))),
         };
         self.conns.send(conn, frame);
         Ok(())

@@ -60,6 +60,7 @@ impl Router {
             queues,
             dropped: self.totals.dropped,
             bridges: self.bridges.stats(self.clock.now),
+            journal: self.journal_stats(),
             ..Default::default()
         };
         fit(&mut stats, max_frame.saturating_sub(FRAME_OVERHEAD));

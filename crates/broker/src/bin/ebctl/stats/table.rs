@@ -16,6 +16,9 @@ pub fn render(s: &BrokerStats) -> String {
         s.dropped,
         s.rss_bytes as f64 / (1024.0 * 1024.0),
     );
+    if let Some(j) = &s.journal {
+        out.push_str(&journal_line(j));
+    }
     let connections: Vec<Vec<String>> = s
         .connections
         .iter()
@@ -127,6 +130,36 @@ pub fn render(s: &BrokerStats) -> String {
     out
 }
 
+/// The journal's summary line: its space, its work, and what went wrong
+/// (said only when something did).
+fn journal_line(j: &eventbus::client::JournalStats) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut line = format!(
+        "journal  live {:.1} of {:.1} MiB  files {:.1} MiB  syncs {}  records {}  compactions {}",
+        mib(j.live_bytes),
+        mib(j.max_disk_bytes),
+        mib(j.file_bytes),
+        j.syncs,
+        j.records,
+        j.compactions,
+    );
+    if j.disk_full {
+        line.push_str("  DISK FULL");
+    }
+    if j.failed_records > 0 {
+        let _ = write!(line, "  failed records {}", j.failed_records);
+    }
+    if j.recovery_damaged > 0 || j.recovery_skipped_records > 0 {
+        let _ = write!(
+            line,
+            "  recovery: lost {} B, damaged {}, skipped records {}",
+            j.recovery_lost_bytes, j.recovery_damaged, j.recovery_skipped_records
+        );
+    }
+    line.push('\n');
+    line
+}
+
 /// One bridge's row: the fields of `eventbus-bridge`'s status JSON that say
 /// whether it works (`-` where the status lacks one).
 fn bridge_row(b: &eventbus::client::BridgeStats) -> Vec<String> {
@@ -210,6 +243,45 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("BRIDGES"), "no bridges, no section: {text}");
+        assert!(!text.contains("journal"), "no journal, no line: {text}");
+    }
+
+    #[test]
+    fn the_journal_line_says_what_went_wrong_only_when_something_did() {
+        let journal = |j: proto::JournalStats| {
+            render(&BrokerStats::from(proto::StatsResponse {
+                journal: Some(j),
+                ..Default::default()
+            }))
+        };
+        let healthy = journal(proto::JournalStats {
+            live_bytes: 512 * 1024,
+            max_disk_bytes: 1 << 30,
+            file_bytes: 3 << 20,
+            syncs: 7,
+            records: 40,
+            ..Default::default()
+        });
+        let line = healthy.lines().nth(1).unwrap();
+        assert_eq!(
+            line,
+            "journal  live 0.5 of 1024.0 MiB  files 3.0 MiB  syncs 7  records 40  compactions 0"
+        );
+        let troubled = journal(proto::JournalStats {
+            disk_full: true,
+            failed_records: 3,
+            recovery_lost_bytes: 120,
+            recovery_damaged: 1,
+            recovery_skipped_records: 2,
+            ..Default::default()
+        });
+        let line = troubled.lines().nth(1).unwrap();
+        assert!(
+            line.ends_with(
+                "DISK FULL  failed records 3  recovery: lost 120 B, damaged 1, skipped records 2"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -216,6 +216,7 @@ impl Router {
                 .observer
                 .as_deref()
                 .and_then(|o| o.history.latest().cloned()),
+            journal: self.journal_stats().map(Into::into),
         }
     }
 
@@ -247,6 +248,12 @@ impl Router {
             reasons.push(format!(
                 "{sockets} connections near max_connections {max_connections}"
             ));
+        }
+        if self.journal_stats().is_some_and(|j| j.disk_full) {
+            reasons.push(
+                "journal: the disk is full; durable publishes are refused until there is space"
+                    .to_owned(),
+            );
         }
         for (_, g) in self.queues.iter() {
             if g.is_full_for(0) {

@@ -547,7 +547,7 @@ fn flatten(item: Outgoing) -> Got {
         },
         Kind::Heartbeat(_) => Got::Heartbeat,
         Kind::Goodbye(g) => Got::Goodbye(g.reason),
-        Kind::StatsResponse(s) => Got::Stats(s),
+        Kind::StatsResponse(s) => Got::Stats(*s),
         Kind::GatherStarted(s) => Got::GatherStarted(s),
         Kind::GatherDone(d) => Got::GatherDone(d),
         other => panic!("the broker does not send {other:?}"),

@@ -385,3 +385,77 @@ fn a_drained_durable_queue_keeps_its_totals_in_stats_after_a_restart() {
         "nothing since this start"
     );
 }
+
+#[test]
+fn stats_show_the_journal_and_what_its_recovery_could_not_read() {
+    use crate::broker::journal::tests::support::{RawEntry, write_segment};
+    use crate::broker::journal::{MessageId as JournalId, QueueRef, Record};
+
+    let mut plain = Bus::new();
+    let p = plain.connect("p");
+    assert_eq!(
+        plain.stats(&p).journal,
+        None,
+        "no journal, no journal stats"
+    );
+
+    let dir = temp_dir();
+    let (mut bus, _) = open(dir.path(), |c| c.durability.max_disk_bytes = 1 << 20);
+    declare(&mut bus);
+    let p = bus.connect("p");
+    confirmed(&mut bus, &p, 1, "t1").unwrap();
+    confirmed(&mut bus, &p, 2, "t2").unwrap();
+    let j = bus
+        .stats(&p)
+        .journal
+        .expect("a durable bus has journal stats");
+    assert!(j.syncs >= 1 && j.records >= 2, "{j:?}");
+    assert!(j.live_bytes > 0 && j.file_bytes >= j.live_bytes, "{j:?}");
+    assert_eq!(j.max_disk_bytes, 1 << 20);
+    assert!(!j.disk_full && j.failed_records == 0, "{j:?}");
+    assert_eq!(
+        (
+            j.recovery_lost_bytes,
+            j.recovery_damaged,
+            j.recovery_skipped_records
+        ),
+        (0, 0, 0)
+    );
+    crash(bus);
+
+    // Damage to find: a segment whose one record names a queue it never
+    // defined (skipped), then five bytes of a torn frame (cut off).
+    let data = dir.path().join("data");
+    let record = Record::Delivered {
+        queue: QueueRef(7),
+        id: JournalId::new(1),
+        attempt: 1,
+    };
+    write_segment(&data, 900, 1000, None, &[(1000, RawEntry::Record(record))]);
+    let damaged = crate::broker::journal::tests::support::segments(&data)
+        .pop()
+        .expect("the segment just written");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes.extend_from_slice(&[9, 0, 0, 0, 1]);
+    std::fs::write(&damaged, bytes).unwrap();
+
+    let (mut bus, _) = open(dir.path(), |_| {});
+    let p = bus.connect("p");
+    let j = bus.stats(&p).journal.expect("journal stats");
+    assert_eq!(
+        (
+            j.recovery_lost_bytes,
+            j.recovery_damaged,
+            j.recovery_skipped_records
+        ),
+        (5, 1, 1),
+        "{j:?}"
+    );
+    let w = bus.connect("w");
+    let got = tasks(&join(&mut bus, &w, 1, TASKS, 10));
+    assert_eq!(
+        payloads(&got),
+        [("t1", 1), ("t2", 1)],
+        "what came before the damage"
+    );
+}
