@@ -531,6 +531,13 @@ impl Journal {
         self.stop(true).expect("threads stop");
     }
 
+    /// Marks the disk full, as a failed write for lack of space does (what
+    /// reads the flag is tested here; the write that sets it is tested in
+    /// `tests/disk_full.rs`, in a child process under a file size limit).
+    pub(crate) fn mark_disk_full(&self) {
+        self.shared.lock().disk_full = true;
+    }
+
     /// Runs one compaction on the caller's thread.
     pub(crate) fn compact_now(&self) {
         compact::compact(&self.shared).expect("compaction");

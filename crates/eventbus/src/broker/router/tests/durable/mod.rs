@@ -458,4 +458,18 @@ fn stats_show_the_journal_and_what_its_recovery_could_not_read() {
         [("t1", 1), ("t2", 1)],
         "what came before the damage"
     );
+
+    // A full disk shows, and makes the broker's health degraded.
+    use crate::broker::monitor::HealthStatus;
+    assert_eq!(bus.router.monitor_health(1).status, HealthStatus::Ready);
+    journal(&bus).mark_disk_full();
+    assert!(bus.stats(&p).journal.unwrap().disk_full);
+    let health = bus.router.monitor_health(1);
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert!(
+        health.reasons.iter().any(|r| r.contains("disk is full")),
+        "{health:?}"
+    );
+    let overview = bus.router.monitor_overview(std::time::Instant::now());
+    assert!(overview.journal.is_some_and(|j| j.disk_full));
 }
