@@ -265,9 +265,6 @@ impl Router {
         Ok(())
     }
 
-    /// Marks the durable queues in `queues` (one per group) and adds their
-    /// counters since their first start; a durable queue with no group
-    /// now (nothing waiting, no members) is listed with its totals only.
     /// The journal's space, work and recovery losses, if one is open.
     pub(super) fn journal_stats(&self) -> Option<proto::JournalStats> {
         let d = self.durable.as_ref()?;
@@ -288,6 +285,9 @@ impl Router {
         })
     }
 
+    /// Marks the durable queues in `queues` (one per group) and adds their
+    /// counters since their first start; a durable queue with no group
+    /// now (nothing waiting, no members) is listed with its totals only.
     pub(super) fn durable_stats(&self, queues: &mut Vec<proto::QueueStats>) {
         let Some(d) = self.durable.as_ref() else {
             return;
